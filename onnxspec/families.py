@@ -1,0 +1,351 @@
+"""Families: plain functions composing the pieces into an (unbound) export spec.
+
+A family knows the sub-graphs of a kind of model (their inputs, outputs and how they call the
+PyTorch module) and which generators, normalizer and cache layout they use. Every family has
+the signature ``(model_type, task, *, use_past, **options) -> ExportSpec``; options are explicit
+keyword arguments. A model entry (``onnxspec.models``) is a family plus a few options.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from types import MappingProxyType
+from typing import Any, Protocol
+
+import attrs
+
+from onnxspec import generators as g
+from onnxspec import normalizers
+from onnxspec.axes import Kind, TensorSpec, spec
+from onnxspec.normalize import Normalizer
+from onnxspec.past import PastKind
+from onnxspec.spec import Behavior, Call, ExportSpec, GraphIO, Split
+from onnxspec.tasks import TASKS
+
+__all__ = [
+    "Family",
+    "GENERATORS",
+    "audio",
+    "generators_for",
+    "speech_to_text",
+    "text_decoder",
+    "text_encoder",
+    "text_seq2seq",
+    "text_and_vision",
+    "vision",
+]
+
+_B = {0: "batch_size"}
+_BS = {0: "batch_size", 1: "sequence_length"}
+_BT = {0: "batch_size", 1: "past_sequence_length + sequence_length"}
+_BD = {0: "batch_size", 1: "decoder_sequence_length"}
+_BE = {0: "batch_size", 1: "encoder_sequence_length"}
+
+GENERATORS: Mapping[str, g.Generator] = MappingProxyType(
+    {
+        "input_ids": g.token_ids,
+        "decoder_input_ids": g.token_ids,
+        "attention_mask": g.attention_mask,
+        "decoder_attention_mask": g.attention_mask,
+        "encoder_attention_mask": g.attention_mask,
+        "token_type_ids": g.token_type_ids,
+        "position_ids": g.position_ids,
+        "pixel_values": g.pixel_values,
+        "input_values": g.audio_values,
+        "input_features": g.audio_features,
+        "encoder_hidden_states": g.encoder_hidden_states,
+    }
+)
+"""The default generator of each well-known input name."""
+
+
+class Family(Protocol):
+    """The signature of a family function."""
+
+    def __call__(self, model_type: str, task: str, *, use_past: bool = False, **options: Any) -> ExportSpec: ...
+
+
+def generators_for(inputs: Iterable[TensorSpec], overrides: Mapping[str, g.Generator] | None = None) -> dict[str, g.Generator]:
+    """The generator of each input in ``inputs`` (cache inputs are handled by ``make_dummies``)."""
+    table = {**GENERATORS, **(overrides or {})}
+    return {t.name: table[t.name] for t in inputs if t.name in table}
+
+
+def _outputs(task: str, replace: Mapping[str, Mapping[int, str]] | None = None) -> tuple[TensorSpec, ...]:
+    """The task's common outputs, with some outputs' axes replaced (e.g. a static sequence)."""
+    outs = TASKS[task].outputs
+    replace = replace or {}
+    return tuple(attrs.evolve(o, axes=replace[o.name]) if o.name in replace else o for o in outs)
+
+
+def _make(
+    model_type: str,
+    task: str,
+    family: str,
+    graphs: Mapping[Behavior, GraphIO],
+    *,
+    normalizer: Normalizer,
+    splits: tuple[Split, ...],
+    behavior: Behavior = Behavior.MONOLITH,
+    use_past: bool = False,
+    use_past_in_inputs: bool = False,
+    past_kind: PastKind | None = None,
+    padding_side: str = "right",
+    **fields: Any,
+) -> ExportSpec:
+    every_input = [t for graph in graphs.values() for t in graph.inputs]
+    return ExportSpec(
+        model_type=model_type,
+        task=task,
+        family=family,
+        graphs=graphs,
+        behavior=behavior,
+        use_past=use_past,
+        use_past_in_inputs=use_past_in_inputs,
+        splits=splits,
+        generators=generators_for(every_input),
+        normalizer=normalizer,
+        past_kind=past_kind,
+        padding_side=padding_side,
+        **fields,
+    )
+
+
+_ONE = (Split(filename="model.onnx", behavior=Behavior.MONOLITH),)
+
+
+def text_encoder(
+    model_type: str,
+    task: str,
+    *,
+    use_past: bool = False,
+    token_type_ids: bool = True,
+    normalizer: Normalizer = normalizers.TEXT,
+    **fields: Any,
+) -> ExportSpec:
+    """BERT-like encoders: ``input_ids``, ``attention_mask`` [, ``token_type_ids``] -> task outputs.
+
+    Multiple choice adds a ``num_choices`` axis to every input.
+    """
+    axes = {0: "batch_size", 1: "num_choices", 2: "sequence_length"} if task == "multiple-choice" else _BS
+    inputs = [spec("input_ids", axes, Kind.INT), spec("attention_mask", axes, Kind.INT)]
+    if token_type_ids:
+        inputs.append(spec("token_type_ids", axes, Kind.INT))
+    graphs = {Behavior.MONOLITH: GraphIO(inputs=inputs, outputs=_outputs(task))}
+    return _make(model_type, task, "text-encoder", graphs, normalizer=normalizer, splits=_ONE, **fields)
+
+
+def text_decoder(
+    model_type: str,
+    task: str,
+    *,
+    use_past: bool = False,
+    position_ids: bool = True,
+    normalizer: Normalizer = normalizers.TEXT,
+    **fields: Any,
+) -> ExportSpec:
+    """Decoder-only models: ``input_ids``, ``attention_mask`` over past + current tokens
+    [, ``position_ids``] [, cache] -> task outputs [, ``present.*``]. Padded on the left.
+
+    With a cache, one graph serves every step: an empty past (length 0) is the first step.
+    """
+    inputs = [spec("input_ids", _BS, Kind.INT), spec("attention_mask", _BT, Kind.INT)]
+    if position_ids:
+        inputs.append(spec("position_ids", _BS, Kind.INT))
+    graphs = {Behavior.MONOLITH: GraphIO(inputs=inputs, outputs=_outputs(task), past=True)}
+    return _make(
+        model_type,
+        task,
+        "text-decoder",
+        graphs,
+        normalizer=normalizer,
+        splits=(Split(filename="model.onnx", behavior=Behavior.MONOLITH, use_past=use_past, use_past_in_inputs=use_past),),
+        use_past=use_past,
+        use_past_in_inputs=use_past,
+        past_kind=PastKind.DECODER_ONLY,
+        padding_side="left",
+        **fields,
+    )
+
+
+def _seq2seq_splits(use_past: bool) -> tuple[Split, ...]:
+    splits = [
+        Split(filename="encoder_model.onnx", behavior=Behavior.ENCODER),
+        Split(filename="decoder_model.onnx", behavior=Behavior.DECODER, use_past=use_past),
+    ]
+    if use_past:
+        splits.append(Split(filename="decoder_with_past_model.onnx", behavior=Behavior.DECODER, use_past=True, use_past_in_inputs=True))
+    return tuple(splits)
+
+
+def _decoder_graph(task: str, *, encoder_mask: bool) -> GraphIO:
+    inputs = [spec("input_ids", _BD, Kind.INT)]
+    arguments = {"input_ids": "decoder_input_ids", "encoder_hidden_states": "encoder_outputs"}
+    if encoder_mask:
+        inputs.append(spec("encoder_attention_mask", _BE, Kind.INT))
+        arguments["encoder_attention_mask"] = "attention_mask"
+    inputs.append(spec("encoder_hidden_states", _BE, Kind.FLOAT, rank=3))
+    outputs = _outputs(task, {"logits": _BD, "last_hidden_state": _BD})
+    return GraphIO(inputs=inputs, outputs=outputs, call=Call(arguments=arguments), past=True)
+
+
+def _encoder_only_task(task: str) -> bool:
+    return task in ("text-classification", "question-answering", "audio-classification")
+
+
+def text_seq2seq(
+    model_type: str,
+    task: str,
+    *,
+    use_past: bool = False,
+    normalizer: Normalizer = normalizers.SEQ2SEQ,
+    **fields: Any,
+) -> ExportSpec:
+    """Encoder-decoder text models, split into encoder / decoder / decoder-with-past graphs.
+
+    The decoder graphs take ``input_ids`` (the decoder's), ``encoder_attention_mask`` and
+    ``encoder_hidden_states``. Classification and question answering heads run the whole
+    model in one graph from ``input_ids`` and ``attention_mask``.
+    """
+    text_inputs = [spec("input_ids", _BE, Kind.INT), spec("attention_mask", _BE, Kind.INT)]
+    if _encoder_only_task(task):
+        graphs = {Behavior.MONOLITH: GraphIO(inputs=[spec("input_ids", _BS, Kind.INT), spec("attention_mask", _BS, Kind.INT)], outputs=_outputs(task))}
+        return _make(model_type, task, "text-seq2seq", graphs, normalizer=normalizer, splits=_ONE, **fields)
+    graphs = {
+        Behavior.ENCODER: GraphIO(
+            inputs=text_inputs,
+            outputs=[spec("last_hidden_state", _BE, rank=3)],
+            call=Call(module="encoder"),
+        ),
+        Behavior.DECODER: _decoder_graph(task, encoder_mask=True),
+        Behavior.MONOLITH: GraphIO(
+            inputs=[*text_inputs, spec("decoder_input_ids", _BD, Kind.INT)],
+            outputs=_outputs(task, {"logits": _BD, "last_hidden_state": _BD}),
+        ),
+    }
+    return _make(
+        model_type,
+        task,
+        "text-seq2seq",
+        graphs,
+        normalizer=normalizer,
+        splits=_seq2seq_splits(use_past),
+        behavior=Behavior.ENCODER,
+        use_past=False,
+        past_kind=PastKind.SEQ2SEQ,
+        **fields,
+    )
+
+
+def speech_to_text(
+    model_type: str,
+    task: str,
+    *,
+    use_past: bool = False,
+    normalizer: Normalizer = normalizers.WHISPER,
+    **fields: Any,
+) -> ExportSpec:
+    """Speech-to-text models: log-mel ``input_features`` into an encoder, then a text decoder.
+
+    The decoder graphs take ``input_ids`` and ``encoder_hidden_states`` (no encoder mask).
+    Audio classification runs the encoder with a head in one graph.
+    """
+    features = spec("input_features", _B, Kind.FLOAT, rank=3)
+    if _encoder_only_task(task):
+        graphs = {Behavior.MONOLITH: GraphIO(inputs=[features], outputs=_outputs(task))}
+        return _make(model_type, task, "speech-to-text", graphs, normalizer=normalizer, splits=_ONE, **fields)
+    graphs = {
+        Behavior.ENCODER: GraphIO(
+            inputs=[features],
+            outputs=[spec("last_hidden_state", {0: "batch_size"}, rank=3)],
+            call=Call(module="encoder"),
+        ),
+        Behavior.DECODER: _decoder_graph(task, encoder_mask=False),
+        Behavior.MONOLITH: GraphIO(
+            inputs=[features, spec("decoder_input_ids", _BD, Kind.INT)],
+            outputs=_outputs(task, {"logits": _BD, "last_hidden_state": _BD}),
+        ),
+    }
+    return _make(
+        model_type,
+        task,
+        "speech-to-text",
+        graphs,
+        normalizer=normalizer,
+        splits=_seq2seq_splits(use_past),
+        behavior=Behavior.ENCODER,
+        past_kind=PastKind.SEQ2SEQ,
+        **fields,
+    )
+
+
+def vision(
+    model_type: str,
+    task: str,
+    *,
+    use_past: bool = False,
+    normalizer: Normalizer = normalizers.VISION,
+    dynamic_image_size: bool = False,
+    **fields: Any,
+) -> ExportSpec:
+    """Image encoders: ``pixel_values`` -> task outputs.
+
+    Height and width are static (the config's ``image_size``) unless ``dynamic_image_size``;
+    the patch sequence of ``last_hidden_state`` then is static too, so only the batch is dynamic.
+    """
+    pixel_axes = {0: "batch_size", 2: "height", 3: "width"} if dynamic_image_size else _B
+    outputs = _outputs(task, {"last_hidden_state": _B})
+    graphs = {Behavior.MONOLITH: GraphIO(inputs=[spec("pixel_values", pixel_axes, Kind.FLOAT, rank=4)], outputs=outputs)}
+    return _make(model_type, task, "vision", graphs, normalizer=normalizer, splits=_ONE, **fields)
+
+
+def audio(
+    model_type: str,
+    task: str,
+    *,
+    use_past: bool = False,
+    normalizer: Normalizer = normalizers.AUDIO,
+    **fields: Any,
+) -> ExportSpec:
+    """Raw-waveform encoders: ``input_values`` -> task outputs over feature frames."""
+    frames = {0: "batch_size", 1: "feature_sequence_length"}
+    outputs = _outputs(task, {"last_hidden_state": frames, "logits": frames if task in ("automatic-speech-recognition", "audio-frame-classification") else _B})
+    inputs = [spec("input_values", {0: "batch_size", 1: "audio_sequence_length"}, Kind.FLOAT)]
+    graphs = {Behavior.MONOLITH: GraphIO(inputs=inputs, outputs=outputs)}
+    return _make(model_type, task, "audio", graphs, normalizer=normalizer, splits=_ONE, **fields)
+
+
+def text_and_vision(
+    model_type: str,
+    task: str,
+    *,
+    use_past: bool = False,
+    normalizer: Normalizer = normalizers.CLIP,
+    **fields: Any,
+) -> ExportSpec:
+    """Dual encoders (CLIP): texts and images with batches of their own -> similarity logits
+    and embeddings. Image classification uses the vision tower alone."""
+    if task == "image-classification":
+        return attrs.evolve(vision(model_type, task, normalizer=normalizer, **fields), family="text-and-vision")
+    text = {0: "text_batch_size", 1: "sequence_length"}
+    inputs = [
+        spec("input_ids", text, Kind.INT),
+        spec("pixel_values", {0: "image_batch_size"}, Kind.FLOAT, rank=4),
+        spec("attention_mask", text, Kind.INT),
+    ]
+    outputs = _outputs("zero-shot-image-classification")
+    graphs = {Behavior.MONOLITH: GraphIO(inputs=inputs, outputs=outputs)}
+    return _make(model_type, task, "text-and-vision", graphs, normalizer=normalizer, splits=_ONE, **fields)
+
+
+FAMILIES: Mapping[str, Callable[..., ExportSpec]] = MappingProxyType(
+    {
+        "text-encoder": text_encoder,
+        "text-decoder": text_decoder,
+        "text-seq2seq": text_seq2seq,
+        "speech-to-text": speech_to_text,
+        "vision": vision,
+        "audio": audio,
+        "text-and-vision": text_and_vision,
+    }
+)

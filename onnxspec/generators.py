@@ -1,0 +1,239 @@
+"""Dummy-input generators: pure functions from a tensor spec and a context to a tensor.
+
+Every generator has the signature ``(tensor, ctx, rng, made) -> torch.Tensor``: ``tensor`` is the
+:class:`~onnxspec.axes.TensorSpec` to fill, ``ctx`` a :class:`DummyContext` (sizes, dtypes,
+config dimensions, cache layout, padding side), ``rng`` a seeded ``torch.Generator`` (never the
+global one) and ``made`` the inputs generated before this one (a mask, for position ids).
+Values are realistic: ids below the vocabulary size, contiguous masks with no empty row,
+positions as ``generate`` computes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Protocol
+
+import attrs
+import torch
+
+from onnxspec.axes import Kind, TensorSpec, symbol_size
+from onnxspec.errors import SpecError
+from onnxspec.normalize import Dims
+from onnxspec.past import PastKind, PastLayout
+from onnxspec.shapes import DTypes, Shapes, size_table, torch_dtype
+
+__all__ = [
+    "DummyContext",
+    "Generator",
+    "attention_mask",
+    "audio_features",
+    "audio_values",
+    "context",
+    "dynamic_shape",
+    "encoder_hidden_states",
+    "make_dummies",
+    "past_tensor",
+    "pixel_values",
+    "position_ids",
+    "token_ids",
+    "token_type_ids",
+    "zeros",
+]
+
+
+@attrs.frozen(kw_only=True)
+class DummyContext:
+    """Everything a generator may read: sizes per axis symbol, dtypes, dims, cache, padding."""
+
+    shapes: Shapes
+    dtypes: DTypes
+    dims: Dims
+    sizes: Mapping[str, int] = attrs.field(converter=lambda m: MappingProxyType(dict(m)), hash=False)
+    past: PastLayout | None = None
+    padding_side: str = attrs.field(default="right", validator=attrs.validators.in_(("left", "right")))
+
+
+class Generator(Protocol):
+    """The signature every dummy-input generator has."""
+
+    def __call__(
+        self, tensor: TensorSpec, ctx: DummyContext, rng: torch.Generator, made: Mapping[str, torch.Tensor]
+    ) -> torch.Tensor: ...
+
+
+def context(
+    shapes: Shapes,
+    dtypes: DTypes,
+    dims: Dims,
+    *,
+    past: PastLayout | None = None,
+    padding_side: str = "right",
+    extra_sizes: Mapping[str, int] | None = None,
+) -> DummyContext:
+    """A :class:`DummyContext` whose size table is derived from ``shapes``."""
+    return DummyContext(
+        shapes=shapes,
+        dtypes=dtypes,
+        dims=dims,
+        sizes=size_table(shapes, extra_sizes),
+        past=past,
+        padding_side=padding_side,
+    )
+
+
+def dynamic_shape(tensor: TensorSpec, ctx: DummyContext) -> tuple[int, ...]:
+    """The shape of a tensor whose every axis is dynamic, each read from the size table."""
+    axes = tensor.dynamic_axes
+    rank = tensor.rank if tensor.rank is not None else (max(axes) + 1 if axes else 0)
+    if sorted(axes) != list(range(rank)):
+        raise SpecError(
+            f"tensor {tensor.name!r}: its generator needs every axis dynamic to infer a shape, "
+            f"got axes {axes} for rank {rank}; give it a generator that knows the static sizes"
+        )
+    return tuple(symbol_size(axes[i], ctx.sizes) for i in range(rank))
+
+
+def _size(tensor: TensorSpec, ctx: DummyContext, index: int, fallback: str) -> int:
+    return symbol_size(tensor.dynamic_axes.get(index, fallback), ctx.sizes)
+
+
+def _int(ctx: DummyContext) -> torch.dtype:
+    return torch_dtype(Kind.INT, ctx.dtypes)
+
+
+def _float(ctx: DummyContext) -> torch.dtype:
+    return torch_dtype(Kind.FLOAT, ctx.dtypes)
+
+
+def _randn(shape: tuple[int, ...], ctx: DummyContext, rng: torch.Generator) -> torch.Tensor:
+    return torch.randn(shape, generator=rng).to(_float(ctx))
+
+
+def token_ids(tensor: TensorSpec, ctx: DummyContext, rng: torch.Generator, made: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Token ids in ``[0, vocab_size)`` (capped to what the int dtype holds)."""
+    vocab = int(ctx.dims["vocab_size"])
+    high = min(vocab, torch.iinfo(_int(ctx)).max + 1)
+    return torch.randint(0, high, dynamic_shape(tensor, ctx), generator=rng).to(_int(ctx))
+
+
+def token_type_ids(tensor: TensorSpec, ctx: DummyContext, rng: torch.Generator, made: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Segment ids in ``[0, type_vocab_size)``."""
+    high = int(ctx.dims.get("type_vocab_size", 1))
+    return torch.randint(0, high, dynamic_shape(tensor, ctx), generator=rng).to(_int(ctx))
+
+
+def zeros(tensor: TensorSpec, ctx: DummyContext, rng: torch.Generator, made: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """All zeros of the tensor's kind."""
+    return torch.zeros(dynamic_shape(tensor, ctx), dtype=torch_dtype(tensor.kind, ctx.dtypes))
+
+
+def attention_mask(tensor: TensorSpec, ctx: DummyContext, rng: torch.Generator, made: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """A contiguous 0/1 mask, padded on ``ctx.padding_side``.
+
+    Row 0 keeps every position; other rows keep a random length in ``[1, length]`` (so a
+    length of 1 is legal and no row is fully masked). Leading axes (e.g. choices) share rows.
+    """
+    shape = dynamic_shape(tensor, ctx)
+    length = shape[-1]
+    rows = int(torch.tensor(shape[:-1]).prod().item()) if len(shape) > 1 else 1
+    keep = torch.randint(1, length + 1, (rows,), generator=rng) if length else torch.zeros(rows, dtype=torch.long)
+    keep[0] = length
+    positions = torch.arange(length).unsqueeze(0)
+    if ctx.padding_side == "right":
+        mask = positions < keep.unsqueeze(1)
+    else:
+        mask = positions >= (length - keep).unsqueeze(1)
+    return mask.reshape(shape).to(_int(ctx))
+
+
+def position_ids(tensor: TensorSpec, ctx: DummyContext, rng: torch.Generator, made: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Positions as ``generate`` computes them: cumulative sum of the mask minus one.
+
+    Uses the last ``sequence_length`` columns of ``made["attention_mask"]`` (which spans past
+    + current tokens); without a mask, plain ``past .. past + length``.
+    """
+    shape = dynamic_shape(tensor, ctx)
+    mask = made.get("attention_mask")
+    if mask is None:
+        past = ctx.sizes.get("past_sequence_length", 0) if ctx.past is not None else 0
+        return (torch.arange(shape[-1]) + past).expand(shape).contiguous().to(_int(ctx))
+    pos = mask.long().cumsum(-1) - 1
+    pos = pos.masked_fill(mask == 0, 1)
+    return pos[..., -shape[-1]:].contiguous().to(_int(ctx))
+
+
+def pixel_values(tensor: TensorSpec, ctx: DummyContext, rng: torch.Generator, made: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Images in ``[0, 1)``: ``(batch, num_channels, height, width)``.
+
+    Height and width are the dynamic sizes when the spec declares them dynamic, else the
+    config's ``image_size``.
+    """
+    axes = tensor.dynamic_axes
+    batch = _size(tensor, ctx, 0, "batch_size")
+    channels = int(ctx.dims.get("num_channels", ctx.shapes.num_channels))
+    image = ctx.dims.get("image_size")
+    native = (image, image) if isinstance(image, int) else tuple(image) if image else (ctx.shapes.height, ctx.shapes.width)
+    height = symbol_size(axes[2], ctx.sizes) if 2 in axes else int(native[0])
+    width = symbol_size(axes[3], ctx.sizes) if 3 in axes else int(native[1])
+    return torch.rand((batch, channels, height, width), generator=rng).to(_float(ctx))
+
+
+def audio_values(tensor: TensorSpec, ctx: DummyContext, rng: torch.Generator, made: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """A raw waveform, roughly unit variance: ``(batch, audio_sequence_length)``."""
+    return _randn(dynamic_shape(tensor, ctx), ctx, rng)
+
+
+def audio_features(tensor: TensorSpec, ctx: DummyContext, rng: torch.Generator, made: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Log-mel features ``(batch, feature_size, frames)``; frames from the config when static."""
+    axes = tensor.dynamic_axes
+    batch = _size(tensor, ctx, 0, "batch_size")
+    features = int(ctx.dims.get("feature_size", ctx.shapes.feature_size))
+    frames = symbol_size(axes[2], ctx.sizes) if 2 in axes else int(ctx.dims.get("nb_max_frames", ctx.shapes.nb_max_frames))
+    return _randn((batch, features, frames), ctx, rng)
+
+
+def encoder_hidden_states(tensor: TensorSpec, ctx: DummyContext, rng: torch.Generator, made: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Encoder outputs fed to a decoder graph: ``(batch, encoder_sequence_length, hidden_size)``."""
+    batch = _size(tensor, ctx, 0, "batch_size")
+    length = _size(tensor, ctx, 1, "encoder_sequence_length")
+    return _randn((batch, length, int(ctx.dims["hidden_size"])), ctx, rng)
+
+
+def past_tensor(tensor: TensorSpec, ctx: DummyContext, rng: torch.Generator, made: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """One cache tensor ``(batch, heads, length, key_dim | value_dim)`` from ``ctx.past``."""
+    if ctx.past is None:
+        raise SpecError(f"tensor {tensor.name!r} is a cache input but the spec has no past layout")
+    layout = ctx.past
+    cross = layout.kind is PastKind.SEQ2SEQ and ".encoder." in tensor.name
+    heads = layout.encoder_heads if cross else layout.num_heads
+    dim = layout.value_dim if tensor.name.endswith("value") else layout.key_dim
+    batch = _size(tensor, ctx, 0, "batch_size")
+    length = _size(tensor, ctx, 2, "past_sequence_length")
+    return _randn((batch, heads, length, dim), ctx, rng)
+
+
+def make_dummies(
+    inputs: tuple[TensorSpec, ...],
+    generators: Mapping[str, Callable[..., torch.Tensor]],
+    ctx: DummyContext,
+    seed: int,
+) -> dict[str, torch.Tensor]:
+    """One tensor per input, in order, from a generator seeded with ``seed``.
+
+    Cache inputs (``past_key_values.*``) use :func:`past_tensor` unless the mapping names them.
+    The same arguments give the same tensors, whatever the global random state.
+    """
+    rng = torch.Generator().manual_seed(seed)
+    made: dict[str, torch.Tensor] = {}
+    for tensor in inputs:
+        gen = generators.get(tensor.name)
+        if gen is None and tensor.name.startswith("past_key_values."):
+            gen = past_tensor
+        if gen is None:
+            raise SpecError(
+                f"input {tensor.name!r} has no dummy generator; generators are given for {sorted(generators)}. "
+                "Add one to the spec's generators mapping."
+            )
+        made[tensor.name] = gen(tensor, ctx, rng, MappingProxyType(made))
+    return made

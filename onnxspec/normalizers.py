@@ -1,0 +1,78 @@
+"""Ready-made normalizers: where the usual config families keep each canonical dimension."""
+
+from __future__ import annotations
+
+from onnxspec.normalize import Normalizer, derive, normalizer
+
+__all__ = ["AUDIO", "CLIP", "SEQ2SEQ", "SEQ2SEQ_DECODER", "T5", "TEXT", "VISION", "WHISPER"]
+
+_OPTIONAL_TEXT = {"num_key_value_heads", "head_dim", "type_vocab_size", "max_position_embeddings"}
+
+TEXT: Normalizer = normalizer(
+    hidden_size=("hidden_size", "n_embd", "d_model", "dim"),
+    num_layers=("num_hidden_layers", "n_layer", "num_layers", "n_layers"),
+    num_attention_heads=("num_attention_heads", "n_head", "num_heads", "n_heads"),
+    num_key_value_heads=("num_key_value_heads",),
+    head_dim=("head_dim",),
+    vocab_size=("vocab_size",),
+    type_vocab_size=("type_vocab_size",),
+    max_position_embeddings=("max_position_embeddings", "n_positions"),
+    optional=_OPTIONAL_TEXT,
+)
+"""Text encoders and decoder-only models (BERT, GPT-2, Llama with grouped-query attention)."""
+
+SEQ2SEQ: Normalizer = normalizer(
+    TEXT,
+    hidden_size=("d_model", "hidden_size"),
+    num_layers=("encoder_layers", "num_layers", "num_hidden_layers"),
+    decoder_num_layers=("decoder_layers", "num_decoder_layers", "num_layers"),
+    num_attention_heads=("encoder_attention_heads", "num_heads", "num_attention_heads"),
+    decoder_num_attention_heads=("decoder_attention_heads", "num_heads", "num_attention_heads"),
+)
+"""Encoder-decoder text models (BART and its relatives)."""
+
+SEQ2SEQ_DECODER: Normalizer = normalizer(
+    SEQ2SEQ,
+    num_layers=("decoder_layers", "num_decoder_layers", "num_layers"),
+    num_attention_heads=("decoder_attention_heads", "num_heads", "num_attention_heads"),
+)
+"""The decoder of an encoder-decoder model used alone as a causal LM (BART's ``ForCausalLM``)."""
+
+T5: Normalizer = normalizer(SEQ2SEQ, head_dim=("d_kv",))
+"""T5: the per-head dim is ``d_kv``, not ``d_model / num_heads``."""
+
+
+@derive("2 * max_source_positions (the encoder's conv stride is 2)")
+def _whisper_frames(found):  # type: ignore[no-untyped-def]
+    return 2 * found["max_source_positions"]
+
+
+WHISPER: Normalizer = normalizer(
+    SEQ2SEQ,
+    feature_size=("num_mel_bins",),
+    max_source_positions=("max_source_positions",),
+    nb_max_frames=_whisper_frames,
+)
+"""Speech-to-text models fed log-mel features of a fixed length."""
+
+VISION: Normalizer = normalizer(
+    hidden_size=("hidden_size",),
+    image_size=("image_size",),
+    num_channels=("num_channels",),
+)
+"""Vision encoders (ViT and relatives)."""
+
+AUDIO: Normalizer = normalizer(
+    hidden_size=("hidden_size",),
+    vocab_size=("vocab_size",),
+    optional={"vocab_size"},
+)
+"""Raw-waveform audio encoders (wav2vec2 and relatives)."""
+
+CLIP: Normalizer = normalizer(
+    hidden_size=("text_config.hidden_size",),
+    vocab_size=("text_config.vocab_size",),
+    image_size=("vision_config.image_size",),
+    num_channels=("vision_config.num_channels",),
+)
+"""Dual text + vision encoders."""

@@ -1,0 +1,417 @@
+"""The export pipeline: one function, named stages, atomic output.
+
+``export(model_or_folder, output_dir, task=..., spec=...)`` runs::
+
+    resolve -> load -> (for each sub-graph: dummies -> trace -> check -> validate) -> write
+
+A failure names its stage and the stages done before it, and chains the cause. Files are built
+in a temporary folder beside ``output_dir`` and moved into place only when every graph
+validated; a failed export leaves the destination as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import attrs
+import onnx
+import torch
+
+from onnxspec import __version__
+from onnxspec.errors import (
+    ExportError,
+    ModelLoadError,
+    OnnxSpecError,
+    OutputDirError,
+    SpecError,
+    UnsupportedTaskError,
+    ValidationError,
+)
+from onnxspec.exporters import Backend, export_graph, resolve_backend
+from onnxspec.generators import context, make_dummies
+from onnxspec.models import REGISTRY
+from onnxspec.patches import patched
+from onnxspec.registry import Registry, lookup, spec_for
+from onnxspec.report import ExportReport, GraphReport, report_json
+from onnxspec.shapes import DTypes, FloatDtype, Shapes
+from onnxspec.spec import Behavior, ExportSpec, Split, bind, contract, with_behavior, with_tolerance
+from onnxspec.tasks import TASKS, infer_task, parse_task, read_config_json
+from onnxspec.validate import check_graph, stamp, validate
+from onnxspec.wrappers import GraphModule
+
+__all__ = ["STAGES", "export", "load_model", "plan", "resolve_spec", "versions"]
+
+STAGES = ("resolve", "load", "dummies", "trace", "check", "validate", "write")
+
+EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+"""Graphs whose weights exceed this many bytes are saved with external data (protobuf caps at 2 GB)."""
+
+_COPIED_FILES = (
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "added_tokens.json",
+    "preprocessor_config.json",
+    "processor_config.json",
+    "feature_extractor_config.json",
+    "chat_template.jinja",
+)
+
+Progress = Callable[[str, str], None]
+
+
+def versions() -> dict[str, str]:
+    """Versions of everything that shapes an export, recorded in every report."""
+    import onnxruntime
+    import transformers
+
+    return {
+        "onnxspec": __version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "python": platform.python_version(),
+    }
+
+
+class _Stages:
+    """Tracks the stage running and those done, and wraps failures as :class:`ExportError`."""
+
+    def __init__(self, progress: Progress | None) -> None:
+        self.done: list[str] = []
+        self.progress = progress
+
+    @contextlib.contextmanager
+    def stage(self, name: str, detail: str = "") -> Iterator[None]:
+        if self.progress is not None:
+            self.progress(name, detail)
+        try:
+            yield
+        except (ValidationError, ExportError):
+            raise
+        except OnnxSpecError:
+            raise
+        except Exception as e:
+            where = f"{name} ({detail})" if detail else name
+            raise ExportError(where, tuple(self.done), f"{type(e).__name__}: {e}") from e
+        label = f"{name}:{detail}" if detail else name
+        self.done.append(label)
+
+
+def _check_output_dir(output_dir: str, overwrite: bool) -> None:
+    if os.path.isfile(output_dir):
+        raise OutputDirError(f"output path {output_dir!r} is a file; give a folder path (it will be created)")
+    if os.path.isdir(output_dir) and os.listdir(output_dir) and not overwrite:
+        raise OutputDirError(
+            f"output folder {output_dir!r} exists and is not empty; pass overwrite=True (--overwrite) to replace it, "
+            "or choose another folder"
+        )
+    parent = os.path.dirname(os.path.abspath(output_dir))
+    probe = parent
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK):
+        raise OutputDirError(f"cannot write under {probe!r} (not a writable folder); choose another output folder")
+
+
+def load_model(folder: str, task: str, *, trust_remote_code: bool = False) -> torch.nn.Module:
+    """Load the model of ``task``'s head from a local folder; never fetches, never runs remote
+    code unless ``trust_remote_code``."""
+    import transformers
+
+    config_json = read_config_json(folder)
+    if config_json.get("auto_map") and not trust_remote_code:
+        raise ModelLoadError(
+            f"model folder {folder!r} needs custom code (its config.json has 'auto_map'); onnxspec does not run it "
+            "unless asked: pass trust_remote_code=True (--trust-remote-code) if you trust that code"
+        )
+    errors: list[str] = []
+    for name in TASKS[task].auto_classes:
+        auto = getattr(transformers, name)
+        try:
+            config = transformers.AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code, local_files_only=True)
+        except Exception as e:
+            raise ModelLoadError(f"cannot read the config of {folder!r}: {e}") from e
+        if type(config) not in auto._model_mapping and not trust_remote_code:
+            errors.append(f"{name} has no model for {type(config).__name__}")
+            continue
+        try:
+            model = auto.from_pretrained(folder, config=config, trust_remote_code=trust_remote_code, local_files_only=True)
+        except (OSError, ValueError, RuntimeError, EnvironmentError) as e:
+            raise ModelLoadError(
+                f"cannot load the weights of {folder!r} for task {task!r} ({name}): {e}. "
+                "Check that the weights file is present and complete (save the model again with save_pretrained)"
+            ) from e
+        return model.eval()
+    raise UnsupportedTaskError(f"no model head for task {task!r} fits {folder!r}: {'; '.join(errors)}")
+
+
+def resolve_spec(
+    model_type: str,
+    config: Any,
+    task: str | None,
+    registry: Registry,
+    *,
+    inferred_from: Mapping[str, Any] | None = None,
+) -> ExportSpec:
+    """The bound spec for a model type and config; ``task=None`` infers it from ``architectures``."""
+    if task is None:
+        e = lookup(registry, model_type)
+        name = infer_task(inferred_from or {}, e.architecture_tasks)
+        if name not in {parse_task(t).name for t in e.tasks}:
+            name = "feature-extraction"
+        task = f"{name}-with-past" if f"{name}-with-past" in e.tasks else name
+    return bind(spec_for(registry, model_type, task), config)
+
+
+def plan(spec: ExportSpec, *, monolith: bool = False) -> tuple[tuple[Split, ExportSpec], ...]:
+    """The files to write and the sub-graph spec of each (``monolith``: one graph)."""
+    splits = spec.splits
+    if monolith and len(splits) > 1:
+        if Behavior.MONOLITH not in spec.graphs:
+            raise SpecError(f"spec {spec.model_type}/{spec.task} has no single-graph form; export it split")
+        splits = (Split(filename="model.onnx", behavior=Behavior.MONOLITH),)
+    return tuple(
+        (s, with_behavior(spec, s.behavior, use_past=s.use_past, use_past_in_inputs=s.use_past_in_inputs)) for s in splits
+    )
+
+
+def _check_head(config_json: Mapping[str, Any], task: str, model_type: str, registry: Registry) -> None:
+    """Refuse a folder whose saved head is for another task (its new head would be random)."""
+    if task == "feature-extraction" or not config_json.get("architectures"):
+        return
+    saved = infer_task(config_json, lookup(registry, model_type).architecture_tasks)
+    if saved not in ("feature-extraction", task):
+        raise UnsupportedTaskError(
+            f"the model in this folder has a {saved!r} head ({config_json['architectures'][0]}), but task {task!r} needs "
+            f"another one, which would be randomly initialised; export with --task {saved} (or feature-extraction)"
+        )
+
+
+def _save(model: onnx.ModelProto, path: str, threshold: int) -> None:
+    weights = sum(len(t.raw_data) for t in model.graph.initializer)
+    if weights > threshold:
+        onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=os.path.basename(path) + ".data", size_threshold=1024)
+    else:
+        onnx.save_model(model, path)
+
+
+def export(
+    model_or_folder: str | os.PathLike[str] | torch.nn.Module,
+    output_dir: str | os.PathLike[str],
+    *,
+    task: str | None = None,
+    spec: ExportSpec | None = None,
+    shapes: Shapes = Shapes(),
+    dtypes: DTypes = DTypes(),
+    backend: Backend | str | None = None,
+    opset: int | None = None,
+    atol: float | None = None,
+    monolith: bool = False,
+    overwrite: bool = False,
+    trust_remote_code: bool = False,
+    seed: int = 0,
+    registry: Registry = REGISTRY,
+    validation_shapes: tuple[Shapes, ...] | None = None,
+    external_data_threshold: int = EXTERNAL_DATA_THRESHOLD,
+    progress: Progress | None = None,
+) -> ExportReport:
+    """Export a model (or a local model folder) to ONNX, validate every graph, write atomically.
+
+    Returns the :class:`ExportReport`. Raises :class:`ValidationError` (carrying the report)
+    when any graph disagrees with PyTorch, :class:`ExportError` naming the stage on other
+    failures, and the input errors of :mod:`onnxspec.errors` on bad input; in every failure
+    the destination is left as it was.
+    """
+    start = time.perf_counter()
+    output_dir = os.fspath(output_dir)
+    stages = _Stages(progress)
+    folder = None if isinstance(model_or_folder, torch.nn.Module) else os.fspath(model_or_folder)
+
+    with stages.stage("resolve"):
+        _check_output_dir(output_dir, overwrite)
+        chosen_backend = resolve_backend(backend)
+        if dtypes.float_dtype is FloatDtype.BF16:
+            raise SpecError("float dtype bf16 cannot be validated on this CPU (onnxruntime has no bf16 kernels here); use fp32 or fp16")
+        config_json = read_config_json(folder) if folder is not None else model_or_folder.config.to_dict()
+        model_type = config_json["model_type"]
+        if spec is None:
+            import transformers
+
+            config = (
+                model_or_folder.config
+                if folder is None
+                else transformers.AutoConfig.for_model(**{k: v for k, v in config_json.items() if k != "auto_map"})
+            )
+            spec = resolve_spec(model_type, config, task, registry, inferred_from=config_json)
+        elif spec.dims is None:
+            spec = bind(spec, model_or_folder.config if folder is None else config_json)
+        if folder is not None:
+            _check_head(config_json, spec.task, model_type, registry)
+        if opset is not None:
+            spec = attrs.evolve(spec, opset=opset)
+        if atol is not None:
+            spec = with_tolerance(spec, atol, outputs=["*"])
+        if chosen_backend is Backend.DYNAMO and spec.attn_implementation is None and model_type == "t5":
+            spec = attrs.evolve(spec, attn_implementation="eager")
+        graphs = plan(spec, monolith=monolith)
+
+    with stages.stage("load", folder or type(model_or_folder).__name__):
+        if folder is None:
+            model = model_or_folder.eval()
+        else:
+            model = load_model(folder, spec.task, trust_remote_code=trust_remote_code)
+        if spec.attn_implementation is not None and hasattr(model, "set_attn_implementation"):
+            model.set_attn_implementation(spec.attn_implementation)
+        if dtypes.float_dtype is FloatDtype.FP16:
+            model = model.to(torch.float16)
+
+    parent = os.path.dirname(os.path.abspath(output_dir))
+    os.makedirs(parent, exist_ok=True)
+    workdir = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(output_dir))}.onnxspec-tmp-", dir=parent)
+    reports: list[GraphReport] = []
+    try:
+        for split, sub in graphs:
+            name = split.filename
+            with stages.stage("dummies", name):
+                ctx = context(shapes, dtypes, sub.dims, past=sub.past, padding_side=sub.padding_side)
+                dummies = make_dummies(sub.inputs, sub.generators, ctx, seed)
+                module = GraphModule(model, sub)
+            with stages.stage("trace", name):
+                t0 = time.perf_counter()
+                with patched(sub.patches):
+                    proto = export_graph(module, tuple(dummies.values()), sub, chosen_backend, workdir)
+                export_seconds = time.perf_counter() - t0
+            with stages.stage("check", name):
+                problems = check_graph(proto, sub, dtypes)
+                stamp(proto, sub, dtypes, {"onnxspec.version": __version__, "onnxspec.backend": chosen_backend.value})
+                path = os.path.join(workdir, name)
+                _save(proto, path, external_data_threshold)
+                del proto
+                onnx.checker.check_model(path)
+            with stages.stage("validate", name):
+                import onnxruntime
+
+                options = onnxruntime.SessionOptions()
+                options.log_severity_level = 3
+                session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+                checks, run_problems, seconds = validate(
+                    session, module, sub, shapes, dtypes, seed, name, shape_sets=validation_shapes
+                )
+                del session
+            reports.append(
+                GraphReport(
+                    filename=name,
+                    behavior=sub.behavior.value,
+                    use_past=sub.use_past,
+                    use_past_in_inputs=sub.use_past_in_inputs,
+                    backend=chosen_backend.value,
+                    trace_shapes={k: v for k, v in attrs.asdict(shapes).items()},
+                    export_seconds=round(export_seconds, 4),
+                    validate_seconds=round(seconds, 4),
+                    inputs=tuple(t.name for t in sub.inputs),
+                    outputs=tuple(t.name for t in sub.outputs),
+                    checks=checks,
+                    problems=tuple(problems) + run_problems,
+                )
+            )
+        report = ExportReport(
+            model_type=spec.model_type,
+            task=spec.task + ("-with-past" if any(s.use_past for s in spec.splits) else ""),
+            backend=chosen_backend.value,
+            output_dir=os.path.abspath(output_dir),
+            graphs=tuple(reports),
+            versions=versions(),
+            seed=seed,
+            seconds=round(time.perf_counter() - start, 3),
+        )
+        with stages.stage("write"):
+            files = _write_side_files(workdir, folder, model, [(s, sub) for s, sub in graphs], dtypes, report)
+            report = attrs.evolve(report, files=tuple(sorted(files)))
+            with open(os.path.join(workdir, "onnxspec_report.json"), "w", encoding="utf-8") as f:
+                f.write(report_json(report))
+            if not report.passed:
+                failed_dir = _keep_failed(workdir, output_dir)
+                workdir = ""
+                raise ValidationError(
+                    f"{spec.model_type}/{spec.task}: the exported graphs disagree with PyTorch:\n  - "
+                    + "\n  - ".join(report.failures)
+                    + f"\nNothing was written to {output_dir!r}; the graphs and the full report are in {failed_dir!r}",
+                    report,
+                )
+            _move_into_place(workdir, output_dir)
+            workdir = ""
+        return report
+    finally:
+        if workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _write_side_files(
+    workdir: str,
+    folder: str | None,
+    model: torch.nn.Module,
+    graphs: list[tuple[Split, ExportSpec]],
+    dtypes: DTypes,
+    report: ExportReport,
+) -> list[str]:
+    files = [s.filename for s, _ in graphs]
+    if folder is not None:
+        for name in _COPIED_FILES:
+            source = os.path.join(folder, name)
+            if os.path.isfile(source):
+                shutil.copy2(source, os.path.join(workdir, name))
+                files.append(name)
+    if "config.json" not in files:
+        model.config.to_json_file(os.path.join(workdir, "config.json"))
+        files.append("config.json")
+    contracts = {s.filename: contract(sub, dtypes) for s, sub in graphs}
+    with open(os.path.join(workdir, "onnxspec_contract.json"), "w", encoding="utf-8") as f:
+        json.dump(contracts, f, indent=2, sort_keys=True)
+    files += ["onnxspec_contract.json", "onnxspec_report.json"]
+    files += [n for n in os.listdir(workdir) if n.endswith(".onnx.data")]
+    return files
+
+
+def _keep_failed(workdir: str, output_dir: str) -> str:
+    """Move a failed export's files to ``<output_dir>.onnxspec-failed`` for inspection."""
+    failed = os.path.abspath(output_dir).rstrip(os.sep) + ".onnxspec-failed"
+    if os.path.isdir(failed):
+        shutil.rmtree(failed)
+    os.replace(workdir, failed)
+    return failed
+
+
+def _move_into_place(workdir: str, output_dir: str) -> None:
+    """Swap the finished folder in; an old folder is moved aside first and removed last."""
+    target = os.path.abspath(output_dir)
+    backup = ""
+    if os.path.exists(target):
+        backup = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.onnxspec-old-", dir=os.path.dirname(target))
+        os.rmdir(backup)
+        os.replace(target, backup)
+    try:
+        os.replace(workdir, target)
+    except OSError:
+        if backup:
+            os.replace(backup, target)
+        raise
+    if backup:
+        shutil.rmtree(backup, ignore_errors=True)

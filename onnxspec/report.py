@@ -1,0 +1,100 @@
+"""Validation and export reports: frozen records that print as tables and serialise to JSON."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+__all__ = ["ExportReport", "GraphReport", "OutputCheck", "report_json"]
+
+
+@attrs.frozen(kw_only=True)
+class OutputCheck:
+    """One output compared at one shape set."""
+
+    graph: str
+    output: str
+    shape_set: str
+    torch_shape: tuple[int, ...]
+    onnx_shape: tuple[int, ...]
+    max_abs: float
+    max_rel: float
+    atol: float
+    rtol: float
+    compared: int
+    passed: bool
+    problem: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class GraphReport:
+    """One exported file: how it was traced, what the graph check found, every output check."""
+
+    filename: str
+    behavior: str
+    use_past: bool
+    use_past_in_inputs: bool
+    backend: str
+    trace_shapes: Mapping[str, int] = attrs.field(converter=dict, hash=False)
+    export_seconds: float
+    validate_seconds: float
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    checks: tuple[OutputCheck, ...] = ()
+    problems: tuple[str, ...] = ()
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems and all(c.passed for c in self.checks)
+
+
+@attrs.frozen(kw_only=True)
+class ExportReport:
+    """The outcome of one export: every graph's report, versions and where files went."""
+
+    model_type: str
+    task: str
+    backend: str
+    output_dir: str
+    graphs: tuple[GraphReport, ...]
+    versions: Mapping[str, str] = attrs.field(converter=dict, hash=False)
+    seed: int
+    seconds: float
+    files: tuple[str, ...] = ()
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.graphs) and all(g.passed for g in self.graphs)
+
+    @property
+    def failures(self) -> tuple[str, ...]:
+        out = [f"{g.filename}: {p}" for g in self.graphs for p in g.problems]
+        out += [
+            f"{c.graph}: output {c.output!r} at {c.shape_set}: "
+            + (c.problem or f"max abs error {c.max_abs:.3g} > atol {c.atol:.3g} (+ rtol {c.rtol:.3g})")
+            for g in self.graphs
+            for c in g.checks
+            if not c.passed
+        ]
+        return tuple(out)
+
+
+def _plain(value: Any) -> Any:
+    if attrs.has(type(value)):
+        return {k: _plain(v) for k, v in attrs.asdict(value, recurse=False).items()}
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, float) and value != value:
+        return "nan"
+    return value
+
+
+def report_json(report: ExportReport | GraphReport) -> str:
+    """The report as JSON text, with the overall verdict first."""
+    data = {"passed": report.passed, **_plain(report)}
+    return json.dumps(data, indent=2, sort_keys=False)

@@ -1,0 +1,374 @@
+"""The export spec: one frozen record describing an ONNX export, and pure functions over it.
+
+An :class:`ExportSpec` holds, for every sub-graph a model can be split into (its
+:class:`Behavior`), the graph's base inputs and outputs and how to call the PyTorch module
+(:class:`GraphIO`). The current graph's ``inputs`` / ``outputs`` are derived from that table,
+the behavior flags and the cache layout, so they can never disagree with them. Every change
+goes through a function returning a new spec (``with_behavior``, ``with_past``, ``with_opset``,
+``bind``...), built on ``attrs.evolve`` so validators run again.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Callable, Iterable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+import attrs
+
+from onnxspec.axes import TensorSpec, axes_view, names, symbol_terms
+from onnxspec.errors import SpecError
+from onnxspec.normalize import Dims, Normalizer, normalize
+from onnxspec.past import Direction, PastKind, PastLayout, add_past_key_values
+from onnxspec.patches import Patch
+from onnxspec.shapes import DTypes, torch_dtype
+
+__all__ = [
+    "Behavior",
+    "Call",
+    "ExportSpec",
+    "GraphIO",
+    "Split",
+    "Tolerance",
+    "bind",
+    "contract",
+    "contract_json",
+    "describe",
+    "past_layout",
+    "tolerance_for",
+    "with_behavior",
+    "with_graph",
+    "with_opset",
+    "with_past",
+    "with_tolerance",
+]
+
+
+def _ro(value: Mapping[Any, Any]) -> Mapping[Any, Any]:
+    return MappingProxyType(dict(value))
+
+
+class Behavior(enum.Enum):
+    """Which sub-graph of a model a spec describes."""
+
+    MONOLITH = "monolith"
+    ENCODER = "encoder"
+    DECODER = "decoder"
+
+
+@attrs.frozen(kw_only=True)
+class Call:
+    """How a graph calls the PyTorch model.
+
+    ``module``: ``""`` for the model itself, ``"encoder"`` for ``model.get_encoder()``.
+    ``arguments``: graph input name -> forward keyword (``encoder_hidden_states`` ->
+    ``encoder_outputs`` is wrapped in a model output). ``results``: graph output name ->
+    attribute of the model's output (dotted, with ``[i]`` allowed); ``present.*`` outputs come
+    from the returned cache. ``fixed``: constant keywords (``return_dict``, ``use_cache`` ...).
+    """
+
+    module: str = ""
+    arguments: Mapping[str, str] = attrs.field(factory=dict, converter=_ro, hash=False)
+    results: Mapping[str, str] = attrs.field(factory=dict, converter=_ro, hash=False)
+    fixed: Mapping[str, Any] = attrs.field(factory=dict, converter=_ro, hash=False)
+
+    def argument(self, graph_name: str) -> str:
+        return self.arguments.get(graph_name, graph_name)
+
+    def result(self, graph_name: str) -> str:
+        return self.results.get(graph_name, graph_name)
+
+
+@attrs.frozen(kw_only=True)
+class GraphIO:
+    """A sub-graph's base inputs and outputs (before any cache) and how it calls the model.
+
+    ``past``: whether this sub-graph may carry a cache (its tensors are added by the spec).
+    """
+
+    inputs: tuple[TensorSpec, ...] = attrs.field(converter=tuple)
+    outputs: tuple[TensorSpec, ...] = attrs.field(converter=tuple)
+    call: Call = attrs.field(factory=Call)
+    past: bool = False
+
+    @inputs.validator
+    @outputs.validator
+    def _unique(self, attribute: attrs.Attribute, value: tuple[TensorSpec, ...]) -> None:
+        seen = [n for n in names(value)]
+        dupes = sorted({n for n in seen if seen.count(n) > 1})
+        if dupes:
+            raise SpecError(f"GraphIO.{attribute.name}: duplicate names {dupes}; each tensor name must appear once")
+
+
+@attrs.frozen(kw_only=True)
+class Split:
+    """One file of an export: its name and the sub-graph it holds."""
+
+    filename: str
+    behavior: Behavior
+    use_past: bool = False
+    use_past_in_inputs: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class Tolerance:
+    """Per-output pass criterion: ``|onnx - torch| <= atol + rtol * |torch|`` everywhere."""
+
+    atol: float = attrs.field()
+    rtol: float = attrs.field(default=0.0)
+
+    @atol.validator
+    def _atol(self, attribute: attrs.Attribute, value: float) -> None:
+        if not (isinstance(value, (int, float)) and value > 0):
+            raise SpecError(f"Tolerance.atol must be a positive number, got {value!r}")
+
+    @rtol.validator
+    def _rtol(self, attribute: attrs.Attribute, value: float) -> None:
+        if not (isinstance(value, (int, float)) and value >= 0):
+            raise SpecError(f"Tolerance.rtol must be a number >= 0, got {value!r}")
+
+
+DEFAULT_TOLERANCE = MappingProxyType(
+    {"fp32": Tolerance(atol=1e-4, rtol=1e-3), "fp16": Tolerance(atol=1e-2, rtol=1e-2), "bf16": Tolerance(atol=5e-2, rtol=5e-2)}
+)
+
+
+def _check_graphs(inst: ExportSpec, attribute: attrs.Attribute, value: Mapping[Behavior, GraphIO]) -> None:
+    if not value:
+        raise SpecError(f"{_who(inst)}: graphs is empty; a spec needs at least one sub-graph")
+    for key, graph in value.items():
+        if not isinstance(key, Behavior) or not isinstance(graph, GraphIO):
+            raise SpecError(f"{_who(inst)}: graphs must map Behavior -> GraphIO, got {key!r} -> {type(graph).__name__}")
+
+
+def _who(spec: Any) -> str:
+    mt = getattr(spec, "model_type", "?")
+    task = getattr(spec, "task", "?")
+    beh = getattr(spec, "behavior", None)
+    return f"spec {mt}/{task}" + (f" ({beh.value})" if isinstance(beh, Behavior) else "")
+
+
+@attrs.frozen(kw_only=True)
+class ExportSpec:
+    """Everything needed to export and validate one sub-graph of one model for one task."""
+
+    model_type: str
+    task: str
+    family: str
+    graphs: Mapping[Behavior, GraphIO] = attrs.field(converter=_ro, validator=_check_graphs, hash=False)
+    behavior: Behavior = Behavior.MONOLITH
+    use_past: bool = False
+    use_past_in_inputs: bool = False
+    splits: tuple[Split, ...] = attrs.field(default=(), converter=tuple)
+    generators: Mapping[str, Callable[..., Any]] = attrs.field(factory=dict, converter=_ro, hash=False)
+    normalizer: Normalizer = attrs.field(factory=lambda: Normalizer(fields={}))
+    past_kind: PastKind | None = None
+    dims: Dims | None = None
+    past: PastLayout | None = None
+    padding_side: str = attrs.field(default="right", validator=attrs.validators.in_(("left", "right")))
+    opset: int = 18
+    tolerances: Mapping[str, Tolerance] = attrs.field(factory=dict, converter=_ro, hash=False)
+    patches: tuple[Patch, ...] = attrs.field(default=(), converter=tuple)
+    attn_implementation: str | None = None
+    min_torch: str = "2.5"
+    min_transformers: str = "5.0"
+    variants: Mapping[str, str] = attrs.field(factory=dict, converter=_ro, hash=False)
+    variant: str = ""
+
+    def __attrs_post_init__(self) -> None:
+        who = _who(self)
+        if self.behavior not in self.graphs:
+            raise SpecError(
+                f"{who}: behavior {self.behavior.value!r} has no graph; this spec defines "
+                f"{sorted(b.value for b in self.graphs)}"
+            )
+        if self.use_past_in_inputs and not self.use_past:
+            raise SpecError(f"{who}: use_past_in_inputs=True needs use_past=True")
+        if self.use_past and self.past_kind is None:
+            raise SpecError(
+                f"{who}: use_past=True but family {self.family!r} has no cache (past_kind is None); "
+                "export without the cache (drop '-with-past' / use_past)"
+            )
+        if self.use_past and not self.graphs[self.behavior].past:
+            raise SpecError(
+                f"{who}: use_past=True but the {self.behavior.value} graph carries no cache; "
+                f"graphs with a cache: {sorted(b.value for b, g in self.graphs.items() if g.past)}"
+            )
+        if self.behavior is Behavior.DECODER and self.past_kind is PastKind.SEQ2SEQ:
+            if "encoder_hidden_states" not in names(self.graphs[Behavior.DECODER].inputs):
+                raise SpecError(f"{who}: a seq2seq decoder graph needs the input 'encoder_hidden_states'")
+        if self.past is not None and self.past_kind is not None and self.past.kind is not self.past_kind:
+            raise SpecError(f"{who}: past layout kind {self.past.kind.value!r} contradicts past_kind {self.past_kind.value!r}")
+        if not 7 <= self.opset <= 30:
+            raise SpecError(f"{who}: opset must be between 7 and 30, got {self.opset}")
+        if self.variants and self.variant and self.variant not in self.variants:
+            raise SpecError(f"{who}: variant {self.variant!r} is not one of {sorted(self.variants)}")
+        for name, tol in self.tolerances.items():
+            if not isinstance(tol, Tolerance):
+                raise SpecError(f"{who}: tolerance of {name!r} must be a Tolerance, got {tol!r}")
+
+    @property
+    def graph(self) -> GraphIO:
+        """The table entry of the current behavior."""
+        return self.graphs[self.behavior]
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        """The current graph's inputs, cache inputs included when ``use_past_in_inputs``."""
+        base = self.graph.inputs
+        if self.use_past_in_inputs:
+            return add_past_key_values(base, _require_past(self), Direction.INPUTS)
+        return _without_past_terms(base)
+
+    @property
+    def outputs(self) -> tuple[TensorSpec, ...]:
+        """The current graph's outputs, ``present.*`` included when ``use_past``."""
+        base = self.graph.outputs if self.use_past_in_inputs else _without_past_terms(self.graph.outputs)
+        if self.use_past:
+            return add_past_key_values(base, _require_past(self), Direction.OUTPUTS, past_in_inputs=self.use_past_in_inputs)
+        return base
+
+    def __repr__(self) -> str:
+        flags = f"use_past={self.use_past}, use_past_in_inputs={self.use_past_in_inputs}"
+        return f"ExportSpec({self.model_type}/{self.task}, {self.family}, {self.behavior.value}, {flags}, opset={self.opset})"
+
+
+def _without_past_terms(specs: tuple[TensorSpec, ...]) -> tuple[TensorSpec, ...]:
+    """Specs of a graph without cache inputs: past lengths are 0, so ``past_* + x`` is ``x``."""
+
+    def simplify(symbol: str) -> str:
+        kept = [t for t in symbol_terms(symbol) if not t.startswith("past_")]
+        return " + ".join(kept) if kept else symbol
+
+    return tuple(attrs.evolve(t, axes={i: simplify(s) for i, s in t.axes}) for t in specs)
+
+
+def _require_past(spec: ExportSpec) -> PastLayout:
+    if spec.past is None:
+        raise SpecError(
+            f"{_who(spec)}: the cache layout is unknown until the spec is bound to a model config; "
+            "call bind(spec, config) or with_past(spec, layout)"
+        )
+    return spec.past
+
+
+def past_layout(kind: PastKind, dims: Dims) -> PastLayout:
+    """The cache layout a config's dims imply: GQA heads, explicit ``head_dim`` honoured."""
+    layers = dims.get("decoder_num_layers") if kind is PastKind.SEQ2SEQ else None
+    layers = layers or dims["num_layers"]
+    heads = dims.get("decoder_num_attention_heads") if kind is PastKind.SEQ2SEQ else None
+    heads = heads or dims["num_attention_heads"]
+    kv_heads = dims.get("num_key_value_heads") or heads
+    head_dim = dims.get("head_dim") or dims["hidden_size"] // heads
+    return PastLayout(
+        kind=kind,
+        num_layers=int(layers),
+        num_heads=int(kv_heads),
+        key_dim=int(head_dim),
+        value_dim=int(dims.get("value_head_dim") or head_dim),
+    )
+
+
+def bind(spec: ExportSpec, config: Any) -> ExportSpec:
+    """The spec with its normalizer resolved against ``config`` and its cache layout derived."""
+    dims = normalize(spec.normalizer, config)
+    layout = past_layout(spec.past_kind, dims) if spec.past_kind is not None else None
+    return attrs.evolve(spec, dims=dims, past=layout)
+
+
+def with_behavior(
+    spec: ExportSpec,
+    behavior: Behavior | str,
+    *,
+    use_past: bool | None = None,
+    use_past_in_inputs: bool | None = None,
+) -> ExportSpec:
+    """The spec of one sub-graph. Flags left ``None`` keep their value where that is legal.
+
+    >>> # with_behavior(t5_spec, Behavior.DECODER, use_past=True, use_past_in_inputs=True)
+    """
+    behavior = Behavior(behavior)
+    graph = spec.graphs.get(behavior)
+    past_ok = graph is not None and graph.past
+    up = spec.use_past and past_ok if use_past is None else use_past
+    upi = (spec.use_past_in_inputs and up) if use_past_in_inputs is None else use_past_in_inputs
+    return attrs.evolve(spec, behavior=behavior, use_past=up, use_past_in_inputs=upi)
+
+
+def with_past(spec: ExportSpec, layout: PastLayout | None = None, *, use_past: bool = True, use_past_in_inputs: bool | None = None) -> ExportSpec:
+    """The spec with a cache (``layout`` given or the bound one) switched on or off."""
+    upi = use_past if use_past_in_inputs is None else use_past_in_inputs
+    return attrs.evolve(spec, past=layout if layout is not None else spec.past, use_past=use_past, use_past_in_inputs=upi)
+
+
+def with_opset(spec: ExportSpec, opset: int) -> ExportSpec:
+    """The spec exporting at ``opset``."""
+    return attrs.evolve(spec, opset=opset)
+
+
+def with_tolerance(spec: ExportSpec, atol: float, rtol: float | None = None, *, outputs: Iterable[str] | None = None) -> ExportSpec:
+    """The spec with ``atol`` (and ``rtol``) for ``outputs`` (default: every current output)."""
+    chosen = tuple(outputs) if outputs is not None else names(spec.graph.outputs)
+    tol = Tolerance(atol=atol, rtol=0.0 if rtol is None else rtol)
+    return attrs.evolve(spec, tolerances={**spec.tolerances, **{n: tol for n in chosen}})
+
+
+def with_graph(spec: ExportSpec, behavior: Behavior, graph: GraphIO) -> ExportSpec:
+    """The spec with the table entry of ``behavior`` replaced by ``graph``."""
+    return attrs.evolve(spec, graphs={**spec.graphs, behavior: graph})
+
+
+def tolerance_for(spec: ExportSpec, output: str, dtypes: DTypes) -> Tolerance:
+    """The tolerance an output is validated with: its own, a ``present.*`` pattern, or by dtype."""
+    if output in spec.tolerances:
+        return spec.tolerances[output]
+    if output.startswith("present.") and "present.*" in spec.tolerances:
+        return spec.tolerances["present.*"]
+    if "*" in spec.tolerances:
+        return spec.tolerances["*"]
+    return DEFAULT_TOLERANCE[dtypes.float_dtype.value]
+
+
+def _tensor_contract(t: TensorSpec, dtypes: DTypes) -> dict[str, Any]:
+    dtype = str(torch_dtype(t.kind, dtypes)).removeprefix("torch.")
+    entry: dict[str, Any] = {"name": t.name, "dtype": dtype, "dynamic_axes": {str(k): v for k, v in t.axes}}
+    if t.rank is not None:
+        entry["rank"] = t.rank
+    return entry
+
+
+def contract(spec: ExportSpec, dtypes: DTypes = DTypes()) -> dict[str, Any]:
+    """The I/O contract of the current graph: names, dtypes and dynamic axes, as plain data."""
+    return {
+        "model_type": spec.model_type,
+        "task": spec.task,
+        "behavior": spec.behavior.value,
+        "use_past": spec.use_past,
+        "use_past_in_inputs": spec.use_past_in_inputs,
+        "opset": spec.opset,
+        "inputs": [_tensor_contract(t, dtypes) for t in spec.inputs],
+        "outputs": [_tensor_contract(t, dtypes) for t in spec.outputs],
+    }
+
+
+def contract_json(spec: ExportSpec, dtypes: DTypes = DTypes()) -> str:
+    """:func:`contract` as JSON text (sorted keys, stable across runs)."""
+    return json.dumps(contract(spec, dtypes), indent=2, sort_keys=True)
+
+
+def describe(spec: ExportSpec) -> str:
+    """A readable multi-line account of the spec: graph, inputs and outputs with their axes."""
+    lines = [repr(spec)]
+    try:
+        ins, outs = axes_view(spec.inputs), axes_view(spec.outputs)
+    except SpecError as e:
+        return "\n".join([*lines, f"  (I/O not listed: {e})"])
+    lines.append("  inputs:")
+    lines += [f"    {n}: {a}" for n, a in ins.items()]
+    lines.append("  outputs:")
+    lines += [f"    {n}: {a}" for n, a in outs.items()]
+    if spec.patches:
+        lines.append(f"  patches: {list(spec.patches)}")
+    return "\n".join(lines)

@@ -1,0 +1,219 @@
+"""Checking an exported graph: its structure against the spec, then its values against PyTorch.
+
+``check_graph`` compares input and output names, dtypes and dynamic axes with the spec (an axis
+the spec declares dynamic that the graph fixed to a number is an error) and ``stamp`` renames
+the graph's symbolic dims to the spec's symbols. ``validate`` runs the graph with onnxruntime
+and the module with PyTorch at shape sets that differ from the trace shapes, and compares every
+output: shape, max absolute and relative error against the output's tolerance, only where the
+attention mask keeps a position.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import onnx
+import torch
+
+from onnxspec.axes import TensorSpec, names, symbol_size
+from onnxspec.generators import context, make_dummies
+from onnxspec.report import OutputCheck
+from onnxspec.shapes import DTypes, Shapes, size_table, torch_dtype, validation_shapes
+from onnxspec.spec import ExportSpec, contract_json, tolerance_for
+
+__all__ = ["check_graph", "compare", "stamp", "validate", "SHAPE_SET_NAMES"]
+
+_ONNX_DTYPE = {
+    torch.float32: onnx.TensorProto.FLOAT,
+    torch.float16: onnx.TensorProto.FLOAT16,
+    torch.bfloat16: onnx.TensorProto.BFLOAT16,
+    torch.int64: onnx.TensorProto.INT64,
+    torch.int32: onnx.TensorProto.INT32,
+    torch.int8: onnx.TensorProto.INT8,
+    torch.bool: onnx.TensorProto.BOOL,
+}
+
+SHAPE_SET_NAMES = ("small", "large", "decode")
+
+
+def _dims(value: onnx.ValueInfoProto) -> list[onnx.TensorShapeProto.Dimension]:
+    return list(value.type.tensor_type.shape.dim)
+
+
+def check_graph(model: onnx.ModelProto, spec: ExportSpec, dtypes: DTypes) -> list[str]:
+    """Every way the graph's interface departs from the spec (an empty list when none)."""
+    problems: list[str] = []
+    for where, graph_values, specs in (
+        ("input", list(model.graph.input), spec.inputs),
+        ("output", list(model.graph.output), spec.outputs),
+    ):
+        got = [v.name for v in graph_values]
+        want = list(names(specs))
+        if got != want:
+            missing = [n for n in want if n not in got]
+            extra = [n for n in got if n not in want]
+            problems.append(
+                f"graph {where}s differ from the spec: expected {want}, got {got}"
+                + (f" (missing {missing})" if missing else "")
+                + (f" (unexpected {extra})" if extra else "")
+            )
+            continue
+        for value, t in zip(graph_values, specs):
+            expected = _ONNX_DTYPE[torch_dtype(t.kind, dtypes)]
+            elem = value.type.tensor_type.elem_type
+            if elem != expected:
+                problems.append(
+                    f"{where} {t.name!r} has dtype {onnx.TensorProto.DataType.Name(elem)}, the spec says "
+                    f"{onnx.TensorProto.DataType.Name(expected)}"
+                )
+            dims = _dims(value)
+            if t.rank is not None and dims and len(dims) != t.rank:
+                problems.append(f"{where} {t.name!r} has rank {len(dims)}, the spec says {t.rank}")
+            for index, symbol in t.axes:
+                if index >= len(dims):
+                    if dims:
+                        problems.append(f"{where} {t.name!r}: dynamic axis {index} ({symbol!r}) is beyond the graph's rank {len(dims)}")
+                    continue
+                if dims[index].HasField("dim_value"):
+                    problems.append(
+                        f"{where} {t.name!r}: axis {index} is declared dynamic ({symbol!r}) but the graph froze it "
+                        f"to {dims[index].dim_value}; trace with sizes that differ per axis, or declare the axis static"
+                    )
+    return problems
+
+
+def stamp(model: onnx.ModelProto, spec: ExportSpec, dtypes: DTypes, extra_metadata: Mapping[str, str] | None = None) -> None:
+    """Rename the graph interface's symbolic dims to the spec's symbols and embed the I/O
+    contract in the model's metadata. Changes ``model`` in place (it may hold gigabytes)."""
+    for values, specs in ((model.graph.input, spec.inputs), (model.graph.output, spec.outputs)):
+        by_name = {t.name: t for t in specs}
+        for value in values:
+            t = by_name.get(value.name)
+            if t is None:
+                continue
+            dims = _dims(value)
+            for index, symbol in t.axes:
+                if index < len(dims) and not dims[index].HasField("dim_value"):
+                    dims[index].dim_param = symbol
+    entries = {"onnxspec.contract": contract_json(spec, dtypes), **(extra_metadata or {})}
+    kept = [p for p in model.metadata_props if p.key not in entries]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    for key, value in entries.items():
+        model.metadata_props.add(key=key, value=value)
+
+
+def _mask_for(output: TensorSpec, array: np.ndarray, feed: Mapping[str, np.ndarray], spec: ExportSpec) -> np.ndarray | None:
+    """Which elements of ``output`` to compare: positions the attention mask keeps.
+
+    Applies to outputs whose axis 1 (or, for cache tensors, axis 2) runs over the tokens the
+    graph's ``attention_mask`` covers; the mask's last columns are the current tokens.
+    """
+    mask = feed.get("attention_mask")
+    if mask is None or mask.ndim != 2 or array.ndim < 2 or array.shape[0] != mask.shape[0]:
+        return None
+    axis = 2 if output.name.startswith("present.") else 1
+    symbol = output.dynamic_axes.get(axis, "")
+    if "sequence_length" not in symbol or "encoder" in symbol or "decoder" in symbol:
+        return None
+    length = array.shape[axis]
+    if length > mask.shape[1]:
+        return None
+    keep = mask[:, mask.shape[1] - length :].astype(bool)
+    shape = [1] * array.ndim
+    shape[0], shape[axis] = keep.shape
+    return np.broadcast_to(keep.reshape(shape), array.shape)
+
+
+def compare(
+    graph: str,
+    output: TensorSpec,
+    shape_set: str,
+    expected: np.ndarray,
+    got: np.ndarray,
+    keep: np.ndarray | None,
+    atol: float,
+    rtol: float,
+) -> OutputCheck:
+    """One output at one shape set: shapes equal and ``|got - expected| <= atol + rtol*|expected|``."""
+    base = dict(graph=graph, output=output.name, shape_set=shape_set, torch_shape=tuple(expected.shape), onnx_shape=tuple(got.shape), atol=atol, rtol=rtol)
+    if expected.shape != got.shape:
+        return OutputCheck(**base, max_abs=float("nan"), max_rel=float("nan"), compared=0, passed=False,
+                           problem=f"shape {tuple(got.shape)} differs from PyTorch's {tuple(expected.shape)}")
+    exp = expected.astype(np.float64)
+    act = got.astype(np.float64)
+    if keep is not None:
+        exp, act = exp[keep], act[keep]
+    if exp.size == 0:
+        return OutputCheck(**base, max_abs=0.0, max_rel=0.0, compared=0, passed=True)
+    if not np.all(np.isfinite(act)) or not np.all(np.isfinite(exp)):
+        bad = "onnxruntime" if not np.all(np.isfinite(act)) else "PyTorch"
+        return OutputCheck(**base, max_abs=float("nan"), max_rel=float("nan"), compared=int(exp.size), passed=False,
+                           problem=f"{bad} produced non-finite values")
+    diff = np.abs(act - exp)
+    rel = diff / np.maximum(np.abs(exp), 1e-12)
+    passed = bool(np.all(diff <= atol + rtol * np.abs(exp)))
+    return OutputCheck(**base, max_abs=float(diff.max()), max_rel=float(rel.max()), compared=int(exp.size), passed=passed)
+
+
+def _frozen_outputs(spec: ExportSpec, runs: Sequence[tuple[Shapes, Mapping[str, np.ndarray]]]) -> list[str]:
+    """Outputs whose declared dynamic axis kept one size while its symbol's size changed."""
+    problems = []
+    for index_o, t in enumerate(spec.outputs):
+        for axis, symbol in t.axes:
+            try:
+                wanted = {symbol_size(symbol, size_table(shapes)) for shapes, _ in runs}
+            except Exception:
+                continue
+            seen = {arrays[t.name].shape[axis] for _, arrays in runs if axis < arrays[t.name].ndim}
+            if len(wanted) > 1 and len(seen) == 1:
+                problems.append(
+                    f"output {t.name!r}: axis {axis} is declared dynamic ({symbol!r}) but stayed {seen.pop()} "
+                    f"while {symbol} took sizes {sorted(wanted)}; declare the axis static or fix the spec"
+                )
+    return problems
+
+
+def validate(
+    session: object,
+    module: torch.nn.Module,
+    spec: ExportSpec,
+    traced: Shapes,
+    dtypes: DTypes,
+    seed: int,
+    graph: str,
+    shape_sets: Sequence[Shapes] | None = None,
+) -> tuple[tuple[OutputCheck, ...], tuple[str, ...], float]:
+    """Run ``session`` (onnxruntime) and ``module`` (PyTorch) at each shape set and compare.
+
+    Returns the per-output checks, problems found across runs (a frozen dynamic axis), and the
+    seconds spent.
+    """
+    start = time.perf_counter()
+    sets = tuple(shape_sets) if shape_sets is not None else validation_shapes(traced)
+    checks: list[OutputCheck] = []
+    runs: list[tuple[Shapes, dict[str, np.ndarray]]] = []
+    out_names = list(names(spec.outputs))
+    for k, shapes in enumerate(sets):
+        label = SHAPE_SET_NAMES[k] if k < len(SHAPE_SET_NAMES) and shape_sets is None else f"set{k}"
+        ctx = context(shapes, dtypes, spec.dims, past=spec.past, padding_side=spec.padding_side)
+        dummies = make_dummies(spec.inputs, spec.generators, ctx, seed + 1 + k)
+        with torch.no_grad():
+            expected = [t.detach().float().numpy() for t in module(*dummies.values())]
+        feed = {n: _to_numpy(t) for n, t in dummies.items()}
+        got = session.run(out_names, feed)  # type: ignore[attr-defined]
+        runs.append((shapes, dict(zip(out_names, got))))
+        for t, exp, act in zip(spec.outputs, expected, got):
+            tol = tolerance_for(spec, t.name, dtypes)
+            keep = _mask_for(t, exp, feed, spec)
+            checks.append(compare(graph, t, label, exp, np.asarray(act), keep, tol.atol, tol.rtol))
+    problems = tuple(_frozen_outputs(spec, runs))
+    return tuple(checks), problems, time.perf_counter() - start
+
+
+def _to_numpy(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.detach().cpu().numpy()
+
+

@@ -1,0 +1,133 @@
+"""The thin module each sub-graph is traced through: flat named tensors in, flat tensors out.
+
+transformers 5 passes a KV cache as ``DynamicCache`` / ``EncoderDecoderCache`` objects; a graph
+needs flat ``past_key_values.*`` inputs and ``present.*`` outputs. :class:`GraphModule` takes
+the tensors of ``spec.inputs`` positionally, rebuilds the cache, calls the model as the spec's
+:class:`~onnxspec.spec.Call` says, and returns the tensors of ``spec.outputs`` in order.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from typing import Any
+
+import torch
+from transformers import DynamicCache, EncoderDecoderCache
+from transformers.modeling_outputs import BaseModelOutput
+
+from onnxspec.axes import Kind, names
+from onnxspec.errors import SpecError
+from onnxspec.past import PastKind
+from onnxspec.spec import ExportSpec
+
+__all__ = ["GraphModule", "cache_argument", "read_result", "target_module"]
+
+_PRESENT = re.compile(r"^present\.(\d+)\.(?:(decoder|encoder)\.)?(key|value)$")
+
+
+def cache_argument(module: torch.nn.Module) -> str | None:
+    """The forward keyword that takes the KV cache: ``cache`` (transformers >= 5.24) or
+    ``past_key_values`` (earlier); ``None`` when the module takes neither."""
+    params = inspect.signature(module.forward).parameters
+    for name in ("cache", "past_key_values"):
+        if name in params:
+            return name
+    return None
+
+
+def target_module(model: torch.nn.Module, spec: ExportSpec) -> torch.nn.Module:
+    """The module the current graph calls: the model, or its encoder."""
+    if spec.graph.call.module == "encoder":
+        return model.get_encoder()
+    if spec.graph.call.module:
+        raise SpecError(f"spec {spec.model_type}/{spec.task}: unknown call module {spec.graph.call.module!r}")
+    return model
+
+
+def read_result(output: Any, path: str) -> torch.Tensor:
+    """``output.a.b[0]`` for ``path="a.b[0]"``; model outputs are read by key."""
+    value = output
+    for part in path.split("."):
+        match = re.fullmatch(r"(\w+)(?:\[(\d+)\])?", part)
+        if match is None:
+            raise SpecError(f"bad result path {path!r}")
+        key, index = match.group(1), match.group(2)
+        value = value[key] if isinstance(value, dict) else getattr(value, key)
+        if index is not None:
+            value = value[int(index)]
+    return value
+
+
+def _returned_cache(output: Any) -> Any:
+    for key in ("cache", "past_key_values"):
+        if isinstance(output, dict) and output.get(key) is not None:
+            return output[key]
+    raise SpecError("the model returned no cache although the spec asks for present.* outputs")
+
+
+def _present(cache: Any, name: str) -> torch.Tensor:
+    match = _PRESENT.match(name)
+    if match is None:
+        raise SpecError(f"output {name!r} is not a cache output name")
+    layer, part, which = int(match.group(1)), match.group(2), match.group(3)
+    if part is not None:
+        cache = cache.self_attention_cache if part == "decoder" else cache.cross_attention_cache
+    entry = cache.layers[layer]
+    return entry.keys if which == "key" else entry.values
+
+
+class GraphModule(torch.nn.Module):
+    """Calls ``model`` as ``spec`` describes, from and to flat tensors (always in eval mode)."""
+
+    def __init__(self, model: torch.nn.Module, spec: ExportSpec) -> None:
+        super().__init__()
+        self.model = model
+        self.spec = spec
+        self.target = target_module(model, spec)
+        self.input_names = names(spec.inputs)
+        self.int_inputs = frozenset(t.name for t in spec.inputs if t.kind is Kind.INT)
+        self.output_names = names(spec.outputs)
+        self.cache_arg = cache_argument(self.target)
+        if (spec.use_past_in_inputs or spec.use_past) and self.cache_arg is None:
+            raise SpecError(f"spec {spec.model_type}/{spec.task}: {type(self.target).__name__}.forward takes no cache argument")
+        self.eval()
+
+    def _cache(self, past: dict[str, torch.Tensor]) -> Any:
+        layout = self.spec.past
+        assert layout is not None
+        if layout.kind is PastKind.DECODER_ONLY:
+            return DynamicCache(
+                ddp_cache_data=[(past[f"past_key_values.{i}.key"], past[f"past_key_values.{i}.value"]) for i in range(layout.num_layers)]
+            )
+        selfs = [(past[f"past_key_values.{i}.decoder.key"], past[f"past_key_values.{i}.decoder.value"]) for i in range(layout.num_layers)]
+        cross = [(past[f"past_key_values.{i}.encoder.key"], past[f"past_key_values.{i}.encoder.value"]) for i in range(layout.num_layers)]
+        return EncoderDecoderCache(DynamicCache(ddp_cache_data=selfs), DynamicCache(ddp_cache_data=cross))
+
+    def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        given = dict(zip(self.input_names, tensors, strict=True))
+        call = self.spec.graph.call
+        kwargs: dict[str, Any] = {}
+        past: dict[str, torch.Tensor] = {}
+        for name, tensor in given.items():
+            if name.startswith("past_key_values."):
+                past[name] = tensor
+                continue
+            if name in self.int_inputs and tensor.dtype != torch.long:
+                tensor = tensor.long()  # graphs may take int32/int8 ids; torch embeddings want int64
+            arg = call.argument(name)
+            kwargs[arg] = BaseModelOutput(last_hidden_state=tensor) if arg == "encoder_outputs" else tensor
+        if self.cache_arg is not None:
+            if past:
+                kwargs[self.cache_arg] = self._cache(past)
+            if "use_cache" in inspect.signature(self.target.forward).parameters:
+                kwargs["use_cache"] = self.spec.use_past
+        kwargs.update(call.fixed)
+        output = self.target(**kwargs, return_dict=True)
+        results = []
+        for name in self.output_names:
+            if name.startswith("present."):
+                results.append(_present(_returned_cache(output), name))
+            else:
+                results.append(read_result(output, call.result(name)))
+        return tuple(results)

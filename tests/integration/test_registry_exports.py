@@ -1,0 +1,49 @@
+"""One parametrized test over the registry: every (model type, task, with/without cache)
+exported from a tiny random model folder and validated against PyTorch."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import onnx
+import pytest
+
+from onnxspec.models import REGISTRY
+from onnxspec.pipeline import export
+from tests.tiny import CONFIGS, tiny_folder
+
+CASES = [(mt, task) for mt, e in REGISTRY.items() for task in e.tasks]
+BOTH_BACKENDS = {("bert", "feature-extraction"), ("gpt2", "text-generation-with-past"), ("vit", "image-classification")}
+
+
+def test_every_registered_model_type_has_a_tiny_config() -> None:
+    assert sorted(REGISTRY) == sorted(CONFIGS)
+    assert len(CASES) >= 50
+
+
+def _params():
+    for mt, task in CASES:
+        yield pytest.param(mt, task, "torchscript", id=f"{mt}-{task}-torchscript", marks=pytest.mark.integration)
+        if (mt, task) in BOTH_BACKENDS:
+            yield pytest.param(mt, task, "dynamo", id=f"{mt}-{task}-dynamo", marks=pytest.mark.integration)
+
+
+@pytest.mark.parametrize(("model_type", "task", "backend"), list(_params()))
+def test_export_validates(model_type: str, task: str, backend: str, tmp_path) -> None:
+    folder = tiny_folder(model_type, task, tmp_path / "model")
+    out = tmp_path / "onnx"
+    report = export(folder, out, task=task, backend=backend)
+    assert report.passed, report.failures
+    assert report.backend == backend
+    names = [g.filename for g in report.graphs]
+    for name in names:
+        model = onnx.load(out / name, load_external_data=False)
+        meta = {p.key: p.value for p in model.metadata_props}
+        assert json.loads(meta["onnxspec.contract"])["inputs"], name
+    checked_sets = {c.shape_set for g in report.graphs for c in g.checks}
+    assert {"small", "large", "decode"} <= checked_sets
+    if task.endswith("-with-past"):
+        assert any(g.use_past_in_inputs for g in report.graphs), names
+    assert os.path.isfile(out / "onnxspec_report.json")
+    assert os.path.isfile(out / "config.json")
