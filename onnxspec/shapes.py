@@ -101,12 +101,25 @@ _TORCH = {
 }
 
 
+def _enum_converter(kind: type[enum.Enum], field: str):  # type: ignore[no-untyped-def]
+    """Convert a value to ``kind``; a bad one raises a SpecError listing the choices."""
+
+    def convert(value: object) -> enum.Enum:
+        try:
+            return kind(value)
+        except ValueError as e:
+            choices = [m.value for m in kind]
+            raise SpecError(f"DTypes.{field} must be one of {choices}, got {value!r}") from e
+
+    return convert
+
+
 @attrs.frozen(kw_only=True)
 class DTypes:
     """The integer and floating dtypes of dummy inputs and of the exported graph's inputs."""
 
-    int_dtype: IntDtype = attrs.field(default=IntDtype.INT64, converter=IntDtype)
-    float_dtype: FloatDtype = attrs.field(default=FloatDtype.FP32, converter=FloatDtype)
+    int_dtype: IntDtype = attrs.field(default=IntDtype.INT64, converter=_enum_converter(IntDtype, "int_dtype"))
+    float_dtype: FloatDtype = attrs.field(default=FloatDtype.FP32, converter=_enum_converter(FloatDtype, "float_dtype"))
 
 
 def torch_dtype(kind: Kind, dtypes: DTypes) -> torch.dtype:
@@ -154,7 +167,7 @@ def validation_shapes(traced: Shapes) -> tuple[Shapes, ...]:
     ib = traced.image_batch_size
     small = attrs.evolve(
         traced,
-        batch_size=1,
+        batch_size=other(b, 1, 2),
         sequence_length=other(s, 1, 2),
         past_sequence_length=other(p, 3, 4),
         decoder_sequence_length=other(d, 1, 2),
