@@ -13,12 +13,15 @@ from types import MappingProxyType
 from typing import Any, Protocol
 
 import attrs
+import torch
 
 from onnxspec import generators as g
 from onnxspec import normalizers
 from onnxspec.axes import Kind, TensorSpec, spec
 from onnxspec.normalize import Normalizer
+from onnxspec.normalize import normalizer as normalize_fields
 from onnxspec.past import PastKind
+from onnxspec.patches import Patch
 from onnxspec.spec import Behavior, Call, ExportSpec, GraphIO, Split
 from onnxspec.tasks import TASKS
 
@@ -179,6 +182,12 @@ def _seq2seq_splits(use_past: bool) -> tuple[Split, ...]:
 
 
 def _decoder_graph(task: str, *, encoder_mask: bool) -> GraphIO:
+    """The decoder of an encoder-decoder model, for every step of generation.
+
+    The first step (``decoder_model``) reads ``encoder_hidden_states``; later steps
+    (``decoder_with_past_model``) read the cross-attention cache instead, so that input is
+    ``replaced_by_cache``. ``encoder_attention_mask`` stays: it still masks the cross attention.
+    """
     inputs = [spec("input_ids", _BD, Kind.INT)]
     arguments = {"input_ids": "decoder_input_ids", "encoder_hidden_states": "encoder_outputs"}
     if encoder_mask:
@@ -186,7 +195,27 @@ def _decoder_graph(task: str, *, encoder_mask: bool) -> GraphIO:
         arguments["encoder_attention_mask"] = "attention_mask"
     inputs.append(spec("encoder_hidden_states", _BE, Kind.FLOAT, rank=3))
     outputs = _outputs(task, {"logits": _BD, "last_hidden_state": _BD})
-    return GraphIO(inputs=inputs, outputs=outputs, call=Call(arguments=arguments), past=True)
+    return GraphIO(
+        inputs=inputs,
+        outputs=outputs,
+        call=Call(arguments=arguments),
+        past=True,
+        replaced_by_cache={"encoder_hidden_states"},
+    )
+
+
+def _eos_terminated_ids(tensor: TensorSpec, ctx: g.DummyContext, rng: torch.Generator, made: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Token ids with exactly one end-of-sequence token per row, in the last column.
+
+    Sequence classification heads of encoder-decoder models (BART) pool the hidden state at
+    the ``eos_token_id`` token and refuse rows with differing eos counts.
+    """
+    ids = g.token_ids(tensor, ctx, rng, made)
+    eos = int(ctx.dims["eos_token_id"])
+    vocab = int(ctx.dims["vocab_size"])
+    ids = torch.where(ids == eos, (ids + 1) % vocab, ids)
+    ids[..., -1] = eos
+    return ids
 
 
 def _encoder_only_task(task: str) -> bool:
@@ -203,14 +232,24 @@ def text_seq2seq(
 ) -> ExportSpec:
     """Encoder-decoder text models, split into encoder / decoder / decoder-with-past graphs.
 
-    The decoder graphs take ``input_ids`` (the decoder's), ``encoder_attention_mask`` and
-    ``encoder_hidden_states``. Classification and question answering heads run the whole
-    model in one graph from ``input_ids`` and ``attention_mask``.
+    The decoder graph takes ``input_ids`` (the decoder's), ``encoder_attention_mask`` and
+    ``encoder_hidden_states``; with cache inputs the cross-attention cache replaces
+    ``encoder_hidden_states``. Masks are padded on the right. Classification and question
+    answering heads run the whole model in one graph from ``input_ids`` and ``attention_mask``
+    (classification inputs end with the eos token the head pools at).
     """
     text_inputs = [spec("input_ids", _BE, Kind.INT), spec("attention_mask", _BE, Kind.INT)]
     if _encoder_only_task(task):
         graphs = {Behavior.MONOLITH: GraphIO(inputs=[spec("input_ids", _BS, Kind.INT), spec("attention_mask", _BS, Kind.INT)], outputs=_outputs(task))}
-        return _make(model_type, task, "text-seq2seq", graphs, normalizer=normalizer, splits=_ONE, **fields)
+        made = _make(model_type, task, "text-seq2seq", graphs, normalizer=normalizer, splits=_ONE, **fields)
+        if task != "text-classification":
+            return made
+        # The classification head reads the hidden state at each row's end-of-sequence token.
+        return attrs.evolve(
+            made,
+            normalizer=normalize_fields(made.normalizer, eos_token_id=("eos_token_id",)),
+            generators={**made.generators, "input_ids": _eos_terminated_ids},
+        )
     graphs = {
         Behavior.ENCODER: GraphIO(
             inputs=text_inputs,
@@ -237,6 +276,17 @@ def text_seq2seq(
     )
 
 
+_NO_PACKED_SEQUENCES = Patch(
+    target="transformers.masking_utils",
+    attribute="find_packed_sequence_indices",
+    value=lambda position_ids: None,
+    reason=(
+        "the decoder graphs take no position_ids (positions follow the cache length), so no batch row packs "
+        "several sequences; the packing probe uses aten::diff, which the TorchScript exporter lacks"
+    ),
+)
+
+
 def speech_to_text(
     model_type: str,
     task: str,
@@ -247,9 +297,11 @@ def speech_to_text(
 ) -> ExportSpec:
     """Speech-to-text models: log-mel ``input_features`` into an encoder, then a text decoder.
 
-    The decoder graphs take ``input_ids`` and ``encoder_hidden_states`` (no encoder mask).
-    Audio classification runs the encoder with a head in one graph.
+    The decoder graph takes ``input_ids`` and ``encoder_hidden_states`` (no encoder mask);
+    with cache inputs it takes ``input_ids`` and the cache alone. Audio classification runs the
+    encoder with a head in one graph.
     """
+    fields = {**fields, "patches": (*fields.get("patches", ()), _NO_PACKED_SEQUENCES)}
     features = spec("input_features", _B, Kind.FLOAT, rank=3)
     if _encoder_only_task(task):
         graphs = {Behavior.MONOLITH: GraphIO(inputs=[features], outputs=_outputs(task))}

@@ -86,12 +86,23 @@ class GraphIO:
     """A sub-graph's base inputs and outputs (before any cache) and how it calls the model.
 
     ``past``: whether this sub-graph may carry a cache (its tensors are added by the spec).
+    ``replaced_by_cache``: base inputs the graph no longer takes once the cache is an input
+    (a seq2seq decoder's ``encoder_hidden_states``: the cross-attention cache holds them).
     """
 
     inputs: tuple[TensorSpec, ...] = attrs.field(converter=tuple)
     outputs: tuple[TensorSpec, ...] = attrs.field(converter=tuple)
     call: Call = attrs.field(factory=Call)
     past: bool = False
+    replaced_by_cache: frozenset[str] = attrs.field(default=frozenset(), converter=frozenset)
+
+    @replaced_by_cache.validator
+    def _replaced(self, attribute: attrs.Attribute, value: frozenset[str]) -> None:
+        unknown = sorted(value - set(names(self.inputs)))
+        if unknown:
+            raise SpecError(f"GraphIO.replaced_by_cache names {unknown}, which are not inputs {list(names(self.inputs))}")
+        if value and not self.past:
+            raise SpecError(f"GraphIO.replaced_by_cache is {sorted(value)} but the graph carries no cache (past=False)")
 
     @inputs.validator
     @outputs.validator
@@ -197,8 +208,13 @@ class ExportSpec:
                 f"graphs with a cache: {sorted(b.value for b, g in self.graphs.items() if g.past)}"
             )
         if self.behavior is Behavior.DECODER and self.past_kind is PastKind.SEQ2SEQ:
+            # The first decoder step reads the encoder output; later steps may read the
+            # cross-attention cache instead (``replaced_by_cache``), which a SEQ2SEQ layout has.
             if "encoder_hidden_states" not in names(self.graphs[Behavior.DECODER].inputs):
-                raise SpecError(f"{who}: a seq2seq decoder graph needs the input 'encoder_hidden_states'")
+                raise SpecError(
+                    f"{who}: a seq2seq decoder graph needs the input 'encoder_hidden_states' (a graph with cache "
+                    "inputs may drop it via GraphIO.replaced_by_cache, the cross-attention cache standing in for it)"
+                )
         if self.past is not None and self.past_kind is not None and self.past.kind is not self.past_kind:
             raise SpecError(f"{who}: past layout kind {self.past.kind.value!r} contradicts past_kind {self.past_kind.value!r}")
         if not 7 <= self.opset <= 30:
@@ -216,10 +232,12 @@ class ExportSpec:
 
     @property
     def inputs(self) -> tuple[TensorSpec, ...]:
-        """The current graph's inputs, cache inputs included when ``use_past_in_inputs``."""
+        """The current graph's inputs; with ``use_past_in_inputs`` the cache inputs are added and
+        the inputs the cache replaces (``GraphIO.replaced_by_cache``) dropped."""
         base = self.graph.inputs
         if self.use_past_in_inputs:
-            return add_past_key_values(base, _require_past(self), Direction.INPUTS)
+            kept = tuple(t for t in base if t.name not in self.graph.replaced_by_cache)
+            return add_past_key_values(kept, _require_past(self), Direction.INPUTS)
         return _without_past_terms(base)
 
     @property

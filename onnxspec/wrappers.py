@@ -104,6 +104,23 @@ class GraphModule(torch.nn.Module):
         cross = [(past[f"past_key_values.{i}.encoder.key"], past[f"past_key_values.{i}.encoder.value"]) for i in range(layout.num_layers)]
         return EncoderDecoderCache(DynamicCache(ddp_cache_data=selfs), DynamicCache(ddp_cache_data=cross))
 
+    def _stand_in(self, name: str, past: dict[str, torch.Tensor]) -> torch.Tensor:
+        """A placeholder for an input the cache replaces, shaped from the cache.
+
+        The model still wants ``encoder_outputs`` to know the encoder length and batch, but with
+        a filled cross-attention cache it never reads its values: zeros of
+        ``(batch, encoder length, hidden_size)`` carry the right shape and no data. The exporter
+        then drops the unused input, which is the point.
+        """
+        if name != "encoder_hidden_states":
+            raise SpecError(
+                f"spec {self.spec.model_type}/{self.spec.task}: input {name!r} is marked replaced_by_cache, but only "
+                "'encoder_hidden_states' can be rebuilt from a cache (from the cross-attention keys)"
+            )
+        key = past["past_key_values.0.encoder.key"]
+        hidden = int(self.spec.dims["hidden_size"]) if self.spec.dims is not None else key.shape[1] * key.shape[3]
+        return key.new_zeros((key.shape[0], key.shape[2], hidden))
+
     def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
         given = dict(zip(self.input_names, tensors, strict=True))
         call = self.spec.graph.call
@@ -117,6 +134,10 @@ class GraphModule(torch.nn.Module):
                 tensor = tensor.long()  # graphs may take int32/int8 ids; torch embeddings want int64
             arg = call.argument(name)
             kwargs[arg] = BaseModelOutput(last_hidden_state=tensor) if arg == "encoder_outputs" else tensor
+        if self.spec.use_past_in_inputs:
+            for name in sorted(self.spec.graph.replaced_by_cache):
+                arg = call.argument(name)
+                kwargs[arg] = BaseModelOutput(last_hidden_state=self._stand_in(name, past)) if arg == "encoder_outputs" else self._stand_in(name, past)
         if self.cache_arg is not None:
             if past:
                 kwargs[self.cache_arg] = self._cache(past)
