@@ -1,0 +1,453 @@
+"""The ``onnxspec`` command line: ``export``, ``models``, ``tasks`` and ``describe``.
+
+Modelled on ``optimum-cli export onnx``::
+
+    onnxspec export --model ./my-bert --task text-classification ./my-bert-onnx
+
+Exit codes: 0 success; 1 the export ran but disagrees with PyTorch (the validation table and
+the failures are printed); 2 a usage error (bad option, unknown task, existing output folder,
+unreadable model folder ... every :class:`~onnxspec.errors.OnnxSpecError` other than
+:class:`~onnxspec.errors.ValidationError`), printed as ``error: <message>`` without a traceback
+unless ``--debug``.
+
+Heavy modules (torch, transformers, onnx) are imported only by the commands that need them, so
+``onnxspec tasks`` and ``--help`` answer at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from rich import box
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from onnxspec.errors import OnnxSpecError, ValidationError, close_matches
+
+if TYPE_CHECKING:
+    from onnxspec.report import ExportReport, OutputCheck
+
+__all__ = ["build_parser", "files_table", "main", "models_table", "print_report", "stage_printer", "tasks_table", "validation_table"]
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+
+_CACHE_OUTPUT = re.compile(r"^present\.\d+\.")
+
+
+# --------------------------------------------------------------------------------------------
+# tables (reused by scripts/demo.py)
+
+
+def _num(value: float) -> str:
+    return "nan" if isinstance(value, float) and math.isnan(value) else f"{value:.2e}"
+
+
+def _shape(shape: Sequence[int]) -> str:
+    return "(" + ", ".join(str(d) for d in shape) + ")"
+
+
+def _row_checks(checks: Sequence[OutputCheck], collapse_cache: bool) -> list[tuple[str, list[OutputCheck]]]:
+    """Checks grouped into table rows: one per output, cache outputs folded per shape set."""
+    rows: list[tuple[str, list[OutputCheck]]] = []
+    folded: dict[tuple[str, str], list[OutputCheck]] = {}
+    for c in checks:
+        if collapse_cache and c.passed and _CACHE_OUTPUT.match(c.output):
+            key = (c.graph, c.shape_set)
+            if key not in folded:
+                folded[key] = []
+                rows.append(("present.*", folded[key]))
+            folded[key].append(c)
+        else:
+            rows.append((c.output, [c]))
+    return rows
+
+
+def validation_table(report: ExportReport, *, collapse_cache: bool = True) -> Table:
+    """The per-output validation table of ``report``: one row per (graph, output, shape set).
+
+    With ``collapse_cache`` the passing ``present.*`` outputs of one graph and shape set share
+    a row (their worst errors are shown), so a 32-layer decoder stays readable; failing cache
+    outputs keep their own rows.
+    """
+    checks = [c for g in report.graphs for c in g.checks]
+    failed = sum(not c.passed for c in checks)
+    table = Table(
+        title=f"Validation of {escape(report.model_type)} / {escape(report.task)} against PyTorch ({report.backend})",
+        box=box.SIMPLE_HEAD,
+        caption=(
+            f"{len(checks)} checks, all passed" if not failed and report.passed else f"{failed} of {len(checks)} checks FAILED"
+        ),
+    )
+    for name, justify in (
+        ("graph", "left"),
+        ("output", "left"),
+        ("shape set", "left"),
+        ("shape", "left"),
+        ("max abs err", "right"),
+        ("max rel err", "right"),
+        ("atol", "right"),
+        ("result", "center"),
+    ):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for output, group in _row_checks(checks, collapse_cache):
+        first = group[0]
+        label = output if len(group) == 1 else f"{output} ({len(group)} outputs)"
+        ok = all(c.passed for c in group)
+        table.add_row(
+            escape(first.graph),
+            escape(label),
+            first.shape_set,
+            _shape(first.onnx_shape),
+            _num(max(c.max_abs for c in group)),
+            _num(max(c.max_rel for c in group)),
+            f"{first.atol:g}",
+            "[green]pass[/green]" if ok else "[bold red]FAIL[/bold red]",
+        )
+    return table
+
+
+def files_table(report: ExportReport) -> Table:
+    """The files an export wrote, with their sizes."""
+    table = Table(title=f"Files written to {escape(report.output_dir)}", box=box.SIMPLE_HEAD)
+    table.add_column("file")
+    table.add_column("size", justify="right")
+    for name in report.files:
+        path = os.path.join(report.output_dir, name)
+        size = os.path.getsize(path) if os.path.isfile(path) else None
+        table.add_row(escape(name), "?" if size is None else _size(size))
+    return table
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    raise AssertionError("unreachable")
+
+
+def print_report(console: Console, report: ExportReport, *, files: bool = True) -> None:
+    """Print the validation table, graph-level problems and failures, then the files written."""
+    console.print(validation_table(report))
+    problems = report.failures
+    if problems:
+        console.print("[bold red]Failures:[/bold red]")
+        for p in problems:
+            console.print(f"  - {escape(p)}")
+    if files and report.files and os.path.isdir(report.output_dir):
+        console.print(files_table(report))
+
+
+def models_table(registry: Any) -> Table:
+    """Supported model types, their family and tasks (``-with-past``: also with a KV cache)."""
+    table = Table(title="Supported model types", box=box.SIMPLE_HEAD, caption="tasks marked +past also export with a KV cache (--task <task>-with-past)")
+    table.add_column("model type")
+    table.add_column("family")
+    table.add_column("tasks")
+    for model_type in sorted(registry):
+        e = registry[model_type]
+        plain = [t for t in e.tasks if not t.endswith("-with-past")]
+        tasks = ", ".join(t + (" +past" if f"{t}-with-past" in e.tasks else "") for t in plain)
+        table.add_row(model_type, getattr(e.family, "__name__", str(e.family)), tasks)
+    return table
+
+
+def tasks_table() -> Table:
+    """Every task, its synonyms, the outputs it exports and the model heads it loads."""
+    from onnxspec.tasks import SYNONYMS, TASKS
+
+    table = Table(title="Tasks", box=box.SIMPLE_HEAD, caption="append -with-past to a task to export it with a KV cache")
+    table.add_column("task")
+    table.add_column("synonyms")
+    table.add_column("outputs (dynamic axes)")
+    table.add_column("model heads")
+    for name, info in TASKS.items():
+        synonyms = ", ".join(s for s, t in SYNONYMS.items() if t == name)
+        outputs = "\n".join(f"{o.name} {dict(o.axes)}" for o in info.outputs)
+        table.add_row(name, synonyms, escape(outputs), ", ".join(info.auto_classes))
+    return table
+
+
+# --------------------------------------------------------------------------------------------
+# progress
+
+
+def stage_printer(console: Console) -> tuple[Callable[[str, str], None], Callable[[bool], None]]:
+    """A ``progress(stage, detail)`` callback for :func:`onnxspec.export`, and a ``finish(ok)``.
+
+    Each stage gets a line with its duration when the next one starts; on a terminal a spinner
+    shows the stage running.
+    """
+    status = console.status("starting", spinner="dots") if console.is_terminal else None
+    current: dict[str, Any] = {}
+
+    def close(ok: bool) -> None:
+        if current:
+            mark = "[green]✓[/green]" if ok else "[bold red]✗[/bold red]"
+            seconds = time.perf_counter() - current["start"]
+            console.print(f"  {mark} {current['stage']:<9} {escape(current['detail']):<32} {seconds:7.2f}s", highlight=False)
+            current.clear()
+
+    def progress(stage: str, detail: str) -> None:
+        close(True)
+        current.update(stage=stage, detail=detail, start=time.perf_counter())
+        if status is not None:
+            status.update(f"{stage} {escape(detail)}")
+            status.start()
+
+    def finish(ok: bool) -> None:
+        if status is not None:
+            status.stop()
+        close(ok)
+
+    return progress, finish
+
+
+# --------------------------------------------------------------------------------------------
+# parser
+
+
+def _spellings(name: str) -> list[str]:
+    """``--a_b`` and ``--a-b`` for a multi-word option (first spelling shown in help)."""
+    dash, under = "--" + name.replace("_", "-"), "--" + name.replace("-", "_")
+    return [dash] if dash == under else [dash, under]
+
+
+def _shape_fields() -> tuple[tuple[str, int], ...]:
+    """(name, default) of every :class:`~onnxspec.shapes.Shapes` knob, read from the record."""
+    from onnxspec.shapes import Shapes
+
+    return tuple((f.name, f.default) for f in attrs.fields(Shapes))
+
+
+def _add_export(sub: Any, shapes: bool) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "export",
+        help="export a local model folder to ONNX and validate it against PyTorch",
+        description=(
+            "Export a local Hugging Face model folder to ONNX, validate every graph against PyTorch with "
+            "onnxruntime at shapes other than the traced ones, and write the files atomically."
+        ),
+        allow_abbrev=False,
+    )
+    p.add_argument("output", metavar="OUTPUT_DIR", help="folder to write the ONNX files to (created; see --overwrite)")
+    p.add_argument("-m", "--model", required=True, help="local model folder (holding config.json and the weights); nothing is downloaded")
+    p.add_argument(
+        "--task",
+        default=None,
+        help="task to export (see `onnxspec tasks`); add -with-past for a KV cache. Default: inferred from config.json",
+    )
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the spec's, 18)")
+    p.add_argument("--dtype", choices=("fp32", "fp16"), default="fp32", help="floating dtype of the model and its float inputs (default fp32)")
+    p.add_argument(*_spellings("int_dtype"), dest="int_dtype", choices=("int64", "int32", "int8"), default="int64",
+                   help="dtype of token ids, masks and positions (default int64)")
+    p.add_argument("--atol", type=float, default=None, help="absolute tolerance for every output (default: the spec's per output)")
+    p.add_argument("--monolith", action="store_true", help="export an encoder-decoder model as one graph instead of split files")
+    p.add_argument(*_spellings("trust_remote_code"), dest="trust_remote_code", action="store_true",
+                   help="allow running the model folder's own code (config.json auto_map)")
+    p.add_argument("--backend", choices=("torchscript", "dynamo"), default=None,
+                   help="torch exporter (default: torchscript while torch has it, else dynamo)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUTPUT_DIR if it exists and is not empty")
+    p.add_argument("--seed", type=int, default=0, help="seed of the dummy inputs (default 0)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks and library warnings")
+    if not shapes:
+        return p
+    group = p.add_argument_group("dummy shapes", "sizes of the dummy inputs used to trace (validation uses other sizes)")
+    for name, default in _shape_fields():
+        group.add_argument(*_spellings(name), dest=name, type=int, default=None, metavar="N", help=f"default {default}")
+    return p
+
+
+def build_parser(*, export_shapes: bool = True) -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The top-level parser and its sub-parsers by command name.
+
+    The shape flags of ``export`` are generated from :class:`~onnxspec.shapes.Shapes`, whose
+    module imports torch; ``export_shapes=False`` leaves them out so other commands start fast.
+    """
+    from onnxspec import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="onnxspec",
+        description="Export Hugging Face transformers models to ONNX from composable specs, and prove every export correct.",
+        allow_abbrev=False,
+    )
+    parser.add_argument("--version", action="version", version=f"onnxspec {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands = {"export": _add_export(sub, export_shapes)}
+    commands["models"] = sub.add_parser("models", help="list supported model types and their tasks", allow_abbrev=False)
+    commands["tasks"] = sub.add_parser("tasks", help="list tasks, their synonyms and outputs", allow_abbrev=False)
+    d = sub.add_parser(
+        "describe",
+        help="print the spec of a model type and task: graphs, inputs, outputs, axes",
+        allow_abbrev=False,
+    )
+    d.add_argument("model_type", help="a model type from `onnxspec models`")
+    d.add_argument("task", help="a task from `onnxspec tasks` (-with-past for a KV cache)")
+    d.add_argument("--debug", action="store_true", help="show tracebacks")
+    commands["describe"] = d
+    return parser, commands
+
+
+def _canonical_options(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """Every long option spelling of ``parser`` -> the spelling shown in help."""
+    table: dict[str, str] = {}
+    for action in parser._actions:
+        longs = [s for s in action.option_strings if s.startswith("--")]
+        table.update((s, longs[0]) for s in longs)
+    return table
+
+
+def _unknown_option(parser: argparse.ArgumentParser, argv: Sequence[str]) -> str | None:
+    """An error message for the first long option in ``argv`` that ``parser`` does not know."""
+    known = _canonical_options(parser)
+    for arg in argv:
+        if arg == "--":
+            break
+        option = arg.split("=", 1)[0]
+        if option.startswith("--") and option not in known:
+            hint = list(dict.fromkeys(known[m] for m in close_matches(option, known)))
+            return f"unrecognized option {option}" + (f"; did you mean {' or '.join(hint)}?" if hint else f" (see {parser.prog} --help)")
+    return None
+
+
+def _parse(argv: Sequence[str]) -> argparse.Namespace:
+    """Parse ``argv``; misspelled commands and options exit 2 with a "did you mean" hint."""
+    positional = next((a for a in argv if not a.startswith("-")), None)
+    parser, commands = build_parser(export_shapes=positional == "export")
+    if positional is not None and positional not in commands and not any(a in ("-h", "--help", "--version") for a in argv):
+        hint = close_matches(positional, commands)
+        parser.error(
+            f"unknown command {positional!r}"
+            + (f"; did you mean {' or '.join(repr(h) for h in hint)}?" if hint else "")
+            + f" (commands: {', '.join(commands)})"
+        )
+    target = commands.get(positional or "", parser)
+    message = _unknown_option(target, argv[argv.index(positional) + 1 :] if positional in commands else argv)
+    if message:
+        target.error(message)
+    return parser.parse_args(argv)
+
+
+# --------------------------------------------------------------------------------------------
+# commands
+
+
+def _console(stderr: bool = False) -> Console:
+    """A console on stdout (or stderr), wide enough for the tables when not on a terminal."""
+    console = Console(stderr=stderr, highlight=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(stderr=stderr, highlight=False, width=120)
+    return console
+
+
+def _quiet_libraries(debug: bool) -> None:
+    """Keep transformers' own log lines out of the output unless ``--debug``."""
+    if not debug:
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _run_export(args: argparse.Namespace, out: Console, err: Console) -> int:
+    if args.task is not None:
+        from onnxspec.tasks import parse_task
+
+        parse_task(args.task)  # fail fast, before torch is imported
+    from onnxspec.pipeline import export
+    from onnxspec.shapes import DTypes, Shapes
+
+    shapes = Shapes(**{name: getattr(args, name) for name, _ in _shape_fields() if getattr(args, name) is not None})
+    dtypes = DTypes(int_dtype=args.int_dtype, float_dtype=args.dtype)
+    err.print(f"Exporting [bold]{escape(args.model)}[/bold] -> {escape(args.output)}", highlight=False)
+    progress, finish = stage_printer(err)
+    try:
+        report = export(
+            args.model,
+            args.output,
+            task=args.task,
+            shapes=shapes,
+            dtypes=dtypes,
+            backend=args.backend,
+            opset=args.opset,
+            atol=args.atol,
+            monolith=args.monolith,
+            overwrite=args.overwrite,
+            trust_remote_code=args.trust_remote_code,
+            seed=args.seed,
+            progress=progress,
+        )
+    except BaseException:
+        finish(False)
+        raise
+    finish(True)
+    print_report(out, report)
+    out.print(f"[green]Exported {report.model_type} / {report.task} and validated it in {report.seconds:.1f}s.[/green]")
+    return EXIT_OK
+
+
+def _run_describe(args: argparse.Namespace, out: Console) -> int:
+    from onnxspec.models import REGISTRY
+    from onnxspec.registry import spec_for
+    from onnxspec.spec import describe, with_behavior
+
+    spec = spec_for(REGISTRY, args.model_type, args.task)
+    for split in spec.splits:
+        sub = with_behavior(spec, split.behavior, use_past=split.use_past, use_past_in_inputs=split.use_past_in_inputs)
+        out.print(f"[bold]{escape(split.filename)}[/bold]")
+        out.print(escape(describe(sub)), highlight=False)
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = _parse(argv)
+    except SystemExit as e:  # argparse: 0 for --help/--version, 2 for misuse
+        return int(e.code or 0) if not isinstance(e.code, str) else EXIT_USAGE
+    out, err = _console(), _console(stderr=True)
+    debug = bool(getattr(args, "debug", False))
+    _quiet_libraries(debug)
+    try:
+        if args.command == "export":
+            return _run_export(args, out, err)
+        if args.command == "models":
+            from onnxspec.models import REGISTRY
+
+            out.print(models_table(REGISTRY))
+            return EXIT_OK
+        if args.command == "tasks":
+            out.print(tasks_table())
+            return EXIT_OK
+        if args.command == "describe":
+            return _run_describe(args, out)
+        raise AssertionError(f"unhandled command {args.command!r}")
+    except ValidationError as e:
+        if e.report is not None:
+            print_report(out, e.report, files=False)
+        err.print(f"[bold red]error:[/bold red] {escape(str(e))}", highlight=False)
+        if debug:
+            traceback.print_exc()
+        return EXIT_INVALID
+    except OnnxSpecError as e:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
