@@ -132,12 +132,12 @@ class Tolerance:
 
     @atol.validator
     def _atol(self, attribute: attrs.Attribute, value: float) -> None:
-        if not (isinstance(value, (int, float)) and value > 0):
+        if isinstance(value, bool) or not (isinstance(value, (int, float)) and value > 0):
             raise SpecError(f"Tolerance.atol must be a positive number, got {value!r}")
 
     @rtol.validator
     def _rtol(self, attribute: attrs.Attribute, value: float) -> None:
-        if not (isinstance(value, (int, float)) and value >= 0):
+        if isinstance(value, bool) or not (isinstance(value, (int, float)) and value >= 0):
             raise SpecError(f"Tolerance.rtol must be a number >= 0, got {value!r}")
 
 
@@ -327,8 +327,16 @@ def with_opset(spec: ExportSpec, opset: int) -> ExportSpec:
 
 
 def with_tolerance(spec: ExportSpec, atol: float, rtol: float | None = None, *, outputs: Iterable[str] | None = None) -> ExportSpec:
-    """The spec with ``atol`` (and ``rtol``) for ``outputs`` (default: every current output)."""
-    chosen = tuple(outputs) if outputs is not None else names(spec.graph.outputs)
+    """The spec with ``atol`` (and ``rtol``) for ``outputs``.
+
+    By default every output of every sub-graph gets it, cache outputs (``present.*``) included,
+    so the tolerance also holds for the graphs ``with_behavior`` derives later.
+    """
+    if outputs is not None:
+        chosen = tuple(outputs)
+    else:
+        every = (n for graph in spec.graphs.values() for n in names(graph.outputs))
+        chosen = tuple(dict.fromkeys([*every, *(["present.*"] if spec.past_kind is not None else [])]))
     tol = Tolerance(atol=atol, rtol=0.0 if rtol is None else rtol)
     return attrs.evolve(spec, tolerances={**spec.tolerances, **{n: tol for n in chosen}})
 
