@@ -51,7 +51,10 @@ def resolve_target(target: Any) -> Any:
     except ImportError as e:
         raise SpecError(f"patch target {target!r}: cannot import {module_path!r}") from e
     for part in filter(None, inner.split(".")):
-        obj = getattr(obj, part)
+        try:
+            obj = getattr(obj, part)
+        except AttributeError as e:
+            raise SpecError(f"patch target {target!r}: {module_path!r} has no attribute path {inner!r} (missing {part!r})") from e
     return obj
 
 
@@ -62,11 +65,17 @@ def patched(patches: Sequence[Patch]) -> Iterator[None]:
     try:
         for patch in patches:
             obj = resolve_target(patch.target)
-            original = obj.__dict__.get(patch.attribute, _ABSENT) if hasattr(obj, "__dict__") else _ABSENT
-            current = getattr(obj, patch.attribute)
+            try:
+                current = getattr(obj, patch.attribute)
+            except AttributeError as e:
+                raise SpecError(f"{patch!r}: the target has no attribute {patch.attribute!r} to patch") from e
+            # Own attributes are put back as stored (descriptors included); inherited ones are
+            # deleted again so inheritance shows through; objects without __dict__ get the value.
+            own = getattr(obj, "__dict__", None)
+            original = own.get(patch.attribute, _ABSENT) if own is not None else current
             new = patch.wrap(current) if patch.wrap is not None else patch.value
-            undo.append((obj, patch.attribute, original))
             setattr(obj, patch.attribute, new)
+            undo.append((obj, patch.attribute, original))  # only once applied: a failed setattr has nothing to undo
         yield
     finally:
         for obj, attribute, original in reversed(undo):
