@@ -118,7 +118,7 @@ def validation_table(report: ExportReport, *, collapse_cache: bool = True) -> Ta
 
 def files_table(report: ExportReport) -> Table:
     """The files an export wrote, with their sizes."""
-    table = Table(title=f"Files written to {escape(report.output_dir)}", box=box.SIMPLE_HEAD)
+    table = Table(box=box.SIMPLE_HEAD)
     table.add_column("file")
     table.add_column("size", justify="right")
     for name in report.files:
@@ -145,6 +145,7 @@ def print_report(console: Console, report: ExportReport, *, files: bool = True) 
         for p in problems:
             console.print(f"  - {escape(p)}")
     if files and report.files and os.path.isdir(report.output_dir):
+        console.print(f"Files written to {escape(report.output_dir)}:")
         console.print(files_table(report))
 
 
@@ -195,7 +196,8 @@ def stage_printer(console: Console) -> tuple[Callable[[str, str], None], Callabl
         if current:
             mark = "[green]✓[/green]" if ok else "[bold red]✗[/bold red]"
             seconds = time.perf_counter() - current["start"]
-            console.print(f"  {mark} {current['stage']:<9} {escape(current['detail']):<32} {seconds:7.2f}s", highlight=False)
+            detail = current["detail"] if len(current["detail"]) <= 32 else "…" + current["detail"][-31:]
+            console.print(f"  {mark} {current['stage']:<9} {escape(detail):<32} {seconds:7.2f}s", highlight=False)
             current.clear()
 
     def progress(stage: str, detail: str) -> None:
