@@ -12,11 +12,13 @@ validated; a failed export leaves the destination as it was.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import platform
+import re
+import secrets
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -35,7 +37,7 @@ from onnxspec.errors import (
     UnsupportedTaskError,
     ValidationError,
 )
-from onnxspec.exporters import Backend, export_graph, resolve_backend
+from onnxspec.exporters import Backend, available_backends, export_graph, resolve_backend
 from onnxspec.generators import context, make_dummies
 from onnxspec.models import REGISTRY
 from onnxspec.patches import patched
@@ -47,7 +49,7 @@ from onnxspec.tasks import TASKS, infer_task, parse_task, read_config_json
 from onnxspec.validate import check_graph, stamp, validate
 from onnxspec.wrappers import GraphModule
 
-__all__ = ["STAGES", "export", "load_model", "plan", "resolve_spec", "versions"]
+__all__ = ["MIN_OPSET", "STAGES", "export", "load_model", "max_opset", "plan", "resolve_spec", "versions"]
 
 STAGES = ("resolve", "load", "dummies", "trace", "check", "validate", "write")
 
@@ -72,7 +74,19 @@ _COPIED_FILES = (
     "chat_template.jinja",
 )
 
+MIN_OPSET = 14
+"""Lowest opset onnxspec exports at: the attention of every registered model traces to
+``aten::scaled_dot_product_attention``, which the torch exporter supports from opset 14 on
+(measured on bert, gpt2, llama, t5 and vit: opsets 9, 11 and 13 fail in tracing)."""
+
 Progress = Callable[[str, str], None]
+Fault = Callable[[str, str], None]
+"""Test seam of :func:`export`: called as ``fault(stage, detail)`` at the end of every stage's
+work (before the stage counts as done); an exception raised there behaves exactly like a
+failure of that stage. Production code never passes one."""
+
+_NO_SPACE = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+_NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.ENOENT)
 
 
 def versions() -> dict[str, str]:
@@ -93,28 +107,42 @@ def versions() -> dict[str, str]:
 class _Stages:
     """Tracks the stage running and those done, and wraps failures as :class:`ExportError`."""
 
-    def __init__(self, progress: Progress | None) -> None:
+    def __init__(self, progress: Progress | None, fault: Fault | None = None) -> None:
         self.done: list[str] = []
         self.progress = progress
+        self.fault = fault
 
     @contextlib.contextmanager
     def stage(self, name: str, detail: str = "") -> Iterator[None]:
         if self.progress is not None:
             self.progress(name, detail)
+        where = f"{name} ({detail})" if detail else name
         try:
             yield
-        except (ValidationError, ExportError):
-            raise
+            if self.fault is not None:
+                self.fault(name, detail)
         except OnnxSpecError:
             raise
-        except Exception as e:
-            where = f"{name} ({detail})" if detail else name
+        except OSError as e:
+            if e.errno in _NO_SPACE:
+                raise ExportError(
+                    where,
+                    tuple(self.done),
+                    f"no space left on the device ({e}); nothing was written to the output folder: free some space "
+                    "or choose an output folder on another disk",
+                ) from e
             raise ExportError(where, tuple(self.done), f"{type(e).__name__}: {e}") from e
-        label = f"{name}:{detail}" if detail else name
-        self.done.append(label)
+        except Exception as e:
+            raise ExportError(where, tuple(self.done), f"{type(e).__name__}: {e}") from e
+        self.done.append(f"{name}:{detail}" if detail else name)
 
 
 def _check_output_dir(output_dir: str, overwrite: bool) -> None:
+    """Refuse an output path that is a file, or a non-empty folder without ``overwrite``.
+
+    Whether the folder is writable is found out by really creating the temporary folder
+    (:func:`_make_workdir`): ``os.access`` answers "yes" to root even where writing fails.
+    """
     if os.path.isfile(output_dir):
         raise OutputDirError(f"output path {output_dir!r} is a file; give a folder path (it will be created)")
     if os.path.isdir(output_dir) and os.listdir(output_dir) and not overwrite:
@@ -122,12 +150,147 @@ def _check_output_dir(output_dir: str, overwrite: bool) -> None:
             f"output folder {output_dir!r} exists and is not empty; pass overwrite=True (--overwrite) to replace it, "
             "or choose another folder"
         )
-    parent = os.path.dirname(os.path.abspath(output_dir))
-    probe = parent
+    probe = os.path.dirname(os.path.abspath(output_dir))
     while not os.path.exists(probe):
         probe = os.path.dirname(probe)
-    if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK):
-        raise OutputDirError(f"cannot write under {probe!r} (not a writable folder); choose another output folder")
+    if not os.path.isdir(probe):
+        raise OutputDirError(f"cannot create {output_dir!r}: {probe!r} is a file, not a folder; choose another output folder")
+
+
+_TEMP = re.compile(r"^\.(?P<name>.+)\.onnxspec-(?P<what>tmp|old)-(?P<pid>\d+)-")
+
+
+def _temp_prefix(target: str, what: str) -> str:
+    """Name prefix of this process's temporary folders beside ``target`` (``tmp``: the export
+    being built; ``old``: the previous folder while it is swapped). The PID lets a later run
+    tell a dead run's leftovers from a live one's."""
+    return f".{os.path.basename(target)}.onnxspec-{what}-{os.getpid()}-"
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _recover_stale(target: str) -> list[str]:
+    """Clean up after earlier runs on ``target`` that were killed; return what was done.
+
+    A dead run's ``tmp`` folder is removed. A dead run's ``old`` folder is the user's previous
+    output, moved aside at the last step: it is put back when ``target`` is missing (the run
+    died between the two renames), else removed (the new output was already in place). Folders
+    of live processes are left alone.
+    """
+    parent, name = os.path.dirname(target), os.path.basename(target)
+    actions: list[str] = []
+    try:
+        entries = sorted(os.listdir(parent))
+    except OSError:
+        return actions
+    for entry in entries:
+        m = _TEMP.match(entry)
+        if m is None or m["name"] != name or _alive(int(m["pid"])):
+            continue
+        path = os.path.join(parent, entry)
+        if m["what"] == "old" and not os.path.exists(target):
+            os.replace(path, target)
+            actions.append(f"restored {target!r} from {entry!r}")
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+            actions.append(f"removed {entry!r}")
+    return actions
+
+
+def _make_workdir(output_dir: str) -> tuple[str, list[str]]:
+    """Create the temporary folder beside ``output_dir`` (and any missing parents).
+
+    Returns the folder and the parents created (removed again if the export fails). A folder
+    that cannot be written raises :class:`OutputDirError`.
+    """
+    target = os.path.abspath(output_dir)
+    parent = os.path.dirname(target)
+    created: list[str] = []
+    probe = parent
+    while not os.path.exists(probe):
+        created.append(probe)
+        probe = os.path.dirname(probe)
+    try:
+        os.makedirs(parent, exist_ok=True)
+        _recover_stale(target)
+        workdir = _unique_dir(parent, _temp_prefix(target, "tmp"))
+    except OSError as e:
+        _remove_created(created)
+        if e.errno in _NOT_WRITABLE:
+            raise OutputDirError(
+                f"cannot write the output folder {output_dir!r}: {e.strerror} ({probe!r} is not writable); "
+                "choose another output folder or fix its permissions"
+            ) from e
+        raise OutputDirError(f"cannot create a temporary folder beside {output_dir!r}: {e}") from e
+    return workdir, created
+
+
+def _unique_dir(parent: str, prefix: str) -> str:
+    """Create a new folder ``<parent>/<prefix><random>`` with the user's umask (mkdtemp would
+    make it 0700, and it becomes the output folder)."""
+    for _ in range(100):
+        path = os.path.join(parent, prefix + secrets.token_hex(4))
+        try:
+            os.mkdir(path)
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(errno.EEXIST, "no free temporary folder name", os.path.join(parent, prefix))
+
+
+def _remove_created(created: list[str]) -> None:
+    """Remove parent folders an export created, deepest first, if they are still empty."""
+    for path in created:
+        with contextlib.suppress(OSError):
+            os.rmdir(path)
+
+
+def _exporter_max_opset(backend: Backend) -> int:
+    from torch.onnx import _constants
+
+    if backend is Backend.TORCHSCRIPT:
+        return int(getattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", 20))
+    return int(getattr(_constants, "ONNX_MAX_OPSET", 23))
+
+
+def max_opset(backend: Backend) -> int:
+    """The highest opset both the installed onnx and the torch exporter ``backend`` support."""
+    return min(onnx.defs.onnx_opset_version(), _exporter_max_opset(backend))
+
+
+def _check_opset(opset: int, backend: Backend, who: str) -> None:
+    """Refuse an opset below :data:`MIN_OPSET` or above what onnx and the exporter support."""
+    top = max_opset(backend)
+    if opset < MIN_OPSET:
+        raise SpecError(
+            f"{who}: opset {opset} is too low: attention (aten::scaled_dot_product_attention) needs opset {MIN_OPSET} "
+            f"or higher; pass an opset between {MIN_OPSET} and {top}, or leave it out to use the spec's default"
+        )
+    if opset > top:
+        raise SpecError(
+            f"{who}: opset {opset} is higher than this installation supports (onnx {onnx.__version__} goes up to "
+            f"{onnx.defs.onnx_opset_version()}, the torch {backend.value} exporter up to {_exporter_max_opset(backend)}); "
+            f"pass an opset between {MIN_OPSET} and {top}"
+        )
+
+
+def _refuse_remote_code(folder: str, config_json: Mapping[str, Any], trust_remote_code: bool) -> None:
+    if config_json.get("auto_map") and not trust_remote_code:
+        raise ModelLoadError(
+            f"model folder {folder!r} needs custom code (its config.json has 'auto_map': "
+            f"{sorted(config_json['auto_map'])}); onnxspec does not run it unless asked: pass trust_remote_code=True "
+            "(--trust-remote-code) if you trust that code"
+        )
 
 
 def load_model(folder: str, task: str, *, trust_remote_code: bool = False) -> torch.nn.Module:
@@ -135,12 +298,7 @@ def load_model(folder: str, task: str, *, trust_remote_code: bool = False) -> to
     code unless ``trust_remote_code``."""
     import transformers
 
-    config_json = read_config_json(folder)
-    if config_json.get("auto_map") and not trust_remote_code:
-        raise ModelLoadError(
-            f"model folder {folder!r} needs custom code (its config.json has 'auto_map'); onnxspec does not run it "
-            "unless asked: pass trust_remote_code=True (--trust-remote-code) if you trust that code"
-        )
+    _refuse_remote_code(folder, read_config_json(folder), trust_remote_code)
     errors: list[str] = []
     for name in TASKS[task].auto_classes:
         auto = getattr(transformers, name)
@@ -153,7 +311,7 @@ def load_model(folder: str, task: str, *, trust_remote_code: bool = False) -> to
             continue
         try:
             model = auto.from_pretrained(folder, config=config, trust_remote_code=trust_remote_code, local_files_only=True)
-        except (OSError, ValueError, RuntimeError, EnvironmentError) as e:
+        except Exception as e:  # missing, truncated or mismatched weights: each library has its own type
             raise ModelLoadError(
                 f"cannot load the weights of {folder!r} for task {task!r} ({name}): {e}. "
                 "Check that the weights file is present and complete (save the model again with save_pretrained)"
@@ -232,6 +390,7 @@ def export(
     validation_shapes: tuple[Shapes, ...] | None = None,
     external_data_threshold: int = EXTERNAL_DATA_THRESHOLD,
     progress: Progress | None = None,
+    _fault: Fault | None = None,
 ) -> ExportReport:
     """Export a model (or a local model folder) to ONNX, validate every graph, write atomically.
 
@@ -242,17 +401,27 @@ def export(
     """
     start = time.perf_counter()
     output_dir = os.fspath(output_dir)
-    stages = _Stages(progress)
+    stages = _Stages(progress, _fault)
     folder = None if isinstance(model_or_folder, torch.nn.Module) else os.fspath(model_or_folder)
 
     with stages.stage("resolve"):
         _check_output_dir(output_dir, overwrite)
         chosen_backend = resolve_backend(backend)
+        if backend is None and dtypes.float_dtype is FloatDtype.FP16 and Backend.DYNAMO in available_backends():
+            # TorchScript writes LayerNormalization with mixed fp16/fp32 operands, which
+            # onnxruntime refuses to load; torch.export's exporter keeps them consistent.
+            chosen_backend = Backend.DYNAMO
         if dtypes.float_dtype is FloatDtype.BF16:
-            raise SpecError("float dtype bf16 cannot be validated on this CPU (onnxruntime has no bf16 kernels here); use fp32 or fp16")
+            raise SpecError(
+                "float dtype bf16 cannot be exported and validated here: onnxruntime has no bf16 kernels on this CPU; "
+                "use fp32 (default) or fp16"
+            )
         config_json = read_config_json(folder) if folder is not None else model_or_folder.config.to_dict()
+        if folder is not None:
+            _refuse_remote_code(folder, config_json, trust_remote_code)
         model_type = config_json["model_type"]
         if spec is None:
+            lookup(registry, model_type)
             import transformers
 
             config = (
@@ -267,27 +436,26 @@ def export(
             _check_head(config_json, spec.task, model_type, registry)
         if opset is not None:
             spec = attrs.evolve(spec, opset=opset)
+        _check_opset(spec.opset, chosen_backend, f"{spec.model_type}/{spec.task}")
         if atol is not None:
             spec = with_tolerance(spec, atol, outputs=["*"])
         if chosen_backend is Backend.DYNAMO and spec.attn_implementation is None and model_type == "t5":
             spec = attrs.evolve(spec, attn_implementation="eager")
         graphs = plan(spec, monolith=monolith)
+        workdir, created = _make_workdir(output_dir)
 
-    with stages.stage("load", folder or type(model_or_folder).__name__):
-        if folder is None:
-            model = model_or_folder.eval()
-        else:
-            model = load_model(folder, spec.task, trust_remote_code=trust_remote_code)
-        if spec.attn_implementation is not None and hasattr(model, "set_attn_implementation"):
-            model.set_attn_implementation(spec.attn_implementation)
-        if dtypes.float_dtype is FloatDtype.FP16:
-            model = model.to(torch.float16)
-
-    parent = os.path.dirname(os.path.abspath(output_dir))
-    os.makedirs(parent, exist_ok=True)
-    workdir = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(output_dir))}.onnxspec-tmp-", dir=parent)
     reports: list[GraphReport] = []
     try:
+        with stages.stage("load", folder or type(model_or_folder).__name__):
+            if folder is None:
+                model = model_or_folder.eval()
+            else:
+                model = load_model(folder, spec.task, trust_remote_code=trust_remote_code)
+            if spec.attn_implementation is not None and hasattr(model, "set_attn_implementation"):
+                model.set_attn_implementation(spec.attn_implementation)
+            if dtypes.float_dtype is FloatDtype.FP16:
+                model = model.to(torch.float16)
+
         for split, sub in graphs:
             name = split.filename
             with stages.stage("dummies", name):
@@ -356,12 +524,18 @@ def export(
                     + f"\nNothing was written to {output_dir!r}; the graphs and the full report are in {failed_dir!r}",
                     report,
                 )
+        try:
             _move_into_place(workdir, output_dir)
-            workdir = ""
+        except OSError as e:
+            raise ExportError(
+                "write", tuple(stages.done), f"cannot move the finished export into {output_dir!r}: {e}"
+            ) from e
+        workdir = ""
         return report
     finally:
         if workdir:
             shutil.rmtree(workdir, ignore_errors=True)
+            _remove_created(created)
 
 
 def _write_side_files(
@@ -400,11 +574,14 @@ def _keep_failed(workdir: str, output_dir: str) -> str:
 
 
 def _move_into_place(workdir: str, output_dir: str) -> None:
-    """Swap the finished folder in; an old folder is moved aside first and removed last."""
+    """Swap the finished folder in; an old folder is moved aside first and removed last.
+
+    If the process dies between the two renames, the next run on the same target puts the old
+    folder back (:func:`_recover_stale`)."""
     target = os.path.abspath(output_dir)
     backup = ""
     if os.path.exists(target):
-        backup = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.onnxspec-old-", dir=os.path.dirname(target))
+        backup = _unique_dir(os.path.dirname(target), _temp_prefix(target, "old"))
         os.rmdir(backup)
         os.replace(target, backup)
     try:
