@@ -1,0 +1,221 @@
+"""Cache graphs proven over several decoding steps, not single calls.
+
+Each test exports a tiny random model with the pipeline, then decodes greedily with
+onnxruntime alone, feeding each step's ``present.*`` outputs back as ``past_key_values.*``
+inputs, and compares the generated ids and every step's logits with PyTorch's own decoding
+(``model.generate`` or the model's forward with its own cache, never onnxspec's wrapper).
+A cache graph that is right for one call but wrong when chained (a frozen past length, a
+position offset, a cross-attention cache ignored or recomputed) fails here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import onnxruntime
+import pytest
+import torch
+from transformers import GenerationConfig
+
+from onnxspec.pipeline import export, load_model
+from onnxspec.tasks import parse_task
+from tests.tiny import CONFIGS, tiny_folder
+
+STEPS = 4
+ATOL = 1e-4
+
+
+def _session(path: str) -> onnxruntime.InferenceSession:
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    return onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+def _run(session: onnxruntime.InferenceSession, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    wanted = {i.name for i in session.get_inputs()}
+    assert set(feed) == wanted, f"feed {sorted(feed)} != graph inputs {sorted(wanted)}"
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, dict(feed))))
+
+
+def _as_past(outputs: Mapping[str, np.ndarray], keep: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """``present.X`` outputs renamed ``past_key_values.X``; ``keep`` (e.g. a cross cache) added."""
+    past = {"past_key_values." + k.removeprefix("present."): v for k, v in outputs.items() if k.startswith("present.")}
+    return {**(keep or {}), **past}
+
+
+def _greedy_config(model: torch.nn.Module, decoder_start: int | None = None) -> GenerationConfig:
+    """Plain greedy decoding for exactly STEPS tokens: no eos stop, no logits processors."""
+    return GenerationConfig(
+        max_new_tokens=STEPS,
+        min_new_tokens=0,
+        do_sample=False,
+        num_beams=1,
+        eos_token_id=None,
+        pad_token_id=getattr(model.config, "pad_token_id", None),
+        bos_token_id=getattr(model.config, "bos_token_id", None),
+        decoder_start_token_id=decoder_start,
+        use_cache=True,
+    )
+
+
+def _export(model_type: str, task: str, tmp_path) -> tuple[torch.nn.Module, str]:
+    folder = tiny_folder(model_type, task, tmp_path / "model")
+    out = tmp_path / "onnx"
+    report = export(folder, out, task=task)
+    assert report.passed, report.failures
+    for graph in report.graphs:
+        for check in graph.checks:
+            # validation is never vacuous: every output of every graph compares some values
+            assert check.compared > 0, (graph.filename, check.output, check.shape_set)
+    return load_model(folder, parse_task(task).name), str(out)
+
+
+def _left_padded_prompt(vocab: int, pad: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two prompts, the second 3 tokens shorter and padded on the left, no pad id inside."""
+    rng = np.random.default_rng(0)
+    ids = rng.integers(3, vocab, size=(2, 7), dtype=np.int64)
+    mask = np.ones_like(ids)
+    mask[1, :3] = 0
+    ids[1, :3] = pad
+    return ids, mask
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("model_type", ["gpt2", "llama"])
+def test_decoder_only_greedy_decoding_matches_generate(model_type: str, tmp_path) -> None:
+    model, out = _export(model_type, "text-generation-with-past", tmp_path)
+    config = model.config
+    session = _session(f"{out}/model.onnx")
+    ids, mask = _left_padded_prompt(config.vocab_size, config.pad_token_id)
+
+    with torch.no_grad():
+        reference = model.generate(
+            input_ids=torch.from_numpy(ids),
+            attention_mask=torch.from_numpy(mask),
+            generation_config=_greedy_config(model),
+            return_dict_in_generate=True,
+            output_logits=True,
+        )
+    want_ids = reference.sequences[:, ids.shape[1]:].numpy()
+    want_logits = [x.numpy() for x in reference.logits]
+    assert want_ids.shape == (2, STEPS)
+
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    layers = config.num_hidden_layers
+    past = {
+        f"past_key_values.{i}.{which}": np.zeros((2, kv_heads, 0, head_dim), np.float32)
+        for i in range(layers)
+        for which in ("key", "value")
+    }
+    step_ids, got_ids, got_logits = ids, [], []
+    for _ in range(STEPS):
+        positions = np.where(mask == 0, 1, np.cumsum(mask, axis=-1) - 1)[:, -step_ids.shape[1]:]
+        feed = {"input_ids": step_ids, "attention_mask": mask, "position_ids": positions, **past}
+        outputs = _run(session, feed)
+        last = outputs["logits"][:, -1, :]
+        token = last.argmax(-1)
+        got_logits.append(last)
+        got_ids.append(token)
+        past = _as_past(outputs)
+        total = mask.shape[1]
+        assert outputs["present.0.key"].shape[2] == total, "the cache must grow by the tokens fed"
+        step_ids = token[:, None].astype(np.int64)
+        mask = np.concatenate([mask, np.ones((2, 1), mask.dtype)], axis=1)
+
+    np.testing.assert_array_equal(np.stack(got_ids, axis=1), want_ids)
+    for step, (got, want) in enumerate(zip(got_logits, want_logits)):
+        np.testing.assert_allclose(got, want, atol=ATOL, rtol=1e-3, err_msg=f"logits of step {step}")
+
+
+def _seq2seq_decode(out: str, first_feed: Mapping[str, np.ndarray], with_mask: np.ndarray | None, start: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Greedy decoding with onnxruntime: encoder once, decoder_model for the first step,
+    decoder_with_past_model after, the cross cache of the first step reused every step."""
+    encoder = _session(f"{out}/encoder_model.onnx")
+    decoder = _session(f"{out}/decoder_model.onnx")
+    with_past = _session(f"{out}/decoder_with_past_model.onnx")
+    hidden = _run(encoder, first_feed)["last_hidden_state"]
+    batch = hidden.shape[0]
+    tokens = np.full((batch, 1), start, np.int64)
+    masks = {} if with_mask is None else {"encoder_attention_mask": with_mask}
+    outputs = _run(decoder, {"input_ids": tokens, "encoder_hidden_states": hidden, **masks})
+    cross = {k.replace("present.", "past_key_values.", 1): v for k, v in outputs.items() if ".encoder." in k}
+    assert cross, "the first decoder step must return the cross-attention cache"
+    got_ids, got_logits = [], []
+    for step in range(STEPS):
+        if step:
+            outputs = _run(with_past, {"input_ids": tokens, **masks, **past})
+            assert not any(".encoder." in k for k in outputs), "the with-past decoder must not recompute the cross cache"
+            assert outputs["present.0.decoder.key"].shape[2] == step + 1
+        last = outputs["logits"][:, -1, :]
+        tokens = last.argmax(-1)[:, None].astype(np.int64)
+        got_ids.append(tokens[:, 0])
+        got_logits.append(last)
+        past = _as_past({k: v for k, v in outputs.items() if ".decoder." in k}, keep=cross)
+    return np.stack(got_ids, axis=1), got_logits
+
+
+def _assert_same(got_ids: np.ndarray, got_logits: list[np.ndarray], want_ids: np.ndarray, want_logits: list[np.ndarray]) -> None:
+    np.testing.assert_array_equal(got_ids, want_ids)
+    assert len(got_logits) == len(want_logits) == STEPS
+    for step, (got, want) in enumerate(zip(got_logits, want_logits)):
+        np.testing.assert_allclose(got, want, atol=ATOL, rtol=1e-3, err_msg=f"logits of step {step}")
+
+
+@pytest.mark.integration
+def test_t5_greedy_decoding_matches_generate(tmp_path) -> None:
+    model, out = _export("t5", "text2text-generation-with-past", tmp_path)
+    config = model.config
+    rng = np.random.default_rng(1)
+    ids = rng.integers(2, config.vocab_size, size=(2, 9), dtype=np.int64)
+    mask = np.ones_like(ids)
+    mask[1, 6:] = 0  # the encoder's inputs are padded on the right
+    ids[1, 6:] = config.pad_token_id
+
+    with torch.no_grad():
+        reference = model.generate(
+            input_ids=torch.from_numpy(ids),
+            attention_mask=torch.from_numpy(mask),
+            generation_config=_greedy_config(model, config.decoder_start_token_id),
+            return_dict_in_generate=True,
+            output_logits=True,
+        )
+    want_ids = reference.sequences[:, 1:].numpy()
+    got_ids, got_logits = _seq2seq_decode(out, {"input_ids": ids, "attention_mask": mask}, mask, config.decoder_start_token_id)
+    _assert_same(got_ids, got_logits, want_ids, [x.numpy() for x in reference.logits])
+
+
+@pytest.mark.integration
+def test_whisper_greedy_decoding_matches_pytorch(tmp_path) -> None:
+    model, out = _export("whisper", "automatic-speech-recognition-with-past", tmp_path)
+    config = model.config
+    frames = 2 * config.max_source_positions
+    features = np.random.default_rng(2).standard_normal((2, config.num_mel_bins, frames)).astype(np.float32)
+    start = config.decoder_start_token_id
+
+    # PyTorch's reference: the model's forward with the cache it builds and returns itself.
+    want_ids, want_logits = [], []
+    with torch.no_grad():
+        encoded = model.get_encoder()(torch.from_numpy(features))
+        tokens = torch.full((2, 1), start, dtype=torch.long)
+        cache = None
+        for _ in range(STEPS):
+            result = model(encoder_outputs=encoded, decoder_input_ids=tokens, cache=cache, use_cache=True, return_dict=True)
+            cache = result.cache
+            last = result.logits[:, -1, :]
+            tokens = last.argmax(-1, keepdim=True)
+            want_ids.append(tokens[:, 0].numpy())
+            want_logits.append(last.numpy())
+
+    got_ids, got_logits = _seq2seq_decode(out, {"input_features": features}, None, start)
+    _assert_same(got_ids, got_logits, np.stack(want_ids, axis=1), want_logits)
+
+
+def test_tiny_configs_exercise_grouped_query_attention() -> None:
+    """The llama case above is only meaningful if its cache differs from the naive layout."""
+    config = CONFIGS["llama"]()
+    assert config.num_key_value_heads < config.num_attention_heads
+    assert config.head_dim != config.hidden_size // config.num_attention_heads
