@@ -1,0 +1,198 @@
+"""Families: every registered (model type, task) of tests/tiny.py yields the graph files, input and
+output names and axes that consumers of Optimum-exported models read
+(/work/shared/reference/README.md). Configs only; nothing is exported here.
+
+The expectations below are written from Optimum's documented contract, independently of the
+family code: graph file names, ``past_key_values.{i}.key`` / ``present.{i}.key`` (decoder-only),
+``.decoder`` / ``.encoder`` parts (seq2seq), the seq2seq decoder's renamed inputs, and each
+task's common outputs.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+
+from onnxspec.axes import TensorSpec
+from onnxspec.models import REGISTRY
+from onnxspec.past import PastKind
+from onnxspec.registry import spec_for
+from onnxspec.spec import ExportSpec, bind, with_behavior
+from tests.tiny import CONFIGS
+
+B, S = "batch_size", "sequence_length"
+OPTIMUM_OUTPUTS = {
+    "feature-extraction": {"last_hidden_state": {0: B, 1: S}},
+    "fill-mask": {"logits": {0: B, 1: S}},
+    "token-classification": {"logits": {0: B, 1: S}},
+    "text-generation": {"logits": {0: B, 1: S}},
+    "automatic-speech-recognition": {"logits": {0: B, 1: S}},
+    "audio-frame-classification": {"logits": {0: B, 1: S}},
+    "text-classification": {"logits": {0: B}},
+    "image-classification": {"logits": {0: B}},
+    "audio-classification": {"logits": {0: B}},
+    "multiple-choice": {"logits": {0: B, 1: "num_choices"}},
+    "question-answering": {"start_logits": {0: B, 1: S}, "end_logits": {0: B, 1: S}},
+    "text2text-generation": {"logits": {0: B, 1: "decoder_sequence_length"}},
+    "masked-im": {"reconstruction": {0: B}},
+    "audio-xvector": {"logits": {0: B}, "embeddings": {0: B}},
+    "zero-shot-image-classification": {
+        "logits_per_image": {0: "image_batch_size", 1: "text_batch_size"},
+        "logits_per_text": {0: "text_batch_size", 1: "image_batch_size"},
+        "text_embeds": {0: "text_batch_size"},
+        "image_embeds": {0: "image_batch_size"},
+    },
+}
+SEQ2SEQ = {"t5", "bart", "whisper"}
+DECODER_ONLY = {"gpt2", "llama"}
+
+CASES = sorted((mt, task) for mt in CONFIGS for task in REGISTRY[mt].tasks)
+
+
+@functools.lru_cache(maxsize=None)
+def graphs(model_type: str, task: str) -> dict[str, ExportSpec]:
+    """The bound sub-graph spec of each file the export writes."""
+    s = bind(spec_for(REGISTRY, model_type, task), CONFIGS[model_type]())
+    return {
+        split.filename: with_behavior(s, split.behavior, use_past=split.use_past, use_past_in_inputs=split.use_past_in_inputs)
+        for split in s.splits
+    }
+
+
+def _io(t: tuple[TensorSpec, ...]) -> dict[str, dict[int, str]]:
+    return {x.name: x.dynamic_axes for x in t}
+
+
+def _cache(prefix: str, layers: int, parts: tuple[str, ...]) -> set[str]:
+    return {f"{prefix}.{i}.{p}{w}" for i in range(layers) for p in parts for w in ("key", "value")}
+
+
+def _is_seq2seq_generation(model_type: str, task: str) -> bool:
+    base = task.removesuffix("-with-past")
+    return model_type in SEQ2SEQ and base in ("feature-extraction", "text2text-generation", "automatic-speech-recognition")
+
+
+@pytest.mark.parametrize(("model_type", "task"), CASES, ids=[f"{m}-{t}" for m, t in CASES])
+def test_graph_files_match_optimums_layout(model_type: str, task: str) -> None:
+    files = list(graphs(model_type, task))
+    if _is_seq2seq_generation(model_type, task):
+        expected = ["encoder_model.onnx", "decoder_model.onnx"]
+        if task.endswith("-with-past"):
+            expected.append("decoder_with_past_model.onnx")
+        assert files == expected
+    else:
+        assert files == ["model.onnx"]
+
+
+@pytest.mark.parametrize(("model_type", "task"), CASES, ids=[f"{m}-{t}" for m, t in CASES])
+def test_io_names_and_axes_match_optimums_contract(model_type: str, task: str) -> None:
+    base = task.removesuffix("-with-past")
+    with_past = task.endswith("-with-past")
+    layers = CONFIGS[model_type]().to_dict().get("decoder_layers") or 2  # every tiny config has two (decoder) layers
+    for filename, sub in graphs(model_type, task).items():
+        ins, outs = _io(sub.inputs), _io(sub.outputs)
+        assert len(ins) == len(sub.inputs) and len(outs) == len(sub.outputs), "duplicate names"
+        if filename == "encoder_model.onnx":
+            expected_in = {"input_features"} if model_type == "whisper" else {"input_ids", "attention_mask"}
+            assert set(ins) == expected_in
+            assert list(outs) == ["last_hidden_state"]
+            assert outs["last_hidden_state"][0] == B
+            continue
+        if filename.startswith("decoder"):
+            # Optimum maps decoder_input_ids -> input_ids, encoder_outputs -> encoder_hidden_states,
+            # the encoder's attention_mask -> encoder_attention_mask.
+            past_in = filename == "decoder_with_past_model.onnx"
+            expected_in = {"input_ids"}
+            if model_type != "whisper":
+                expected_in.add("encoder_attention_mask")
+            if past_in:
+                expected_in |= _cache("past_key_values", layers, ("decoder.", "encoder."))
+            else:
+                expected_in.add("encoder_hidden_states")
+            assert set(ins) == expected_in
+            head = "last_hidden_state" if base == "feature-extraction" else "logits"
+            assert outs[head] == {0: B, 1: "decoder_sequence_length"}
+            if past_in:
+                present = _cache("present", layers, ("decoder.",))
+            elif with_past:
+                present = _cache("present", layers, ("decoder.", "encoder."))
+            else:
+                present = set()
+            assert set(outs) == {head} | present
+            for name in present:
+                assert outs[name][0] == B
+            for name in (n for n in ins if n.startswith("past_key_values.")):
+                assert ins[name][0] == B and 2 in ins[name]
+            continue
+        # single-graph exports
+        expected_out = OPTIMUM_OUTPUTS[base]
+        common = {n: a for n, a in outs.items() if not n.startswith("present.")}
+        if model_type == "clip" and base == "feature-extraction":
+            expected_out = OPTIMUM_OUTPUTS["zero-shot-image-classification"]
+        if model_type == "vit" and base == "feature-extraction":
+            expected_out = {"last_hidden_state": {0: B}}  # static patch sequence
+        if model_type == "wav2vec2" and base in ("feature-extraction", "automatic-speech-recognition", "audio-frame-classification"):
+            # the frame axis is the conv feature extractor's output, not the input length
+            assert set(common) == set(expected_out)
+            assert all(a[0] == B and 1 in a for a in common.values())
+        else:
+            assert common == expected_out
+        if model_type in DECODER_ONLY or (model_type == "bart" and base == "text-generation"):
+            expected_in = {"input_ids", "attention_mask"} | ({"position_ids"} if model_type in DECODER_ONLY else set())
+            if with_past:
+                expected_in |= _cache("past_key_values", layers, ("",))
+                assert set(outs) - set(common) == _cache("present", layers, ("",))
+                for i in range(layers):
+                    assert ins[f"past_key_values.{i}.key"] == {0: B, 2: "past_sequence_length"}
+                    assert outs[f"present.{i}.value"] == {0: B, 2: "past_sequence_length + sequence_length"}
+                assert ins["attention_mask"] == {0: B, 1: "past_sequence_length + sequence_length"}
+            else:
+                assert ins["attention_mask"] == {0: B, 1: S}
+                assert set(outs) == set(common)
+            assert set(ins) == expected_in
+        elif model_type == "bert":
+            assert set(ins) == {"input_ids", "attention_mask", "token_type_ids"}
+        elif model_type in ("roberta", "distilbert", "bart"):
+            assert set(ins) == {"input_ids", "attention_mask"}
+        elif model_type in ("vit",) or (model_type == "clip" and base == "image-classification"):
+            assert set(ins) == {"pixel_values"}
+        elif model_type == "clip":
+            assert set(ins) == {"input_ids", "pixel_values", "attention_mask"}
+            assert ins["input_ids"] == {0: "text_batch_size", 1: S} and ins["pixel_values"] == {0: "image_batch_size"}
+        elif model_type == "wav2vec2":
+            assert set(ins) == {"input_values"}
+        elif model_type == "whisper":
+            assert set(ins) == {"input_features"}
+        else:  # pragma: no cover - a new tiny model type needs its expectation here
+            pytest.fail(f"no expectation written for {model_type}")
+        if base == "multiple-choice":
+            assert all(a == {0: B, 1: "num_choices", 2: S} for a in ins.values())
+        elif model_type in ("bert", "roberta", "distilbert"):
+            assert all(a == {0: B, 1: S} for a in ins.values())
+
+
+@pytest.mark.parametrize("model_type", sorted(SEQ2SEQ | DECODER_ONLY))
+def test_cache_layout_comes_from_the_config(model_type: str) -> None:
+    task = next(t for t in REGISTRY[model_type].tasks if t.endswith("-with-past"))
+    s = bind(spec_for(REGISTRY, model_type, task), CONFIGS[model_type]())
+    assert s.past is not None and s.past.num_layers == 2
+    assert s.past.kind is (PastKind.SEQ2SEQ if model_type in SEQ2SEQ else PastKind.DECODER_ONLY)
+    config = CONFIGS[model_type]()
+    heads = getattr(config, "num_key_value_heads", None) or getattr(config, "decoder_attention_heads", None) or getattr(config, "num_heads", None) or config.n_head
+    assert s.past.num_heads == heads
+    explicit = getattr(config, "head_dim", None) or getattr(config, "d_kv", None)
+    hidden = getattr(config, "d_model", None) or getattr(config, "hidden_size", None) or config.n_embd
+    assert s.past.key_dim == (explicit or hidden // (getattr(config, "decoder_attention_heads", None) or config.num_attention_heads))
+
+
+@pytest.mark.parametrize(("model_type", "task"), CASES, ids=[f"{m}-{t}" for m, t in CASES])
+def test_every_input_has_a_generator(model_type: str, task: str) -> None:
+    for filename, sub in graphs(model_type, task).items():
+        missing = [t.name for t in sub.inputs if t.name not in sub.generators and not t.name.startswith("past_key_values.")]
+        assert not missing, (filename, missing)
+
+
+def test_decoder_only_families_pad_on_the_left_and_seq2seq_on_the_right() -> None:
+    assert graphs("gpt2", "text-generation-with-past")["model.onnx"].padding_side == "left"
+    assert graphs("t5", "text2text-generation")["decoder_model.onnx"].padding_side == "right"
