@@ -198,12 +198,15 @@ def _recover_stale(target: str) -> list[str]:
         if m is None or m["name"] != name or _alive(int(m["pid"])):
             continue
         path = os.path.join(parent, entry)
-        if m["what"] == "old" and not os.path.exists(target):
-            os.replace(path, target)
-            actions.append(f"restored {target!r} from {entry!r}")
-        else:
-            shutil.rmtree(path, ignore_errors=True)
-            actions.append(f"removed {entry!r}")
+        try:
+            if m["what"] == "old" and not os.path.exists(target):
+                os.replace(path, target)
+                actions.append(f"restored {target!r} from {entry!r}")
+            else:
+                shutil.rmtree(path)
+                actions.append(f"removed {entry!r}")
+        except OSError:  # best effort: a folder we cannot clean stays, clearly named
+            continue
     return actions
 
 
@@ -222,7 +225,6 @@ def _make_workdir(output_dir: str) -> tuple[str, list[str]]:
         probe = os.path.dirname(probe)
     try:
         os.makedirs(parent, exist_ok=True)
-        _recover_stale(target)
         workdir = _unique_dir(parent, _temp_prefix(target, "tmp"))
     except OSError as e:
         _remove_created(created)
@@ -404,48 +406,50 @@ def export(
     stages = _Stages(progress, _fault)
     folder = None if isinstance(model_or_folder, torch.nn.Module) else os.fspath(model_or_folder)
 
-    with stages.stage("resolve"):
-        _check_output_dir(output_dir, overwrite)
-        chosen_backend = resolve_backend(backend)
-        if backend is None and dtypes.float_dtype is FloatDtype.FP16 and Backend.DYNAMO in available_backends():
-            # TorchScript writes LayerNormalization with mixed fp16/fp32 operands, which
-            # onnxruntime refuses to load; torch.export's exporter keeps them consistent.
-            chosen_backend = Backend.DYNAMO
-        if dtypes.float_dtype is FloatDtype.BF16:
-            raise SpecError(
-                "float dtype bf16 cannot be exported and validated here: onnxruntime has no bf16 kernels on this CPU; "
-                "use fp32 (default) or fp16"
-            )
-        config_json = read_config_json(folder) if folder is not None else model_or_folder.config.to_dict()
-        if folder is not None:
-            _refuse_remote_code(folder, config_json, trust_remote_code)
-        model_type = config_json["model_type"]
-        if spec is None:
-            lookup(registry, model_type)
-            import transformers
-
-            config = (
-                model_or_folder.config
-                if folder is None
-                else transformers.AutoConfig.for_model(**{k: v for k, v in config_json.items() if k != "auto_map"})
-            )
-            spec = resolve_spec(model_type, config, task, registry, inferred_from=config_json)
-        elif spec.dims is None:
-            spec = bind(spec, model_or_folder.config if folder is None else config_json)
-        if folder is not None:
-            _check_head(config_json, spec.task, model_type, registry)
-        if opset is not None:
-            spec = attrs.evolve(spec, opset=opset)
-        _check_opset(spec.opset, chosen_backend, f"{spec.model_type}/{spec.task}")
-        if atol is not None:
-            spec = with_tolerance(spec, atol, outputs=["*"])
-        if chosen_backend is Backend.DYNAMO and spec.attn_implementation is None and model_type == "t5":
-            spec = attrs.evolve(spec, attn_implementation="eager")
-        graphs = plan(spec, monolith=monolith)
-        workdir, created = _make_workdir(output_dir)
-
+    workdir, created = "", []
     reports: list[GraphReport] = []
     try:
+        with stages.stage("resolve"):
+            _recover_stale(os.path.abspath(output_dir))
+            _check_output_dir(output_dir, overwrite)
+            chosen_backend = resolve_backend(backend)
+            if backend is None and dtypes.float_dtype is FloatDtype.FP16 and Backend.DYNAMO in available_backends():
+                # TorchScript writes LayerNormalization with mixed fp16/fp32 operands, which
+                # onnxruntime refuses to load; torch.export's exporter keeps them consistent.
+                chosen_backend = Backend.DYNAMO
+            if dtypes.float_dtype is FloatDtype.BF16:
+                raise SpecError(
+                    "float dtype bf16 cannot be exported and validated here: onnxruntime has no bf16 kernels on this CPU; "
+                    "use fp32 (default) or fp16"
+                )
+            config_json = read_config_json(folder) if folder is not None else model_or_folder.config.to_dict()
+            if folder is not None:
+                _refuse_remote_code(folder, config_json, trust_remote_code)
+            model_type = config_json["model_type"]
+            if spec is None:
+                lookup(registry, model_type)
+                import transformers
+
+                config = (
+                    model_or_folder.config
+                    if folder is None
+                    else transformers.AutoConfig.for_model(**{k: v for k, v in config_json.items() if k != "auto_map"})
+                )
+                spec = resolve_spec(model_type, config, task, registry, inferred_from=config_json)
+            elif spec.dims is None:
+                spec = bind(spec, model_or_folder.config if folder is None else config_json)
+            if folder is not None:
+                _check_head(config_json, spec.task, model_type, registry)
+            if opset is not None:
+                spec = attrs.evolve(spec, opset=opset)
+            _check_opset(spec.opset, chosen_backend, f"{spec.model_type}/{spec.task}")
+            if atol is not None:
+                spec = with_tolerance(spec, atol, outputs=["*"])
+            if chosen_backend is Backend.DYNAMO and spec.attn_implementation is None and model_type == "t5":
+                spec = attrs.evolve(spec, attn_implementation="eager")
+            graphs = plan(spec, monolith=monolith)
+            workdir, created = _make_workdir(output_dir)
+
         with stages.stage("load", folder or type(model_or_folder).__name__):
             if folder is None:
                 model = model_or_folder.eval()
@@ -577,7 +581,7 @@ def _move_into_place(workdir: str, output_dir: str) -> None:
     """Swap the finished folder in; an old folder is moved aside first and removed last.
 
     If the process dies between the two renames, the next run on the same target puts the old
-    folder back (:func:`_recover_stale`)."""
+    folder back before anything else (:func:`_recover_stale`)."""
     target = os.path.abspath(output_dir)
     backup = ""
     if os.path.exists(target):
