@@ -53,7 +53,14 @@ def read_result(output: Any, path: str) -> torch.Tensor:
         if match is None:
             raise SpecError(f"bad result path {path!r}")
         key, index = match.group(1), match.group(2)
-        value = value[key] if isinstance(value, dict) else getattr(value, key)
+        try:
+            value = value[key] if isinstance(value, dict) else getattr(value, key)
+        except (KeyError, AttributeError) as e:
+            has = list(value.keys()) if isinstance(value, dict) else sorted(n for n in dir(value) if not n.startswith("_"))
+            raise SpecError(
+                f"result {path!r}: the model's {type(value).__name__} has no {key!r}; it has {has}. "
+                "Rename the spec's output, or map it to one of these with Call.results"
+            ) from e
         if index is not None:
             value = value[int(index)]
     return value
