@@ -77,7 +77,7 @@ def normalizer(base: Normalizer | None = None, *, optional: frozenset[str] | set
     """
     merged = {**(base.fields if base else {}), **fields}
     opt = (base.optional if base else frozenset()) | frozenset(optional)
-    return Normalizer(fields=merged, optional=opt & set(merged))
+    return Normalizer(fields=merged, optional=opt)  # an optional name that is no field is an error
 
 
 _MISSING = object()

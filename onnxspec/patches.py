@@ -74,6 +74,10 @@ def patched(patches: Sequence[Patch]) -> Iterator[None]:
             own = getattr(obj, "__dict__", None)
             original = own.get(patch.attribute, _ABSENT) if own is not None else current
             new = patch.wrap(current) if patch.wrap is not None else patch.value
+            if patch.wrap is not None and isinstance(original, (staticmethod, classmethod)) and not isinstance(new, (staticmethod, classmethod)):
+                # ``current`` was already unwrapped (and bound to the class); keep the result
+                # callable from instances too, as the original was
+                new = staticmethod(new)
             setattr(obj, patch.attribute, new)
             undo.append((obj, patch.attribute, original))  # only once applied: a failed setattr has nothing to undo
         yield

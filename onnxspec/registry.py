@@ -78,9 +78,17 @@ Registry = Mapping[str, ModelEntry]
 def build_registry(entries: Iterable[ModelEntry]) -> Registry:
     """A read-only mapping model type -> entry; a model type given twice is an error."""
     table: dict[str, ModelEntry] = {}
+    spelled: dict[str, str] = {}  # lookup treats '-' and '_' alike, so 'big-bird' and 'big_bird' clash
     for e in entries:
         if e.model_type in table:
             raise SpecError(f"model type {e.model_type!r} is registered twice; each model type must have exactly one entry")
+        key = e.model_type.replace("-", "_")
+        if key in spelled:
+            raise SpecError(
+                f"model types {spelled[key]!r} and {e.model_type!r} differ only in '-' versus '_', which lookup treats "
+                "alike; register one of them"
+            )
+        spelled[key] = e.model_type
         table[e.model_type] = e
     return MappingProxyType(table)
 

@@ -116,3 +116,9 @@ def test_whisper_normalizer_reports_both_missing_audio_fields() -> None:
     with pytest.raises(ConfigError) as info:
         normalize(normalizers.WHISPER, config)
     assert "feature_size" in str(info.value) and "max_source_positions" in str(info.value)
+
+
+def test_normalizer_refuses_optional_names_that_are_no_field() -> None:
+    with pytest.raises(SpecError, match=r"\['hidden_sise'\]"):
+        normalizer(normalizers.TEXT, optional={"hidden_sise"})
+    assert "vocab_size" in normalizer(normalizers.TEXT, optional={"vocab_size"}).optional

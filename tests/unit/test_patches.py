@@ -138,3 +138,25 @@ def test_a_read_only_target_fails_with_its_own_error_and_earlier_patches_are_und
             pass  # pragma: no cover
     assert "__class__" in str(info.value)
     assert Holder.limit == 3
+
+
+class WithDescriptors:
+    @staticmethod
+    def double(x: int) -> int:
+        return 2 * x
+
+    @classmethod
+    def name(cls) -> str:
+        return cls.__name__
+
+
+def test_wrapping_static_and_class_methods_keeps_them_callable_from_instances() -> None:
+    patches = [
+        Patch(target=WithDescriptors, attribute="double", wrap=lambda f: lambda x: f(x) + 1),
+        Patch(target=WithDescriptors, attribute="name", wrap=lambda f: lambda: f() + "!"),
+    ]
+    with patched(patches):
+        assert WithDescriptors.double(3) == 7 and WithDescriptors().double(3) == 7
+        assert WithDescriptors.name() == "WithDescriptors!" and WithDescriptors().name() == "WithDescriptors!"
+    assert WithDescriptors().double(3) == 6 and WithDescriptors().name() == "WithDescriptors"
+    assert isinstance(WithDescriptors.__dict__["name"], classmethod)

@@ -88,3 +88,8 @@ def test_every_registered_task_builds_a_spec() -> None:
             s = spec_for(REGISTRY, model_type, task)
             assert s.model_type == model_type and s.task == task.removesuffix("-with-past")
             assert any(sp.use_past for sp in s.splits) == task.endswith("-with-past")
+
+
+def test_build_registry_refuses_names_lookup_cannot_tell_apart() -> None:
+    with pytest.raises(SpecError, match="'big_bird' and 'big-bird' differ only in '-' versus '_'"):
+        build_registry([entry("big_bird", text_encoder, ["feature-extraction"]), entry("big-bird", text_encoder, ["feature-extraction"])])
