@@ -121,7 +121,16 @@ class Dims:
         return tuple(self.values[n] for n in names)
 
     def __hash__(self) -> int:
-        return hash(tuple(sorted(self.values.items(), key=lambda kv: kv[0])))
+        return hash(tuple(sorted(((k, _hashable(v)) for k, v in self.values.items()), key=lambda kv: kv[0])))
+
+
+def _hashable(value: Any) -> Any:
+    """Config values may be lists (``image_size=[224, 224]``); hash them as tuples."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_hashable(v) for v in value)
+    if isinstance(value, Mapping):
+        return tuple(sorted((str(k), _hashable(v)) for k, v in value.items()))
+    return value
 
 
 def normalize(norm: Normalizer, config: Any) -> Dims:

@@ -122,3 +122,9 @@ def test_normalizer_refuses_optional_names_that_are_no_field() -> None:
     with pytest.raises(SpecError, match=r"\['hidden_sise'\]"):
         normalizer(normalizers.TEXT, optional={"hidden_sise"})
     assert "vocab_size" in normalizer(normalizers.TEXT, optional={"vocab_size"}).optional
+
+
+def test_dims_holding_list_values_are_hashable() -> None:
+    dims = normalize(normalizers.VISION, {"hidden_size": 8, "image_size": [30, 40], "num_channels": 3})
+    assert dims["image_size"] == [30, 40]
+    assert hash(dims) == hash(Dims({"hidden_size": 8, "image_size": [30, 40], "num_channels": 3}, ""))
