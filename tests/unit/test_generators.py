@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from onnxspec import generators as g
-from onnxspec.axes import Kind, TensorSpec, spec
+from onnxspec.axes import Kind, TensorSpec, spec, symbol_size
 from onnxspec.errors import ConfigError, SpecError
 from onnxspec.normalize import Dims
 from onnxspec.past import Direction, PastKind, PastLayout, past_specs
@@ -199,3 +199,57 @@ def test_past_tensors_follow_the_layout_including_cross_attention_heads() -> Non
 def test_context_rejects_an_unknown_padding_side() -> None:
     with pytest.raises(ValueError):
         _ctx(padding_side="middle")
+
+
+def _registry_graphs() -> list[tuple[str, object]]:
+    from onnxspec.models import REGISTRY
+    from onnxspec.registry import spec_for
+    from onnxspec.spec import bind, with_behavior
+    from tests.tiny import CONFIGS
+
+    out = []
+    for model_type, e in REGISTRY.items():
+        for task in e.tasks:
+            s = bind(spec_for(REGISTRY, model_type, task), CONFIGS[model_type]())
+            for split in s.splits:
+                sub = with_behavior(s, split.behavior, use_past=split.use_past, use_past_in_inputs=split.use_past_in_inputs)
+                out.append((f"{model_type}/{task}/{split.filename}", sub))
+    return out
+
+
+REGISTRY_GRAPHS = _registry_graphs()
+
+
+@given(
+    graph=st.sampled_from(REGISTRY_GRAPHS),
+    shapes=st.builds(
+        Shapes,
+        batch_size=st.integers(1, 4),
+        sequence_length=st.integers(1, 12),
+        past_sequence_length=st.integers(0, 9),
+        decoder_sequence_length=st.integers(1, 6),
+        num_choices=st.integers(1, 4),
+        audio_sequence_length=st.integers(400, 2000),
+        image_batch_size=st.integers(1, 4),
+    ),
+    int_dtype=st.sampled_from(["int64", "int32"]),
+    seed=st.integers(0, 1000),
+)
+def test_registry_dummies_match_their_declared_axes_and_are_realistic(
+    graph: tuple[str, object], shapes: Shapes, int_dtype: str, seed: int
+) -> None:
+    where, sub = graph
+    ctx = g.context(shapes, DTypes(int_dtype=int_dtype), sub.dims, past=sub.past, padding_side=sub.padding_side)  # type: ignore[attr-defined]
+    made = g.make_dummies(sub.inputs, sub.generators, ctx, seed)  # type: ignore[attr-defined]
+    for t in sub.inputs:  # type: ignore[attr-defined]
+        value = made[t.name]
+        if t.rank is not None:
+            assert value.ndim == t.rank, (where, t.name)
+        for axis, symbol in t.axes:
+            assert value.shape[axis] == symbol_size(symbol, ctx.sizes), (where, t.name, axis)
+        if t.kind is Kind.INT:
+            assert value.dtype == getattr(torch, int_dtype), (where, t.name)
+        if "attention_mask" in t.name:
+            assert bool((value.sum(-1) >= 1).all()), (where, t.name)
+        if t.name == "input_ids":
+            assert int(value.max()) < int(sub.dims["vocab_size"]) and int(value.min()) >= 0  # type: ignore[attr-defined]
