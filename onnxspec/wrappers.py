@@ -4,6 +4,8 @@ transformers 5 passes a KV cache as ``DynamicCache`` / ``EncoderDecoderCache`` o
 needs flat ``past_key_values.*`` inputs and ``present.*`` outputs. :class:`GraphModule` takes
 the tensors of ``spec.inputs`` positionally, rebuilds the cache, calls the model as the spec's
 :class:`~onnxspec.spec.Call` says, and returns the tensors of ``spec.outputs`` in order.
+Inputs the cache replaces (a seq2seq decoder's ``encoder_hidden_states`` once the
+cross-attention cache is an input) are given to the model as zeros shaped from the cache.
 """
 
 from __future__ import annotations
@@ -84,6 +86,11 @@ def _present(cache: Any, name: str) -> torch.Tensor:
     return entry.keys if which == "key" else entry.values
 
 
+def _keyword_value(keyword: str, tensor: torch.Tensor) -> Any:
+    """What the model's ``keyword`` takes: ``encoder_outputs`` wants a model output, not a tensor."""
+    return BaseModelOutput(last_hidden_state=tensor) if keyword == "encoder_outputs" else tensor
+
+
 class GraphModule(torch.nn.Module):
     """Calls ``model`` as ``spec`` describes, from and to flat tensors (always in eval mode)."""
 
@@ -124,9 +131,13 @@ class GraphModule(torch.nn.Module):
                 f"spec {self.spec.model_type}/{self.spec.task}: input {name!r} is marked replaced_by_cache, but only "
                 "'encoder_hidden_states' can be rebuilt from a cache (from the cross-attention keys)"
             )
+        if self.spec.dims is None:
+            raise SpecError(
+                f"spec {self.spec.model_type}/{self.spec.task}: the stand-in for {name!r} needs the config's hidden_size; "
+                "bind the spec to the model config first (bind(spec, config))"
+            )
         key = past["past_key_values.0.encoder.key"]
-        hidden = int(self.spec.dims["hidden_size"]) if self.spec.dims is not None else key.shape[1] * key.shape[3]
-        return key.new_zeros((key.shape[0], key.shape[2], hidden))
+        return key.new_zeros((key.shape[0], key.shape[2], int(self.spec.dims["hidden_size"])))
 
     def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
         given = dict(zip(self.input_names, tensors, strict=True))
@@ -139,12 +150,10 @@ class GraphModule(torch.nn.Module):
                 continue
             if name in self.int_inputs and tensor.dtype != torch.long:
                 tensor = tensor.long()  # graphs may take int32/int8 ids; torch embeddings want int64
-            arg = call.argument(name)
-            kwargs[arg] = BaseModelOutput(last_hidden_state=tensor) if arg == "encoder_outputs" else tensor
+            kwargs[call.argument(name)] = _keyword_value(call.argument(name), tensor)
         if self.spec.use_past_in_inputs:
             for name in sorted(self.spec.graph.replaced_by_cache):
-                arg = call.argument(name)
-                kwargs[arg] = BaseModelOutput(last_hidden_state=self._stand_in(name, past)) if arg == "encoder_outputs" else self._stand_in(name, past)
+                kwargs[call.argument(name)] = _keyword_value(call.argument(name), self._stand_in(name, past))
         if self.cache_arg is not None:
             if past:
                 kwargs[self.cache_arg] = self._cache(past)

@@ -18,7 +18,13 @@ import pytest
 import torch
 from transformers import GenerationConfig
 
+from onnxspec.generators import context, make_dummies
+from onnxspec.models import REGISTRY
 from onnxspec.pipeline import export, load_model
+from onnxspec.registry import spec_for
+from onnxspec.report import ExportReport
+from onnxspec.shapes import DTypes, Shapes
+from onnxspec.spec import Behavior, bind, with_behavior
 from onnxspec.tasks import parse_task
 from tests.tiny import CONFIGS, tiny_folder
 
@@ -60,7 +66,7 @@ def _greedy_config(model: torch.nn.Module, decoder_start: int | None = None) -> 
     )
 
 
-def _export(model_type: str, task: str, tmp_path) -> tuple[torch.nn.Module, str]:
+def _export(model_type: str, task: str, tmp_path) -> tuple[torch.nn.Module, str, ExportReport]:
     folder = tiny_folder(model_type, task, tmp_path / "model")
     out = tmp_path / "onnx"
     report = export(folder, out, task=task)
@@ -69,7 +75,7 @@ def _export(model_type: str, task: str, tmp_path) -> tuple[torch.nn.Module, str]
         for check in graph.checks:
             # validation is never vacuous: every output of every graph compares some values
             assert check.compared > 0, (graph.filename, check.output, check.shape_set)
-    return load_model(folder, parse_task(task).name), str(out)
+    return load_model(folder, parse_task(task).name), str(out), report
 
 
 def _left_padded_prompt(vocab: int, pad: int) -> tuple[np.ndarray, np.ndarray]:
@@ -85,7 +91,10 @@ def _left_padded_prompt(vocab: int, pad: int) -> tuple[np.ndarray, np.ndarray]:
 @pytest.mark.integration
 @pytest.mark.parametrize("model_type", ["gpt2", "llama"])
 def test_decoder_only_greedy_decoding_matches_generate(model_type: str, tmp_path) -> None:
-    model, out = _export(model_type, "text-generation-with-past", tmp_path)
+    model, out, report = _export(model_type, "text-generation-with-past", tmp_path)
+    logits = [c for c in report.graphs[0].checks if c.output == "logits"]
+    # left-padded dummies: some logits checks skip the padded positions, none skips them all
+    assert any(c.compared < np.prod(c.torch_shape) for c in logits), [(c.shape_set, c.compared) for c in logits]
     config = model.config
     session = _session(f"{out}/model.onnx")
     ids, mask = _left_padded_prompt(config.vocab_size, config.pad_token_id)
@@ -167,7 +176,7 @@ def _assert_same(got_ids: np.ndarray, got_logits: list[np.ndarray], want_ids: np
 
 @pytest.mark.integration
 def test_t5_greedy_decoding_matches_generate(tmp_path) -> None:
-    model, out = _export("t5", "text2text-generation-with-past", tmp_path)
+    model, out, _ = _export("t5", "text2text-generation-with-past", tmp_path)
     config = model.config
     rng = np.random.default_rng(1)
     ids = rng.integers(2, config.vocab_size, size=(2, 9), dtype=np.int64)
@@ -190,7 +199,7 @@ def test_t5_greedy_decoding_matches_generate(tmp_path) -> None:
 
 @pytest.mark.integration
 def test_whisper_greedy_decoding_matches_pytorch(tmp_path) -> None:
-    model, out = _export("whisper", "automatic-speech-recognition-with-past", tmp_path)
+    model, out, _ = _export("whisper", "automatic-speech-recognition-with-past", tmp_path)
     config = model.config
     frames = 2 * config.max_source_positions
     features = np.random.default_rng(2).standard_normal((2, config.num_mel_bins, frames)).astype(np.float32)
@@ -219,3 +228,51 @@ def test_tiny_configs_exercise_grouped_query_attention() -> None:
     config = CONFIGS["llama"]()
     assert config.num_key_value_heads < config.num_attention_heads
     assert config.head_dim != config.hidden_size // config.num_attention_heads
+
+
+@pytest.mark.parametrize(
+    ("model_type", "task", "first_step", "later_steps"),
+    [
+        ("t5", "text2text-generation-with-past", ["input_ids", "encoder_attention_mask", "encoder_hidden_states"], ["input_ids", "encoder_attention_mask"]),
+        ("bart", "text2text-generation-with-past", ["input_ids", "encoder_attention_mask", "encoder_hidden_states"], ["input_ids", "encoder_attention_mask"]),
+        ("whisper", "automatic-speech-recognition-with-past", ["input_ids", "encoder_hidden_states"], ["input_ids"]),
+    ],
+)
+def test_seq2seq_decoder_contract(model_type: str, task: str, first_step: list[str], later_steps: list[str]) -> None:
+    """The first decoder step reads the encoder output; later steps read the cross-attention
+    cache instead of ``encoder_hidden_states`` but keep the encoder mask (Optimum's layout)."""
+    spec = bind(spec_for(REGISTRY, model_type, task), CONFIGS[model_type]())
+    first = with_behavior(spec, Behavior.DECODER, use_past=True, use_past_in_inputs=False)
+    later = with_behavior(spec, Behavior.DECODER, use_past=True, use_past_in_inputs=True)
+    assert [t.name for t in first.inputs] == first_step
+    layers = spec.past.num_layers
+    cache = [f"past_key_values.{i}.{part}.{which}" for i in range(layers) for part in ("decoder", "encoder") for which in ("key", "value")]
+    assert [t.name for t in later.inputs] == later_steps + cache
+    assert len([t for t in first.outputs if t.name.startswith("present.")]) == 4 * layers
+    assert len([t for t in later.outputs if t.name.startswith("present.")]) == 2 * layers
+
+
+@pytest.mark.parametrize(
+    ("model_type", "task", "behavior", "mask", "side"),
+    [
+        ("gpt2", "text-generation-with-past", Behavior.MONOLITH, "attention_mask", "left"),
+        ("llama", "text-generation-with-past", Behavior.MONOLITH, "attention_mask", "left"),
+        ("t5", "text2text-generation-with-past", Behavior.DECODER, "encoder_attention_mask", "right"),
+        ("bart", "text2text-generation-with-past", Behavior.DECODER, "encoder_attention_mask", "right"),
+        ("bart", "text2text-generation-with-past", Behavior.ENCODER, "attention_mask", "right"),
+    ],
+)
+def test_dummy_masks_pad_on_the_side_the_model_expects(model_type: str, task: str, behavior: Behavior, mask: str, side: str) -> None:
+    """Decoder-only prompts are padded on the left (generation appends on the right);
+    encoder inputs, and the encoder mask a seq2seq decoder reads, on the right."""
+    bound = bind(spec_for(REGISTRY, model_type, task), CONFIGS[model_type]())
+    cached = bound.graphs[behavior].past
+    spec = with_behavior(bound, behavior, use_past=cached, use_past_in_inputs=cached)
+    shapes = Shapes(batch_size=8, sequence_length=9, past_sequence_length=4)
+    ctx = context(shapes, DTypes(), spec.dims, past=spec.past, padding_side=spec.padding_side)
+    made = make_dummies(spec.inputs, spec.generators, ctx, seed=3).get(mask)
+    assert made is not None, f"{mask} is not an input of {[t.name for t in spec.inputs]}"
+    rows = made.numpy()
+    assert (rows.sum(-1) < rows.shape[-1]).any(), "no row is padded: the check below would prove nothing"
+    steps = np.diff(rows, axis=-1)
+    assert (steps >= 0).all() if side == "left" else (steps <= 0).all(), rows
