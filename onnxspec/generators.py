@@ -132,7 +132,8 @@ def attention_mask(tensor: TensorSpec, ctx: DummyContext, rng: torch.Generator, 
     """A contiguous 0/1 mask, padded on ``ctx.padding_side``.
 
     Row 0 keeps every position; other rows keep a random length in ``[1, length]`` (so a
-    length of 1 is legal and no row is fully masked). Leading axes (e.g. choices) share rows.
+    length of 1 is legal and no row is fully masked). Every row over the leading axes (batch,
+    choices) draws its own length.
     """
     shape = dynamic_shape(tensor, ctx)
     length = shape[-1]
