@@ -32,7 +32,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from onnxspec.errors import OnnxSpecError, ValidationError, close_matches
+from onnxspec.errors import ConfigError, OnnxSpecError, ValidationError, close_matches
 
 if TYPE_CHECKING:
     from onnxspec.report import ExportReport, OutputCheck
@@ -295,6 +295,7 @@ def build_parser(*, export_shapes: bool = True) -> tuple[argparse.ArgumentParser
     )
     d.add_argument("model_type", help="a model type from `onnxspec models`")
     d.add_argument("task", help="a task from `onnxspec tasks` (-with-past for a KV cache)")
+    d.add_argument("-m", "--model", default=None, help="a local model folder whose config.json sets the dimensions (layers, heads)")
     d.add_argument("--debug", action="store_true", help="show tracebacks")
     commands["describe"] = d
     return parser, commands
@@ -398,11 +399,29 @@ def _run_export(args: argparse.Namespace, out: Console, err: Console) -> int:
 
 
 def _run_describe(args: argparse.Namespace, out: Console) -> int:
+    import transformers
+
     from onnxspec.models import REGISTRY
     from onnxspec.registry import spec_for
-    from onnxspec.spec import describe, with_behavior
+    from onnxspec.spec import bind, describe, with_behavior
+    from onnxspec.tasks import read_config_json
 
     spec = spec_for(REGISTRY, args.model_type, args.task)
+    if args.model is not None:
+        config_json = read_config_json(args.model)
+        if config_json["model_type"] != spec.model_type:
+            raise ConfigError(
+                f"{args.model!r} holds a {config_json['model_type']!r} model, not {spec.model_type!r}; "
+                f"run `onnxspec describe {config_json['model_type']} {args.task} --model {args.model}`"
+            )
+        config = transformers.AutoConfig.for_model(**{k: v for k, v in config_json.items() if k != "auto_map"})
+        source = f"the config of {args.model}"
+    else:
+        config = transformers.AutoConfig.for_model(spec.model_type)
+        source = f"transformers' default {type(config).__name__} (pass --model FOLDER for a real one)"
+    spec = bind(spec, config)
+    dims = {k: v for k, v in (spec.dims.values.items() if spec.dims is not None else ()) if v is not None}
+    out.print(f"dimensions from {escape(source)}: {escape(str(dims))}", highlight=False)
     for split in spec.splits:
         sub = with_behavior(spec, split.behavior, use_past=split.use_past, use_past_in_inputs=split.use_past_in_inputs)
         out.print(f"[bold]{escape(split.filename)}[/bold]")
