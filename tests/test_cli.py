@@ -199,6 +199,17 @@ def test_describe_prints_each_graph_of_a_split_export(capsys) -> None:
     assert "encoder_model.onnx" in out and "decoder_with_past_model.onnx" in out
 
 
+def test_describe_binds_the_cache_to_a_config(bert_folder: str, capsys) -> None:
+    import transformers
+
+    layers = transformers.GPT2Config().n_layer
+    assert main(["describe", "gpt2", "text-generation-with-past"]) == 0
+    out = capsys.readouterr().out
+    assert f"past_key_values.{layers - 1}.value" in out and f"past_key_values.{layers}.key" not in out
+    assert main(["describe", "t5", "text2text-generation", "--model", bert_folder]) == 2
+    assert "holds a 'bert' model, not 't5'" in capsys.readouterr().err
+
+
 # --- public API -----------------------------------------------------------------------------
 
 
