@@ -1,0 +1,220 @@
+"""Runs in the project's venv and prints one JSON line of measurements (imports excluded).
+
+Modes:
+  inproc  MODEL_DIR TASK OUT_DIR        seconds inside ``onnxspec.pipeline.export`` (with validation)
+  floor   MODEL_DIR TASK WORK_DIR RUNS  pipeline export without validation vs plain torch.onnx.export
+                                        of the same modules and inputs, interleaved, after a warm-up
+  latency SPEC_JSON                     onnxruntime latency and node count of several graphs
+  batch   JOBS_JSON                     several of the above in one process (the smoke run: one import)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import statistics
+import sys
+import time
+import warnings
+from typing import Any
+
+warnings.simplefilter("ignore")
+
+
+def inproc(folder: str, task: str, out: str) -> dict[str, Any]:
+    import onnxruntime  # noqa: F401  (imports are excluded on both sides: Optimum's worker
+    import transformers  # noqa: F401  imports main_export, which pulls these in, before its clock)
+
+    from onnxspec.pipeline import export
+
+    start = time.perf_counter()
+    report = export(folder, out, task=task, overwrite=True)
+    seconds = time.perf_counter() - start
+    return {
+        "seconds": seconds,
+        "trace_seconds": sum(g.export_seconds for g in report.graphs),
+        "validate_seconds": sum(g.validate_seconds for g in report.graphs),
+        "checks": sum(len(g.checks) for g in report.graphs),
+        "passed": report.passed,
+    }
+
+
+def floor(folder: str, task: str, work: str, runs: int, warm_up: bool = True) -> dict[str, Any]:
+    """Time ``export(model, validation_shapes=())`` against the bare ``torch.onnx.export`` calls it
+    makes (same GraphModule, same dummy inputs, same names, axes and opset), interleaved."""
+    import torch
+
+    from onnxspec.axes import axes_view
+    from onnxspec.generators import context, make_dummies
+    from onnxspec.models import REGISTRY
+    from onnxspec.patches import patched
+    from onnxspec.pipeline import export, load_model, plan, resolve_spec
+    from onnxspec.shapes import DTypes, Shapes
+    from onnxspec.tasks import parse_task
+    from onnxspec.wrappers import GraphModule
+
+    model = load_model(folder, parse_task(task).name)
+    spec = resolve_spec(model.config.model_type, model.config, task, REGISTRY)
+    if spec.attn_implementation is not None and hasattr(model, "set_attn_implementation"):
+        model.set_attn_implementation(spec.attn_implementation)
+    graphs = plan(spec)
+    os.makedirs(work, exist_ok=True)
+
+    def raw() -> float:
+        spent = 0.0
+        for split, sub in graphs:
+            ctx = context(Shapes(), DTypes(), sub.dims, past=sub.past, padding_side=sub.padding_side)
+            dummies = make_dummies(sub.inputs, sub.generators, ctx, 0)
+            module = GraphModule(model, sub)
+            dynamic = {**axes_view(sub.inputs), **axes_view(sub.outputs)}
+            path = os.path.join(work, "raw-" + split.filename)
+            with warnings.catch_warnings(), torch.no_grad(), patched(sub.patches):
+                warnings.simplefilter("ignore")
+                t0 = time.perf_counter()
+                torch.onnx.export(
+                    module,
+                    tuple(dummies.values()),
+                    path,
+                    input_names=[t.name for t in sub.inputs],
+                    output_names=[t.name for t in sub.outputs],
+                    dynamic_axes={k: v for k, v in dynamic.items() if v},
+                    opset_version=sub.opset,
+                    do_constant_folding=True,
+                    dynamo=False,
+                )
+                spent += time.perf_counter() - t0
+            for name in os.listdir(work):
+                if name.startswith("raw-"):
+                    os.remove(os.path.join(work, name))
+        return spent
+
+    def pipeline() -> tuple[float, float]:
+        out = os.path.join(work, "pipeline-out")
+        t0 = time.perf_counter()
+        report = export(model, out, task=task, overwrite=True, validation_shapes=())
+        spent = time.perf_counter() - t0
+        shutil.rmtree(out, ignore_errors=True)
+        return spent, sum(g.export_seconds for g in report.graphs)
+
+    if warm_up:  # first traces pay torch's lazy initialisation
+        raw()
+        pipeline()
+    raws, pipes, traces = [], [], []
+    for r in range(runs):
+        order = ("raw", "pipe") if r % 2 == 0 else ("pipe", "raw")
+        for side in order:
+            if side == "raw":
+                raws.append(raw())
+            else:
+                total, trace = pipeline()
+                pipes.append(total)
+                traces.append(trace)
+    return {"raw_seconds": raws, "pipeline_seconds": pipes, "pipeline_trace_seconds": traces, "graphs": [s.filename for s, _ in graphs]}
+
+
+def _count_nodes(graph: Any) -> int:
+    n = 0
+    for node in graph.node:
+        n += 1
+        for attr in node.attribute:
+            if attr.g is not None and attr.g.node:
+                n += _count_nodes(attr.g)
+            for g in attr.graphs:
+                n += _count_nodes(g)
+    return n
+
+
+def _feeds(session: Any, case: dict[str, Any]) -> dict[str, Any]:
+    """Inputs for one case: ``{"batch": b, "sequence": s}`` (full pass) or ``{"batch": b, "past": p}``
+    (one decode step: one new token over ``p`` cached ones)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    b = case["batch"]
+    past = case.get("past")
+    s = 1 if past is not None else case["sequence"]
+    total = s + (past or 0)
+    feeds = {}
+    for value in session.get_inputs():
+        name, kind = value.name, value.type
+        if name == "input_ids":
+            feeds[name] = rng.integers(0, 100, size=(b, s), dtype=np.int64)  # every vocabulary here has >= 100 ids
+        elif name == "attention_mask":
+            feeds[name] = np.ones((b, total), dtype=np.int64)
+        elif name == "token_type_ids":
+            feeds[name] = np.zeros((b, s), dtype=np.int64)
+        elif name == "position_ids":
+            feeds[name] = np.tile(np.arange(total - s, total, dtype=np.int64), (b, 1))
+        elif name.startswith("past_key_values."):
+            heads, head_dim = value.shape[1], value.shape[3]
+            feeds[name] = rng.standard_normal((b, heads, past or 0, head_dim), dtype=np.float32)
+        elif name == "use_cache_branch":
+            feeds[name] = np.array([past is not None and past > 0])
+        else:
+            raise ValueError(f"no feed rule for graph input {name!r} ({kind})")
+    return feeds
+
+
+def latency(spec: dict[str, Any]) -> dict[str, Any]:
+    """Per-call latency (ms, mean over ``iters`` calls) of each graph, each thread setting and
+    case; ``runs`` blocks interleaved across graphs; node counts (subgraphs included)."""
+    import onnx
+    import onnxruntime as ort
+
+    graphs: dict[str, str] = spec["graphs"]
+    result: dict[str, Any] = {"nodes": {}, "latency_ms": {}}
+    for side, path in graphs.items():
+        result["nodes"][side] = _count_nodes(onnx.load(path, load_external_data=False).graph)
+    for threads in spec["threads"]:
+        sessions = {}
+        for side, path in graphs.items():
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+            options.log_severity_level = 3
+            sessions[side] = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        for case in spec["cases"]:
+            key = f"threads={threads or 'all'} " + " ".join(f"{k}={v}" for k, v in case.items())
+            feeds = {side: _feeds(s, case) for side, s in sessions.items()}
+            iters = case.get("iters", spec["iters"])
+            for side, s in sessions.items():
+                for _ in range(2):
+                    s.run(None, feeds[side])
+            times: dict[str, list[float]] = {side: [] for side in sessions}
+            for r in range(spec["runs"]):
+                order = list(sessions) if r % 2 == 0 else list(reversed(list(sessions)))
+                for side in order:
+                    t0 = time.perf_counter()
+                    for _ in range(iters):
+                        sessions[side].run(None, feeds[side])
+                    times[side].append((time.perf_counter() - t0) / iters * 1000)
+            result["latency_ms"][key] = times
+        del sessions
+    return result
+
+
+def run(mode: str, args: list[Any]) -> Any:
+    if mode == "inproc":
+        return inproc(args[0], args[1], args[2])
+    if mode == "floor":
+        return floor(args[0], args[1], args[2], int(args[3]), *(bool(a) for a in args[4:5]))
+    if mode == "latency":
+        with open(args[0]) as f:
+            return latency(json.load(f))
+    if mode == "batch":
+        with open(args[0]) as f:
+            return [run(job[0], job[1:]) for job in json.load(f)]
+    raise SystemExit(f"unknown mode {mode!r}: use inproc, floor, latency or batch")
+
+
+def main() -> None:
+    mode, *args = sys.argv[1:]
+    with contextlib.redirect_stdout(sys.stderr):
+        out = run(mode, args)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

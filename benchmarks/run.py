@@ -1,0 +1,433 @@
+"""onnxspec measured against Optimum's ONNX exporter and a plain torch.onnx.export, in one run.
+
+    .venv/bin/python benchmarks/run.py --full    # everything; writes benchmarks/results/latest.{md,json}
+    .venv/bin/python benchmarks/run.py --smoke   # one tiny model, one run, no peer (the test suite runs this)
+
+Every comparison is a ratio against a baseline measured interleaved in the same run (run i of
+both sides saw the same machine load), reported as the ratio of medians with min/median/max of
+each side. See benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shutil
+import subprocess
+import sys
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import common  # noqa: E402
+from common import HERE, PROJECT_CLI, PROJECT_PYTHON, ROOT, WORK, ratio, run_child, summary, target  # noqa: E402
+from models import BASE, BIG, TINY, BenchModel  # noqa: E402
+
+TARGETS = {
+    "e2e_cli_time": 0.6,
+    "pipeline_overhead": 1.1,
+    "graph_latency": 1.0,
+    "peak_memory_vs_weights": 1.5,
+}
+EXTERNAL_DATA_LIMIT = 2 * 10**9  # protobuf's 2 GB cap: above it the weights must live in a .data file
+
+
+def log(msg: str) -> None:
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%H:%M:%S")
+    print(f"[{stamp}] {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- model folders and commands
+
+
+def model_dir(m: BenchModel) -> str:
+    return os.path.join(WORK, "models", m.name)
+
+
+def build_model(m: BenchModel) -> dict[str, Any]:
+    """Build (or reuse) the folder of ``m`` in a child process; its RSS is not counted anywhere."""
+    folder = model_dir(m)
+    os.makedirs(os.path.dirname(folder), exist_ok=True)
+    res = run_child([PROJECT_PYTHON, os.path.join(HERE, "models.py"), m.name, folder], timeout=3600)
+    if not res.ok:
+        raise RuntimeError(f"building the model folder {m.name} failed:\n{res.tail()}")
+    return res.last_json()
+
+
+def onnxspec_cli(m: BenchModel, out: str) -> list[str]:
+    """How a user exports with onnxspec: the console script (or the pipeline, before it existed)."""
+    if os.path.exists(os.path.join(ROOT, "onnxspec", "cli.py")) and os.path.exists(PROJECT_CLI):
+        return [PROJECT_CLI, "export", "--model", model_dir(m), "--task", m.task, out]
+    code = "import sys; from onnxspec.pipeline import export; export(sys.argv[1], sys.argv[3], task=sys.argv[2])"
+    return [PROJECT_PYTHON, "-c", code, model_dir(m), m.task, out]
+
+
+def optimum_cli(m: BenchModel, out: str) -> list[str]:
+    import peer
+
+    return [peer.CLI, "export", "onnx", "--model", model_dir(m), "--task", m.task, out]
+
+
+def fresh(path: str) -> str:
+    shutil.rmtree(path, ignore_errors=True)
+    return path
+
+
+def out_dir(side: str, m: BenchModel) -> str:
+    return os.path.join(WORK, "out", side, m.name)
+
+
+# ---------------------------------------------------------------- the four measurements
+
+
+def measure_e2e(models: list[BenchModel], runs: int, with_peer: bool) -> dict[str, Any]:
+    """Whole-process wall time and peak RSS of each CLI, interleaved model by model, run by run."""
+    raw: dict[str, dict[str, dict[str, list]]] = {m.name: {"onnxspec": _empty(), "optimum": _empty()} for m in models}
+    for r in range(runs):
+        for m in models:
+            sides = ["onnxspec", "optimum"] if with_peer else ["onnxspec"]
+            if r % 2:
+                sides.reverse()
+            for side in sides:
+                out = fresh(out_dir(side, m))
+                argv = onnxspec_cli(m, out) if side == "onnxspec" else optimum_cli(m, out)
+                res = run_child(argv)
+                _record(raw[m.name][side], res)
+                log(f"e2e run {r + 1}/{runs} {m.name:48s} {side:8s} {res.seconds:6.1f} s {res.peak_rss / 2**20:6.0f} MiB"
+                    + ("" if res.ok else f"  FAILED (exit {res.returncode})"))
+    return {name: _pair(sides, with_peer) for name, sides in raw.items()}
+
+
+def measure_inproc(models: list[BenchModel], runs: int, with_peer: bool) -> dict[str, Any]:
+    """Seconds inside onnxspec's ``export`` vs Optimum's ``main_export`` (both validating; each in a
+    fresh process, imports done before the clock starts)."""
+    import peer
+
+    raw = {m.name: {"onnxspec": _empty(), "optimum": _empty()} for m in models}
+    for r in range(runs):
+        for m in models:
+            sides = ["onnxspec", "optimum"] if with_peer else ["onnxspec"]
+            if r % 2:
+                sides.reverse()
+            for side in sides:
+                out = fresh(out_dir(side + "-inproc", m))
+                if side == "onnxspec":
+                    argv = [PROJECT_PYTHON, os.path.join(HERE, "onnxspec_worker.py"), "inproc", model_dir(m), m.task, out]
+                else:
+                    argv = [peer.PYTHON, os.path.join(HERE, "optimum_worker.py"), model_dir(m), m.task, out]
+                res = run_child(argv)
+                rec = raw[m.name][side]
+                if res.ok:
+                    inner = res.last_json()
+                    rec["seconds"].append(inner["seconds"])
+                    rec["details"].append(inner)
+                else:
+                    rec["errors"].append(res.tail())
+                log(f"in-process run {r + 1}/{runs} {m.name:48s} {side:8s} "
+                    + (f"{rec['seconds'][-1]:6.1f} s" if res.ok else f"FAILED (exit {res.returncode})"))
+    return {name: _inproc_entry(sides, with_peer) for name, sides in raw.items()}
+
+
+def _inproc_entry(sides: dict[str, dict[str, list]], with_peer: bool) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        side: {"seconds": summary(v["seconds"]), "errors": v["errors"], "details": v["details"]}
+        for side, v in sides.items()
+        if v["seconds"] or v["errors"]
+    }
+    if with_peer:
+        entry["ratio_seconds"] = ratio(sides["onnxspec"]["seconds"], sides["optimum"]["seconds"])
+    return entry
+
+
+def measure_floor(models: list[BenchModel], runs: int) -> dict[str, Any]:
+    """Pipeline export without validation vs the bare torch.onnx.export calls (one warmed process each)."""
+    out = {}
+    for m in models:
+        work = fresh(os.path.join(WORK, "out", "floor", m.name))
+        res = run_child([PROJECT_PYTHON, os.path.join(HERE, "onnxspec_worker.py"), "floor", model_dir(m), m.task, work, str(runs)])
+        if not res.ok:
+            out[m.name] = {"error": res.tail()}
+            log(f"floor {m.name}: FAILED\n{res.tail()}")
+            continue
+        out[m.name] = _floor_entry(res.last_json())
+        log(f"floor {m.name:48s} pipeline/raw = {out[m.name]['ratio_pipeline_vs_raw']['median_ratio']:.2f}")
+    return out
+
+
+def _floor_entry(got: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "graphs": got["graphs"],
+        "raw_torch_onnx_export": summary(got["raw_seconds"]),
+        "pipeline_no_validation": summary(got["pipeline_seconds"]),
+        "pipeline_trace_stage": summary(got["pipeline_trace_seconds"]),
+        "ratio_pipeline_vs_raw": ratio(got["pipeline_seconds"], got["raw_seconds"]),
+        "ratio_trace_stage_vs_raw": ratio(got["pipeline_trace_seconds"], got["raw_seconds"]),
+    }
+
+
+def _graph_file(folder: str) -> str:
+    for name in ("model.onnx", "decoder_model_merged.onnx", "decoder_with_past_model.onnx"):
+        if os.path.exists(os.path.join(folder, name)):
+            return os.path.join(folder, name)
+    raise FileNotFoundError(f"no decoder graph in {folder}: {sorted(os.listdir(folder))}")
+
+
+def measure_graphs(models: list[BenchModel], runs: int, with_peer: bool, smoke: bool) -> dict[str, Any]:
+    """Export each model once with both CLIs, then onnxruntime latency and node counts of both graphs."""
+    out: dict[str, Any] = {}
+    for m in models:
+        meta = build_model(m)
+        exports = {}
+        sides = {"onnxspec": onnxspec_cli} | ({"optimum": optimum_cli} if with_peer else {})
+        for side, cli in sides.items():
+            folder = fresh(out_dir(side, m))
+            res = run_child(cli(m, folder))
+            exports[side] = {"seconds": res.seconds, "peak_rss": res.peak_rss, "ok": res.ok, "error": None if res.ok else res.tail()}
+            log(f"graph export {m.name} {side}: {res.seconds:.1f} s, {res.peak_rss / 2**20:.0f} MiB" + ("" if res.ok else " FAILED"))
+        graphs = {side: _graph_file(out_dir(side, m)) for side in sides if exports[side]["ok"]}
+        spec_path = latency_spec(m, graphs, runs, smoke)
+        res = run_child([PROJECT_PYTHON, os.path.join(HERE, "onnxspec_worker.py"), "latency", spec_path])
+        out[m.name] = _latency_entry(m, meta, exports, graphs, res.last_json() if res.ok else None, res.tail())
+    return out
+
+
+def latency_spec(m: BenchModel, graphs: dict[str, str], runs: int, smoke: bool) -> str:
+    """Write the latency worker's job (graphs, thread settings, cases, runs) and return its path."""
+    decoder = m.task.startswith("text-generation")
+    if smoke:
+        cases = [{"batch": 1, "past": 4}] if decoder else [{"batch": 1, "sequence": 16}]
+        spec = {"graphs": graphs, "threads": [1], "cases": cases, "runs": 1, "iters": 2}
+    elif decoder:
+        spec = {"graphs": graphs, "threads": [1, 0], "cases": [{"batch": 1, "past": 128}, {"batch": 8, "past": 128}], "runs": max(runs, 5), "iters": 50}
+    else:
+        spec = {"graphs": graphs, "threads": [1, 0],
+                "cases": [{"batch": 1, "sequence": 128, "iters": 10}, {"batch": 8, "sequence": 128, "iters": 2}],
+                "runs": max(runs, 3), "iters": 10}
+    path = os.path.join(WORK, "out", f"latency-{m.name}.json")
+    with open(path, "w") as f:
+        json.dump(spec, f)
+    return path
+
+
+def _latency_entry(m: BenchModel, meta: dict[str, Any], exports: dict[str, Any], graphs: dict[str, str],
+                   got: dict[str, Any] | None, error: str) -> dict[str, Any]:
+    entry: dict[str, Any] = {"model": meta, "exports": exports, "files": {k: os.path.relpath(v, WORK) for k, v in graphs.items()}}
+    if got is None:
+        entry["error"] = error
+        log(f"latency {m.name}: FAILED\n{error}")
+        return entry
+    entry["nodes"] = got["nodes"]
+    entry["latency_ms"] = {}
+    for case, times in got["latency_ms"].items():
+        row = {side: summary(v) for side, v in times.items()}
+        if "optimum" in times:
+            row["ratio"] = ratio(times["onnxspec"], times["optimum"])
+        entry["latency_ms"][case] = row
+        log(f"latency {m.name} {case}: " + ", ".join(f"{s} {row[s]['median']:.2f} ms" for s in times))
+    return entry
+
+
+def measure_memory(m: BenchModel) -> dict[str, Any]:
+    """Peak RSS of one onnxspec CLI export of ``m`` vs its weight bytes; external data checked."""
+    meta = build_model(m)
+    folder = fresh(out_dir("onnxspec", m))
+    res = run_child(onnxspec_cli(m, folder), timeout=5400)
+    entry = _memory_entry(meta, res, folder)
+    shutil.rmtree(folder, ignore_errors=True)
+    return entry
+
+
+def _memory_entry(meta: dict[str, Any], res: common.ChildResult, folder: str) -> dict[str, Any]:
+    m = meta
+    entry: dict[str, Any] = {"model": meta, "seconds": res.seconds, "peak_rss": res.peak_rss, "ok": res.ok}
+    log(f"memory {m['name']}: {res.seconds:.0f} s, peak {res.peak_rss / 2**30:.2f} GiB, weights {meta['weight_bytes'] / 2**30:.2f} GiB"
+        + ("" if res.ok else " FAILED"))
+    if not res.ok:
+        entry["error"] = res.tail(25)
+        return entry
+    files = {n: os.path.getsize(os.path.join(folder, n)) for n in sorted(os.listdir(folder))}
+    onnx_files = {n: s for n, s in files.items() if n.endswith(".onnx")}
+    data_files = {n: s for n, s in files.items() if n.endswith(".data")}
+    entry["files"] = files
+    entry["ratio_peak_rss_vs_weights"] = res.peak_rss / meta["weight_bytes"]
+    entry["external_data"] = {
+        "weights_over_2GB": meta["weight_bytes"] > EXTERNAL_DATA_LIMIT,
+        "data_files": data_files,
+        "largest_onnx_file": max(onnx_files.values(), default=0),
+        "ok": (not meta["weight_bytes"] > EXTERNAL_DATA_LIMIT) or (bool(data_files) and max(onnx_files.values(), default=0) < EXTERNAL_DATA_LIMIT),
+    }
+    return entry
+
+
+def measure_smoke(m: BenchModel, results: dict[str, Any]) -> None:
+    """Every measurement once on one tiny model, onnxspec side only, in as few processes as possible:
+    the CLI export (its output also feeds the latency and memory figures), then one worker."""
+    meta = results["models"][m.name]
+    folder = fresh(out_dir("onnxspec", m))
+    res = run_child(onnxspec_cli(m, folder))
+    export = {"seconds": res.seconds, "peak_rss": res.peak_rss, "ok": res.ok, "error": None if res.ok else res.tail()}
+    rec = _empty()
+    _record(rec, res)
+    results["e2e"] = {m.name: _pair({"onnxspec": rec}, False)}
+    log(f"smoke e2e {m.name}: {res.seconds:.1f} s, {res.peak_rss / 2**20:.0f} MiB" + ("" if res.ok else f" FAILED\n{res.tail()}"))
+    if not res.ok:
+        raise RuntimeError(f"the onnxspec CLI failed on {m.name}:\n{res.tail()}")
+    results["memory"] = _memory_entry(meta, res, folder)
+    with open(os.path.join(folder, "onnxspec_report.json")) as f:
+        results["versions"]["project"] = json.load(f)["versions"]  # saves a process importing torch
+    graphs = {"onnxspec": _graph_file(folder)}
+    work = fresh(os.path.join(WORK, "out", "floor", m.name))
+    inproc_out = fresh(out_dir("onnxspec-inproc", m))
+    jobs = [
+        ["inproc", model_dir(m), m.task, inproc_out],
+        ["floor", model_dir(m), m.task, work, 1, 0],
+        ["latency", latency_spec(m, graphs, 1, True)],
+    ]
+    jobs_path = os.path.join(WORK, "out", "smoke-jobs.json")
+    with open(jobs_path, "w") as f:
+        json.dump(jobs, f)
+    res = run_child([PROJECT_PYTHON, os.path.join(HERE, "onnxspec_worker.py"), "batch", jobs_path])
+    if not res.ok:
+        raise RuntimeError(f"the smoke worker failed:\n{res.tail()}")
+    inner, floor, lat = res.last_json()
+    results["inproc"] = {m.name: _inproc_entry({"onnxspec": {**_empty(), "seconds": [inner["seconds"]], "details": [inner]}}, False)}
+    results["floor"] = {m.name: _floor_entry(floor)}
+    results["graph"] = {m.name: _latency_entry(m, meta, {"onnxspec": export}, graphs, lat, "")}
+    log(f"smoke worker: {res.seconds:.1f} s")
+
+
+def _empty() -> dict[str, list]:
+    return {"seconds": [], "peak_rss": [], "errors": [], "details": []}
+
+
+def _record(rec: dict[str, list], res: common.ChildResult) -> None:
+    if res.ok:
+        rec["seconds"].append(res.seconds)
+        rec["peak_rss"].append(res.peak_rss)
+    else:
+        rec["errors"].append(res.tail())
+
+
+def _pair(sides: dict[str, dict[str, list]], with_peer: bool) -> dict[str, Any]:
+    entry: dict[str, Any] = {}
+    for side, rec in sides.items():
+        if rec["seconds"] or rec["errors"]:
+            entry[side] = {"seconds": summary(rec["seconds"]), "peak_rss": summary(rec["peak_rss"]), "errors": rec["errors"]}
+    if with_peer:
+        entry["ratio_seconds"] = ratio(sides["onnxspec"]["seconds"], sides["optimum"]["seconds"])
+        entry["ratio_peak_rss"] = ratio(sides["onnxspec"]["peak_rss"], sides["optimum"]["peak_rss"])
+    return entry
+
+
+# ---------------------------------------------------------------- versions, targets, writing
+
+
+def project_versions() -> dict[str, str]:
+    code = "import json; from onnxspec.pipeline import versions; print(json.dumps(versions()))"
+    out = subprocess.run([PROJECT_PYTHON, "-c", code], capture_output=True, text=True, check=True, env=common.child_env()).stdout
+    versions = json.loads(out.strip().splitlines()[-1])
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        versions["onnxspec_commit"] = commit
+    except OSError:
+        pass
+    return versions
+
+
+def targets(results: dict[str, Any]) -> dict[str, Any]:
+    """Each product target with the measured value and MET / MISSED (by how much)."""
+    out: dict[str, Any] = {}
+    for name, e in results.get("e2e", {}).items():
+        if "ratio_seconds" in e:
+            out[f"e2e CLI time vs Optimum: {name}"] = target(e["ratio_seconds"]["median_ratio"], TARGETS["e2e_cli_time"])
+    for name, e in results.get("floor", {}).items():
+        if "ratio_pipeline_vs_raw" in e:
+            out[f"pipeline export (no validation) vs raw torch.onnx.export: {name}"] = target(
+                e["ratio_pipeline_vs_raw"]["median_ratio"], TARGETS["pipeline_overhead"])
+    for name, e in results.get("graph", {}).items():
+        for case, row in e.get("latency_ms", {}).items():
+            if "ratio" in row:
+                out[f"graph latency vs Optimum: {name} {case}"] = target(row["ratio"]["median_ratio"], TARGETS["graph_latency"])
+    mem = results.get("memory")
+    if mem and mem.get("ok"):
+        out[f"peak RSS vs weight bytes: {mem['model']['name']}"] = target(mem["ratio_peak_rss_vs_weights"], TARGETS["peak_memory_vs_weights"])
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--smoke", action="store_true", help="one tiny model, one run, no peer (seconds; what the tests run)")
+    mode.add_argument("--full", action="store_true", help="every model against Optimum, then the ~1B memory run (an hour or more)")
+    parser.add_argument("--runs", type=int, default=None, help="runs per comparison (default 3 for --full, 1 for --smoke)")
+    parser.add_argument("--out", default=None, help="folder for latest.md / latest.json (default benchmarks/results for --full)")
+    parser.add_argument("--models", nargs="*", default=None, help="only these tiny models (names from benchmarks/models.py)")
+    parser.add_argument("--skip", nargs="*", default=[], choices=("e2e", "inproc", "floor", "graph", "memory"),
+                        help="leave out these measurements")
+    args = parser.parse_args(argv)
+
+    smoke = args.smoke
+    runs = args.runs or (1 if smoke else 3)
+    out_folder = args.out or (os.path.join(WORK, "smoke") if smoke else os.path.join(HERE, "results"))
+    with_peer = not smoke
+    tiny = [m for m in TINY if args.models is None or m.name in args.models]
+    if smoke:
+        tiny = tiny[:1]
+    os.makedirs(os.path.join(WORK, "out"), exist_ok=True)
+
+    import peer
+
+    results: dict[str, Any] = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "mode": "smoke" if smoke else "full",
+        "runs": runs,
+        "machine": common.machine(),
+        "targets_limits": TARGETS,
+    }
+    if with_peer:
+        log("checking the Optimum venv")
+        peer.ensure()
+    results["versions"] = {"project": {} if smoke else project_versions(), **({"peer": peer.versions()} if with_peer else {})}
+    results["onnxspec_command"] = "onnxspec export --model DIR --task TASK OUT" if onnxspec_cli(tiny[0], "OUT")[0] == PROJECT_CLI else "python -c 'onnxspec.pipeline.export(...)'"
+
+    log(f"building {len(tiny)} tiny model folders")
+    results["models"] = {m.name: build_model(m) for m in tiny}
+    if smoke:
+        measure_smoke(tiny[0], results)
+        results["finished"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        _save(results, out_folder)
+        log(f"results written to {out_folder}")
+        return 0
+    if "e2e" not in args.skip:
+        results["e2e"] = measure_e2e(tiny, runs, with_peer)
+    if "inproc" not in args.skip:
+        results["inproc"] = measure_inproc(tiny, runs, with_peer)
+    if "floor" not in args.skip:
+        results["floor"] = measure_floor(tiny, max(runs, 5))
+    _save(results, out_folder)
+    if "graph" not in args.skip:
+        results["graph"] = measure_graphs(list(BASE), runs, with_peer, False)
+    _save(results, out_folder)
+    if "memory" not in args.skip:
+        results["memory"] = measure_memory(BIG)
+    results["finished"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    _save(results, out_folder)
+    log(f"results written to {out_folder}")
+    return 0
+
+
+def _save(results: dict[str, Any], folder: str) -> None:
+    import report
+
+    results["targets"] = targets(results)
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "latest.json"), "w") as f:
+        json.dump(results, f, indent=2, sort_keys=False)
+    with open(os.path.join(folder, "latest.md"), "w") as f:
+        f.write(report.markdown(results))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
