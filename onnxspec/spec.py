@@ -215,6 +215,12 @@ class ExportSpec:
                     f"{who}: a seq2seq decoder graph needs the input 'encoder_hidden_states' (a graph with cache "
                     "inputs may drop it via GraphIO.replaced_by_cache, the cross-attention cache standing in for it)"
                 )
+        if any("encoder_hidden_states" in g.replaced_by_cache for g in self.graphs.values()) and self.past_kind is not PastKind.SEQ2SEQ:
+            kind = self.past_kind.value if self.past_kind is not None else None
+            raise SpecError(
+                f"{who}: a graph's 'encoder_hidden_states' is replaced_by_cache, but only a seq2seq cache holds the "
+                f"cross-attention keys and values that replace it; past_kind is {kind!r}"
+            )
         if self.past is not None and self.past_kind is not None and self.past.kind is not self.past_kind:
             raise SpecError(f"{who}: past layout kind {self.past.kind.value!r} contradicts past_kind {self.past_kind.value!r}")
         if not 7 <= self.opset <= 30:

@@ -276,3 +276,22 @@ def test_dummy_masks_pad_on_the_side_the_model_expects(model_type: str, task: st
     assert (rows.sum(-1) < rows.shape[-1]).any(), "no row is padded: the check below would prove nothing"
     steps = np.diff(rows, axis=-1)
     assert (steps >= 0).all() if side == "left" else (steps <= 0).all(), rows
+
+
+def test_replaced_by_cache_is_checked() -> None:
+    """Only inputs of a cache-carrying graph can be replaced, and only a seq2seq cache can
+    replace ``encoder_hidden_states``."""
+    import attrs
+
+    from onnxspec.errors import SpecError
+    from onnxspec.past import PastKind
+    from onnxspec.spec import GraphIO
+
+    t5 = spec_for(REGISTRY, "t5", "text2text-generation-with-past")
+    decoder = t5.graphs[Behavior.DECODER]
+    with pytest.raises(SpecError, match="not inputs"):
+        attrs.evolve(decoder, replaced_by_cache={"encoder_outputs"})
+    with pytest.raises(SpecError, match="no cache"):
+        GraphIO(inputs=decoder.inputs, outputs=decoder.outputs, replaced_by_cache={"encoder_hidden_states"})
+    with pytest.raises(SpecError, match="only a seq2seq cache"):
+        attrs.evolve(t5, past_kind=PastKind.DECODER_ONLY)
