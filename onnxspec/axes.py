@@ -52,7 +52,7 @@ def _check_axes(inst: TensorSpec, attribute: attrs.Attribute, value: tuple[tuple
         if index in seen:
             raise SpecError(f"tensor {inst.name!r}: axis {index} is declared twice")
         seen.add(index)
-        if not _SYMBOL.match(symbol):
+        if not _SYMBOL.fullmatch(symbol):
             raise SpecError(
                 f"tensor {inst.name!r}: axis {index} symbol {symbol!r} is not an identifier "
                 "or a sum of identifiers like 'past_sequence_length + sequence_length'"
