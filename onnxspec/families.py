@@ -13,6 +13,7 @@ from types import MappingProxyType
 from typing import Any, Protocol
 
 import attrs
+import toolz
 import torch
 
 from onnxspec import generators as g
@@ -70,7 +71,7 @@ class Family(Protocol):
 
 def generators_for(inputs: Iterable[TensorSpec], overrides: Mapping[str, g.Generator] | None = None) -> dict[str, g.Generator]:
     """The generator of each input in ``inputs`` (cache inputs are handled by ``make_dummies``)."""
-    table = {**GENERATORS, **(overrides or {})}
+    table = toolz.merge(GENERATORS, overrides or {})
     return {t.name: table[t.name] for t in inputs if t.name in table}
 
 

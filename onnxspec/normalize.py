@@ -13,6 +13,7 @@ from types import MappingProxyType
 from typing import Any, Union
 
 import attrs
+import toolz
 
 from onnxspec.errors import ConfigError, SpecError
 
@@ -75,7 +76,7 @@ def normalizer(base: Normalizer | None = None, *, optional: frozenset[str] | set
     >>> normalizer(hidden_size="d_model").fields["hidden_size"]
     'd_model'
     """
-    merged = {**(base.fields if base else {}), **fields}
+    merged = toolz.merge(base.fields if base else {}, fields)
     opt = (base.optional if base else frozenset()) | frozenset(optional)
     return Normalizer(fields=merged, optional=opt)  # an optional name that is no field is an error
 

@@ -17,6 +17,7 @@ from types import MappingProxyType
 from typing import Any
 
 import attrs
+import toolz
 
 from onnxspec.axes import TensorSpec, axes_view, names, symbol_terms
 from onnxspec.errors import SpecError
@@ -344,12 +345,12 @@ def with_tolerance(spec: ExportSpec, atol: float, rtol: float | None = None, *, 
         every = (n for graph in spec.graphs.values() for n in names(graph.outputs))
         chosen = tuple(dict.fromkeys([*every, *(["present.*"] if spec.past_kind is not None else [])]))
     tol = Tolerance(atol=atol, rtol=0.0 if rtol is None else rtol)
-    return attrs.evolve(spec, tolerances={**spec.tolerances, **{n: tol for n in chosen}})
+    return attrs.evolve(spec, tolerances=toolz.merge(spec.tolerances, dict.fromkeys(chosen, tol)))
 
 
 def with_graph(spec: ExportSpec, behavior: Behavior, graph: GraphIO) -> ExportSpec:
     """The spec with the table entry of ``behavior`` replaced by ``graph``."""
-    return attrs.evolve(spec, graphs={**spec.graphs, behavior: graph})
+    return attrs.evolve(spec, graphs=toolz.assoc(spec.graphs, behavior, graph))
 
 
 def tolerance_for(spec: ExportSpec, output: str, dtypes: DTypes) -> Tolerance:
