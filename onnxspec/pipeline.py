@@ -6,7 +6,10 @@
 
 A failure names its stage and the stages done before it, and chains the cause. Files are built
 in a temporary folder beside ``output_dir`` and moved into place only when every graph
-validated; a failed export leaves the destination as it was.
+validated; a failed export leaves the destination as it was. The temporary folder is named
+``.<name>.onnxspec-tmp-<pid>-<random>``: if the process is killed, the next export to the same
+destination removes it (and puts back a previous output caught mid-swap). A validation failure
+is an error; its graphs and report are kept in ``<output_dir>.onnxspec-failed``.
 """
 
 from __future__ import annotations
