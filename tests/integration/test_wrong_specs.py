@@ -95,3 +95,20 @@ def test_an_unmeetable_cache_tolerance_names_the_present_outputs(tmp_path) -> No
     failing = {c.output for g in info.value.report.graphs for c in g.checks if not c.passed}
     assert failing and all(name.startswith("present.") for name in failing), failing
     _nothing_written(out)
+
+
+def test_an_input_the_model_ignores_is_reported_not_crashed_on(tmp_path) -> None:
+    """The exporter drops inputs the model never reads; the check names the missing input and
+    validation is not attempted with a feed the graph cannot take."""
+    from onnxspec import generators
+    from onnxspec.axes import Kind
+
+    folder, good = _bert(tmp_path)
+    graph = attrs.evolve(good.graph, inputs=(*good.graph.inputs, tensor("unused_ids", {0: "batch_size", 1: "sequence_length"}, Kind.INT)))
+    wrong = attrs.evolve(with_graph(good, Behavior.MONOLITH, graph), generators={**good.generators, "unused_ids": generators.zeros})
+    out = tmp_path / "onnx"
+    with pytest.raises(ValidationError) as info:
+        export(folder, out, spec=wrong)
+    message = str(info.value)
+    assert "missing ['unused_ids']" in message and "not run against PyTorch" in message, message
+    assert not os.path.exists(out)
