@@ -122,6 +122,7 @@ def measure_inproc(models: list[BenchModel], runs: int, with_peer: bool) -> dict
                 if res.ok:
                     inner = res.last_json()
                     rec["seconds"].append(inner["seconds"])
+                    rec["warm_seconds"].append(inner["warm_seconds"])
                     rec["details"].append(inner)
                 else:
                     rec["errors"].append(res.tail())
@@ -132,12 +133,13 @@ def measure_inproc(models: list[BenchModel], runs: int, with_peer: bool) -> dict
 
 def _inproc_entry(sides: dict[str, dict[str, list]], with_peer: bool) -> dict[str, Any]:
     entry: dict[str, Any] = {
-        side: {"seconds": summary(v["seconds"]), "errors": v["errors"], "details": v["details"]}
+        side: {"seconds": summary(v["seconds"]), "warm_seconds": summary(v["warm_seconds"]), "errors": v["errors"], "details": v["details"]}
         for side, v in sides.items()
         if v["seconds"] or v["errors"]
     }
     if with_peer:
         entry["ratio_seconds"] = ratio(sides["onnxspec"]["seconds"], sides["optimum"]["seconds"])
+        entry["ratio_warm_seconds"] = ratio(sides["onnxspec"]["warm_seconds"], sides["optimum"]["warm_seconds"])
     return entry
 
 
@@ -292,14 +294,51 @@ def measure_smoke(m: BenchModel, results: dict[str, Any]) -> None:
     if not res.ok:
         raise RuntimeError(f"the smoke worker failed:\n{res.tail()}")
     inner, floor, lat = res.last_json()
-    results["inproc"] = {m.name: _inproc_entry({"onnxspec": {**_empty(), "seconds": [inner["seconds"]], "details": [inner]}}, False)}
+    results["inproc"] = {m.name: _inproc_entry(
+        {"onnxspec": {**_empty(), "seconds": [inner["seconds"]], "warm_seconds": [inner["warm_seconds"]], "details": [inner]}}, False)}
     results["floor"] = {m.name: _floor_entry(floor)}
     results["graph"] = {m.name: _latency_entry(m, meta, {"onnxspec": export}, graphs, lat, "")}
     log(f"smoke worker: {res.seconds:.1f} s")
 
 
+IMPORT_PROBES = {
+    "onnxspec": {
+        "torch": "import torch",
+        "torch + transformers' BERT model module": "import torch, transformers.models.bert.modeling_bert",
+        "torch + onnxscript": "import torch, onnxscript",
+        "onnxspec.pipeline": "import onnxspec.pipeline",
+        "all a CLI export of BERT loads": "import onnxspec.pipeline, onnxscript, onnxruntime, transformers.models.bert.modeling_bert",
+    },
+    "optimum": {
+        "torch": "import torch",
+        "torch + transformers' BERT model module": "import torch, transformers.models.bert.modeling_bert",
+        "main_export": "from optimum.exporters.onnx import main_export",
+        "all a CLI export of BERT loads": "from optimum.exporters.onnx import main_export; import onnxruntime, transformers.models.bert.modeling_bert",
+    },
+}
+
+
+def measure_imports(runs: int, with_peer: bool) -> dict[str, Any]:
+    """Wall seconds of a process that only imports what each exporter needs: the fixed cost every
+    CLI run pays before it does any work (a diagnosis of section 1, no target)."""
+    import peer
+
+    times: dict[str, dict[str, list[float]]] = {side: {k: [] for k in probes} for side, probes in IMPORT_PROBES.items()}
+    sides = ["onnxspec", "optimum"] if with_peer else ["onnxspec"]
+    for r in range(max(runs, 3)):
+        for side in sides if r % 2 == 0 else list(reversed(sides)):
+            python = PROJECT_PYTHON if side == "onnxspec" else peer.PYTHON
+            for key, code in IMPORT_PROBES[side].items():
+                res = run_child([python, "-c", code])
+                if res.ok:
+                    times[side][key].append(res.seconds)
+    out = {side: {k: summary(v) for k, v in probes.items()} for side, probes in times.items() if side in sides}
+    log("imports: " + "; ".join(f"{side} {k} {v['median']:.1f} s" for side, probes in out.items() for k, v in probes.items() if v["median"]))
+    return out
+
+
 def _empty() -> dict[str, list]:
-    return {"seconds": [], "peak_rss": [], "errors": [], "details": []}
+    return {"seconds": [], "warm_seconds": [], "peak_rss": [], "errors": [], "details": []}
 
 
 def _record(rec: dict[str, list], res: common.ChildResult) -> None:
@@ -364,9 +403,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=None, help="runs per comparison (default 3 for --full, 1 for --smoke)")
     parser.add_argument("--out", default=None, help="folder for latest.md / latest.json (default benchmarks/results for --full)")
     parser.add_argument("--models", nargs="*", default=None, help="only these tiny models (names from benchmarks/models.py)")
-    parser.add_argument("--skip", nargs="*", default=[], choices=("e2e", "inproc", "floor", "graph", "memory"),
-                        help="leave out these measurements")
+    sections = ("e2e", "inproc", "floor", "imports", "graph", "memory")
+    parser.add_argument("--skip", nargs="*", default=[], choices=sections, help="leave out these measurements")
+    parser.add_argument("--only", nargs="*", default=None, choices=sections,
+                        help="run only these measurements and update them in the existing latest.json (the rest is kept)")
     args = parser.parse_args(argv)
+    if args.only is not None:
+        args.skip = [s for s in sections if s not in args.only]
 
     smoke = args.smoke
     runs = args.runs or (1 if smoke else 3)
@@ -379,21 +422,29 @@ def main(argv: list[str] | None = None) -> int:
 
     import peer
 
-    results: dict[str, Any] = {
+    previous = os.path.join(out_folder, "latest.json")
+    results: dict[str, Any] = {}
+    if args.only is not None and os.path.exists(previous):
+        with open(previous) as f:
+            results = json.load(f)
+        results.setdefault("updated", []).append(
+            {"sections": args.only, "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")})
+    fresh_run = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "mode": "smoke" if smoke else "full",
         "runs": runs,
         "machine": common.machine(),
         "targets_limits": TARGETS,
     }
+    results = fresh_run | results  # an --only update keeps the original run's date and machine
     if with_peer:
         log("checking the Optimum venv")
         peer.ensure()
-    results["versions"] = {"project": {} if smoke else project_versions(), **({"peer": peer.versions()} if with_peer else {})}
+    results.setdefault("versions", {"project": {} if smoke else project_versions(), **({"peer": peer.versions()} if with_peer else {})})
     results["onnxspec_command"] = "onnxspec export --model DIR --task TASK OUT" if onnxspec_cli(tiny[0], "OUT")[0] == PROJECT_CLI else "python -c 'onnxspec.pipeline.export(...)'"
 
     log(f"building {len(tiny)} tiny model folders")
-    results["models"] = {m.name: build_model(m) for m in tiny}
+    results["models"] = results.get("models", {}) | {m.name: build_model(m) for m in tiny}
     if smoke:
         measure_smoke(tiny[0], results)
         results["finished"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
@@ -406,6 +457,8 @@ def main(argv: list[str] | None = None) -> int:
         results["inproc"] = measure_inproc(tiny, runs, with_peer)
     if "floor" not in args.skip:
         results["floor"] = measure_floor(tiny, max(runs, 5))
+    if "imports" not in args.skip:
+        results["imports"] = measure_imports(runs, with_peer)
     _save(results, out_folder)
     if "graph" not in args.skip:
         results["graph"] = measure_graphs(list(BASE), runs, with_peer, False)
