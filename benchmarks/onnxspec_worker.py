@@ -64,7 +64,7 @@ def floor(folder: str, task: str, work: str, runs: int, warm_up: bool = True) ->
     from onnxspec.pipeline import export, load_model, plan, resolve_spec
     from onnxspec.shapes import DTypes, Shapes
     from onnxspec.tasks import parse_task
-    from onnxspec.wrappers import GraphModule
+    from onnxspec.wrappers import graph_module
 
     model = load_model(folder, parse_task(task).name)
     spec = resolve_spec(model.config.model_type, model.config, task, REGISTRY)
@@ -78,7 +78,7 @@ def floor(folder: str, task: str, work: str, runs: int, warm_up: bool = True) ->
         for split, sub in graphs:
             ctx = context(Shapes(), DTypes(), sub.dims, past=sub.past, padding_side=sub.padding_side)
             dummies = make_dummies(sub.inputs, sub.generators, ctx, 0)
-            module = GraphModule(model, sub)
+            module = graph_module(model, sub)
             dynamic = {**axes_view(sub.inputs), **axes_view(sub.outputs)}
             path = os.path.join(work, "raw-" + split.filename)
             with warnings.catch_warnings(), torch.no_grad(), patched(sub.patches):
@@ -101,28 +101,36 @@ def floor(folder: str, task: str, work: str, runs: int, warm_up: bool = True) ->
                     os.remove(os.path.join(work, name))
         return spent
 
-    def pipeline() -> tuple[float, float]:
+    def pipeline() -> tuple[float, float, dict[str, float]]:
         out = os.path.join(work, "pipeline-out")
+        marks: list[tuple[str, float]] = []
         t0 = time.perf_counter()
-        report = export(model, out, task=task, overwrite=True, validation_shapes=())
-        spent = time.perf_counter() - t0
+        report = export(model, out, task=task, overwrite=True, validation_shapes=(),
+                        progress=lambda stage, detail: marks.append((stage, time.perf_counter())))
+        end = time.perf_counter()
         shutil.rmtree(out, ignore_errors=True)
-        return spent, sum(g.export_seconds for g in report.graphs)
+        stages: dict[str, float] = {}
+        for (stage, at), (_, nxt) in zip(marks, [*marks[1:], ("end", end)]):
+            stages[stage] = stages.get(stage, 0.0) + nxt - at  # a stage runs until the next one starts
+        return end - t0, sum(g.export_seconds for g in report.graphs), stages
 
     if warm_up:  # first traces pay torch's lazy initialisation
         raw()
         pipeline()
-    raws, pipes, traces = [], [], []
+    raws, pipes, traces, stage_runs = [], [], [], []
     for r in range(runs):
         order = ("raw", "pipe") if r % 2 == 0 else ("pipe", "raw")
         for side in order:
             if side == "raw":
                 raws.append(raw())
             else:
-                total, trace = pipeline()
+                total, trace, stages = pipeline()
                 pipes.append(total)
                 traces.append(trace)
-    return {"raw_seconds": raws, "pipeline_seconds": pipes, "pipeline_trace_seconds": traces, "graphs": [s.filename for s, _ in graphs]}
+                stage_runs.append(stages)
+    stage_medians = {k: statistics.median(r.get(k, 0.0) for r in stage_runs) for k in stage_runs[0]} if stage_runs else {}
+    return {"raw_seconds": raws, "pipeline_seconds": pipes, "pipeline_trace_seconds": traces,
+            "pipeline_stage_seconds": stage_medians, "graphs": [s.filename for s, _ in graphs]}
 
 
 def _count_nodes(graph: Any) -> int:

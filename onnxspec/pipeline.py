@@ -50,7 +50,7 @@ from onnxspec.shapes import DTypes, FloatDtype, Shapes
 from onnxspec.spec import Behavior, ExportSpec, Split, bind, contract, with_behavior, with_tolerance
 from onnxspec.tasks import TASKS, infer_task, parse_task, read_config_json
 from onnxspec.validate import check_graph, stamp, validate
-from onnxspec.wrappers import GraphModule
+from onnxspec.wrappers import graph_module
 
 __all__ = ["MIN_OPSET", "STAGES", "export", "load_model", "max_opset", "plan", "resolve_spec", "versions"]
 
@@ -468,7 +468,7 @@ def export(
             with stages.stage("dummies", name):
                 ctx = context(shapes, dtypes, sub.dims, past=sub.past, padding_side=sub.padding_side)
                 dummies = make_dummies(sub.inputs, sub.generators, ctx, seed)
-                module = GraphModule(model, sub)
+                module = graph_module(model, sub)
             with stages.stage("trace", name):
                 t0 = time.perf_counter()
                 with patched(sub.patches):

@@ -1,7 +1,7 @@
 """The thin module each sub-graph is traced through: flat named tensors in, flat tensors out.
 
 transformers 5 passes a KV cache as ``DynamicCache`` / ``EncoderDecoderCache`` objects; a graph
-needs flat ``past_key_values.*`` inputs and ``present.*`` outputs. :class:`GraphModule` takes
+needs flat ``past_key_values.*`` inputs and ``present.*`` outputs. :func:`graph_module` takes
 the tensors of ``spec.inputs`` positionally, rebuilds the cache, calls the model as the spec's
 :class:`~onnxspec.spec.Call` says, and returns the tensors of ``spec.outputs`` in order.
 Inputs the cache replaces (a seq2seq decoder's ``encoder_hidden_states`` once the
@@ -23,7 +23,7 @@ from onnxspec.errors import SpecError
 from onnxspec.past import PastKind
 from onnxspec.spec import ExportSpec
 
-__all__ = ["GraphModule", "cache_argument", "read_result", "target_module"]
+__all__ = ["cache_argument", "graph_module", "read_result", "target_module"]
 
 _PRESENT = re.compile(r"^present\.(\d+)\.(?:(decoder|encoder)\.)?(key|value)$")
 
@@ -91,80 +91,83 @@ def _keyword_value(keyword: str, tensor: torch.Tensor) -> Any:
     return BaseModelOutput(last_hidden_state=tensor) if keyword == "encoder_outputs" else tensor
 
 
-class GraphModule(torch.nn.Module):
-    """Calls ``model`` as ``spec`` describes, from and to flat tensors (always in eval mode)."""
+def _cache(spec: ExportSpec, past: dict[str, torch.Tensor]) -> Any:
+    """The cache object transformers wants, rebuilt from flat ``past_key_values.*`` tensors."""
+    layout = spec.past
+    assert layout is not None
+    layers = range(layout.num_layers)
+    if layout.kind is PastKind.DECODER_ONLY:
+        return DynamicCache(ddp_cache_data=[(past[f"past_key_values.{i}.key"], past[f"past_key_values.{i}.value"]) for i in layers])
+    selfs = [(past[f"past_key_values.{i}.decoder.key"], past[f"past_key_values.{i}.decoder.value"]) for i in layers]
+    cross = [(past[f"past_key_values.{i}.encoder.key"], past[f"past_key_values.{i}.encoder.value"]) for i in layers]
+    return EncoderDecoderCache(DynamicCache(ddp_cache_data=selfs), DynamicCache(ddp_cache_data=cross))
 
-    def __init__(self, model: torch.nn.Module, spec: ExportSpec) -> None:
-        super().__init__()
-        self.model = model
-        self.spec = spec
-        self.target = target_module(model, spec)
-        self.input_names = names(spec.inputs)
-        self.int_inputs = frozenset(t.name for t in spec.inputs if t.kind is Kind.INT)
-        self.output_names = names(spec.outputs)
-        self.cache_arg = cache_argument(self.target)
-        if (spec.use_past_in_inputs or spec.use_past) and self.cache_arg is None:
-            raise SpecError(f"spec {spec.model_type}/{spec.task}: {type(self.target).__name__}.forward takes no cache argument")
-        self.eval()
 
-    def _cache(self, past: dict[str, torch.Tensor]) -> Any:
-        layout = self.spec.past
-        assert layout is not None
-        if layout.kind is PastKind.DECODER_ONLY:
-            return DynamicCache(
-                ddp_cache_data=[(past[f"past_key_values.{i}.key"], past[f"past_key_values.{i}.value"]) for i in range(layout.num_layers)]
-            )
-        selfs = [(past[f"past_key_values.{i}.decoder.key"], past[f"past_key_values.{i}.decoder.value"]) for i in range(layout.num_layers)]
-        cross = [(past[f"past_key_values.{i}.encoder.key"], past[f"past_key_values.{i}.encoder.value"]) for i in range(layout.num_layers)]
-        return EncoderDecoderCache(DynamicCache(ddp_cache_data=selfs), DynamicCache(ddp_cache_data=cross))
+def _stand_in(spec: ExportSpec, name: str, past: dict[str, torch.Tensor]) -> torch.Tensor:
+    """A placeholder for an input the cache replaces, shaped from the cache.
 
-    def _stand_in(self, name: str, past: dict[str, torch.Tensor]) -> torch.Tensor:
-        """A placeholder for an input the cache replaces, shaped from the cache.
+    The model still wants ``encoder_outputs`` to know the encoder length and batch, but with
+    a filled cross-attention cache it never reads its values: zeros of
+    ``(batch, encoder length, hidden_size)`` carry the right shape and no data. The exporter
+    then drops the unused input, which is the point.
+    """
+    if name != "encoder_hidden_states":
+        raise SpecError(
+            f"spec {spec.model_type}/{spec.task}: input {name!r} is marked replaced_by_cache, but only "
+            "'encoder_hidden_states' can be rebuilt from a cache (from the cross-attention keys)"
+        )
+    if spec.dims is None:
+        raise SpecError(
+            f"spec {spec.model_type}/{spec.task}: the stand-in for {name!r} needs the config's hidden_size; "
+            "bind the spec to the model config first (bind(spec, config))"
+        )
+    key = past["past_key_values.0.encoder.key"]
+    return key.new_zeros((key.shape[0], key.shape[2], int(spec.dims["hidden_size"])))
 
-        The model still wants ``encoder_outputs`` to know the encoder length and batch, but with
-        a filled cross-attention cache it never reads its values: zeros of
-        ``(batch, encoder length, hidden_size)`` carry the right shape and no data. The exporter
-        then drops the unused input, which is the point.
-        """
-        if name != "encoder_hidden_states":
-            raise SpecError(
-                f"spec {self.spec.model_type}/{self.spec.task}: input {name!r} is marked replaced_by_cache, but only "
-                "'encoder_hidden_states' can be rebuilt from a cache (from the cross-attention keys)"
-            )
-        if self.spec.dims is None:
-            raise SpecError(
-                f"spec {self.spec.model_type}/{self.spec.task}: the stand-in for {name!r} needs the config's hidden_size; "
-                "bind the spec to the model config first (bind(spec, config))"
-            )
-        key = past["past_key_values.0.encoder.key"]
-        return key.new_zeros((key.shape[0], key.shape[2], int(self.spec.dims["hidden_size"])))
 
-    def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        given = dict(zip(self.input_names, tensors, strict=True))
-        call = self.spec.graph.call
+def graph_module(model: torch.nn.Module, spec: ExportSpec) -> torch.nn.Module:
+    """A module calling ``model`` as ``spec`` describes, from and to flat tensors, in eval mode.
+
+    It is a plain ``torch.nn.Module`` instance (no subclass) holding ``model`` as a child, so
+    the exporters see its parameters, with a ``forward`` closure taking the tensors of
+    ``spec.inputs`` positionally and returning those of ``spec.outputs`` in order.
+    """
+    target = target_module(model, spec)
+    input_names = names(spec.inputs)
+    output_names = names(spec.outputs)
+    int_inputs = frozenset(t.name for t in spec.inputs if t.kind is Kind.INT)
+    cache_arg = cache_argument(target)
+    takes_use_cache = "use_cache" in inspect.signature(target.forward).parameters
+    if (spec.use_past_in_inputs or spec.use_past) and cache_arg is None:
+        raise SpecError(f"spec {spec.model_type}/{spec.task}: {type(target).__name__}.forward takes no cache argument")
+    call = spec.graph.call
+
+    def forward(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
         kwargs: dict[str, Any] = {}
         past: dict[str, torch.Tensor] = {}
-        for name, tensor in given.items():
+        for name, tensor in zip(input_names, tensors, strict=True):
             if name.startswith("past_key_values."):
                 past[name] = tensor
                 continue
-            if name in self.int_inputs and tensor.dtype != torch.long:
+            if name in int_inputs and tensor.dtype != torch.long:
                 tensor = tensor.long()  # graphs may take int32/int8 ids; torch embeddings want int64
             kwargs[call.argument(name)] = _keyword_value(call.argument(name), tensor)
-        if self.spec.use_past_in_inputs:
-            for name in sorted(self.spec.graph.replaced_by_cache):
-                kwargs[call.argument(name)] = _keyword_value(call.argument(name), self._stand_in(name, past))
-        if self.cache_arg is not None:
+        if spec.use_past_in_inputs:
+            for name in sorted(spec.graph.replaced_by_cache):
+                kwargs[call.argument(name)] = _keyword_value(call.argument(name), _stand_in(spec, name, past))
+        if cache_arg is not None:
             if past:
-                kwargs[self.cache_arg] = self._cache(past)
-            if "use_cache" in inspect.signature(self.target.forward).parameters:
-                kwargs["use_cache"] = self.spec.use_past
+                kwargs[cache_arg] = _cache(spec, past)
+            if takes_use_cache:
+                kwargs["use_cache"] = spec.use_past
         kwargs.update(call.fixed)
-        output = self.target(**kwargs, return_dict=True)
-        results = []
-        for name in self.output_names:
-            if name.startswith("present."):
-                results.append(_present(_returned_cache(output), name))
-            else:
-                results.append(read_result(output, call.result(name)))
-        return tuple(results)
+        output = target(**kwargs, return_dict=True)
+        return tuple(
+            _present(_returned_cache(output), name) if name.startswith("present.") else read_result(output, call.result(name))
+            for name in output_names
+        )
+
+    module = torch.nn.Module()
+    module.model = model
+    module.forward = forward
+    return module.eval()
