@@ -5,6 +5,7 @@ Modes:
                                         first and second call in the process
   floor   MODEL_DIR TASK WORK_DIR RUNS  pipeline export without validation vs plain torch.onnx.export
                                         of the same modules and inputs, interleaved, after a warm-up
+  peak    MODEL_DIR TASK WORK_DIR STEP  load the model (STEP=load) or also run the bare exports (STEP=raw)
   latency SPEC_JSON                     onnxruntime latency and node count of several graphs
   batch   JOBS_JSON                     several of the above in one process (the smoke run: one import)
 """
@@ -52,54 +53,81 @@ def inproc(folder: str, task: str, out: str) -> dict[str, Any]:
     }
 
 
-def floor(folder: str, task: str, work: str, runs: int, warm_up: bool = True) -> dict[str, Any]:
-    """Time ``export(model, validation_shapes=())`` against the bare ``torch.onnx.export`` calls it
-    makes (same GraphModule, same dummy inputs, same names, axes and opset), interleaved."""
-    import torch
-
-    from onnxspec.axes import axes_view
-    from onnxspec.generators import context, make_dummies
+def _prepare(folder: str, task: str) -> tuple[Any, Any]:
+    """The model loaded as the pipeline loads it, and the pipeline's plan (file, sub-graph spec)."""
     from onnxspec.models import REGISTRY
-    from onnxspec.patches import patched
-    from onnxspec.pipeline import export, load_model, plan, resolve_spec
-    from onnxspec.shapes import DTypes, Shapes
+    from onnxspec.pipeline import load_model, plan, resolve_spec
     from onnxspec.tasks import parse_task
-    from onnxspec.wrappers import graph_module
 
     model = load_model(folder, parse_task(task).name)
     spec = resolve_spec(model.config.model_type, model.config, task, REGISTRY)
     if spec.attn_implementation is not None and hasattr(model, "set_attn_implementation"):
         model.set_attn_implementation(spec.attn_implementation)
-    graphs = plan(spec)
+    return model, plan(spec)
+
+
+def _raw_export(model: Any, graphs: Any, work: str) -> float:
+    """Only the ``torch.onnx.export`` calls the pipeline makes (same module, inputs, names, axes,
+    opset); returns their seconds. Files go to ``work`` and are removed."""
+    import torch
+
+    from onnxspec.axes import axes_view
+    from onnxspec.generators import context, make_dummies
+    from onnxspec.patches import patched
+    from onnxspec.shapes import DTypes, Shapes
+    from onnxspec.wrappers import graph_module
+
+    os.makedirs(work, exist_ok=True)
+    spent = 0.0
+    for split, sub in graphs:
+        ctx = context(Shapes(), DTypes(), sub.dims, past=sub.past, padding_side=sub.padding_side)
+        dummies = make_dummies(sub.inputs, sub.generators, ctx, 0)
+        module = graph_module(model, sub)
+        dynamic = {**axes_view(sub.inputs), **axes_view(sub.outputs)}
+        path = os.path.join(work, "raw-" + split.filename)
+        with warnings.catch_warnings(), torch.no_grad(), patched(sub.patches):
+            warnings.simplefilter("ignore")
+            t0 = time.perf_counter()
+            torch.onnx.export(
+                module,
+                tuple(dummies.values()),
+                path,
+                input_names=[t.name for t in sub.inputs],
+                output_names=[t.name for t in sub.outputs],
+                dynamic_axes={k: v for k, v in dynamic.items() if v},
+                opset_version=sub.opset,
+                do_constant_folding=True,
+                dynamo=False,
+            )
+            spent += time.perf_counter() - t0
+        for name in os.listdir(work):
+            if name.startswith("raw-"):
+                os.remove(os.path.join(work, name))
+    return spent
+
+
+def peak(folder: str, task: str, work: str, step: str) -> dict[str, Any]:
+    """One step in its own process, so that its peak RSS can be read: ``load`` (the model only) or
+    ``raw`` (the model and the bare torch.onnx.export calls: the memory floor of any exporter
+    built on the TorchScript exporter)."""
+    t0 = time.perf_counter()
+    model, graphs = _prepare(folder, task)
+    out: dict[str, Any] = {"load_seconds": time.perf_counter() - t0}
+    if step == "raw":
+        out["export_seconds"] = _raw_export(model, graphs, work)
+    return out
+
+
+def floor(folder: str, task: str, work: str, runs: int, warm_up: bool = True) -> dict[str, Any]:
+    """Time ``export(model, validation_shapes=())`` against the bare ``torch.onnx.export`` calls it
+    makes (same module, same dummy inputs, same names, axes and opset), interleaved."""
+    from onnxspec.pipeline import export
+
+    model, graphs = _prepare(folder, task)
     os.makedirs(work, exist_ok=True)
 
     def raw() -> float:
-        spent = 0.0
-        for split, sub in graphs:
-            ctx = context(Shapes(), DTypes(), sub.dims, past=sub.past, padding_side=sub.padding_side)
-            dummies = make_dummies(sub.inputs, sub.generators, ctx, 0)
-            module = graph_module(model, sub)
-            dynamic = {**axes_view(sub.inputs), **axes_view(sub.outputs)}
-            path = os.path.join(work, "raw-" + split.filename)
-            with warnings.catch_warnings(), torch.no_grad(), patched(sub.patches):
-                warnings.simplefilter("ignore")
-                t0 = time.perf_counter()
-                torch.onnx.export(
-                    module,
-                    tuple(dummies.values()),
-                    path,
-                    input_names=[t.name for t in sub.inputs],
-                    output_names=[t.name for t in sub.outputs],
-                    dynamic_axes={k: v for k, v in dynamic.items() if v},
-                    opset_version=sub.opset,
-                    do_constant_folding=True,
-                    dynamo=False,
-                )
-                spent += time.perf_counter() - t0
-            for name in os.listdir(work):
-                if name.startswith("raw-"):
-                    os.remove(os.path.join(work, name))
-        return spent
+        return _raw_export(model, graphs, work)
 
     def pipeline() -> tuple[float, float, dict[str, float]]:
         out = os.path.join(work, "pipeline-out")
@@ -219,6 +247,8 @@ def run(mode: str, args: list[Any]) -> Any:
         return inproc(args[0], args[1], args[2])
     if mode == "floor":
         return floor(args[0], args[1], args[2], int(args[3]), *(bool(a) for a in args[4:5]))
+    if mode == "peak":
+        return peak(args[0], args[1], args[2], args[3])
     if mode == "latency":
         with open(args[0]) as f:
             return latency(json.load(f))

@@ -67,6 +67,10 @@ def headline(results: dict[str, Any]) -> list[str]:
         name = mem["model"]["name"]
         lines.append(f"| peak RSS exporting {name} ({mem['model']['parameters'] / 1e9:.2f} B params) | its fp32 weight bytes | "
                      f"**{mem['ratio_peak_rss_vs_weights']:.2f}x** | <= 1.5x | {status('peak RSS vs weight bytes: ' + name)} |")
+        opt = mem.get("optimum")
+        if opt and opt.get("ok"):
+            lines.append(f"| peak RSS exporting {name} | optimum-cli export onnx | **{mem['peak_rss'] / opt['peak_rss']:.2f}x** "
+                         f"(Optimum: {opt['ratio_vs_weights']:.2f}x the weights) | - | - |")
     return lines
 
 
@@ -78,6 +82,8 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         f"- date: {results['date']}" + (f" (finished {results['finished']})" if results.get("finished") else " (partial: run still going or stopped)"),
         f"- mode: {results['mode']}, runs per comparison: {results['runs']}",
+        *(f"- sections {', '.join(u['sections'])} re-measured {u['date']} at onnxspec commit {u.get('onnxspec_commit', '?')}"
+          for u in results.get("updated", [])),
         f"- machine: {m['nproc']} CPU cores ({m['cpu']}), {m['memory_gib']} GiB RAM, {m['platform']}; "
         f"load average at start {', '.join(f'{x:.1f}' for x in m['loadavg_at_start'])} (the cores are shared, so absolute times are noisy; "
         "the interleaved ratios are what to read)",
@@ -142,6 +148,14 @@ def markdown(results: dict[str, Any]) -> str:
                 continue
             lines.append(f"| {name} | {len(e['graphs'])} | {_s(e['raw_torch_onnx_export'], fmt='{:.3f}')} | {_s(e['pipeline_no_validation'], fmt='{:.3f}')} | "
                          f"{_s(e['pipeline_trace_stage'], fmt='{:.3f}')} | {_r(e['ratio_pipeline_vs_raw'])} | {_r(e['ratio_trace_stage_vs_raw'])} |")
+        stages = {name: e["pipeline_stage_seconds_median"] for name, e in results["floor"].items() if e.get("pipeline_stage_seconds_median")}
+        if stages:
+            names = list(next(iter(stages.values())))
+            lines += ["", "Where the pipeline's time goes (median seconds per stage, from its progress callback; "
+                      "`validate` here is only opening the onnxruntime session, `check` includes saving and onnx.checker):", "",
+                      "| model / task | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+            for name, st in stages.items():
+                lines.append(f"| {name} | " + " | ".join(f"{st.get(k, 0.0):.3f}" for k in names) + " |")
 
     if results.get("imports"):
         lines += ["", "## 2c. Import cost (diagnosis of section 1)", "",
@@ -175,6 +189,17 @@ def markdown(results: dict[str, Any]) -> str:
                   f"- model: {meta['name']} ({meta['architecture']}), {meta['parameters']:,} parameters, fp32 weights {gib(meta['weight_bytes'])}",
                   f"- onnxspec CLI export with validation: {mem['seconds']:.0f} s, peak RSS {gib(mem['peak_rss'])}"
                   + (f" = **{mem['ratio_peak_rss_vs_weights']:.2f}x** the weight bytes" if mem.get("ok") else " (FAILED)")]
+        for step, label in (("load", "loading the model alone (transformers from_pretrained)"),
+                            ("raw", "loading it + the bare torch.onnx.export calls (no check, no validation)")):
+            f = mem.get("floors", {}).get(step)
+            if f:
+                lines.append(f"- floor, {label}: {f['seconds']:.0f} s, peak RSS {gib(f['peak_rss'])} = {f['ratio_vs_weights']:.2f}x the weight bytes"
+                             + ("" if f["ok"] else " (FAILED)"))
+        opt = mem.get("optimum")
+        if opt:
+            lines.append(f"- Optimum CLI export of the same folder (with validation): {opt['seconds']:.0f} s, peak RSS {gib(opt['peak_rss'])} = "
+                         f"{opt['ratio_vs_weights']:.2f}x the weight bytes" + ("" if opt["ok"] else " (FAILED)")
+                         + (f"; onnxspec / Optimum peak = **{mem['peak_rss'] / opt['peak_rss']:.2f}x**" if opt["ok"] and mem.get("ok") else ""))
         if mem.get("ok"):
             ext = mem["external_data"]
             lines.append(f"- external data: weights over 2 GB: {ext['weights_over_2GB']}; data files {ext['data_files']}; "

@@ -164,6 +164,7 @@ def _floor_entry(got: dict[str, Any]) -> dict[str, Any]:
         "raw_torch_onnx_export": summary(got["raw_seconds"]),
         "pipeline_no_validation": summary(got["pipeline_seconds"]),
         "pipeline_trace_stage": summary(got["pipeline_trace_seconds"]),
+        "pipeline_stage_seconds_median": got.get("pipeline_stage_seconds", {}),
         "ratio_pipeline_vs_raw": ratio(got["pipeline_seconds"], got["raw_seconds"]),
         "ratio_trace_stage_vs_raw": ratio(got["pipeline_trace_seconds"], got["raw_seconds"]),
     }
@@ -231,13 +232,32 @@ def _latency_entry(m: BenchModel, meta: dict[str, Any], exports: dict[str, Any],
     return entry
 
 
-def measure_memory(m: BenchModel) -> dict[str, Any]:
-    """Peak RSS of one onnxspec CLI export of ``m`` vs its weight bytes; external data checked."""
+def measure_memory(m: BenchModel, with_peer: bool) -> dict[str, Any]:
+    """Peak RSS of one onnxspec CLI export of ``m`` vs its weight bytes (external data checked),
+    beside the floors that explain it: loading the model alone, and loading it plus the bare
+    torch.onnx.export calls; and Optimum's CLI on the same folder. Each step is its own process."""
     meta = build_model(m)
+    floors: dict[str, Any] = {}
+    for step in ("load", "raw"):
+        work = fresh(os.path.join(WORK, "out", "peak", m.name))
+        res = run_child([PROJECT_PYTHON, os.path.join(HERE, "onnxspec_worker.py"), "peak", model_dir(m), m.task, work, step], timeout=5400)
+        shutil.rmtree(work, ignore_errors=True)
+        floors[step] = {"seconds": res.seconds, "peak_rss": res.peak_rss, "ok": res.ok,
+                        "ratio_vs_weights": res.peak_rss / meta["weight_bytes"], "error": None if res.ok else res.tail()}
+        log(f"memory {m.name} floor '{step}': {res.seconds:.0f} s, peak {res.peak_rss / 2**30:.2f} GiB" + ("" if res.ok else " FAILED"))
     folder = fresh(out_dir("onnxspec", m))
     res = run_child(onnxspec_cli(m, folder), timeout=5400)
     entry = _memory_entry(meta, res, folder)
     shutil.rmtree(folder, ignore_errors=True)
+    entry["floors"] = floors
+    if with_peer:
+        folder = fresh(out_dir("optimum", m))
+        res = run_child(optimum_cli(m, folder), timeout=5400)
+        entry["optimum"] = {"seconds": res.seconds, "peak_rss": res.peak_rss, "ok": res.ok,
+                            "ratio_vs_weights": res.peak_rss / meta["weight_bytes"], "error": None if res.ok else res.tail(),
+                            "files": {n: os.path.getsize(os.path.join(folder, n)) for n in sorted(os.listdir(folder))} if res.ok else {}}
+        log(f"memory {m.name} optimum: {res.seconds:.0f} s, peak {res.peak_rss / 2**30:.2f} GiB" + ("" if res.ok else " FAILED"))
+        shutil.rmtree(folder, ignore_errors=True)
     return entry
 
 
@@ -427,8 +447,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.only is not None and os.path.exists(previous):
         with open(previous) as f:
             results = json.load(f)
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
         results.setdefault("updated", []).append(
-            {"sections": args.only, "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")})
+            {"sections": args.only, "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"), "onnxspec_commit": commit})
     fresh_run = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "mode": "smoke" if smoke else "full",
@@ -464,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
         results["graph"] = measure_graphs(list(BASE), runs, with_peer, False)
     _save(results, out_folder)
     if "memory" not in args.skip:
-        results["memory"] = measure_memory(BIG)
+        results["memory"] = measure_memory(BIG, with_peer)
     results["finished"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     _save(results, out_folder)
     log(f"results written to {out_folder}")
