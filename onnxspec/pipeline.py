@@ -47,7 +47,7 @@ from onnxspec.patches import patched
 from onnxspec.registry import Registry, lookup, spec_for
 from onnxspec.report import ExportReport, GraphReport, report_json
 from onnxspec.shapes import DTypes, FloatDtype, Shapes
-from onnxspec.spec import Behavior, ExportSpec, Split, bind, contract, with_behavior, with_tolerance
+from onnxspec.spec import Behavior, ExportSpec, Split, bind, check_versions, contract, with_behavior, with_tolerance
 from onnxspec.tasks import TASKS, infer_task, parse_task, read_config_json
 from onnxspec.validate import check_graph, stamp, validate
 from onnxspec.wrappers import graph_module
@@ -450,6 +450,7 @@ def export(
                 spec = with_tolerance(spec, atol, outputs=["*"])
             if chosen_backend is Backend.DYNAMO and spec.attn_implementation is None and model_type == "t5":
                 spec = attrs.evolve(spec, attn_implementation="eager")
+            check_versions(spec, versions())
             graphs = plan(spec, monolith=monolith)
             workdir, created = _make_workdir(output_dir)
 

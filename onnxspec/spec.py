@@ -18,6 +18,7 @@ from typing import Any
 
 import attrs
 import toolz
+from packaging.version import InvalidVersion, Version
 
 from onnxspec.axes import TensorSpec, axes_view, names, symbol_terms
 from onnxspec.errors import SpecError
@@ -34,6 +35,7 @@ __all__ = [
     "Split",
     "Tolerance",
     "bind",
+    "check_versions",
     "contract",
     "contract_json",
     "describe",
@@ -179,7 +181,7 @@ class ExportSpec:
     past_kind: PastKind | None = None
     dims: Dims | None = None
     past: PastLayout | None = None
-    padding_side: str = attrs.field(default="right", validator=attrs.validators.in_(("left", "right")))
+    padding_side: str = attrs.field(default="right")
     opset: int = 18
     tolerances: Mapping[str, Tolerance] = attrs.field(factory=dict, converter=_ro, hash=False)
     patches: tuple[Patch, ...] = attrs.field(default=(), converter=tuple)
@@ -191,6 +193,13 @@ class ExportSpec:
 
     def __attrs_post_init__(self) -> None:
         who = _who(self)
+        if self.padding_side not in ("left", "right"):
+            raise SpecError(f"{who}: padding_side must be 'left' or 'right', got {self.padding_side!r}")
+        for field in ("min_torch", "min_transformers"):
+            try:
+                Version(getattr(self, field))
+            except InvalidVersion as e:
+                raise SpecError(f"{who}: {field} must be a version like '2.5', got {getattr(self, field)!r}") from e
         if self.behavior not in self.graphs:
             raise SpecError(
                 f"{who}: behavior {self.behavior.value!r} has no graph; this spec defines "
@@ -301,6 +310,17 @@ def bind(spec: ExportSpec, config: Any) -> ExportSpec:
     dims = normalize(spec.normalizer, config)
     layout = past_layout(spec.past_kind, dims) if spec.past_kind is not None else None
     return attrs.evolve(spec, dims=dims, past=layout)
+
+
+def check_versions(spec: ExportSpec, installed: Mapping[str, str]) -> None:
+    """Raise when the installed torch or transformers is older than the spec needs."""
+    for package, needed in (("torch", spec.min_torch), ("transformers", spec.min_transformers)):
+        have = installed.get(package)
+        if have is not None and Version(have.split("+")[0]) < Version(needed):
+            raise SpecError(
+                f"{_who(spec)} needs {package}>={needed}, but {package} {have} is installed; "
+                f"upgrade it (pip install '{package}>={needed}')"
+            )
 
 
 def with_behavior(

@@ -290,3 +290,22 @@ def test_specs_are_frozen_and_their_mappings_read_only() -> None:
         s.graphs[Behavior.ENCODER] = s.graph  # type: ignore[index]
     with pytest.raises(TypeError):
         s.generators["x"] = None  # type: ignore[index]
+
+
+def test_padding_side_and_minimum_versions_are_checked_with_named_errors() -> None:
+    import attrs as _attrs
+
+    from onnxspec.errors import SpecError as _SpecError
+    from onnxspec.models import REGISTRY as _REGISTRY
+    from onnxspec.registry import spec_for as _spec_for
+    from onnxspec.spec import check_versions
+
+    base = _spec_for(_REGISTRY, "bert", "feature-extraction")
+    with pytest.raises(_SpecError, match="padding_side"):
+        _attrs.evolve(base, padding_side="middle")
+    with pytest.raises(_SpecError, match="min_torch"):
+        _attrs.evolve(base, min_torch="not a version")
+    needy = _attrs.evolve(base, min_transformers="99.0")
+    with pytest.raises(_SpecError, match=r"transformers>=99.0.*4.57.6 is installed"):
+        check_versions(needy, {"torch": "2.13.0+cpu", "transformers": "4.57.6"})
+    check_versions(base, {"torch": "2.13.0+cpu", "transformers": "5.24.0"})
