@@ -349,6 +349,12 @@ def plan(spec: ExportSpec, *, monolith: bool = False) -> tuple[tuple[Split, Expo
     if monolith and len(splits) > 1:
         if Behavior.MONOLITH not in spec.graphs:
             raise SpecError(f"spec {spec.model_type}/{spec.task} has no single-graph form; export it split")
+        if any(s.use_past for s in splits):
+            raise SpecError(
+                f"spec {spec.model_type}/{spec.task}: the single graph of the monolith option takes no KV cache, but a "
+                "cache was asked for; drop '-with-past' to export one graph, or drop the monolith option to get "
+                "encoder / decoder / decoder-with-past graphs"
+            )
         splits = (Split(filename="model.onnx", behavior=Behavior.MONOLITH),)
     return tuple(
         (s, with_behavior(spec, s.behavior, use_past=s.use_past, use_past_in_inputs=s.use_past_in_inputs)) for s in splits
