@@ -339,15 +339,22 @@ def vision(
     use_past: bool = False,
     normalizer: Normalizer = normalizers.VISION,
     dynamic_image_size: bool = False,
+    feature_map: bool = False,
     **fields: Any,
 ) -> ExportSpec:
     """Image encoders: ``pixel_values`` -> task outputs.
 
     Height and width are static (the config's ``image_size``) unless ``dynamic_image_size``;
-    the patch sequence of ``last_hidden_state`` then is static too, so only the batch is dynamic.
+    every spatial or patch axis of the outputs (``last_hidden_state``'s sequence, segmentation
+    maps, detection queries) then is static too, so only the batch is dynamic. With
+    ``feature_map`` (convolutional backbones) ``last_hidden_state`` is ``[b, c, h, w]``.
     """
     pixel_axes = {0: "batch_size", 2: "height", 3: "width"} if dynamic_image_size else _B
     outputs = _outputs(task, {"last_hidden_state": _B})
+    if not dynamic_image_size:
+        outputs = tuple(attrs.evolve(o, axes=_B) for o in outputs)
+    if feature_map:
+        outputs = tuple(attrs.evolve(o, rank=4) if o.name == "last_hidden_state" else o for o in outputs)
     graphs = {Behavior.MONOLITH: GraphIO(inputs=[spec("pixel_values", pixel_axes, Kind.FLOAT, rank=4)], outputs=outputs)}
     return _make(model_type, task, "vision", graphs, normalizer=normalizer, splits=_ONE, **fields)
 
@@ -374,18 +381,21 @@ def text_and_vision(
     *,
     use_past: bool = False,
     normalizer: Normalizer = normalizers.CLIP,
+    attention_mask: bool = True,
     **fields: Any,
 ) -> ExportSpec:
     """Dual encoders (CLIP): texts and images with batches of their own -> similarity logits
-    and embeddings. Image classification uses the vision tower alone."""
+    and embeddings. Image classification uses the vision tower alone. Without
+    ``attention_mask`` (SigLIP, trained on unpadded max-length texts) the text graph reads ids only."""
     if task == "image-classification":
         return attrs.evolve(vision(model_type, task, normalizer=normalizer, **fields), family="text-and-vision")
     text = {0: "text_batch_size", 1: "sequence_length"}
     inputs = [
         spec("input_ids", text, Kind.INT),
         spec("pixel_values", {0: "image_batch_size"}, Kind.FLOAT, rank=4),
-        spec("attention_mask", text, Kind.INT),
     ]
+    if attention_mask:
+        inputs.append(spec("attention_mask", text, Kind.INT))
     outputs = _outputs("zero-shot-image-classification")
     graphs = {Behavior.MONOLITH: GraphIO(inputs=inputs, outputs=outputs)}
     return _make(model_type, task, "text-and-vision", graphs, normalizer=normalizer, splits=_ONE, **fields)

@@ -22,45 +22,85 @@ _ENCODER_TASKS = (
     "text-classification",
     "token-classification",
 )
-_DECODER_TASKS = (
+_ENCODER_TASKS_NO_CHOICE = tuple(t for t in _ENCODER_TASKS if t != "multiple-choice")
+_CAUSAL_LM_TASKS = (
     "feature-extraction",
     "feature-extraction-with-past",
     "text-generation",
     "text-generation-with-past",
-    "text-classification",
 )
+_DECODER_TASKS = (*_CAUSAL_LM_TASKS, "text-classification")
 _SEQ2SEQ_TASKS = (
     "feature-extraction",
     "feature-extraction-with-past",
     "text2text-generation",
     "text2text-generation-with-past",
 )
+_BART_LIKE_TASKS = (*_SEQ2SEQ_TASKS, "text-generation", "text-generation-with-past")
+_IMAGE_TASKS = ("feature-extraction", "image-classification")
+_AUDIO_TASKS = ("feature-extraction", "automatic-speech-recognition", "audio-classification")
+_AUDIO_FRAME_TASKS = (*_AUDIO_TASKS, "audio-frame-classification", "audio-xvector")
+_DUAL_ENCODER_TASKS = ("feature-extraction", "zero-shot-image-classification")
+
+# Option sets shared by several entries (keyword arguments of ``entry``).
+_NO_SEGMENTS = {"token_type_ids": False}
+"""Encoders that take no ``token_type_ids`` (RoBERTa-like, and DeBERTa whose configs default to no segment vocabulary)."""
+_MASKED_LM_HEAD = {"architecture_tasks": {"WithLMHeadModel": "fill-mask"}}
+"""XLM-style checkpoints: a ``WithLMHeadModel`` head predicts masked tokens, not the next one."""
+_NO_POSITIONS = {"position_ids": False}
+"""Decoders whose graph takes no ``position_ids`` (positions follow the mask inside the model)."""
+_CAUSAL_DECODER_HEAD = {
+    "task_families": {"text-generation": text_decoder},
+    "task_options": {"text-generation": {"position_ids": False, "normalizer": normalizers.SEQ2SEQ_DECODER}},
+}
+"""Encoder-decoder models whose ``ForCausalLM`` head is their decoder run alone, decoder-only style."""
+_FEATURE_MAP = {"normalizer": normalizers.VISION_BACKBONE, "feature_map": True}
+"""Convolutional backbones: no ``hidden_size`` / ``image_size`` needed, ``last_hidden_state`` is ``[b, c, h, w]``."""
+_WAVEFORM_CLASSIFIER = {"architecture_tasks": {"ForSequenceClassification": "audio-classification"}}
+"""Raw-audio models: a ``ForSequenceClassification`` checkpoint means audio classification, not text."""
 
 ENTRIES: tuple[ModelEntry, ...] = (
     # text encoders
     entry("bert", text_encoder, _ENCODER_TASKS),
-    entry("roberta", text_encoder, _ENCODER_TASKS, token_type_ids=False),
-    entry("distilbert", text_encoder, _ENCODER_TASKS, token_type_ids=False),
+    entry("roberta", text_encoder, _ENCODER_TASKS, **_NO_SEGMENTS),
+    entry("distilbert", text_encoder, _ENCODER_TASKS, **_NO_SEGMENTS),
+    *(entry(t, text_encoder, _ENCODER_TASKS, **_NO_SEGMENTS) for t in ("xlm-roberta", "camembert", "mpnet", "data2vec-text", "deberta-v2")),
+    entry("deberta", text_encoder, _ENCODER_TASKS_NO_CHOICE, **_NO_SEGMENTS),
+    *(entry(t, text_encoder, _ENCODER_TASKS) for t in ("electra", "albert", "roformer", "mobilebert", "convbert", "squeezebert")),
+    *(entry(t, text_encoder, _ENCODER_TASKS, **_MASKED_LM_HEAD) for t in ("xlm", "flaubert")),
     # decoder-only
     entry("gpt2", text_decoder, (*_DECODER_TASKS, "token-classification")),
+    entry("qwen2", text_decoder, (*_DECODER_TASKS, "token-classification")),
     entry("llama", text_decoder, _DECODER_TASKS),
+    *(entry(t, text_decoder, _DECODER_TASKS) for t in ("mistral", "qwen3", "phi3", "phi", "gpt_neox", "gpt_neo")),
+    *(entry(t, text_decoder, _DECODER_TASKS, **_NO_POSITIONS) for t in ("gemma", "gemma2")),
+    *(entry(t, text_decoder, (*_DECODER_TASKS, "question-answering")) for t in ("gptj", "opt")),
+    *(entry(t, text_decoder, _CAUSAL_LM_TASKS) for t in ("codegen", "olmo", "granite", "stablelm", "cohere")),
+    entry("falcon", text_decoder, (*_CAUSAL_LM_TASKS, "question-answering", "token-classification"), normalizer=normalizers.FALCON),
     # encoder-decoder text
     entry("t5", text_seq2seq, _SEQ2SEQ_TASKS, normalizer=normalizers.T5),
-    entry(
-        "bart",
-        text_seq2seq,
-        (*_SEQ2SEQ_TASKS, "text-generation", "text-generation-with-past", "text-classification", "question-answering"),
-        task_families={"text-generation": text_decoder},
-        task_options={"text-generation": {"position_ids": False, "normalizer": normalizers.SEQ2SEQ_DECODER}},
+    *(entry(t, text_seq2seq, _SEQ2SEQ_TASKS, normalizer=normalizers.T5) for t in ("mt5", "longt5")),
+    entry("m2m_100", text_seq2seq, _SEQ2SEQ_TASKS),
+    *(
+        entry(t, text_seq2seq, (*_BART_LIKE_TASKS, "text-classification", "question-answering"), **_CAUSAL_DECODER_HEAD)
+        for t in ("bart", "mbart")
     ),
-    # vision, audio, speech, multimodal
-    entry("vit", vision, ("feature-extraction", "image-classification", "masked-im")),
-    entry(
-        "wav2vec2",
-        audio,
-        ("feature-extraction", "automatic-speech-recognition", "audio-classification", "audio-frame-classification", "audio-xvector"),
-        architecture_tasks={"ForSequenceClassification": "audio-classification"},
+    *(
+        entry(t, text_seq2seq, _BART_LIKE_TASKS, **_CAUSAL_DECODER_HEAD)
+        for t in ("marian", "pegasus", "blenderbot", "blenderbot-small")
     ),
+    # vision
+    *(entry(t, vision, (*_IMAGE_TASKS, "masked-im")) for t in ("vit", "deit", "swin")),
+    *(entry(t, vision, _IMAGE_TASKS) for t in ("beit", "data2vec-vision", "dinov2")),
+    entry("levit", vision, _IMAGE_TASKS, normalizer=normalizers.VISION_BACKBONE),
+    entry("yolos", vision, ("feature-extraction", "object-detection")),
+    *(entry(t, vision, _IMAGE_TASKS, **_FEATURE_MAP) for t in ("convnext", "convnextv2", "resnet", "regnet", "efficientnet", "poolformer")),
+    entry("mobilevit", vision, (*_IMAGE_TASKS, "image-segmentation"), **_FEATURE_MAP),
+    entry("segformer", vision, (*_IMAGE_TASKS, "image-segmentation", "semantic-segmentation"), **_FEATURE_MAP),
+    # audio
+    *(entry(t, audio, _AUDIO_FRAME_TASKS, **_WAVEFORM_CLASSIFIER) for t in ("wav2vec2", "wavlm", "data2vec-audio", "unispeech-sat", "wav2vec2-conformer")),
+    *(entry(t, audio, _AUDIO_TASKS, **_WAVEFORM_CLASSIFIER) for t in ("hubert", "sew", "unispeech")),
+    # speech to text
     entry(
         "whisper",
         speech_to_text,
@@ -73,7 +113,10 @@ ENTRIES: tuple[ModelEntry, ...] = (
         ),
         architecture_tasks={"ForConditionalGeneration": "automatic-speech-recognition"},
     ),
-    entry("clip", text_and_vision, ("feature-extraction", "zero-shot-image-classification", "image-classification")),
+    # text + vision
+    entry("clip", text_and_vision, (*_DUAL_ENCODER_TASKS, "image-classification")),
+    entry("chinese_clip", text_and_vision, _DUAL_ENCODER_TASKS),
+    entry("siglip", text_and_vision, _DUAL_ENCODER_TASKS, attention_mask=False),
 )
 
 REGISTRY: Registry = build_registry(ENTRIES)

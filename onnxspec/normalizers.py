@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from onnxspec.normalize import Normalizer, derive, normalizer
 
-__all__ = ["AUDIO", "CLIP", "SEQ2SEQ", "SEQ2SEQ_DECODER", "T5", "TEXT", "VISION", "WHISPER"]
+__all__ = ["AUDIO", "CLIP", "FALCON", "SEQ2SEQ", "SEQ2SEQ_DECODER", "T5", "TEXT", "VISION", "VISION_BACKBONE", "WHISPER"]
 
 _OPTIONAL_TEXT = {"num_key_value_heads", "head_dim", "type_vocab_size", "max_position_embeddings"}
 
@@ -20,6 +20,23 @@ TEXT: Normalizer = normalizer(
     optional=_OPTIONAL_TEXT,
 )
 """Text encoders and decoder-only models (BERT, GPT-2, Llama with grouped-query attention)."""
+
+@derive("num_kv_heads with the new decoder architecture, else 1 for multi-query attention, else num_attention_heads")
+def _falcon_kv_heads(found):  # type: ignore[no-untyped-def]
+    if found.get("new_decoder_architecture"):
+        return found["num_kv_heads"]
+    return 1 if found.get("multi_query") else found["num_attention_heads"]
+
+
+FALCON: Normalizer = normalizer(
+    TEXT,
+    num_key_value_heads=_falcon_kv_heads,
+    num_kv_heads=("num_kv_heads",),
+    new_decoder_architecture=("new_decoder_architecture",),
+    multi_query=("multi_query",),
+    optional={"num_kv_heads", "new_decoder_architecture", "multi_query"},
+)
+"""Falcon: how many key/value heads the cache has depends on two architecture flags."""
 
 SEQ2SEQ: Normalizer = normalizer(
     TEXT,
@@ -61,6 +78,10 @@ VISION: Normalizer = normalizer(
     num_channels=("num_channels",),
 )
 """Vision encoders (ViT and relatives)."""
+
+VISION_BACKBONE: Normalizer = normalizer(VISION, optional={"hidden_size", "image_size"})
+"""Image models whose config may lack a single ``hidden_size`` (per-stage ``hidden_sizes``) or
+an ``image_size`` (convolutional backbones; images then use the default height and width)."""
 
 AUDIO: Normalizer = normalizer(
     hidden_size=("hidden_size",),

@@ -63,7 +63,7 @@ TASKS: Mapping[str, TaskInfo] = MappingProxyType(
             _task("multiple-choice", (spec("logits", {0: "batch_size", 1: "num_choices"}),), "AutoModelForMultipleChoice"),
             _task("question-answering", (spec("start_logits", _BS), spec("end_logits", _BS)), "AutoModelForQuestionAnswering"),
             _task("image-classification", (spec("logits", _B),), "AutoModelForImageClassification"),
-            _task("image-segmentation", (spec("logits", {0: "batch_size", 2: "height", 3: "width"}),), "AutoModelForImageSegmentation"),
+            _task("image-segmentation", (spec("logits", {0: "batch_size", 2: "height", 3: "width"}),), "AutoModelForImageSegmentation", "AutoModelForSemanticSegmentation"),
             _task(
                 "semantic-segmentation",
                 (spec("logits", {0: "batch_size", 1: "num_labels", 2: "height", 3: "width"}),),

@@ -16,6 +16,24 @@ import transformers as T
 from onnxspec.tasks import TASKS, parse_task
 
 _TEXT = dict(vocab_size=100, max_position_embeddings=64)
+_ENCODER = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, **_TEXT)
+_DECODER = dict(_ENCODER, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+_GQA = dict(_DECODER, num_key_value_heads=2)  # grouped-query attention: 4 query heads share 2 key/value heads
+_BART_LIKE = dict(
+    d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4,
+    encoder_ffn_dim=37, decoder_ffn_dim=37, vocab_size=100, max_position_embeddings=64,
+    pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2,
+)
+_T5_LIKE = dict(d_model=32, d_kv=16, d_ff=37, num_layers=2, num_decoder_layers=2, num_heads=4, vocab_size=100, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+_VIT_LIKE = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, image_size=32, patch_size=8)
+_CNN = dict(num_channels=3, hidden_sizes=[16, 32], depths=[1, 1])
+_AUDIO = dict(
+    hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, vocab_size=40,
+    conv_dim=(32, 32), conv_stride=(5, 4), conv_kernel=(10, 4), num_feat_extract_layers=2,
+    num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, mask_time_prob=0.0, classifier_proj_size=16,
+)
+_XVECTOR = dict(tdnn_dim=(32, 32), tdnn_kernel=(3, 1), tdnn_dilation=(1, 1), xvector_output_dim=16)
+_TOWER = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37)
 
 
 def _clip() -> T.PretrainedConfig:
@@ -32,15 +50,10 @@ CONFIGS: dict[str, Callable[[], T.PretrainedConfig]] = {
     "distilbert": lambda: T.DistilBertConfig(dim=32, n_layers=2, n_heads=4, hidden_dim=37, **_TEXT),
     "gpt2": lambda: T.GPT2Config(n_embd=32, n_layer=2, n_head=4, vocab_size=100, n_positions=64, bos_token_id=0, eos_token_id=0, pad_token_id=0),
     "llama": lambda: T.LlamaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16, intermediate_size=37, pad_token_id=0, bos_token_id=1, eos_token_id=2, **_TEXT),
-    "t5": lambda: T.T5Config(d_model=32, d_kv=16, d_ff=37, num_layers=2, num_decoder_layers=2, num_heads=4, vocab_size=100, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1),
-    "bart": lambda: T.BartConfig(d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=37, decoder_ffn_dim=37, vocab_size=100, max_position_embeddings=64, pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2),
+    "t5": lambda: T.T5Config(**_T5_LIKE),
+    "bart": lambda: T.BartConfig(**_BART_LIKE),
     "vit": lambda: T.ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, image_size=32, patch_size=8, encoder_stride=8),
-    "wav2vec2": lambda: T.Wav2Vec2Config(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, vocab_size=40,
-        conv_dim=(32, 32), conv_stride=(5, 4), conv_kernel=(10, 4), num_feat_extract_layers=2,
-        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, tdnn_dim=(32, 32), tdnn_kernel=(3, 1), tdnn_dilation=(1, 1), xvector_output_dim=16,
-        mask_time_prob=0.0, classifier_proj_size=16,
-    ),
+    "wav2vec2": lambda: T.Wav2Vec2Config(**_AUDIO, **_XVECTOR),
     "whisper": lambda: T.WhisperConfig(
         d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4,
         encoder_ffn_dim=37, decoder_ffn_dim=37, vocab_size=100, num_mel_bins=16, max_source_positions=30,
@@ -48,6 +61,86 @@ CONFIGS: dict[str, Callable[[], T.PretrainedConfig]] = {
         suppress_tokens=[], begin_suppress_tokens=[],
     ),
     "clip": _clip,
+    # text encoders
+    "xlm-roberta": lambda: T.XLMRobertaConfig(**dict(_ENCODER, max_position_embeddings=70), pad_token_id=1),
+    "camembert": lambda: T.CamembertConfig(**dict(_ENCODER, max_position_embeddings=70), pad_token_id=1),
+    "data2vec-text": lambda: T.Data2VecTextConfig(**dict(_ENCODER, max_position_embeddings=70), pad_token_id=1),
+    "mpnet": lambda: T.MPNetConfig(**dict(_ENCODER, max_position_embeddings=70), pad_token_id=1),
+    "electra": lambda: T.ElectraConfig(**_ENCODER, embedding_size=16),
+    "albert": lambda: T.AlbertConfig(**_ENCODER, embedding_size=16),
+    "roformer": lambda: T.RoFormerConfig(**_ENCODER, embedding_size=32),
+    "mobilebert": lambda: T.MobileBertConfig(**_ENCODER, embedding_size=16, intra_bottleneck_size=16, num_feedforward_networks=2),
+    "convbert": lambda: T.ConvBertConfig(**_ENCODER, embedding_size=32),
+    "squeezebert": lambda: T.SqueezeBertConfig(**dict(_ENCODER, intermediate_size=64), embedding_size=32),
+    "deberta": lambda: T.DebertaConfig(**_ENCODER, type_vocab_size=0),
+    "deberta-v2": lambda: T.DebertaV2Config(**_ENCODER, type_vocab_size=0),
+    "xlm": lambda: T.XLMConfig(emb_dim=32, n_layers=2, n_heads=4, vocab_size=100, max_position_embeddings=64, n_langs=2),
+    "flaubert": lambda: T.FlaubertConfig(emb_dim=32, n_layers=2, n_heads=4, vocab_size=100, max_position_embeddings=64, n_langs=2),
+    # decoder-only
+    "mistral": lambda: T.MistralConfig(**_GQA, sliding_window=None),
+    "qwen2": lambda: T.Qwen2Config(**_GQA),
+    "qwen3": lambda: T.Qwen3Config(**_GQA, head_dim=16),
+    "phi3": lambda: T.Phi3Config(**_GQA),
+    "phi": lambda: T.PhiConfig(**_DECODER),
+    "gemma": lambda: T.GemmaConfig(**_GQA, head_dim=16),
+    "gemma2": lambda: T.Gemma2Config(**_GQA, head_dim=16, sliding_window=8),
+    "gpt_neox": lambda: T.GPTNeoXConfig(**_DECODER),
+    "gptj": lambda: T.GPTJConfig(n_embd=32, n_layer=2, n_head=4, rotary_dim=4, vocab_size=100, n_positions=64, bos_token_id=1, eos_token_id=2, pad_token_id=0),
+    "codegen": lambda: T.CodeGenConfig(n_embd=32, n_layer=2, n_head=4, rotary_dim=4, vocab_size=100, n_positions=64, n_ctx=64, bos_token_id=1, eos_token_id=2, pad_token_id=0),
+    "gpt_neo": lambda: T.GPTNeoConfig(hidden_size=32, num_layers=2, num_heads=4, attention_types=[[["global", "local"], 1]], window_size=8, **_TEXT, bos_token_id=1, eos_token_id=2, pad_token_id=0),
+    "opt": lambda: T.OPTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, ffn_dim=37, word_embed_proj_dim=32, **_TEXT, bos_token_id=1, eos_token_id=2, pad_token_id=0),
+    "falcon": lambda: T.FalconConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, vocab_size=100, bos_token_id=1, eos_token_id=2, pad_token_id=0),
+    "olmo": lambda: T.OlmoConfig(**_GQA),
+    "granite": lambda: T.GraniteConfig(**_GQA),
+    "stablelm": lambda: T.StableLmConfig(**_GQA),
+    "cohere": lambda: T.CohereConfig(**_GQA),
+    # encoder-decoder text
+    "mbart": lambda: T.MBartConfig(**_BART_LIKE),
+    "marian": lambda: T.MarianConfig(**dict(_BART_LIKE, pad_token_id=0, decoder_start_token_id=0)),
+    "pegasus": lambda: T.PegasusConfig(**dict(_BART_LIKE, pad_token_id=0, decoder_start_token_id=0)),
+    "blenderbot": lambda: T.BlenderbotConfig(**_BART_LIKE),
+    "blenderbot-small": lambda: T.BlenderbotSmallConfig(**_BART_LIKE),
+    "m2m_100": lambda: T.M2M100Config(**_BART_LIKE),
+    "mt5": lambda: T.MT5Config(**_T5_LIKE),
+    "longt5": lambda: T.LongT5Config(**_T5_LIKE, local_radius=4, global_block_size=4),
+    # vision
+    "deit": lambda: T.DeiTConfig(**_VIT_LIKE, encoder_stride=8, architectures=["DeiTForImageClassification"]),  # the auto class picks one of two heads by name
+    "beit": lambda: T.BeitConfig(**_VIT_LIKE),
+    "data2vec-vision": lambda: T.Data2VecVisionConfig(**_VIT_LIKE),
+    "dinov2": lambda: T.Dinov2Config(**_VIT_LIKE),
+    "swin": lambda: T.SwinConfig(image_size=32, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[2, 4], window_size=4, encoder_stride=8),
+    "convnext": lambda: T.ConvNextConfig(**_CNN, num_stages=2, image_size=32),
+    "convnextv2": lambda: T.ConvNextV2Config(**_CNN, num_stages=2, image_size=32),
+    "resnet": lambda: T.ResNetConfig(**_CNN, embedding_size=16),
+    "regnet": lambda: T.RegNetConfig(**_CNN, embedding_size=16, groups_width=8),
+    "efficientnet": lambda: T.EfficientNetConfig(
+        image_size=32, width_coefficient=0.25, depth_coefficient=0.25, kernel_sizes=[3, 3], in_channels=[32, 16], out_channels=[16, 24],
+        strides=[1, 2], num_block_repeats=[1, 1], expand_ratios=[1, 6], depthwise_padding=[], hidden_dim=64,
+    ),
+    "levit": lambda: T.LevitConfig(
+        image_size=64, hidden_sizes=[16, 24, 32], num_attention_heads=[1, 2, 2], depths=[1, 1, 1], key_dim=[8, 8, 8], drop_path_rate=0,
+        mlp_ratio=[2, 2, 2], attention_ratio=[2, 2, 2], architectures=["LevitForImageClassification"],
+    ),
+    "mobilevit": lambda: T.MobileViTConfig(image_size=32, patch_size=2, hidden_sizes=[16, 24, 32], neck_hidden_sizes=[8, 8, 16, 16, 24, 32, 64], num_attention_heads=2, num_labels=3),
+    "poolformer": lambda: T.PoolFormerConfig(hidden_sizes=[16, 32], depths=[1, 1], num_encoder_blocks=2, patch_sizes=[7, 3], strides=[4, 2], padding=[2, 1]),
+    "segformer": lambda: T.SegformerConfig(
+        hidden_sizes=[16, 32], depths=[1, 1], num_encoder_blocks=2, sr_ratios=[2, 1], num_attention_heads=[1, 2], patch_sizes=[7, 3],
+        strides=[4, 2], mlp_ratios=[2, 2], decoder_hidden_size=32, num_labels=3,
+    ),
+    "yolos": lambda: T.YolosConfig(**dict(_VIT_LIKE, image_size=[32, 48]), num_detection_tokens=5),
+    # audio
+    "hubert": lambda: T.HubertConfig(**_AUDIO),
+    "sew": lambda: T.SEWConfig(**_AUDIO, squeeze_factor=2),
+    "unispeech": lambda: T.UniSpeechConfig(**_AUDIO),
+    "wavlm": lambda: T.WavLMConfig(**_AUDIO, **_XVECTOR, num_buckets=16, max_bucket_distance=32),
+    "data2vec-audio": lambda: T.Data2VecAudioConfig(**dict(_AUDIO, num_conv_pos_embeddings=2), **_XVECTOR, conv_pos_kernel_size=5),
+    "unispeech-sat": lambda: T.UniSpeechSatConfig(**_AUDIO, **_XVECTOR),
+    "wav2vec2-conformer": lambda: T.Wav2Vec2ConformerConfig(**_AUDIO, **_XVECTOR, conv_depthwise_kernel_size=3),
+    # text + vision
+    "siglip": lambda: T.SiglipConfig(text_config=dict(_TOWER, **_TEXT), vision_config=dict(_TOWER, image_size=30, patch_size=10)),
+    "chinese_clip": lambda: T.ChineseCLIPConfig(
+        text_config=dict(_TOWER, **_TEXT), vision_config=dict(_TOWER, image_size=30, patch_size=10), projection_dim=16
+    ),
 }
 
 
