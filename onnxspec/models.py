@@ -75,8 +75,15 @@ ENTRIES: tuple[ModelEntry, ...] = (
     *(entry(t, text_decoder, _DECODER_TASKS) for t in ("mistral", "qwen3", "phi3", "phi", "gpt_neox", "gpt_neo")),
     *(entry(t, text_decoder, _DECODER_TASKS, **_NO_POSITIONS) for t in ("gemma", "gemma2")),
     *(entry(t, text_decoder, (*_DECODER_TASKS, "question-answering")) for t in ("gptj", "opt")),
-    *(entry(t, text_decoder, _CAUSAL_LM_TASKS) for t in ("codegen", "olmo", "granite", "stablelm", "cohere")),
-    entry("falcon", text_decoder, (*_CAUSAL_LM_TASKS, "question-answering", "token-classification"), normalizer=normalizers.FALCON),
+    *(entry(t, text_decoder, _CAUSAL_LM_TASKS) for t in ("codegen", "olmo", "granite", "stablelm")),
+    entry(
+        "falcon",
+        text_decoder,
+        (*_CAUSAL_LM_TASKS, "question-answering", "token-classification"),
+        normalizer=normalizers.FALCON,
+        # these heads' forward takes no position_ids
+        task_options={t: {"normalizer": normalizers.FALCON, **_NO_POSITIONS} for t in ("question-answering", "token-classification")},
+    ),
     # encoder-decoder text
     entry("t5", text_seq2seq, _SEQ2SEQ_TASKS, normalizer=normalizers.T5),
     *(entry(t, text_seq2seq, _SEQ2SEQ_TASKS, normalizer=normalizers.T5) for t in ("mt5", "longt5")),

@@ -93,7 +93,6 @@ CONFIGS: dict[str, Callable[[], T.PretrainedConfig]] = {
     "olmo": lambda: T.OlmoConfig(**_GQA),
     "granite": lambda: T.GraniteConfig(**_GQA),
     "stablelm": lambda: T.StableLmConfig(**_GQA),
-    "cohere": lambda: T.CohereConfig(**_GQA),
     # encoder-decoder text
     "mbart": lambda: T.MBartConfig(**_BART_LIKE),
     "marian": lambda: T.MarianConfig(**dict(_BART_LIKE, pad_token_id=0, decoder_start_token_id=0)),
