@@ -102,8 +102,9 @@ ENTRIES: tuple[ModelEntry, ...] = (
     entry("levit", vision, _IMAGE_TASKS, normalizer=normalizers.VISION_BACKBONE),
     entry("yolos", vision, ("feature-extraction", "object-detection")),
     *(entry(t, vision, _IMAGE_TASKS, **_FEATURE_MAP) for t in ("convnext", "convnextv2", "resnet", "regnet", "efficientnet", "poolformer")),
-    entry("mobilevit", vision, (*_IMAGE_TASKS, "image-segmentation"), **_FEATURE_MAP),
-    entry("segformer", vision, (*_IMAGE_TASKS, "image-segmentation", "semantic-segmentation"), **_FEATURE_MAP),
+    # MobileViT's segmentation head is a semantic-segmentation class, registered as image segmentation.
+    entry("mobilevit", vision, (*_IMAGE_TASKS, "image-segmentation"), architecture_tasks={"ForSemanticSegmentation": "image-segmentation"}, **_FEATURE_MAP),
+    entry("segformer", vision, (*_IMAGE_TASKS, "semantic-segmentation"), **_FEATURE_MAP),
     # audio
     *(entry(t, audio, _AUDIO_FRAME_TASKS, **_WAVEFORM_CLASSIFIER) for t in ("wav2vec2", "wavlm", "data2vec-audio", "unispeech-sat", "wav2vec2-conformer")),
     *(entry(t, audio, _AUDIO_TASKS, **_WAVEFORM_CLASSIFIER) for t in ("hubert", "sew", "unispeech")),

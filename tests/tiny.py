@@ -114,7 +114,7 @@ CONFIGS: dict[str, Callable[[], T.PretrainedConfig]] = {
     "regnet": lambda: T.RegNetConfig(**_CNN, embedding_size=16, groups_width=8),
     "efficientnet": lambda: T.EfficientNetConfig(
         image_size=32, width_coefficient=0.25, depth_coefficient=0.25, kernel_sizes=[3, 3], in_channels=[32, 16], out_channels=[16, 24],
-        strides=[1, 2], num_block_repeats=[1, 1], expand_ratios=[1, 6], depthwise_padding=[], hidden_dim=64,
+        strides=[1, 2], num_block_repeats=[1, 1], expand_ratios=[1, 6], depthwise_padding=[], hidden_dim=320,  # hidden_dim = round_filters(1280) at width 0.25
     ),
     "levit": lambda: T.LevitConfig(
         image_size=64, hidden_sizes=[16, 24, 32], num_attention_heads=[1, 2, 2], depths=[1, 1, 1], key_dim=[8, 8, 8], drop_path_rate=0,
