@@ -23,6 +23,7 @@ _ENCODER_TASKS = (
     "token-classification",
 )
 _ENCODER_TASKS_NO_CHOICE = tuple(t for t in _ENCODER_TASKS if t != "multiple-choice")
+_MASKED_LM_TASKS = ("feature-extraction", "fill-mask", "text-classification", "token-classification")
 _CAUSAL_LM_TASKS = (
     "feature-extraction",
     "feature-extraction-with-past",
@@ -68,21 +69,29 @@ ENTRIES: tuple[ModelEntry, ...] = (
     entry("deberta", text_encoder, _ENCODER_TASKS_NO_CHOICE, **_NO_SEGMENTS),
     *(entry(t, text_encoder, _ENCODER_TASKS) for t in ("electra", "albert", "roformer", "mobilebert", "convbert", "squeezebert")),
     *(entry(t, text_encoder, _ENCODER_TASKS, **_MASKED_LM_HEAD) for t in ("xlm", "flaubert")),
+    *(entry(t, text_encoder, _ENCODER_TASKS) for t in ("megatron-bert", "rembert")),
+    *(entry(t, text_encoder, _ENCODER_TASKS, **_NO_SEGMENTS) for t in ("big_bird", "ibert")),
+    *(entry(t, text_encoder, _MASKED_LM_TASKS, **_NO_SEGMENTS) for t in ("esm", "modernbert")),
+    entry("splinter", text_encoder, ("feature-extraction", "question-answering")),
     # decoder-only
     entry("gpt2", text_decoder, (*_DECODER_TASKS, "token-classification")),
-    entry("qwen2", text_decoder, (*_DECODER_TASKS, "token-classification")),
+    *(entry(t, text_decoder, (*_DECODER_TASKS, "token-classification")) for t in ("qwen2", "qwen3_moe")),
+    entry("gpt_bigcode", text_decoder, (*_DECODER_TASKS, "token-classification"), normalizer=normalizers.MULTI_QUERY),
+    *(entry(t, text_decoder, (*_DECODER_TASKS, "token-classification"), **_NO_POSITIONS) for t in ("bloom", "mpt")),
     entry("llama", text_decoder, _DECODER_TASKS),
-    *(entry(t, text_decoder, _DECODER_TASKS) for t in ("mistral", "qwen3", "phi3", "phi", "gpt_neox", "gpt_neo")),
+    *(entry(t, text_decoder, _DECODER_TASKS) for t in ("mistral", "qwen3", "phi3", "phi", "gpt_neox", "gpt_neo", "smollm3")),
     *(entry(t, text_decoder, _DECODER_TASKS, **_NO_POSITIONS) for t in ("gemma", "gemma2")),
     *(entry(t, text_decoder, (*_DECODER_TASKS, "question-answering")) for t in ("gptj", "opt")),
-    *(entry(t, text_decoder, _CAUSAL_LM_TASKS) for t in ("codegen", "olmo", "granite", "stablelm")),
+    *(entry(t, text_decoder, _CAUSAL_LM_TASKS) for t in ("codegen", "olmo", "olmo2", "granite", "stablelm", "arcee", "glm", "helium")),
+    *(entry(t, text_decoder, _CAUSAL_LM_TASKS, **_NO_POSITIONS) for t in ("gemma3_text", "nemotron", "gpt_oss")),
+    entry("deepseek_v3", text_decoder, _CAUSAL_LM_TASKS, normalizer=normalizers.MLA),
     entry(
         "falcon",
         text_decoder,
         (*_CAUSAL_LM_TASKS, "question-answering", "token-classification"),
-        normalizer=normalizers.FALCON,
+        normalizer=normalizers.MULTI_QUERY,
         # these heads' forward takes no position_ids
-        task_options={t: {"normalizer": normalizers.FALCON, **_NO_POSITIONS} for t in ("question-answering", "token-classification")},
+        task_options={t: {"normalizer": normalizers.MULTI_QUERY, **_NO_POSITIONS} for t in ("question-answering", "token-classification")},
     ),
     # encoder-decoder text
     entry("t5", text_seq2seq, _SEQ2SEQ_TASKS, normalizer=normalizers.T5),
@@ -90,24 +99,26 @@ ENTRIES: tuple[ModelEntry, ...] = (
     entry("m2m_100", text_seq2seq, _SEQ2SEQ_TASKS),
     *(
         entry(t, text_seq2seq, (*_BART_LIKE_TASKS, "text-classification", "question-answering"), **_CAUSAL_DECODER_HEAD)
-        for t in ("bart", "mbart")
+        for t in ("bart", "mbart", "bigbird_pegasus")
     ),
     *(
         entry(t, text_seq2seq, _BART_LIKE_TASKS, **_CAUSAL_DECODER_HEAD)
         for t in ("marian", "pegasus", "blenderbot", "blenderbot-small")
     ),
     # vision
-    *(entry(t, vision, (*_IMAGE_TASKS, "masked-im")) for t in ("vit", "deit", "swin")),
-    *(entry(t, vision, _IMAGE_TASKS) for t in ("beit", "data2vec-vision", "dinov2")),
+    *(entry(t, vision, (*_IMAGE_TASKS, "masked-im")) for t in ("vit", "deit", "swin", "swinv2")),
+    *(entry(t, vision, _IMAGE_TASKS) for t in ("beit", "data2vec-vision", "dinov2", "vit_msn")),
+    *(entry(t, vision, ("feature-extraction",)) for t in ("clip_vision_model", "siglip_vision_model", "donut-swin")),
+    *(entry(t, vision, _IMAGE_TASKS, normalizer=normalizers.VISION_BACKBONE) for t in ("pvt", "hiera")),
     entry("levit", vision, _IMAGE_TASKS, normalizer=normalizers.VISION_BACKBONE),
     entry("yolos", vision, ("feature-extraction", "object-detection")),
-    *(entry(t, vision, _IMAGE_TASKS, **_FEATURE_MAP) for t in ("convnext", "convnextv2", "resnet", "regnet", "efficientnet", "poolformer")),
+    *(entry(t, vision, _IMAGE_TASKS, **_FEATURE_MAP) for t in ("convnext", "convnextv2", "resnet", "regnet", "efficientnet", "poolformer", "cvt", "mobilenet_v1", "mobilenet_v2")),
     # MobileViT's segmentation head is a semantic-segmentation class, registered as image segmentation.
     entry("mobilevit", vision, (*_IMAGE_TASKS, "image-segmentation"), architecture_tasks={"ForSemanticSegmentation": "image-segmentation"}, **_FEATURE_MAP),
     entry("segformer", vision, (*_IMAGE_TASKS, "semantic-segmentation"), **_FEATURE_MAP),
     # audio
     *(entry(t, audio, _AUDIO_FRAME_TASKS, **_WAVEFORM_CLASSIFIER) for t in ("wav2vec2", "wavlm", "data2vec-audio", "unispeech-sat", "wav2vec2-conformer")),
-    *(entry(t, audio, _AUDIO_TASKS, **_WAVEFORM_CLASSIFIER) for t in ("hubert", "sew", "unispeech")),
+    *(entry(t, audio, _AUDIO_TASKS, **_WAVEFORM_CLASSIFIER) for t in ("hubert", "sew", "sew-d", "unispeech")),
     # speech to text
     entry(
         "whisper",

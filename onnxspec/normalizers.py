@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from onnxspec.normalize import Normalizer, derive, normalizer
 
-__all__ = ["AUDIO", "CLIP", "FALCON", "SEQ2SEQ", "SEQ2SEQ_DECODER", "T5", "TEXT", "VISION", "VISION_BACKBONE", "WHISPER"]
+__all__ = ["AUDIO", "CLIP", "MLA", "MULTI_QUERY", "SEQ2SEQ", "SEQ2SEQ_DECODER", "T5", "TEXT", "VISION", "VISION_BACKBONE", "WHISPER"]
 
 _OPTIONAL_TEXT = {"num_key_value_heads", "head_dim", "type_vocab_size", "max_position_embeddings"}
 
@@ -22,21 +22,31 @@ TEXT: Normalizer = normalizer(
 """Text encoders and decoder-only models (BERT, GPT-2, Llama with grouped-query attention)."""
 
 @derive("num_kv_heads with the new decoder architecture, else 1 for multi-query attention, else num_attention_heads")
-def _falcon_kv_heads(found):  # type: ignore[no-untyped-def]
+def _multi_query_kv_heads(found):  # type: ignore[no-untyped-def]
     if found.get("new_decoder_architecture"):
         return found["num_kv_heads"]
     return 1 if found.get("multi_query") else found["num_attention_heads"]
 
 
-FALCON: Normalizer = normalizer(
+MULTI_QUERY: Normalizer = normalizer(
     TEXT,
-    num_key_value_heads=_falcon_kv_heads,
+    num_key_value_heads=_multi_query_kv_heads,
     num_kv_heads=("num_kv_heads",),
     new_decoder_architecture=("new_decoder_architecture",),
     multi_query=("multi_query",),
     optional={"num_kv_heads", "new_decoder_architecture", "multi_query"},
 )
-"""Falcon: how many key/value heads the cache has depends on two architecture flags."""
+"""Falcon, GPTBigCode: how many key/value heads the cache has depends on architecture flags
+(``multi_query``: one shared head; Falcon's ``new_decoder_architecture``: ``num_kv_heads``)."""
+
+MLA: Normalizer = normalizer(
+    TEXT,
+    head_dim=("qk_head_dim",),
+    value_head_dim=("v_head_dim",),
+    optional={"value_head_dim"},
+)
+"""Multi-head latent attention (DeepSeek-V3): cached keys are ``qk_head_dim`` wide (no-rope +
+rope parts), values ``v_head_dim``."""
 
 SEQ2SEQ: Normalizer = normalizer(
     TEXT,

@@ -140,6 +140,52 @@ CONFIGS: dict[str, Callable[[], T.PretrainedConfig]] = {
     "chinese_clip": lambda: T.ChineseCLIPConfig(
         text_config=dict(_TOWER, **_TEXT), vision_config=dict(_TOWER, image_size=30, patch_size=10), projection_dim=16
     ),
+    # more text encoders
+    "big_bird": lambda: T.BigBirdConfig(**_ENCODER, attention_type="original_full"),
+    "ibert": lambda: T.IBertConfig(**dict(_ENCODER, max_position_embeddings=70), pad_token_id=1),
+    "megatron-bert": lambda: T.MegatronBertConfig(**_ENCODER),
+    "rembert": lambda: T.RemBertConfig(**_ENCODER, input_embedding_size=16, output_embedding_size=16),
+    "splinter": lambda: T.SplinterConfig(**_ENCODER, question_token_id=3),
+    "esm": lambda: T.EsmConfig(**dict(_ENCODER, max_position_embeddings=70), pad_token_id=1, mask_token_id=2),
+    "modernbert": lambda: T.ModernBertConfig(**_ENCODER, pad_token_id=0, bos_token_id=1, eos_token_id=2, cls_token_id=1, sep_token_id=2, global_attn_every_n_layers=2, local_attention=8),
+    # more decoder-only
+    "arcee": lambda: T.ArceeConfig(**_GQA),
+    "glm": lambda: T.GlmConfig(**_GQA, head_dim=16),
+    "helium": lambda: T.HeliumConfig(**_GQA, head_dim=16),
+    "olmo2": lambda: T.Olmo2Config(**_GQA),
+    "smollm3": lambda: T.SmolLM3Config(**_GQA),
+    "nemotron": lambda: T.NemotronConfig(**_GQA, head_dim=16),
+    "gemma3_text": lambda: T.Gemma3TextConfig(**_GQA, head_dim=16, sliding_window=8),
+    "qwen3_moe": lambda: T.Qwen3MoeConfig(**_GQA, head_dim=16, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=16),
+    "gpt_oss": lambda: T.GptOssConfig(**_GQA, head_dim=16, num_local_experts=4, num_experts_per_tok=2, sliding_window=8),
+    "deepseek_v3": lambda: T.DeepseekV3Config(
+        **_DECODER, num_key_value_heads=4, moe_intermediate_size=16, n_routed_experts=4, num_experts_per_tok=2, n_group=1, topk_group=1,
+        kv_lora_rank=16, q_lora_rank=16, qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=12, first_k_dense_replace=1,
+    ),
+    "bloom": lambda: T.BloomConfig(hidden_size=32, n_layer=2, n_head=4, vocab_size=100, bos_token_id=1, eos_token_id=2, pad_token_id=0),
+    "mpt": lambda: T.MptConfig(d_model=32, n_layers=2, n_heads=4, expansion_ratio=2, max_seq_len=64, vocab_size=100, bos_token_id=1, eos_token_id=2, pad_token_id=0),
+    "gpt_bigcode": lambda: T.GPTBigCodeConfig(n_embd=32, n_layer=2, n_head=4, n_inner=37, vocab_size=100, n_positions=64, bos_token_id=1, eos_token_id=2, pad_token_id=0),
+    # more encoder-decoder
+    "bigbird_pegasus": lambda: T.BigBirdPegasusConfig(**_BART_LIKE, attention_type="original_full"),
+    # more vision
+    "vit_msn": lambda: T.ViTMSNConfig(**_VIT_LIKE),
+    "clip_vision_model": lambda: T.CLIPVisionConfig(**_TOWER, image_size=30, patch_size=10),
+    "siglip_vision_model": lambda: T.SiglipVisionConfig(**_TOWER, image_size=30, patch_size=10),
+    "swinv2": lambda: T.Swinv2Config(image_size=32, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[2, 4], window_size=4, encoder_stride=8),
+    "donut-swin": lambda: T.DonutSwinConfig(image_size=32, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[2, 4], window_size=4),
+    "cvt": lambda: T.CvtConfig(embed_dim=[16, 32], num_heads=[1, 2], depth=[2, 2],  # depth >= stage + 1: CvtStage indexes its drop-path rates by stage
+        patch_sizes=[7, 3], patch_stride=[4, 2], patch_padding=[2, 1],
+        mlp_ratio=[2.0, 2.0], attention_drop_rate=[0.0, 0.0], drop_rate=[0.0, 0.0], drop_path_rate=[0.0, 0.0], qkv_bias=[True, True],
+        cls_token=[False, True], qkv_projection_method=["dw_bn", "dw_bn"], kernel_qkv=[3, 3], padding_kv=[1, 1], stride_kv=[2, 2],
+        padding_q=[1, 1], stride_q=[1, 1]),
+    "pvt": lambda: T.PvtConfig(image_size=32, hidden_sizes=[16, 32], depths=[1, 1], num_encoder_blocks=2, sequence_reduction_ratios=[2, 1],
+        patch_sizes=[4, 2], strides=[4, 2], num_attention_heads=[1, 2], mlp_ratios=[2, 2]),
+    "hiera": lambda: T.HieraConfig(image_size=[64, 64], embed_dim=16, depths=[1, 1], num_heads=[1, 2], patch_stride=[4, 4], query_stride=[2, 2],
+        masked_unit_size=[8, 8], num_query_pool=1, decoder_hidden_size=16, decoder_depth=1, decoder_num_heads=1),
+    "mobilenet_v1": lambda: T.MobileNetV1Config(image_size=32, depth_multiplier=0.25, min_depth=4),
+    "mobilenet_v2": lambda: T.MobileNetV2Config(image_size=32, depth_multiplier=0.25, min_depth=4),
+    # more audio
+    "sew-d": lambda: T.SEWDConfig(**_AUDIO, squeeze_factor=2, max_position_embeddings=64, position_buckets=16),
 }
 
 
