@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from onnxspec.normalize import Normalizer, derive, normalizer
 
-__all__ = ["AUDIO", "CLIP", "MLA", "MULTI_QUERY", "SEQ2SEQ", "SEQ2SEQ_DECODER", "T5", "TEXT", "VISION", "VISION_BACKBONE", "WHISPER"]
+__all__ = ["AUDIO", "CLIP", "MULTI_QUERY", "SEQ2SEQ", "SEQ2SEQ_DECODER", "T5", "TEXT", "VISION", "VISION_BACKBONE", "WHISPER"]
 
 _OPTIONAL_TEXT = {"num_key_value_heads", "head_dim", "type_vocab_size", "max_position_embeddings"}
 
@@ -39,14 +39,6 @@ MULTI_QUERY: Normalizer = normalizer(
 """Falcon, GPTBigCode: how many key/value heads the cache has depends on architecture flags
 (``multi_query``: one shared head; Falcon's ``new_decoder_architecture``: ``num_kv_heads``)."""
 
-MLA: Normalizer = normalizer(
-    TEXT,
-    head_dim=("qk_head_dim",),
-    value_head_dim=("v_head_dim",),
-    optional={"value_head_dim"},
-)
-"""Multi-head latent attention (DeepSeek-V3): cached keys are ``qk_head_dim`` wide (no-rope +
-rope parts), values ``v_head_dim``."""
 
 SEQ2SEQ: Normalizer = normalizer(
     TEXT,

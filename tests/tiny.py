@@ -150,18 +150,10 @@ CONFIGS: dict[str, Callable[[], T.PretrainedConfig]] = {
     "modernbert": lambda: T.ModernBertConfig(**_ENCODER, pad_token_id=0, bos_token_id=1, eos_token_id=2, cls_token_id=1, sep_token_id=2, global_attn_every_n_layers=2, local_attention=8),
     # more decoder-only
     "arcee": lambda: T.ArceeConfig(**_GQA),
-    "glm": lambda: T.GlmConfig(**_GQA, head_dim=16),
-    "helium": lambda: T.HeliumConfig(**_GQA, head_dim=16),
     "olmo2": lambda: T.Olmo2Config(**_GQA),
     "smollm3": lambda: T.SmolLM3Config(**_GQA),
     "nemotron": lambda: T.NemotronConfig(**_GQA, head_dim=16),
     "gemma3_text": lambda: T.Gemma3TextConfig(**_GQA, head_dim=16, sliding_window=8),
-    "qwen3_moe": lambda: T.Qwen3MoeConfig(**_GQA, head_dim=16, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=16),
-    "gpt_oss": lambda: T.GptOssConfig(**_GQA, head_dim=16, num_local_experts=4, num_experts_per_tok=2, sliding_window=8),
-    "deepseek_v3": lambda: T.DeepseekV3Config(
-        **_DECODER, num_key_value_heads=4, moe_intermediate_size=16, n_routed_experts=4, num_experts_per_tok=2, n_group=1, topk_group=1,
-        kv_lora_rank=16, q_lora_rank=16, qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=12, first_k_dense_replace=1,
-    ),
     "bloom": lambda: T.BloomConfig(hidden_size=32, n_layer=2, n_head=4, vocab_size=100, bos_token_id=1, eos_token_id=2, pad_token_id=0),
     "mpt": lambda: T.MptConfig(d_model=32, n_layers=2, n_heads=4, expansion_ratio=2, max_seq_len=64, vocab_size=100, bos_token_id=1, eos_token_id=2, pad_token_id=0),
     "gpt_bigcode": lambda: T.GPTBigCodeConfig(n_embd=32, n_layer=2, n_head=4, n_inner=37, vocab_size=100, n_positions=64, bos_token_id=1, eos_token_id=2, pad_token_id=0),
