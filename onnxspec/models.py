@@ -108,6 +108,11 @@ ENTRIES: tuple[ModelEntry, ...] = (
     *(entry(t, vision, (*_IMAGE_TASKS, "masked-im")) for t in ("vit", "deit", "swin", "swinv2")),
     *(entry(t, vision, _IMAGE_TASKS) for t in ("beit", "data2vec-vision", "dinov2", "vit_msn")),
     *(entry(t, vision, ("feature-extraction",)) for t in ("clip_vision_model", "siglip_vision_model", "donut-swin")),
+    entry("dpt", vision, ("feature-extraction", "depth-estimation", "semantic-segmentation")),
+    entry("glpn", vision, ("feature-extraction", "depth-estimation"), **_FEATURE_MAP),
+    entry("swin2sr", vision, ("feature-extraction", "image-to-image")),
+    # ImageGPT reads images as sequences of color-cluster ids, GPT-2 style.
+    entry("imagegpt", text_decoder, ("feature-extraction", "image-classification")),
     *(entry(t, vision, _IMAGE_TASKS, normalizer=normalizers.VISION_BACKBONE) for t in ("pvt", "hiera")),
     entry("levit", vision, _IMAGE_TASKS, normalizer=normalizers.VISION_BACKBONE),
     entry("yolos", vision, ("feature-extraction", "object-detection")),
@@ -132,7 +137,7 @@ ENTRIES: tuple[ModelEntry, ...] = (
         architecture_tasks={"ForConditionalGeneration": "automatic-speech-recognition"},
     ),
     # text + vision
-    entry("clip", text_and_vision, (*_DUAL_ENCODER_TASKS, "image-classification")),
+    *(entry(t, text_and_vision, (*_DUAL_ENCODER_TASKS, "image-classification")) for t in ("clip", "metaclip_2")),
     entry("chinese_clip", text_and_vision, _DUAL_ENCODER_TASKS),
     entry("siglip", text_and_vision, _DUAL_ENCODER_TASKS, attention_mask=False),
 )

@@ -178,6 +178,18 @@ CONFIGS: dict[str, Callable[[], T.PretrainedConfig]] = {
     "mobilenet_v2": lambda: T.MobileNetV2Config(image_size=32, depth_multiplier=0.25, min_depth=4),
     # more audio
     "sew-d": lambda: T.SEWDConfig(**_AUDIO, squeeze_factor=2, max_position_embeddings=64, position_buckets=16),
+    "imagegpt": lambda: T.ImageGPTConfig(n_embd=32, n_layer=2, n_head=4, n_inner=37, vocab_size=100, n_positions=64, bos_token_id=1, eos_token_id=2, pad_token_id=0),
+    "metaclip_2": lambda: T.MetaClip2Config(
+        text_config=dict(_TOWER, **_TEXT), vision_config=dict(_TOWER, image_size=30, patch_size=10), projection_dim=16
+    ),
+    "dpt": lambda: T.DPTConfig(
+        **dict(_VIT_LIKE, num_hidden_layers=4), backbone_out_indices=[0, 1, 2, 3], neck_hidden_sizes=[8, 8, 16, 16], fusion_hidden_size=16,
+        num_labels=3,
+    ),
+    "glpn": lambda: T.GLPNConfig(
+        hidden_sizes=[8, 16, 16, 32], depths=[1, 1, 1, 1], num_attention_heads=[1, 1, 2, 2], decoder_hidden_size=16, mlp_ratios=[2, 2, 2, 2]
+    ),
+    "swin2sr": lambda: T.Swin2SRConfig(image_size=16, patch_size=1, embed_dim=16, depths=[1, 1], num_heads=[2, 2], window_size=4, upscale=2),
 }
 
 
