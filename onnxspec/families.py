@@ -53,6 +53,7 @@ GENERATORS: Mapping[str, g.Generator] = MappingProxyType(
         "decoder_attention_mask": g.attention_mask,
         "encoder_attention_mask": g.attention_mask,
         "token_type_ids": g.token_type_ids,
+        "bbox": g.bounding_boxes,
         "position_ids": g.position_ids,
         "pixel_values": g.pixel_values,
         "input_values": g.audio_values,
@@ -124,15 +125,21 @@ def text_encoder(
     *,
     use_past: bool = False,
     token_type_ids: bool = True,
+    bbox: bool = False,
     normalizer: Normalizer = normalizers.TEXT,
     **fields: Any,
 ) -> ExportSpec:
-    """BERT-like encoders: ``input_ids``, ``attention_mask`` [, ``token_type_ids``] -> task outputs.
+    """BERT-like encoders: ``input_ids`` [, ``bbox``], ``attention_mask`` [, ``token_type_ids``]
+    -> task outputs.
 
-    Multiple choice adds a ``num_choices`` axis to every input.
+    Multiple choice adds a ``num_choices`` axis to every input. With ``bbox`` (document layout
+    models) each token also has a box ``(x0, y0, x1, y1)``: one more, static axis of size 4.
     """
     axes = {0: "batch_size", 1: "num_choices", 2: "sequence_length"} if task == "multiple-choice" else _BS
-    inputs = [spec("input_ids", axes, Kind.INT), spec("attention_mask", axes, Kind.INT)]
+    inputs = [spec("input_ids", axes, Kind.INT)]
+    if bbox:
+        inputs.append(spec("bbox", axes, Kind.INT, rank=len(axes) + 1))
+    inputs.append(spec("attention_mask", axes, Kind.INT))
     if token_type_ids:
         inputs.append(spec("token_type_ids", axes, Kind.INT))
     graphs = {Behavior.MONOLITH: GraphIO(inputs=inputs, outputs=_outputs(task))}

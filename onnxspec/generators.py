@@ -29,6 +29,7 @@ __all__ = [
     "attention_mask",
     "audio_features",
     "audio_values",
+    "bounding_boxes",
     "context",
     "dynamic_shape",
     "encoder_hidden_states",
@@ -178,6 +179,20 @@ def pixel_values(tensor: TensorSpec, ctx: DummyContext, rng: torch.Generator, ma
     height = symbol_size(axes[2], ctx.sizes) if 2 in axes else int(native[0])
     width = symbol_size(axes[3], ctx.sizes) if 3 in axes else int(native[1])
     return torch.rand((batch, channels, height, width), generator=rng).to(_float(ctx))
+
+
+def bounding_boxes(tensor: TensorSpec, ctx: DummyContext, rng: torch.Generator, made: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Word boxes ``(x0, y0, x1, y1)`` with ``x0 <= x1`` and ``y0 <= y1``: ``(*leading axes, 4)``.
+
+    Coordinates stay below ``max_2d_position_embeddings`` (default 1024, the layout models'
+    normalised page grid), since each corner and the box width and height index an embedding.
+    """
+    axes = tensor.dynamic_axes
+    leading = tuple(symbol_size(axes[i], ctx.sizes) for i in range(len(axes)))
+    top = int(ctx.dims.get("max_2d_position_embeddings", 1024))
+    corners = torch.randint(0, top, (*leading, 2, 2), generator=rng)
+    low, high = corners.min(dim=-1).values, corners.max(dim=-1).values  # per axis (x, y): low <= high
+    return torch.stack([low[..., 0], low[..., 1], high[..., 0], high[..., 1]], dim=-1).to(_int(ctx))
 
 
 def audio_values(tensor: TensorSpec, ctx: DummyContext, rng: torch.Generator, made: Mapping[str, torch.Tensor]) -> torch.Tensor:

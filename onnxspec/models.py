@@ -73,6 +73,8 @@ ENTRIES: tuple[ModelEntry, ...] = (
     *(entry(t, text_encoder, _ENCODER_TASKS, **_NO_SEGMENTS) for t in ("big_bird", "ibert")),
     *(entry(t, text_encoder, _MASKED_LM_TASKS, **_NO_SEGMENTS) for t in ("esm", "modernbert")),
     entry("splinter", text_encoder, ("feature-extraction", "question-answering")),
+    entry("layoutlm", text_encoder, _MASKED_LM_TASKS, bbox=True, normalizer=normalizers.LAYOUT),
+    entry("lilt", text_encoder, ("feature-extraction", "question-answering", "text-classification", "token-classification"), bbox=True, normalizer=normalizers.LAYOUT, **_NO_SEGMENTS),
     # decoder-only
     entry("gpt2", text_decoder, (*_DECODER_TASKS, "token-classification")),
     entry("qwen2", text_decoder, (*_DECODER_TASKS, "token-classification")),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from onnxspec.normalize import Normalizer, derive, normalizer
 
-__all__ = ["AUDIO", "CLIP", "MULTI_QUERY", "SEQ2SEQ", "SEQ2SEQ_DECODER", "T5", "TEXT", "VISION", "VISION_BACKBONE", "WHISPER"]
+__all__ = ["AUDIO", "CLIP", "LAYOUT", "MULTI_QUERY", "SEQ2SEQ", "SEQ2SEQ_DECODER", "T5", "TEXT", "VISION", "VISION_BACKBONE", "WHISPER"]
 
 _OPTIONAL_TEXT = {"num_key_value_heads", "head_dim", "type_vocab_size", "max_position_embeddings"}
 
@@ -39,6 +39,9 @@ MULTI_QUERY: Normalizer = normalizer(
 """Falcon, GPTBigCode: how many key/value heads the cache has depends on architecture flags
 (``multi_query``: one shared head; Falcon's ``new_decoder_architecture``: ``num_kv_heads``)."""
 
+
+LAYOUT: Normalizer = normalizer(TEXT, max_2d_position_embeddings=("max_2d_position_embeddings",), optional={"max_2d_position_embeddings"})
+"""Document layout encoders (LayoutLM, LiLT): text dims plus the size of the box-coordinate grid."""
 
 SEQ2SEQ: Normalizer = normalizer(
     TEXT,
