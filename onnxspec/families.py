@@ -372,14 +372,25 @@ def audio(
     *,
     use_past: bool = False,
     normalizer: Normalizer = normalizers.AUDIO,
+    spectrogram: bool = False,
     **fields: Any,
 ) -> ExportSpec:
-    """Raw-waveform encoders: ``input_values`` -> task outputs over feature frames."""
-    frames = {0: "batch_size", 1: "feature_sequence_length"}
-    outputs = _outputs(task, {"last_hidden_state": frames, "logits": frames if task in ("automatic-speech-recognition", "audio-frame-classification") else _B})
-    inputs = [spec("input_values", {0: "batch_size", 1: "audio_sequence_length"}, Kind.FLOAT)]
+    """Raw-waveform encoders: ``input_values`` -> task outputs over feature frames.
+
+    With ``spectrogram`` (AST) ``input_values`` is a fixed-size spectrogram ``[b, frames, mel
+    bins]`` from the config, so only the batch is dynamic, in the outputs too.
+    """
+    if spectrogram:
+        inputs = [spec("input_values", _B, Kind.FLOAT, rank=3)]
+        outputs = tuple(attrs.evolve(o, axes=_B) for o in _outputs(task))
+    else:
+        frames = {0: "batch_size", 1: "feature_sequence_length"}
+        framewise = task in ("automatic-speech-recognition", "audio-frame-classification")
+        outputs = _outputs(task, {"last_hidden_state": frames, "logits": frames if framewise else _B})
+        inputs = [spec("input_values", {0: "batch_size", 1: "audio_sequence_length"}, Kind.FLOAT)]
     graphs = {Behavior.MONOLITH: GraphIO(inputs=inputs, outputs=outputs)}
-    return _make(model_type, task, "audio", graphs, normalizer=normalizer, splits=_ONE, **fields)
+    made = _make(model_type, task, "audio", graphs, normalizer=normalizer, splits=_ONE, **fields)
+    return attrs.evolve(made, generators={**made.generators, "input_values": g.spectrogram}) if spectrogram else made
 
 
 def text_and_vision(

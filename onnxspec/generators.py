@@ -38,6 +38,7 @@ __all__ = [
     "pixel_values",
     "position_ids",
     "token_ids",
+    "spectrogram",
     "token_type_ids",
     "zeros",
 ]
@@ -198,6 +199,14 @@ def bounding_boxes(tensor: TensorSpec, ctx: DummyContext, rng: torch.Generator, 
 def audio_values(tensor: TensorSpec, ctx: DummyContext, rng: torch.Generator, made: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """A raw waveform, roughly unit variance: ``(batch, audio_sequence_length)``."""
     return _randn(dynamic_shape(tensor, ctx), ctx, rng)
+
+
+def spectrogram(tensor: TensorSpec, ctx: DummyContext, rng: torch.Generator, made: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """A fixed-size log-mel spectrogram ``(batch, max_length, num_mel_bins)`` (frames first),
+    the config's sizes: models such as AST embed it as one image of patches."""
+    batch = _size(tensor, ctx, 0, "batch_size")
+    frames, bins = ctx.dims.require("max_length", "num_mel_bins")
+    return _randn((batch, int(frames), int(bins)), ctx, rng)
 
 
 def audio_features(tensor: TensorSpec, ctx: DummyContext, rng: torch.Generator, made: Mapping[str, torch.Tensor]) -> torch.Tensor:

@@ -125,6 +125,13 @@ ENTRIES: tuple[ModelEntry, ...] = (
     # audio
     *(entry(t, audio, _AUDIO_FRAME_TASKS, **_WAVEFORM_CLASSIFIER) for t in ("wav2vec2", "wavlm", "data2vec-audio", "unispeech-sat", "wav2vec2-conformer")),
     *(entry(t, audio, _AUDIO_TASKS, **_WAVEFORM_CLASSIFIER) for t in ("hubert", "sew", "sew-d", "unispeech")),
+    entry(
+        "audio-spectrogram-transformer",
+        audio,
+        ("feature-extraction", "audio-classification"),
+        normalizer=normalizers.AST,
+        spectrogram=True,
+    ),
     # speech to text
     entry(
         "whisper",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from onnxspec.normalize import Normalizer, derive, normalizer
 
-__all__ = ["AUDIO", "CLIP", "LAYOUT", "MULTI_QUERY", "SEQ2SEQ", "SEQ2SEQ_DECODER", "T5", "TEXT", "VISION", "VISION_BACKBONE", "WHISPER"]
+__all__ = ["AST", "AUDIO", "CLIP", "LAYOUT", "MULTI_QUERY", "SEQ2SEQ", "SEQ2SEQ_DECODER", "T5", "TEXT", "VISION", "VISION_BACKBONE", "WHISPER"]
 
 _OPTIONAL_TEXT = {"num_key_value_heads", "head_dim", "type_vocab_size", "max_position_embeddings"}
 
@@ -94,6 +94,13 @@ AUDIO: Normalizer = normalizer(
     optional={"vocab_size"},
 )
 """Raw-waveform audio encoders (wav2vec2 and relatives)."""
+
+AST: Normalizer = normalizer(
+    hidden_size=("hidden_size",),
+    max_length=("max_length",),
+    num_mel_bins=("num_mel_bins",),
+)
+"""Spectrogram transformers (AST): a fixed number of frames by mel bins."""
 
 CLIP: Normalizer = normalizer(
     hidden_size=("text_config.hidden_size",),

@@ -181,6 +181,10 @@ CONFIGS: dict[str, Callable[[], T.PretrainedConfig]] = {
     "layoutlm": lambda: T.LayoutLMConfig(**_ENCODER, max_2d_position_embeddings=128),
     # LiLT splits hidden / 6 across its box embeddings, so hidden is a multiple of 6
     "lilt": lambda: T.LiltConfig(**dict(_ENCODER, hidden_size=48, max_position_embeddings=70), pad_token_id=1, max_2d_position_embeddings=128, channel_shrink_ratio=4),
+    "audio-spectrogram-transformer": lambda: T.ASTConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, patch_size=8, frequency_stride=8, time_stride=8,
+        max_length=32, num_mel_bins=16,
+    ),
     "imagegpt": lambda: T.ImageGPTConfig(n_embd=32, n_layer=2, n_head=4, n_inner=37, vocab_size=100, n_positions=64, bos_token_id=1, eos_token_id=2, pad_token_id=0),
     "metaclip_2": lambda: T.MetaClip2Config(
         text_config=dict(_TOWER, **_TEXT), vision_config=dict(_TOWER, image_size=30, patch_size=10), projection_dim=16
