@@ -29,6 +29,7 @@ from onnxspec.tasks import TASKS
 __all__ = [
     "Family",
     "GENERATORS",
+    "INTERLEAVE_BY_STACK",
     "audio",
     "generators_for",
     "speech_to_text",
@@ -293,6 +294,28 @@ _NO_PACKED_SEQUENCES = Patch(
         "several sequences; the packing probe uses aten::diff, which the TorchScript exporter lacks"
     ),
 )
+
+
+def _interleave_by_stack(original: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    def repeat_interleave(self: torch.Tensor, repeats: Any, dim: int | None = None, *, output_size: int | None = None) -> torch.Tensor:
+        if isinstance(repeats, int) and dim is not None:
+            axis = dim % self.dim()
+            return torch.stack([self] * repeats, dim=axis + 1).flatten(axis, axis + 1)
+        return original(self, repeats, dim, output_size=output_size)
+
+    return repeat_interleave
+
+
+_INTERLEAVE_REASON = (
+    "the TorchScript exporter's repeat_interleave over a dynamic axis fails (concat of tensors of differing rank); "
+    "stacking the copies and flattening gives the same tensor"
+)
+INTERLEAVE_BY_STACK: tuple[Patch, ...] = (
+    Patch(target=torch, attribute="repeat_interleave", wrap=_interleave_by_stack, reason=_INTERLEAVE_REASON),
+    Patch(target=torch.Tensor, attribute="repeat_interleave", wrap=_interleave_by_stack, reason=_INTERLEAVE_REASON),
+)
+"""Patches for models whose rotary embedding interleaves ``cos``/``sin`` (Cohere, GLM, Helium):
+``x.repeat_interleave(n, dim)`` with an int ``n`` traced as ``stack([x] * n, dim + 1).flatten``."""
 
 
 def speech_to_text(

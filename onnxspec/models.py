@@ -9,7 +9,7 @@ shape composes a new piece in ``families.py`` / ``generators.py`` rather than su
 from __future__ import annotations
 
 from onnxspec import normalizers
-from onnxspec.families import audio, speech_to_text, text_and_vision, text_decoder, text_encoder, text_seq2seq, vision
+from onnxspec.families import INTERLEAVE_BY_STACK, audio, speech_to_text, text_and_vision, text_decoder, text_encoder, text_seq2seq, vision
 from onnxspec.registry import ModelEntry, Registry, build_registry, entry
 
 __all__ = ["ENTRIES", "REGISTRY"]
@@ -86,6 +86,7 @@ ENTRIES: tuple[ModelEntry, ...] = (
     *(entry(t, text_decoder, (*_DECODER_TASKS, "question-answering")) for t in ("gptj", "opt")),
     *(entry(t, text_decoder, _CAUSAL_LM_TASKS) for t in ("codegen", "olmo", "olmo2", "granite", "stablelm", "arcee")),
     *(entry(t, text_decoder, _CAUSAL_LM_TASKS, **_NO_POSITIONS) for t in ("gemma3_text", "nemotron")),
+    *(entry(t, text_decoder, _CAUSAL_LM_TASKS, patches=INTERLEAVE_BY_STACK) for t in ("cohere", "glm", "helium")),
     entry(
         "falcon",
         text_decoder,

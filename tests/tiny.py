@@ -153,6 +153,9 @@ CONFIGS: dict[str, Callable[[], T.PretrainedConfig]] = {
     "olmo2": lambda: T.Olmo2Config(**_GQA),
     "smollm3": lambda: T.SmolLM3Config(**_GQA),
     "nemotron": lambda: T.NemotronConfig(**_GQA, head_dim=16),
+    "cohere": lambda: T.CohereConfig(**_GQA),
+    "glm": lambda: T.GlmConfig(**_GQA, head_dim=16),
+    "helium": lambda: T.HeliumConfig(**_GQA, head_dim=8),  # its output projection assumes heads * head_dim == hidden
     "gemma3_text": lambda: T.Gemma3TextConfig(**_GQA, head_dim=16, sliding_window=8),
     "bloom": lambda: T.BloomConfig(hidden_size=32, n_layer=2, n_head=4, vocab_size=100, bos_token_id=1, eos_token_id=2, pad_token_id=0),
     "mpt": lambda: T.MptConfig(d_model=32, n_layers=2, n_heads=4, expansion_ratio=2, max_seq_len=64, vocab_size=100, bos_token_id=1, eos_token_id=2, pad_token_id=0),
