@@ -37,6 +37,11 @@ OPTIMUM_OUTPUTS = {
     "text2text-generation": {"logits": {0: B, 1: "decoder_sequence_length"}},
     "masked-im": {"reconstruction": {0: B}},
     "audio-xvector": {"logits": {0: B}, "embeddings": {0: B}},
+    "image-segmentation": {"logits": {0: B, 2: "height", 3: "width"}},
+    "semantic-segmentation": {"logits": {0: B, 1: "num_labels", 2: "height", 3: "width"}},
+    "object-detection": {"logits": {0: B, 1: "num_queries"}, "pred_boxes": {0: B, 1: "num_queries"}},
+    "depth-estimation": {"predicted_depth": {0: B, 1: "height", 2: "width"}},
+    "image-to-image": {"reconstruction": {0: B, 1: "num_channels", 2: "height", 3: "width"}},
     "zero-shot-image-classification": {
         "logits_per_image": {0: "image_batch_size", 1: "text_batch_size"},
         "logits_per_text": {0: "text_batch_size", 1: "image_batch_size"},
@@ -44,8 +49,31 @@ OPTIMUM_OUTPUTS = {
         "image_embeds": {0: "image_batch_size"},
     },
 }
-SEQ2SEQ = {"t5", "bart", "whisper"}
-DECODER_ONLY = {"gpt2", "llama"}
+# Which inputs each model type's graphs take, from the base of its Optimum config
+# (/work/shared/reference/optimum_registry.tsv): TextDecoderWithPositionIds / Llama / GPT2 / Phi
+# bases take position_ids, TextDecoder / Gemma bases do not; Bert bases take token_type_ids,
+# DistilBert bases (and DeBERTa, whose configs have no segment vocabulary) do not.
+BART_LIKE = {"bart", "mbart", "marian", "pegasus", "blenderbot", "blenderbot-small", "bigbird_pegasus"}
+SEQ2SEQ = {"t5", "whisper", "m2m_100", "mt5", "longt5"} | BART_LIKE
+DECODER_ONLY = {
+    "gpt2", "llama", "mistral", "qwen2", "qwen3", "phi3", "phi", "gpt_neox", "gpt_neo", "gptj", "codegen", "opt", "falcon",
+    "olmo", "olmo2", "granite", "stablelm", "arcee", "smollm3", "gpt_bigcode", "cohere", "glm", "helium",
+}
+DECODER_ONLY_NO_POSITIONS = {"gemma", "gemma2", "gemma3_text", "nemotron", "bloom", "mpt"}
+MULTI_QUERY = {"falcon": 1, "gpt_bigcode": 1}  # tiny configs keep the default multi_query=True: one shared key/value head
+TEXT_WITH_SEGMENTS = {
+    "bert", "electra", "albert", "roformer", "mobilebert", "xlm", "flaubert", "convbert", "squeezebert", "megatron-bert", "rembert",
+    "splinter",
+}
+TEXT_WITHOUT_SEGMENTS = {"roberta", "distilbert", "xlm-roberta", "camembert", "mpnet", "data2vec-text", "deberta", "deberta-v2", "big_bird", "ibert", "esm", "modernbert"}
+LAYOUT = {"layoutlm": {"input_ids", "bbox", "attention_mask", "token_type_ids"}, "lilt": {"input_ids", "bbox", "attention_mask"}}
+IMAGES = {
+    "vit", "deit", "swin", "swinv2", "beit", "data2vec-vision", "dinov2", "vit_msn", "levit", "yolos", "convnext", "convnextv2", "resnet",
+    "regnet", "efficientnet", "poolformer", "cvt", "mobilenet_v1", "mobilenet_v2", "mobilevit", "segformer", "pvt", "hiera",
+    "clip_vision_model", "siglip_vision_model", "donut-swin", "dpt", "glpn", "swin2sr",
+}
+WAVEFORMS = {"wav2vec2", "hubert", "wavlm", "data2vec-audio", "sew", "sew-d", "unispeech", "unispeech-sat", "wav2vec2-conformer"}
+DUAL_ENCODERS = {"clip": True, "metaclip_2": True, "chinese_clip": True, "siglip": False}  # -> takes an attention_mask
 
 CASES = sorted((mt, task) for mt in CONFIGS for task in REGISTRY[mt].tasks)
 
@@ -128,18 +156,21 @@ def test_io_names_and_axes_match_optimums_contract(model_type: str, task: str) -
         # single-graph exports
         expected_out = OPTIMUM_OUTPUTS[base]
         common = {n: a for n, a in outs.items() if not n.startswith("present.")}
-        if model_type == "clip" and base == "feature-extraction":
+        if model_type in DUAL_ENCODERS and base == "feature-extraction":
             expected_out = OPTIMUM_OUTPUTS["zero-shot-image-classification"]
-        if model_type == "vit" and base == "feature-extraction":
-            expected_out = {"last_hidden_state": {0: B}}  # static patch sequence
-        if model_type == "wav2vec2" and base in ("feature-extraction", "automatic-speech-recognition", "audio-frame-classification"):
+        static_input = model_type in IMAGES or model_type == "audio-spectrogram-transformer" or (model_type in DUAL_ENCODERS and base == "image-classification")
+        if static_input:
+            expected_out = {name: {0: B} for name in expected_out}  # static image / spectrogram size: only the batch is dynamic
+        if model_type in WAVEFORMS and base in ("feature-extraction", "automatic-speech-recognition", "audio-frame-classification"):
             # the frame axis is the conv feature extractor's output, not the input length
             assert set(common) == set(expected_out)
             assert all(a[0] == B and 1 in a for a in common.values())
         else:
             assert common == expected_out
-        if model_type in DECODER_ONLY or (model_type == "bart" and base == "text-generation"):
-            expected_in = {"input_ids", "attention_mask"} | ({"position_ids"} if model_type in DECODER_ONLY else set())
+        decoder_only = model_type in DECODER_ONLY | DECODER_ONLY_NO_POSITIONS | {"imagegpt"}
+        if decoder_only or (model_type in BART_LIKE and base == "text-generation"):
+            positions = (model_type in DECODER_ONLY | {"imagegpt"}) and not (model_type == "falcon" and base in ("question-answering", "token-classification"))
+            expected_in = {"input_ids", "attention_mask"} | ({"position_ids"} if positions else set())
             if with_past:
                 expected_in |= _cache("past_key_values", layers, ("",))
                 assert set(outs) - set(common) == _cache("present", layers, ("",))
@@ -151,35 +182,40 @@ def test_io_names_and_axes_match_optimums_contract(model_type: str, task: str) -
                 assert ins["attention_mask"] == {0: B, 1: S}
                 assert set(outs) == set(common)
             assert set(ins) == expected_in
-        elif model_type == "bert":
+        elif model_type in TEXT_WITH_SEGMENTS:
             assert set(ins) == {"input_ids", "attention_mask", "token_type_ids"}
-        elif model_type in ("roberta", "distilbert", "bart"):
+        elif model_type in TEXT_WITHOUT_SEGMENTS | BART_LIKE:
             assert set(ins) == {"input_ids", "attention_mask"}
-        elif model_type in ("vit",) or (model_type == "clip" and base == "image-classification"):
+        elif model_type in LAYOUT:
+            assert set(ins) == LAYOUT[model_type]
+            assert ins["bbox"] == {0: B, 1: S} and sub.inputs[[t.name for t in sub.inputs].index("bbox")].rank == 3
+        elif model_type in IMAGES or (model_type in DUAL_ENCODERS and base == "image-classification"):
             assert set(ins) == {"pixel_values"}
-        elif model_type == "clip":
-            assert set(ins) == {"input_ids", "pixel_values", "attention_mask"}
+        elif model_type in DUAL_ENCODERS:
+            assert set(ins) == {"input_ids", "pixel_values"} | ({"attention_mask"} if DUAL_ENCODERS[model_type] else set())
             assert ins["input_ids"] == {0: "text_batch_size", 1: S} and ins["pixel_values"] == {0: "image_batch_size"}
-        elif model_type == "wav2vec2":
+        elif model_type in WAVEFORMS:
             assert set(ins) == {"input_values"}
+        elif model_type == "audio-spectrogram-transformer":
+            assert ins == {"input_values": {0: B}}
         elif model_type == "whisper":
             assert set(ins) == {"input_features"}
         else:  # pragma: no cover - a new tiny model type needs its expectation here
             pytest.fail(f"no expectation written for {model_type}")
         if base == "multiple-choice":
             assert all(a == {0: B, 1: "num_choices", 2: S} for a in ins.values())
-        elif model_type in ("bert", "roberta", "distilbert"):
+        elif model_type in TEXT_WITH_SEGMENTS | TEXT_WITHOUT_SEGMENTS:
             assert all(a == {0: B, 1: S} for a in ins.values())
 
 
-@pytest.mark.parametrize("model_type", sorted(SEQ2SEQ | DECODER_ONLY))
+@pytest.mark.parametrize("model_type", sorted(SEQ2SEQ | DECODER_ONLY | DECODER_ONLY_NO_POSITIONS))
 def test_cache_layout_comes_from_the_config(model_type: str) -> None:
     task = next(t for t in REGISTRY[model_type].tasks if t.endswith("-with-past"))
     s = bind(spec_for(REGISTRY, model_type, task), CONFIGS[model_type]())
     assert s.past is not None and s.past.num_layers == 2
     assert s.past.kind is (PastKind.SEQ2SEQ if model_type in SEQ2SEQ else PastKind.DECODER_ONLY)
     config = CONFIGS[model_type]()
-    heads = getattr(config, "num_key_value_heads", None) or getattr(config, "decoder_attention_heads", None) or getattr(config, "num_heads", None) or config.n_head
+    heads = MULTI_QUERY.get(model_type) or getattr(config, "num_key_value_heads", None) or getattr(config, "decoder_attention_heads", None) or getattr(config, "num_heads", None) or getattr(config, "num_attention_heads", None) or config.n_head
     assert s.past.num_heads == heads
     explicit = getattr(config, "head_dim", None) or getattr(config, "d_kv", None)
     hidden = getattr(config, "d_model", None) or getattr(config, "hidden_size", None) or config.n_embd
