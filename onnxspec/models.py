@@ -114,6 +114,9 @@ ENTRIES: tuple[ModelEntry, ...] = (
     entry("dpt", vision, ("feature-extraction", "depth-estimation", "semantic-segmentation")),
     entry("glpn", vision, ("feature-extraction", "depth-estimation"), **_FEATURE_MAP),
     entry("swin2sr", vision, ("feature-extraction", "image-to-image")),
+    entry("detr", vision, ("feature-extraction", "object-detection", "image-segmentation"), normalizer=normalizers.VISION_BACKBONE),
+    entry("table-transformer", vision, ("feature-extraction", "object-detection"), normalizer=normalizers.VISION_BACKBONE),
+    entry("vitpose", vision, ("keypoint-detection",), normalizer=normalizers.VITPOSE),
     # ImageGPT reads images as sequences of color-cluster ids, GPT-2 style.
     entry("imagegpt", text_decoder, ("feature-extraction", "image-classification")),
     *(entry(t, vision, _IMAGE_TASKS, normalizer=normalizers.VISION_BACKBONE) for t in ("pvt", "hiera")),
@@ -149,6 +152,7 @@ ENTRIES: tuple[ModelEntry, ...] = (
     # text + vision
     *(entry(t, text_and_vision, (*_DUAL_ENCODER_TASKS, "image-classification")) for t in ("clip", "metaclip_2")),
     entry("chinese_clip", text_and_vision, _DUAL_ENCODER_TASKS),
+    entry("groupvit", text_and_vision, ("feature-extraction",)),
     entry("siglip", text_and_vision, _DUAL_ENCODER_TASKS, attention_mask=False),
 )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from onnxspec.normalize import Normalizer, derive, normalizer
 
-__all__ = ["AST", "AUDIO", "CLIP", "LAYOUT", "MULTI_QUERY", "SEQ2SEQ", "SEQ2SEQ_DECODER", "T5", "TEXT", "VISION", "VISION_BACKBONE", "WHISPER"]
+__all__ = ["AST", "AUDIO", "CLIP", "LAYOUT", "MULTI_QUERY", "SEQ2SEQ", "SEQ2SEQ_DECODER", "T5", "TEXT", "VISION", "VISION_BACKBONE", "VITPOSE", "WHISPER"]
 
 _OPTIONAL_TEXT = {"num_key_value_heads", "head_dim", "type_vocab_size", "max_position_embeddings"}
 
@@ -87,6 +87,11 @@ VISION: Normalizer = normalizer(
 VISION_BACKBONE: Normalizer = normalizer(VISION, optional={"hidden_size", "image_size"})
 """Image models whose config may lack a single ``hidden_size`` (per-stage ``hidden_sizes``) or
 an ``image_size`` (convolutional backbones; images then use the default height and width)."""
+
+VITPOSE: Normalizer = normalizer(
+    VISION_BACKBONE, image_size=("backbone_config.image_size",), num_channels=("backbone_config.num_channels",)
+)
+"""Keypoint heads over a backbone: image size and channels live in ``backbone_config``."""
 
 AUDIO: Normalizer = normalizer(
     hidden_size=("hidden_size",),

@@ -110,6 +110,7 @@ TASKS: Mapping[str, TaskInfo] = MappingProxyType(
                 "keypoint-detection",
                 (spec("heatmaps", {0: "batch_size", 1: "num_keypoints", 2: "height", 3: "width"}),),
                 "AutoModelForKeypointDetection",
+                "AutoModelForPoseEstimation",
             ),
             _task("time-series-forecasting", (spec("prediction_outputs", _B),), "AutoModelForTimeSeriesPrediction"),
             _task("sentence-similarity", (spec("sentence_embedding", _B),), "AutoModel"),

@@ -33,6 +33,11 @@ _AUDIO = dict(
     num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, mask_time_prob=0.0, classifier_proj_size=16,
 )
 _XVECTOR = dict(tdnn_dim=(32, 32), tdnn_kernel=(3, 1), tdnn_dilation=(1, 1), xvector_output_dim=16)
+_DETR = dict(
+    backbone_config=dict(model_type="resnet", hidden_sizes=[8, 8, 16, 32], depths=[1, 1, 1, 1], embedding_size=8, out_features=["stage1", "stage2", "stage3", "stage4"]),
+    d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=8, decoder_attention_heads=8, encoder_ffn_dim=37,  # d_model + heads: a multiple of 8 (mask head)
+    decoder_ffn_dim=37, num_queries=5, num_labels=3,
+)
 _TOWER = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37)
 
 
@@ -187,6 +192,17 @@ CONFIGS: dict[str, Callable[[], T.PretrainedConfig]] = {
     "audio-spectrogram-transformer": lambda: T.ASTConfig(
         hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, patch_size=8, frequency_stride=8, time_stride=8,
         max_length=32, num_mel_bins=16,
+    ),
+    "detr": lambda: T.DetrConfig(**_DETR),
+    "table-transformer": lambda: T.TableTransformerConfig(**_DETR),
+    "vitpose": lambda: T.VitPoseConfig(
+        backbone_config=T.VitPoseBackboneConfig(image_size=[32, 24], patch_size=[8, 8], hidden_size=32, num_hidden_layers=2, num_attention_heads=4, out_indices=[2]),
+        scale_factor=4,
+    ),
+    "groupvit": lambda: T.GroupViTConfig(
+        text_config=dict(_TOWER, **_TEXT),
+        vision_config=dict(_TOWER, depths=[1, 1], num_group_tokens=[4, 0], num_output_groups=[4, 4], image_size=32, patch_size=8),
+        projection_dim=16, projection_intermediate_dim=32,
     ),
     "imagegpt": lambda: T.ImageGPTConfig(n_embd=32, n_layer=2, n_head=4, n_inner=37, vocab_size=100, n_positions=64, bos_token_id=1, eos_token_id=2, pad_token_id=0),
     "metaclip_2": lambda: T.MetaClip2Config(

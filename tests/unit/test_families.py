@@ -42,6 +42,7 @@ OPTIMUM_OUTPUTS = {
     "object-detection": {"logits": {0: B, 1: "num_queries"}, "pred_boxes": {0: B, 1: "num_queries"}},
     "depth-estimation": {"predicted_depth": {0: B, 1: "height", 2: "width"}},
     "image-to-image": {"reconstruction": {0: B, 1: "num_channels", 2: "height", 3: "width"}},
+    "keypoint-detection": {"heatmaps": {0: B, 1: "num_keypoints", 2: "height", 3: "width"}},
     "zero-shot-image-classification": {
         "logits_per_image": {0: "image_batch_size", 1: "text_batch_size"},
         "logits_per_text": {0: "text_batch_size", 1: "image_batch_size"},
@@ -70,10 +71,10 @@ LAYOUT = {"layoutlm": {"input_ids", "bbox", "attention_mask", "token_type_ids"},
 IMAGES = {
     "vit", "deit", "swin", "swinv2", "beit", "data2vec-vision", "dinov2", "vit_msn", "levit", "yolos", "convnext", "convnextv2", "resnet",
     "regnet", "efficientnet", "poolformer", "cvt", "mobilenet_v1", "mobilenet_v2", "mobilevit", "segformer", "pvt", "hiera",
-    "clip_vision_model", "siglip_vision_model", "donut-swin", "dpt", "glpn", "swin2sr",
+    "clip_vision_model", "siglip_vision_model", "donut-swin", "dpt", "glpn", "swin2sr", "detr", "table-transformer", "vitpose",
 }
 WAVEFORMS = {"wav2vec2", "hubert", "wavlm", "data2vec-audio", "sew", "sew-d", "unispeech", "unispeech-sat", "wav2vec2-conformer"}
-DUAL_ENCODERS = {"clip": True, "metaclip_2": True, "chinese_clip": True, "siglip": False}  # -> takes an attention_mask
+DUAL_ENCODERS = {"clip": True, "metaclip_2": True, "chinese_clip": True, "groupvit": True, "siglip": False}  # -> takes an attention_mask
 
 CASES = sorted((mt, task) for mt in CONFIGS for task in REGISTRY[mt].tasks)
 
