@@ -31,6 +31,7 @@ _CAUSAL_LM_TASKS = (
     "text-generation-with-past",
 )
 _DECODER_TASKS = (*_CAUSAL_LM_TASKS, "text-classification")
+_DECODER_TOKEN_TASKS = (*_DECODER_TASKS, "token-classification")
 _SEQ2SEQ_TASKS = (
     "feature-extraction",
     "feature-extraction-with-past",
@@ -57,6 +58,8 @@ _CAUSAL_DECODER_HEAD = {
 """Encoder-decoder models whose ``ForCausalLM`` head is their decoder run alone, decoder-only style."""
 _FEATURE_MAP = {"normalizer": normalizers.VISION_BACKBONE, "feature_map": True}
 """Convolutional backbones: no ``hidden_size`` / ``image_size`` needed, ``last_hidden_state`` is ``[b, c, h, w]``."""
+_LAYOUT = {"bbox": True, "normalizer": normalizers.LAYOUT}
+"""Document layout encoders: every token also has a bounding box on the page."""
 _WAVEFORM_CLASSIFIER = {"architecture_tasks": {"ForSequenceClassification": "audio-classification"}}
 """Raw-audio models: a ``ForSequenceClassification`` checkpoint means audio classification, not text."""
 
@@ -65,23 +68,25 @@ ENTRIES: tuple[ModelEntry, ...] = (
     entry("bert", text_encoder, _ENCODER_TASKS),
     entry("roberta", text_encoder, _ENCODER_TASKS, **_NO_SEGMENTS),
     entry("distilbert", text_encoder, _ENCODER_TASKS, **_NO_SEGMENTS),
-    *(entry(t, text_encoder, _ENCODER_TASKS, **_NO_SEGMENTS) for t in ("xlm-roberta", "camembert", "mpnet", "data2vec-text", "deberta-v2")),
+    *(
+        entry(t, text_encoder, _ENCODER_TASKS, **_NO_SEGMENTS)
+        for t in ("xlm-roberta", "camembert", "mpnet", "data2vec-text", "deberta-v2", "big_bird", "ibert")
+    ),
     entry("deberta", text_encoder, _ENCODER_TASKS_NO_CHOICE, **_NO_SEGMENTS),
-    *(entry(t, text_encoder, _ENCODER_TASKS) for t in ("electra", "albert", "roformer", "mobilebert", "convbert", "squeezebert")),
+    *(
+        entry(t, text_encoder, _ENCODER_TASKS)
+        for t in ("electra", "albert", "roformer", "mobilebert", "convbert", "squeezebert", "megatron-bert", "rembert")
+    ),
     *(entry(t, text_encoder, _ENCODER_TASKS, **_MASKED_LM_HEAD) for t in ("xlm", "flaubert")),
-    *(entry(t, text_encoder, _ENCODER_TASKS) for t in ("megatron-bert", "rembert")),
-    *(entry(t, text_encoder, _ENCODER_TASKS, **_NO_SEGMENTS) for t in ("big_bird", "ibert")),
     *(entry(t, text_encoder, _MASKED_LM_TASKS, **_NO_SEGMENTS) for t in ("esm", "modernbert")),
     entry("splinter", text_encoder, ("feature-extraction", "question-answering")),
-    entry("layoutlm", text_encoder, _MASKED_LM_TASKS, bbox=True, normalizer=normalizers.LAYOUT),
-    entry("lilt", text_encoder, ("feature-extraction", "question-answering", "text-classification", "token-classification"), bbox=True, normalizer=normalizers.LAYOUT, **_NO_SEGMENTS),
+    entry("layoutlm", text_encoder, _MASKED_LM_TASKS, **_LAYOUT),
+    entry("lilt", text_encoder, ("feature-extraction", "question-answering", "text-classification", "token-classification"), **_LAYOUT, **_NO_SEGMENTS),
     # decoder-only
-    entry("gpt2", text_decoder, (*_DECODER_TASKS, "token-classification")),
-    entry("qwen2", text_decoder, (*_DECODER_TASKS, "token-classification")),
-    entry("gpt_bigcode", text_decoder, (*_DECODER_TASKS, "token-classification"), normalizer=normalizers.MULTI_QUERY),
-    *(entry(t, text_decoder, (*_DECODER_TASKS, "token-classification"), **_NO_POSITIONS) for t in ("bloom", "mpt")),
-    entry("llama", text_decoder, _DECODER_TASKS),
-    *(entry(t, text_decoder, _DECODER_TASKS) for t in ("mistral", "qwen3", "phi3", "phi", "gpt_neox", "gpt_neo", "smollm3")),
+    *(entry(t, text_decoder, _DECODER_TOKEN_TASKS) for t in ("gpt2", "qwen2")),
+    entry("gpt_bigcode", text_decoder, _DECODER_TOKEN_TASKS, normalizer=normalizers.MULTI_QUERY),
+    *(entry(t, text_decoder, _DECODER_TOKEN_TASKS, **_NO_POSITIONS) for t in ("bloom", "mpt")),
+    *(entry(t, text_decoder, _DECODER_TASKS) for t in ("llama", "mistral", "qwen3", "phi3", "phi", "gpt_neox", "gpt_neo", "smollm3")),
     *(entry(t, text_decoder, _DECODER_TASKS, **_NO_POSITIONS) for t in ("gemma", "gemma2")),
     *(entry(t, text_decoder, (*_DECODER_TASKS, "question-answering")) for t in ("gptj", "opt")),
     *(entry(t, text_decoder, _CAUSAL_LM_TASKS) for t in ("codegen", "olmo", "olmo2", "granite", "stablelm", "arcee")),
@@ -119,15 +124,26 @@ ENTRIES: tuple[ModelEntry, ...] = (
     entry("vitpose", vision, ("keypoint-detection",), normalizer=normalizers.VITPOSE),
     # ImageGPT reads images as sequences of color-cluster ids, GPT-2 style.
     entry("imagegpt", text_decoder, ("feature-extraction", "image-classification")),
-    *(entry(t, vision, _IMAGE_TASKS, normalizer=normalizers.VISION_BACKBONE) for t in ("pvt", "hiera")),
-    entry("levit", vision, _IMAGE_TASKS, normalizer=normalizers.VISION_BACKBONE),
+    *(entry(t, vision, _IMAGE_TASKS, normalizer=normalizers.VISION_BACKBONE) for t in ("pvt", "hiera", "levit")),
     entry("yolos", vision, ("feature-extraction", "object-detection")),
-    *(entry(t, vision, _IMAGE_TASKS, **_FEATURE_MAP) for t in ("convnext", "convnextv2", "resnet", "regnet", "efficientnet", "poolformer", "cvt", "mobilenet_v1", "mobilenet_v2")),
+    *(
+        entry(t, vision, _IMAGE_TASKS, **_FEATURE_MAP)
+        for t in ("convnext", "convnextv2", "resnet", "regnet", "efficientnet", "poolformer", "cvt", "mobilenet_v1", "mobilenet_v2")
+    ),
     # MobileViT's segmentation head is a semantic-segmentation class, registered as image segmentation.
-    entry("mobilevit", vision, (*_IMAGE_TASKS, "image-segmentation"), architecture_tasks={"ForSemanticSegmentation": "image-segmentation"}, **_FEATURE_MAP),
+    entry(
+        "mobilevit",
+        vision,
+        (*_IMAGE_TASKS, "image-segmentation"),
+        architecture_tasks={"ForSemanticSegmentation": "image-segmentation"},
+        **_FEATURE_MAP,
+    ),
     entry("segformer", vision, (*_IMAGE_TASKS, "semantic-segmentation"), **_FEATURE_MAP),
     # audio
-    *(entry(t, audio, _AUDIO_FRAME_TASKS, **_WAVEFORM_CLASSIFIER) for t in ("wav2vec2", "wavlm", "data2vec-audio", "unispeech-sat", "wav2vec2-conformer")),
+    *(
+        entry(t, audio, _AUDIO_FRAME_TASKS, **_WAVEFORM_CLASSIFIER)
+        for t in ("wav2vec2", "wavlm", "data2vec-audio", "unispeech-sat", "wav2vec2-conformer")
+    ),
     *(entry(t, audio, _AUDIO_TASKS, **_WAVEFORM_CLASSIFIER) for t in ("hubert", "sew", "sew-d", "unispeech")),
     entry(
         "audio-spectrogram-transformer",
