@@ -6,6 +6,7 @@ Modes:
   floor   MODEL_DIR TASK WORK_DIR RUNS  pipeline export without validation vs plain torch.onnx.export
                                         of the same modules and inputs, interleaved, after a warm-up
   peak    MODEL_DIR TASK WORK_DIR STEP  load the model (STEP=load) or also run the bare exports (STEP=raw)
+  stages  MODEL_DIR TASK OUT_DIR        peak RSS during each pipeline stage of one export
   latency SPEC_JSON                     onnxruntime latency and node count of several graphs
   batch   JOBS_JSON                     several of the above in one process (the smoke run: one import)
 """
@@ -116,6 +117,48 @@ def peak(folder: str, task: str, work: str, step: str) -> dict[str, Any]:
     if step == "raw":
         out["export_seconds"] = _raw_export(model, graphs, work)
     return out
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
+def stage_peaks(folder: str, task: str, out: str) -> dict[str, Any]:
+    """Peak RSS during each pipeline stage of one export (a thread samples /proc/self/status every
+    20 ms; the progress callback says which stage runs), to show where an export's memory goes."""
+    import threading
+
+    from onnxspec.pipeline import export
+
+    current = ["imports"]
+    peaks: dict[str, int] = {}
+    order: list[str] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            rss = _status_kib("VmRSS") * 1024
+            stage = current[0]
+            peaks[stage] = max(peaks.get(stage, 0), rss)
+            stop.wait(0.02)
+
+    def progress(stage: str, detail: str) -> None:
+        label = f"{stage}:{detail}" if detail else stage
+        order.append(label)
+        current[0] = label
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    t0 = time.perf_counter()
+    report = export(folder, out, task=task, overwrite=True, progress=progress)
+    seconds = time.perf_counter() - t0
+    current[0] = "after export"
+    time.sleep(0.1)
+    stop.set()
+    thread.join()
+    return {"seconds": seconds, "passed": report.passed, "stages": ["imports", *order, "after export"],
+            "peak_rss_by_stage": peaks, "process_peak_rss": _status_kib("VmHWM") * 1024}
 
 
 def floor(folder: str, task: str, work: str, runs: int, warm_up: bool = True) -> dict[str, Any]:
@@ -247,6 +290,8 @@ def run(mode: str, args: list[Any]) -> Any:
         return inproc(args[0], args[1], args[2])
     if mode == "floor":
         return floor(args[0], args[1], args[2], int(args[3]), *(bool(a) for a in args[4:5]))
+    if mode == "stages":
+        return stage_peaks(args[0], args[1], args[2])
     if mode == "peak":
         return peak(args[0], args[1], args[2], args[3])
     if mode == "latency":

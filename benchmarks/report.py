@@ -189,7 +189,8 @@ def markdown(results: dict[str, Any]) -> str:
                   f"- model: {meta['name']} ({meta['architecture']}), {meta['parameters']:,} parameters, fp32 weights {gib(meta['weight_bytes'])}",
                   f"- onnxspec CLI export with validation: {mem['seconds']:.0f} s, peak RSS {gib(mem['peak_rss'])}"
                   + (f" = **{mem['ratio_peak_rss_vs_weights']:.2f}x** the weight bytes" if mem.get("ok") else " (FAILED)")]
-        for step, label in (("load", "loading the model alone (transformers from_pretrained)"),
+        for step, label in (("load", "loading the model alone (transformers from_pretrained memory-maps the safetensors file, so "
+                                     "the weights become resident only when the trace touches them)"),
                             ("raw", "loading it + the bare torch.onnx.export calls (no check, no validation)")):
             f = mem.get("floors", {}).get(step)
             if f:
@@ -206,6 +207,16 @@ def markdown(results: dict[str, Any]) -> str:
                          f"largest .onnx file {ext['largest_onnx_file']:,} bytes -> {'OK' if ext['ok'] else 'NOT OK'}")
         else:
             lines += ["", "```", mem.get("error", ""), "```"]
+    st = results.get("memory_stages")
+    if st and "peak_rss_by_stage" in st:
+        w = st["model"]["weight_bytes"]
+        lines += ["", f"Peak RSS during each stage of one in-process onnxspec export of {st['model']['name']} (sampled every 20 ms; "
+                  f"export {st['seconds']:.0f} s, process peak {gib(st['process_peak_rss'])} = {st['process_peak_rss'] / w:.2f}x the weights):", "",
+                  "| stage | peak RSS | x weight bytes |", "|---|---|---|"]
+        for stage in st["stages"]:
+            if stage in st["peak_rss_by_stage"]:
+                v = st["peak_rss_by_stage"][stage]
+                lines.append(f"| {stage} | {gib(v)} | {v / w:.2f}x |")
     return "\n".join(lines) + "\n"
 
 

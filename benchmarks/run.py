@@ -261,6 +261,21 @@ def measure_memory(m: BenchModel, with_peer: bool) -> dict[str, Any]:
     return entry
 
 
+def measure_memory_stages(m: BenchModel) -> dict[str, Any]:
+    """Where the peak of ``m``'s export comes from: peak RSS during each pipeline stage."""
+    meta = build_model(m)
+    folder = fresh(out_dir("onnxspec-stages", m))
+    res = run_child([PROJECT_PYTHON, os.path.join(HERE, "onnxspec_worker.py"), "stages", model_dir(m), m.task, folder], timeout=5400)
+    shutil.rmtree(folder, ignore_errors=True)
+    if not res.ok:
+        log(f"memory stages {m.name}: FAILED\n{res.tail()}")
+        return {"model": meta, "error": res.tail()}
+    got = res.last_json()
+    got["ratio_vs_weights_by_stage"] = {k: v / meta["weight_bytes"] for k, v in got["peak_rss_by_stage"].items()}
+    log(f"memory stages {m.name}: " + ", ".join(f"{k} {v / 2**30:.2f} GiB" for k, v in got["peak_rss_by_stage"].items()))
+    return {"model": meta, **got}
+
+
 def _memory_entry(meta: dict[str, Any], res: common.ChildResult, folder: str) -> dict[str, Any]:
     m = meta
     entry: dict[str, Any] = {"model": meta, "seconds": res.seconds, "peak_rss": res.peak_rss, "ok": res.ok}
@@ -423,11 +438,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=None, help="runs per comparison (default 3 for --full, 1 for --smoke)")
     parser.add_argument("--out", default=None, help="folder for latest.md / latest.json (default benchmarks/results for --full)")
     parser.add_argument("--models", nargs="*", default=None, help="only these tiny models (names from benchmarks/models.py)")
-    sections = ("e2e", "inproc", "floor", "imports", "graph", "memory")
+    sections = ("e2e", "inproc", "floor", "imports", "graph", "memory", "memory_stages")
     parser.add_argument("--skip", nargs="*", default=[], choices=sections, help="leave out these measurements")
     parser.add_argument("--only", nargs="*", default=None, choices=sections,
                         help="run only these measurements and update them in the existing latest.json (the rest is kept)")
+    parser.add_argument("--render", action="store_true", help="only rewrite latest.md from latest.json in --out (or benchmarks/results)")
     args = parser.parse_args(argv)
+    if args.render:
+        folder = args.out or os.path.join(HERE, "results")
+        with open(os.path.join(folder, "latest.json")) as f:
+            _save(json.load(f), folder)
+        return 0
     if args.only is not None:
         args.skip = [s for s in sections if s not in args.only]
 
@@ -486,6 +507,9 @@ def main(argv: list[str] | None = None) -> int:
     _save(results, out_folder)
     if "memory" not in args.skip:
         results["memory"] = measure_memory(BIG, with_peer)
+        _save(results, out_folder)
+    if "memory_stages" not in args.skip:
+        results["memory_stages"] = measure_memory_stages(BIG)
     results["finished"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     _save(results, out_folder)
     log(f"results written to {out_folder}")
