@@ -91,6 +91,15 @@ ENTRIES: tuple[ModelEntry, ...] = (
     *(entry(t, text_decoder, (*_DECODER_TASKS, "question-answering")) for t in ("gptj", "opt")),
     *(entry(t, text_decoder, _CAUSAL_LM_TASKS) for t in ("codegen", "olmo", "olmo2", "granite", "stablelm", "arcee")),
     *(entry(t, text_decoder, _CAUSAL_LM_TASKS, **_NO_POSITIONS) for t in ("gemma3_text", "nemotron")),
+    # Gemma 3's vision-language model exported on text alone; its generation head is ForConditionalGeneration.
+    entry(
+        "gemma3",
+        text_decoder,
+        _DECODER_TASKS,
+        normalizer=normalizers.IMAGE_TEXT_TO_TEXT,
+        architecture_tasks={"ForConditionalGeneration": "text-generation"},
+        **_NO_POSITIONS,
+    ),
     *(entry(t, text_decoder, _CAUSAL_LM_TASKS, patches=INTERLEAVE_BY_STACK) for t in ("cohere", "glm", "helium")),
     entry(
         "falcon",

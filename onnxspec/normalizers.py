@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from onnxspec.normalize import Normalizer, derive, normalizer
 
-__all__ = ["AST", "AUDIO", "CLIP", "LAYOUT", "MULTI_QUERY", "SEQ2SEQ", "SEQ2SEQ_DECODER", "T5", "TEXT", "VISION", "VISION_BACKBONE", "VITPOSE", "WHISPER"]
+__all__ = ["AST", "AUDIO", "CLIP", "IMAGE_TEXT_TO_TEXT", "LAYOUT", "MULTI_QUERY", "SEQ2SEQ", "SEQ2SEQ_DECODER", "T5", "TEXT", "VISION", "VISION_BACKBONE", "VITPOSE", "WHISPER"]
 
 _OPTIONAL_TEXT = {"num_key_value_heads", "head_dim", "type_vocab_size", "max_position_embeddings"}
 
@@ -42,6 +42,11 @@ MULTI_QUERY: Normalizer = normalizer(
 
 LAYOUT: Normalizer = normalizer(TEXT, max_2d_position_embeddings=("max_2d_position_embeddings",), optional={"max_2d_position_embeddings"})
 """Document layout encoders (LayoutLM, LiLT): text dims plus the size of the box-coordinate grid."""
+
+IMAGE_TEXT_TO_TEXT: Normalizer = normalizer(
+    TEXT, **{name: tuple(f"text_config.{path}" for path in paths) for name, paths in TEXT.fields.items()}
+)
+"""Vision-language decoders (Gemma 3) used on text alone: the language model's dims live in ``text_config``."""
 
 SEQ2SEQ: Normalizer = normalizer(
     TEXT,

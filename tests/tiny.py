@@ -158,6 +158,9 @@ CONFIGS: dict[str, Callable[[], T.PretrainedConfig]] = {
     "olmo2": lambda: T.Olmo2Config(**_GQA),
     "smollm3": lambda: T.SmolLM3Config(**_GQA),
     "nemotron": lambda: T.NemotronConfig(**_GQA, head_dim=16),
+    "gemma3": lambda: T.Gemma3Config(
+        text_config=dict(_GQA, head_dim=16, sliding_window=8), vision_config=dict(_TOWER, image_size=28, patch_size=14), mm_tokens_per_image=4,
+    ),
     "cohere": lambda: T.CohereConfig(**_GQA),
     "glm": lambda: T.GlmConfig(**_GQA, head_dim=16),
     "helium": lambda: T.HeliumConfig(**_GQA, head_dim=8),  # its output projection assumes heads * head_dim == hidden

@@ -60,7 +60,7 @@ DECODER_ONLY = {
     "gpt2", "llama", "mistral", "qwen2", "qwen3", "phi3", "phi", "gpt_neox", "gpt_neo", "gptj", "codegen", "opt", "falcon",
     "olmo", "olmo2", "granite", "stablelm", "arcee", "smollm3", "gpt_bigcode", "cohere", "glm", "helium",
 }
-DECODER_ONLY_NO_POSITIONS = {"gemma", "gemma2", "gemma3_text", "nemotron", "bloom", "mpt"}
+DECODER_ONLY_NO_POSITIONS = {"gemma", "gemma2", "gemma3_text", "gemma3", "nemotron", "bloom", "mpt"}
 MULTI_QUERY = {"falcon": 1, "gpt_bigcode": 1}  # tiny configs keep the default multi_query=True: one shared key/value head
 TEXT_WITH_SEGMENTS = {
     "bert", "electra", "albert", "roformer", "mobilebert", "xlm", "flaubert", "convbert", "squeezebert", "megatron-bert", "rembert",
@@ -215,7 +215,7 @@ def test_cache_layout_comes_from_the_config(model_type: str) -> None:
     s = bind(spec_for(REGISTRY, model_type, task), CONFIGS[model_type]())
     assert s.past is not None and s.past.num_layers == 2
     assert s.past.kind is (PastKind.SEQ2SEQ if model_type in SEQ2SEQ else PastKind.DECODER_ONLY)
-    config = CONFIGS[model_type]()
+    config = CONFIGS[model_type]().get_text_config()  # a vision-language config keeps its decoder's dims in text_config
     heads = MULTI_QUERY.get(model_type) or getattr(config, "num_key_value_heads", None) or getattr(config, "decoder_attention_heads", None) or getattr(config, "num_heads", None) or getattr(config, "num_attention_heads", None) or config.n_head
     assert s.past.num_heads == heads
     explicit = getattr(config, "head_dim", None) or getattr(config, "d_kv", None)
