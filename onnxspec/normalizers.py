@@ -89,13 +89,16 @@ VISION: Normalizer = normalizer(
 )
 """Vision encoders (ViT and relatives)."""
 
-VISION_BACKBONE: Normalizer = normalizer(VISION, optional={"hidden_size", "image_size"})
-"""Image models whose config may lack a single ``hidden_size`` (per-stage ``hidden_sizes``) or
-an ``image_size`` (convolutional backbones; images then use the default height and width)."""
-
-VITPOSE: Normalizer = normalizer(
-    VISION_BACKBONE, image_size=("backbone_config.image_size",), num_channels=("backbone_config.num_channels",)
+VISION_BACKBONE: Normalizer = normalizer(
+    VISION,
+    num_channels=("num_channels", "backbone_config.num_channels"),
+    optional={"hidden_size", "image_size", "num_channels"},
 )
+"""Image models whose config may lack a single ``hidden_size`` (per-stage ``hidden_sizes``), an
+``image_size`` (convolutional backbones; images then use the default height and width) or keep
+``num_channels`` in a ``backbone_config`` (detection models; 3 channels when absent)."""
+
+VITPOSE: Normalizer = normalizer(VISION_BACKBONE, image_size=("backbone_config.image_size",))
 """Keypoint heads over a backbone: image size and channels live in ``backbone_config``."""
 
 AUDIO: Normalizer = normalizer(
