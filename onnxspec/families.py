@@ -55,6 +55,8 @@ GENERATORS: Mapping[str, g.Generator] = MappingProxyType(
         "encoder_attention_mask": g.attention_mask,
         "token_type_ids": g.token_type_ids,
         "bbox": g.bounding_boxes,
+        "xpath_tags_seq": g.ids_per_token("max_depth", "max_xpath_tag_unit_embeddings"),
+        "xpath_subs_seq": g.ids_per_token("max_depth", "max_xpath_subs_unit_embeddings"),
         "position_ids": g.position_ids,
         "pixel_values": g.pixel_values,
         "input_values": g.audio_values,
@@ -127,14 +129,17 @@ def text_encoder(
     use_past: bool = False,
     token_type_ids: bool = True,
     bbox: bool = False,
+    xpath: bool = False,
     normalizer: Normalizer = normalizers.TEXT,
     **fields: Any,
 ) -> ExportSpec:
     """BERT-like encoders: ``input_ids`` [, ``bbox``], ``attention_mask`` [, ``token_type_ids``]
-    -> task outputs.
+    [, ``xpath_tags_seq``, ``xpath_subs_seq``] -> task outputs.
 
     Multiple choice adds a ``num_choices`` axis to every input. With ``bbox`` (document layout
     models) each token also has a box ``(x0, y0, x1, y1)``: one more, static axis of size 4.
+    With ``xpath`` (markup models) each token has the tag and subscript ids of its XPath, one per
+    depth up to the config's ``max_depth``.
     """
     axes = {0: "batch_size", 1: "num_choices", 2: "sequence_length"} if task == "multiple-choice" else _BS
     inputs = [spec("input_ids", axes, Kind.INT)]
@@ -143,6 +148,8 @@ def text_encoder(
     inputs.append(spec("attention_mask", axes, Kind.INT))
     if token_type_ids:
         inputs.append(spec("token_type_ids", axes, Kind.INT))
+    if xpath:
+        inputs += [spec("xpath_tags_seq", axes, Kind.INT, rank=len(axes) + 1), spec("xpath_subs_seq", axes, Kind.INT, rank=len(axes) + 1)]
     graphs = {Behavior.MONOLITH: GraphIO(inputs=inputs, outputs=_outputs(task))}
     return _make(model_type, task, "text-encoder", graphs, normalizer=normalizer, splits=_ONE, **fields)
 

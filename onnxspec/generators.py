@@ -33,6 +33,7 @@ __all__ = [
     "context",
     "dynamic_shape",
     "encoder_hidden_states",
+    "ids_per_token",
     "make_dummies",
     "past_tensor",
     "pixel_values",
@@ -194,6 +195,20 @@ def bounding_boxes(tensor: TensorSpec, ctx: DummyContext, rng: torch.Generator, 
     corners = torch.randint(0, top, (*leading, 2, 2), generator=rng)
     low, high = corners.min(dim=-1).values, corners.max(dim=-1).values  # per axis (x, y): low <= high
     return torch.stack([low[..., 0], low[..., 1], high[..., 0], high[..., 1]], dim=-1).to(_int(ctx))
+
+
+def ids_per_token(width: str, high: str) -> Generator:
+    """A generator of ids in ``[0, dims[high])`` with one more, static axis of ``dims[width]``
+    per token: ``(*dynamic axes, width)`` (MarkupLM's XPath tag / subscript ids per depth)."""
+
+    def generate(tensor: TensorSpec, ctx: DummyContext, rng: torch.Generator, made: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        axes = tensor.dynamic_axes
+        leading = tuple(symbol_size(axes[i], ctx.sizes) for i in range(len(axes)))
+        size, top = ctx.dims.require(width, high)
+        return torch.randint(0, int(top), (*leading, int(size)), generator=rng).to(_int(ctx))
+
+    generate.__doc__ = f"Ids below the config's {high}, {width} of them per token."
+    return generate
 
 
 def audio_values(tensor: TensorSpec, ctx: DummyContext, rng: torch.Generator, made: Mapping[str, torch.Tensor]) -> torch.Tensor:

@@ -82,6 +82,7 @@ ENTRIES: tuple[ModelEntry, ...] = (
     entry("splinter", text_encoder, ("feature-extraction", "question-answering")),
     entry("layoutlm", text_encoder, _MASKED_LM_TASKS, **_LAYOUT),
     entry("lilt", text_encoder, ("feature-extraction", "question-answering", "text-classification", "token-classification"), **_LAYOUT, **_NO_SEGMENTS),
+    entry("markuplm", text_encoder, ("feature-extraction", "text-classification", "token-classification", "question-answering"), xpath=True, normalizer=normalizers.MARKUP),
     # decoder-only
     *(entry(t, text_decoder, _DECODER_TOKEN_TASKS) for t in ("gpt2", "qwen2")),
     entry("gpt_bigcode", text_decoder, _DECODER_TOKEN_TASKS, normalizer=normalizers.MULTI_QUERY),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from onnxspec.normalize import Normalizer, derive, normalizer
 
-__all__ = ["AST", "AUDIO", "CLIP", "IMAGE_TEXT_TO_TEXT", "LAYOUT", "MULTI_QUERY", "SEQ2SEQ", "SEQ2SEQ_DECODER", "T5", "TEXT", "VISION", "VISION_BACKBONE", "VITPOSE", "WHISPER"]
+__all__ = ["AST", "AUDIO", "CLIP", "IMAGE_TEXT_TO_TEXT", "LAYOUT", "MARKUP", "MULTI_QUERY", "SEQ2SEQ", "SEQ2SEQ_DECODER", "T5", "TEXT", "VISION", "VISION_BACKBONE", "VITPOSE", "WHISPER"]
 
 _OPTIONAL_TEXT = {"num_key_value_heads", "head_dim", "type_vocab_size", "max_position_embeddings"}
 
@@ -47,6 +47,14 @@ IMAGE_TEXT_TO_TEXT: Normalizer = normalizer(
     TEXT, **{name: tuple(f"text_config.{path}" for path in paths) for name, paths in TEXT.fields.items()}
 )
 """Vision-language decoders (Gemma 3) used on text alone: the language model's dims live in ``text_config``."""
+
+MARKUP: Normalizer = normalizer(
+    TEXT,
+    max_depth=("max_depth",),
+    max_xpath_tag_unit_embeddings=("max_xpath_tag_unit_embeddings",),
+    max_xpath_subs_unit_embeddings=("max_xpath_subs_unit_embeddings",),
+)
+"""Markup encoders (MarkupLM): text dims plus the XPath depth and its tag / subscript vocabularies."""
 
 SEQ2SEQ: Normalizer = normalizer(
     TEXT,

@@ -207,6 +207,7 @@ CONFIGS: dict[str, Callable[[], T.PretrainedConfig]] = {
         vision_config=dict(_TOWER, depths=[1, 1], num_group_tokens=[4, 0], num_output_groups=[4, 4], image_size=32, patch_size=8),
         projection_dim=16, projection_intermediate_dim=32,
     ),
+    "markuplm": lambda: T.MarkupLMConfig(**_ENCODER, max_depth=6, max_xpath_tag_unit_embeddings=20, max_xpath_subs_unit_embeddings=30, xpath_unit_hidden_size=8),
     "imagegpt": lambda: T.ImageGPTConfig(n_embd=32, n_layer=2, n_head=4, n_inner=37, vocab_size=100, n_positions=64, bos_token_id=1, eos_token_id=2, pad_token_id=0),
     "metaclip_2": lambda: T.MetaClip2Config(
         text_config=dict(_TOWER, **_TEXT), vision_config=dict(_TOWER, image_size=30, patch_size=10), projection_dim=16

@@ -187,6 +187,9 @@ def test_io_names_and_axes_match_optimums_contract(model_type: str, task: str) -
             assert set(ins) == {"input_ids", "attention_mask", "token_type_ids"}
         elif model_type in TEXT_WITHOUT_SEGMENTS | BART_LIKE:
             assert set(ins) == {"input_ids", "attention_mask"}
+        elif model_type == "markuplm":
+            assert set(ins) == {"input_ids", "attention_mask", "token_type_ids", "xpath_tags_seq", "xpath_subs_seq"}
+            assert ins["xpath_tags_seq"] == ins["xpath_subs_seq"] == {0: B, 1: S}
         elif model_type in LAYOUT:
             assert set(ins) == LAYOUT[model_type]
             assert ins["bbox"] == {0: B, 1: S} and sub.inputs[[t.name for t in sub.inputs].index("bbox")].rank == 3

@@ -39,6 +39,14 @@ def test_bounding_boxes_are_ordered_and_inside_the_grid(seed: int, batch: int, l
     assert int(boxes.min()) >= 0 and int(boxes.max()) < top
 
 
+@given(seed=st.integers(0, 2**31 - 1), batch=st.integers(1, 3), length=st.integers(1, 12))
+def test_ids_per_token_stay_below_their_vocabulary(seed: int, batch: int, length: int) -> None:
+    tags = spec("xpath_tags_seq", {0: "batch_size", 1: "sequence_length"}, Kind.INT, rank=3)
+    ctx = _ctx({"max_depth": 5, "max_xpath_tag_unit_embeddings": 7}, batch_size=batch, sequence_length=length)
+    ids = g.ids_per_token("max_depth", "max_xpath_tag_unit_embeddings")(tags, ctx, torch.Generator().manual_seed(seed), NO_MADE)
+    assert ids.shape == (batch, length, 5) and int(ids.min()) >= 0 and int(ids.max()) < 7
+
+
 def test_spectrogram_takes_the_configs_frames_and_bins() -> None:
     values = spec("input_values", {0: "batch_size"}, Kind.FLOAT, rank=3)
     out = g.spectrogram(values, _ctx({"max_length": 24, "num_mel_bins": 7}, batch_size=3), torch.Generator().manual_seed(0), NO_MADE)
