@@ -83,6 +83,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"- date: {results['date']}" + (f" (finished {results['finished']})" if results.get("finished") else " (partial: run still going or stopped)"),
         f"- mode: {results['mode']}, runs per comparison: {results['runs']}",
         *(f"- sections {', '.join(u['sections'])} re-measured {u['date']} at onnxspec commit {u.get('onnxspec_commit', '?')}"
+          + (f" with --runs {u['runs']}" if u.get("runs") else "")
           for u in results.get("updated", [])),
         f"- machine: {m['nproc']} CPU cores ({m['cpu']}), {m['memory_gib']} GiB RAM, {m['platform']}; "
         f"load average at start {', '.join(f'{x:.1f}' for x in m['loadavg_at_start'])} (the cores are shared, so absolute times are noisy; "

@@ -470,7 +470,8 @@ def main(argv: list[str] | None = None) -> int:
             results = json.load(f)
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
         results.setdefault("updated", []).append(
-            {"sections": args.only, "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"), "onnxspec_commit": commit})
+            {"sections": args.only, "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"), "onnxspec_commit": commit,
+             "runs": runs})
     fresh_run = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "mode": "smoke" if smoke else "full",
