@@ -88,7 +88,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"- machine: {m['nproc']} CPU cores ({m['cpu']}), {m['memory_gib']} GiB RAM, {m['platform']}; "
         f"load average at start {', '.join(f'{x:.1f}' for x in m['loadavg_at_start'])} (the cores are shared, so absolute times are noisy; "
         "the interleaved ratios are what to read)",
-        f"- onnxspec side: {', '.join(f'{k} {x}' for k, x in v.get('project', {}).items())}",
+        f"- onnxspec side (at the start of the run; later sections name their own commit above): {', '.join(f'{k} {x}' for k, x in v.get('project', {}).items())}",
         f"- Optimum side (its own venv): {', '.join(f'{k} {x}' for k, x in v.get('peer', {}).items()) or 'not run'}",
         f"- onnxspec command measured: `{results.get('onnxspec_command', '?')}`",
         "- reproduce: `bash scripts/dev.sh setup && .venv/bin/python benchmarks/run.py --full`",
