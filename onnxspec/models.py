@@ -126,7 +126,7 @@ ENTRIES: tuple[ModelEntry, ...] = (
     *(entry(t, vision, (*_IMAGE_TASKS, "masked-im")) for t in ("vit", "deit", "swin", "swinv2")),
     *(entry(t, vision, _IMAGE_TASKS) for t in ("beit", "data2vec-vision", "dinov2", "vit_msn")),
     *(entry(t, vision, ("feature-extraction",)) for t in ("clip_vision_model", "siglip_vision_model", "donut-swin")),
-    entry("dpt", vision, ("feature-extraction", "depth-estimation", "semantic-segmentation")),
+    entry("dpt", vision, ("feature-extraction", "depth-estimation", "image-segmentation", "semantic-segmentation")),
     entry("glpn", vision, ("feature-extraction", "depth-estimation"), **_FEATURE_MAP),
     entry("swin2sr", vision, ("feature-extraction", "image-to-image")),
     entry("detr", vision, ("feature-extraction", "object-detection", "image-segmentation"), normalizer=normalizers.VISION_BACKBONE),
@@ -148,7 +148,7 @@ ENTRIES: tuple[ModelEntry, ...] = (
         architecture_tasks={"ForSemanticSegmentation": "image-segmentation"},
         **_FEATURE_MAP,
     ),
-    entry("segformer", vision, (*_IMAGE_TASKS, "semantic-segmentation"), **_FEATURE_MAP),
+    entry("segformer", vision, (*_IMAGE_TASKS, "image-segmentation", "semantic-segmentation"), **_FEATURE_MAP),
     # audio
     *(
         entry(t, audio, _AUDIO_FRAME_TASKS, **_WAVEFORM_CLASSIFIER)

@@ -361,16 +361,34 @@ def plan(spec: ExportSpec, *, monolith: bool = False) -> tuple[tuple[Split, Expo
     )
 
 
+def _task_heads(task: str, model_type: str) -> set[str]:
+    """Names of the model classes the auto classes of ``task`` load for ``model_type``."""
+    import transformers
+
+    names: set[str] = set()
+    for auto_name in TASKS[task].auto_classes:
+        mapping = getattr(transformers, auto_name, None)
+        table = getattr(getattr(mapping, "_model_mapping", None), "_model_mapping", {})
+        found = table.get(model_type)
+        names.update(found if isinstance(found, (list, tuple)) else ([found] if found else []))
+    return names
+
+
 def _check_head(config_json: Mapping[str, Any], task: str, model_type: str, registry: Registry) -> None:
-    """Refuse a folder whose saved head is for another task (its new head would be random)."""
+    """Refuse a folder whose saved head is for another task (its new head would be random).
+
+    A saved head passes when the task's own auto classes load that very class (a semantic
+    segmentation head serves ``image-segmentation`` too).
+    """
     if task == "feature-extraction" or not config_json.get("architectures"):
         return
     saved = infer_task(config_json, lookup(registry, model_type).architecture_tasks)
-    if saved not in ("feature-extraction", task):
-        raise UnsupportedTaskError(
-            f"the model in this folder has a {saved!r} head ({config_json['architectures'][0]}), but task {task!r} needs "
-            f"another one, which would be randomly initialised; export with --task {saved} (or feature-extraction)"
-        )
+    if saved in ("feature-extraction", task) or config_json["architectures"][0] in _task_heads(task, model_type):
+        return
+    raise UnsupportedTaskError(
+        f"the model in this folder has a {saved!r} head ({config_json['architectures'][0]}), but task {task!r} needs "
+        f"another one, which would be randomly initialised; export with --task {saved} (or feature-extraction)"
+    )
 
 
 def _save(model: onnx.ModelProto, path: str, threshold: int) -> None:
