@@ -342,7 +342,7 @@ IMPORT_PROBES = {
         "torch + transformers' BERT model module": "import torch, transformers.models.bert.modeling_bert",
         "torch + onnxscript": "import torch, onnxscript",
         "onnxspec.pipeline": "import onnxspec.pipeline",
-        "all a CLI export of BERT loads": "import onnxspec.pipeline, onnxscript, onnxruntime, transformers.models.bert.modeling_bert",
+        "all a CLI export of BERT loads": "import onnxspec.pipeline, onnxruntime, transformers.models.bert.modeling_bert",
     },
     "optimum": {
         "torch": "import torch",
