@@ -68,11 +68,11 @@ def test_readme_python_examples_run(tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.chdir(tmp_path)
     tiny_folder("bert", "text-classification", "my-bert")
     torch.manual_seed(0)
-    electra = transformers.ElectraConfig(
-        hidden_size=32, embedding_size=16, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+    ernie = transformers.ErnieConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
         vocab_size=100, max_position_embeddings=64,
     )
-    transformers.ElectraForSequenceClassification(electra).save_pretrained("my-electra")
+    transformers.ErnieForSequenceClassification(ernie).save_pretrained("my-ernie")
     for k, block in enumerate(blocks):
         namespace: dict[str, object] = {"__name__": f"readme_block_{k}"}
         exec(compile(block, f"README.md python block {k}", "exec"), namespace)
@@ -82,7 +82,7 @@ def test_readme_python_examples_run(tmp_path, monkeypatch, capsys) -> None:
     assert "['input_ids', 'attention_mask']" in out  # the composed spec dropped token_type_ids
     assert "past_key_values.1.value" in out
     assert os.path.isfile(tmp_path / "my-bert-onnx" / "model.onnx")
-    assert os.path.isfile(tmp_path / "my-electra-onnx" / "model.onnx")
+    assert os.path.isfile(tmp_path / "my-ernie-onnx" / "model.onnx")
 
 
 def test_demo_pooling_is_masked_mean_then_l2_norm() -> None:
