@@ -85,7 +85,11 @@ def validation_table(report: ExportReport, *, collapse_cache: bool = True) -> Ta
         title=f"Validation of {escape(report.model_type)} / {escape(report.task)} against PyTorch ({report.backend})",
         box=box.SIMPLE_HEAD,
         caption=(
-            f"{len(checks)} checks, all passed" if not failed and report.passed else f"{failed} of {len(checks)} checks FAILED"
+            "NOT VALIDATED: no shape set was run"
+            if not report.validated
+            else f"{len(checks)} checks, all passed"
+            if not failed and report.passed
+            else f"{failed} of {len(checks)} checks FAILED"
         ),
     )
     for name, justify in (

@@ -47,8 +47,14 @@ class GraphReport:
     problems: tuple[str, ...] = ()
 
     @property
+    def validated(self) -> bool:
+        """Whether the graph was compared with PyTorch at all (at least one check ran)."""
+        return bool(self.checks)
+
+    @property
     def passed(self) -> bool:
-        return not self.problems and all(c.passed for c in self.checks)
+        """Validated, and every check passed with no problem found: never true without checks."""
+        return self.validated and not self.problems and all(c.passed for c in self.checks)
 
 
 @attrs.frozen(kw_only=True)
@@ -64,6 +70,10 @@ class ExportReport:
     seed: int
     seconds: float
     files: tuple[str, ...] = ()
+
+    @property
+    def validated(self) -> bool:
+        return bool(self.graphs) and all(g.validated for g in self.graphs)
 
     @property
     def passed(self) -> bool:
@@ -96,5 +106,5 @@ def _plain(value: Any) -> Any:
 
 def report_json(report: ExportReport | GraphReport) -> str:
     """The report as JSON text, with the overall verdict first."""
-    data = {"passed": report.passed, **_plain(report)}
+    data = {"passed": report.passed, "validated": report.validated, **_plain(report)}
     return json.dumps(data, indent=2, sort_keys=False)

@@ -112,3 +112,19 @@ def test_an_input_the_model_ignores_is_reported_not_crashed_on(tmp_path) -> None
     message = str(info.value)
     assert "missing ['unused_ids']" in message and "not run against PyTorch" in message, message
     assert not os.path.exists(out)
+
+
+def test_an_export_run_without_any_shape_set_is_never_reported_as_passed(tmp_path) -> None:
+    """``validation_shapes=()`` (the benchmarks' export-only mode) writes the graph but the report
+    says it was not validated, and so not passed."""
+    import json
+
+    folder, _ = _bert(tmp_path)
+    out = tmp_path / "onnx"
+    report = export(folder, out, task="feature-extraction", validation_shapes=())
+    assert not report.validated and not report.passed and not report.failures
+    assert os.path.isfile(out / "model.onnx")
+    written = json.loads((out / "onnxspec_report.json").read_text())
+    assert written["validated"] is False and written["passed"] is False
+    checked = export(folder, tmp_path / "checked", task="feature-extraction")
+    assert checked.validated and checked.passed
