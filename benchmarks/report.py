@@ -140,7 +140,7 @@ def markdown(results: dict[str, Any]) -> str:
         lines += ["", "## 2b. Pipeline export without validation vs the raw torch.onnx.export floor", "",
                   "One warmed process per model: `export(model, out, validation_shapes=())` (resolve, dummies, trace, graph check, "
                   "stamp, save, onnx.checker, an onnxruntime session is still opened, side files, atomic move) vs only the "
-                  "`torch.onnx.export` calls on the same GraphModule and dummy inputs (same names, axes, opset). Seconds, "
+                  "`torch.onnx.export` calls on the same `graph_module` wrapper and dummy inputs (same names, axes, opset). Seconds, "
                   "min / median / max; the trace stage is the pipeline's own `export_seconds` (torch.onnx.export + loading the proto back).", "",
                   "| model / task | graphs | raw s | pipeline s | trace stage s | pipeline / raw | trace stage / raw |", "|---|---|---|---|---|---|---|"]
         for name, e in results["floor"].items():

@@ -70,6 +70,13 @@ def optimum_cli(m: BenchModel, out: str) -> list[str]:
     return [peer.CLI, "export", "onnx", "--model", model_dir(m), "--task", m.task, out]
 
 
+def interleaved(run: int, with_peer: bool) -> list[str]:
+    """The sides measured in run ``run``: onnxspec first on even runs, the peer first on odd ones,
+    so neither side always pays (or profits from) the machine's state left by the other."""
+    sides = ["onnxspec", "optimum"] if with_peer else ["onnxspec"]
+    return sides if run % 2 == 0 else sides[::-1]
+
+
 def fresh(path: str) -> str:
     shutil.rmtree(path, ignore_errors=True)
     return path
@@ -87,10 +94,7 @@ def measure_e2e(models: list[BenchModel], runs: int, with_peer: bool) -> dict[st
     raw: dict[str, dict[str, dict[str, list]]] = {m.name: {"onnxspec": _empty(), "optimum": _empty()} for m in models}
     for r in range(runs):
         for m in models:
-            sides = ["onnxspec", "optimum"] if with_peer else ["onnxspec"]
-            if r % 2:
-                sides.reverse()
-            for side in sides:
+            for side in interleaved(r, with_peer):
                 out = fresh(out_dir(side, m))
                 argv = onnxspec_cli(m, out) if side == "onnxspec" else optimum_cli(m, out)
                 res = run_child(argv)
@@ -108,10 +112,7 @@ def measure_inproc(models: list[BenchModel], runs: int, with_peer: bool) -> dict
     raw = {m.name: {"onnxspec": _empty(), "optimum": _empty()} for m in models}
     for r in range(runs):
         for m in models:
-            sides = ["onnxspec", "optimum"] if with_peer else ["onnxspec"]
-            if r % 2:
-                sides.reverse()
-            for side in sides:
+            for side in interleaved(r, with_peer):
                 out = fresh(out_dir(side + "-inproc", m))
                 if side == "onnxspec":
                     argv = [PROJECT_PYTHON, os.path.join(HERE, "onnxspec_worker.py"), "inproc", model_dir(m), m.task, out]
@@ -359,9 +360,9 @@ def measure_imports(runs: int, with_peer: bool) -> dict[str, Any]:
     import peer
 
     times: dict[str, dict[str, list[float]]] = {side: {k: [] for k in probes} for side, probes in IMPORT_PROBES.items()}
-    sides = ["onnxspec", "optimum"] if with_peer else ["onnxspec"]
+    sides = interleaved(0, with_peer)
     for r in range(max(runs, 3)):
-        for side in sides if r % 2 == 0 else list(reversed(sides)):
+        for side in interleaved(r, with_peer):
             python = PROJECT_PYTHON if side == "onnxspec" else peer.PYTHON
             for key, code in IMPORT_PROBES[side].items():
                 res = run_child([python, "-c", code])
