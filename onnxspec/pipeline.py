@@ -304,13 +304,13 @@ def load_model(folder: str, task: str, *, trust_remote_code: bool = False) -> to
     import transformers
 
     _refuse_remote_code(folder, read_config_json(folder), trust_remote_code)
+    try:
+        config = transformers.AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code, local_files_only=True)
+    except Exception as e:
+        raise ModelLoadError(f"cannot read the config of {folder!r}: {e}") from e
     errors: list[str] = []
     for name in TASKS[task].auto_classes:
         auto = getattr(transformers, name)
-        try:
-            config = transformers.AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code, local_files_only=True)
-        except Exception as e:
-            raise ModelLoadError(f"cannot read the config of {folder!r}: {e}") from e
         if type(config) not in auto._model_mapping and not trust_remote_code:
             errors.append(f"{name} has no model for {type(config).__name__}")
             continue
