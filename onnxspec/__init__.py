@@ -34,7 +34,6 @@ _FROM: dict[str, tuple[str, ...]] = {
         "ExportSpec",
         "GraphIO",
         "Split",
-        "Tolerance",
         "bind",
         "contract",
         "contract_json",
@@ -42,9 +41,11 @@ _FROM: dict[str, tuple[str, ...]] = {
         "with_behavior",
         "with_graph",
         "with_opset",
+        "with_criterion",
         "with_past",
         "with_tolerance",
     ),
+    "criteria": ("DEFAULT_CRITERIA", "NoiseBound", "Tolerance", "Verdict", "judge"),
     "tasks": ("SYNONYMS", "TASKS", "infer_task", "parse_task"),
     "registry": ("ModelEntry", "build_registry", "entry", "lookup", "spec_for", "supported_tasks"),
     "models": ("ENTRIES", "REGISTRY"),
@@ -115,7 +116,6 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
         ExportSpec,
         GraphIO,
         Split,
-        Tolerance,
         bind,
         contract,
         contract_json,
@@ -123,7 +123,9 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
         with_behavior,
         with_graph,
         with_opset,
+        with_criterion,
         with_past,
         with_tolerance,
     )
+    from onnxspec.criteria import DEFAULT_CRITERIA, NoiseBound, Tolerance, Verdict, judge
     from onnxspec.tasks import SYNONYMS, TASKS, infer_task, parse_task

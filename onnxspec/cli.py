@@ -95,29 +95,52 @@ def validation_table(report: ExportReport, *, collapse_cache: bool = True) -> Ta
     for name, justify in (
         ("graph", "left"),
         ("output", "left"),
-        ("shape set", "left"),
+        ("set", "left"),
         ("shape", "left"),
-        ("max abs err", "right"),
-        ("max rel err", "right"),
-        ("atol", "right"),
+        ("error", "right"),
+        ("bound", "right"),
+        ("vs", "left"),
         ("result", "center"),
     ):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for output, group in _row_checks(checks, collapse_cache):
-        first = group[0]
+        worst = max(group, key=_closeness)
         label = output if len(group) == 1 else f"{output} ({len(group)} outputs)"
         ok = all(c.passed for c in group)
         table.add_row(
-            escape(first.graph),
+            escape(worst.graph),
             escape(label),
-            first.shape_set,
-            _shape(first.onnx_shape),
-            _num(max(c.max_abs for c in group)),
-            _num(max(c.max_rel for c in group)),
-            f"{first.atol:g}",
+            worst.shape_set,
+            _shape(worst.onnx_shape),
+            _num(worst.error),
+            _num(worst.bound),
+            "f64" if worst.reference == "float64" else "torch",
             "[green]pass[/green]" if ok else "[bold red]FAIL[/bold red]",
         )
     return table
+
+
+def _closeness(check: OutputCheck) -> float:
+    """How close a check came to its bound (a failure, or NaN, ranks first)."""
+    if not check.passed or math.isnan(check.error):
+        return math.inf
+    return check.error / check.bound if check.bound > 0 else 0.0
+
+
+def criteria_legend(report: ExportReport) -> str:
+    """One or two lines saying what the error and bound columns of the table mean."""
+    checks = [c for g in report.graphs for c in g.checks]
+    lines = []
+    if any(c.reference == "float64" for c in checks):
+        lines.append(
+            "vs f64: error = max |onnxruntime - PyTorch in float64|; bound = 64 x PyTorch's own float error against "
+            "float64 + a few ulps"
+        )
+    if any(c.reference != "float64" for c in checks):
+        lines.append("vs torch: error = |onnxruntime - PyTorch| where closest to its bound; bound = atol + rtol x |PyTorch|")
+        notes = sorted({c.note for c in checks if c.note})
+        lines += [f"  ({n})" for n in notes]
+    return "\n".join(lines)
 
 
 def files_table(report: ExportReport) -> Table:
@@ -143,6 +166,9 @@ def _size(n: int) -> str:
 def print_report(console: Console, report: ExportReport, *, files: bool = True) -> None:
     """Print the validation table, graph-level problems and failures, then the files written."""
     console.print(validation_table(report))
+    legend = criteria_legend(report)
+    if legend:
+        console.print(escape(legend), style="dim")
     problems = report.failures
     if problems:
         console.print("[bold red]Failures:[/bold red]")

@@ -21,6 +21,7 @@ import toolz
 from packaging.version import InvalidVersion, Version
 
 from onnxspec.axes import TensorSpec, axes_view, names, symbol_terms
+from onnxspec.criteria import DEFAULT_CRITERIA, Criterion, NoiseBound, Tolerance
 from onnxspec.errors import SpecError
 from onnxspec.normalize import Dims, Normalizer, normalize
 from onnxspec.past import Direction, PastKind, PastLayout, add_past_key_values
@@ -36,6 +37,8 @@ __all__ = [
     "Tolerance",
     "bind",
     "check_versions",
+    "Criterion",
+    "NoiseBound",
     "contract",
     "contract_json",
     "describe",
@@ -45,6 +48,7 @@ __all__ = [
     "with_graph",
     "with_opset",
     "with_past",
+    "with_criterion",
     "with_tolerance",
 ]
 
@@ -126,29 +130,6 @@ class Split:
     use_past_in_inputs: bool = False
 
 
-@attrs.frozen(kw_only=True)
-class Tolerance:
-    """Per-output pass criterion: ``|onnx - torch| <= atol + rtol * |torch|`` everywhere."""
-
-    atol: float = attrs.field()
-    rtol: float = attrs.field(default=0.0)
-
-    @atol.validator
-    def _atol(self, attribute: attrs.Attribute, value: float) -> None:
-        if isinstance(value, bool) or not (isinstance(value, (int, float)) and value > 0):
-            raise SpecError(f"Tolerance.atol must be a positive number, got {value!r}")
-
-    @rtol.validator
-    def _rtol(self, attribute: attrs.Attribute, value: float) -> None:
-        if isinstance(value, bool) or not (isinstance(value, (int, float)) and value >= 0):
-            raise SpecError(f"Tolerance.rtol must be a number >= 0, got {value!r}")
-
-
-DEFAULT_TOLERANCE = MappingProxyType(
-    {"fp32": Tolerance(atol=1e-4, rtol=1e-3), "fp16": Tolerance(atol=1e-2, rtol=1e-2), "bf16": Tolerance(atol=5e-2, rtol=5e-2)}
-)
-
-
 def _check_graphs(inst: ExportSpec, attribute: attrs.Attribute, value: Mapping[Behavior, GraphIO]) -> None:
     if not value:
         raise SpecError(f"{_who(inst)}: graphs is empty; a spec needs at least one sub-graph")
@@ -183,7 +164,7 @@ class ExportSpec:
     past: PastLayout | None = None
     padding_side: str = attrs.field(default="right")
     opset: int = 18
-    tolerances: Mapping[str, Tolerance] = attrs.field(factory=dict, converter=_ro, hash=False)
+    tolerances: Mapping[str, Criterion] = attrs.field(factory=dict, converter=_ro, hash=False)
     patches: tuple[Patch, ...] = attrs.field(default=(), converter=tuple)
     attn_implementation: str | None = None
     min_torch: str = "2.5"
@@ -238,8 +219,8 @@ class ExportSpec:
         if self.variants and self.variant and self.variant not in self.variants:
             raise SpecError(f"{who}: variant {self.variant!r} is not one of {sorted(self.variants)}")
         for name, tol in self.tolerances.items():
-            if not isinstance(tol, Tolerance):
-                raise SpecError(f"{who}: tolerance of {name!r} must be a Tolerance, got {tol!r}")
+            if not isinstance(tol, (Tolerance, NoiseBound)):
+                raise SpecError(f"{who}: tolerance of {name!r} must be a Tolerance or a NoiseBound, got {tol!r}")
 
     @property
     def graph(self) -> GraphIO:
@@ -353,19 +334,25 @@ def with_opset(spec: ExportSpec, opset: int) -> ExportSpec:
     return attrs.evolve(spec, opset=opset)
 
 
-def with_tolerance(spec: ExportSpec, atol: float, rtol: float | None = None, *, outputs: Iterable[str] | None = None) -> ExportSpec:
-    """The spec with ``atol`` (and ``rtol``) for ``outputs``.
+def with_criterion(spec: ExportSpec, criterion: Criterion, *, outputs: Iterable[str] | None = None) -> ExportSpec:
+    """The spec judging ``outputs`` by ``criterion`` (a :class:`Tolerance` or a :class:`NoiseBound`).
 
     By default every output of every sub-graph gets it, cache outputs (``present.*``) included,
-    so the tolerance also holds for the graphs ``with_behavior`` derives later.
+    so it also holds for the graphs ``with_behavior`` derives later. Names may be exact, the
+    pattern ``present.*`` or ``*`` (every output without a criterion of its own).
     """
     if outputs is not None:
         chosen = tuple(outputs)
     else:
         every = (n for graph in spec.graphs.values() for n in names(graph.outputs))
         chosen = tuple(dict.fromkeys([*every, *(["present.*"] if spec.past_kind is not None else [])]))
-    tol = Tolerance(atol=atol, rtol=0.0 if rtol is None else rtol)
-    return attrs.evolve(spec, tolerances=toolz.merge(spec.tolerances, dict.fromkeys(chosen, tol)))
+    return attrs.evolve(spec, tolerances=toolz.merge(spec.tolerances, dict.fromkeys(chosen, criterion)))
+
+
+def with_tolerance(spec: ExportSpec, atol: float, rtol: float | None = None, *, outputs: Iterable[str] | None = None) -> ExportSpec:
+    """The spec judging ``outputs`` by the fixed bound ``|onnx - torch| <= atol + rtol * |torch|``
+    instead of the default noise-calibrated one (see :mod:`onnxspec.criteria`)."""
+    return with_criterion(spec, Tolerance(atol=atol, rtol=0.0 if rtol is None else rtol), outputs=outputs)
 
 
 def with_graph(spec: ExportSpec, behavior: Behavior, graph: GraphIO) -> ExportSpec:
@@ -373,15 +360,16 @@ def with_graph(spec: ExportSpec, behavior: Behavior, graph: GraphIO) -> ExportSp
     return attrs.evolve(spec, graphs=toolz.assoc(spec.graphs, behavior, graph))
 
 
-def tolerance_for(spec: ExportSpec, output: str, dtypes: DTypes) -> Tolerance:
-    """The tolerance an output is validated with: its own, a ``present.*`` pattern, or by dtype."""
+def tolerance_for(spec: ExportSpec, output: str, dtypes: DTypes) -> Criterion:
+    """The criterion an output is judged by: its own, a ``present.*`` pattern, ``*``, or the
+    dtype's default :class:`NoiseBound` (:data:`onnxspec.criteria.DEFAULT_CRITERIA`)."""
     if output in spec.tolerances:
         return spec.tolerances[output]
     if output.startswith("present.") and "present.*" in spec.tolerances:
         return spec.tolerances["present.*"]
     if "*" in spec.tolerances:
         return spec.tolerances["*"]
-    return DEFAULT_TOLERANCE[dtypes.float_dtype.value]
+    return DEFAULT_CRITERIA[dtypes.float_dtype.value]
 
 
 def _tensor_contract(t: TensorSpec, dtypes: DTypes) -> dict[str, Any]:

@@ -4,8 +4,9 @@
 the spec declares dynamic that the graph fixed to a number is an error) and ``stamp`` renames
 the graph's symbolic dims to the spec's symbols. ``validate`` runs the graph with onnxruntime
 and the module with PyTorch at shape sets that differ from the trace shapes, and compares every
-output: shape, max absolute and relative error against the output's tolerance, only where the
-attention mask keeps a position.
+output where the attention mask keeps a position: its shape, then its values by the output's
+criterion (:mod:`onnxspec.criteria`; by default the error against a float64 run of the same
+module, bounded by a multiple of PyTorch's own rounding noise).
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ import onnx
 import torch
 
 from onnxspec.axes import TensorSpec, names, symbol_size
+from onnxspec.criteria import Criterion, NoiseBound, Tolerance, judge
 from onnxspec.errors import SpecError
 from onnxspec.generators import context, make_dummies
+from onnxspec.reference import float64_room, in_float64, to_float64
 from onnxspec.report import OutputCheck
 from onnxspec.shapes import DTypes, Shapes, size_table, torch_dtype, validation_shapes
 from onnxspec.spec import ExportSpec, contract_json, tolerance_for
@@ -135,28 +138,36 @@ def compare(
     expected: np.ndarray,
     got: np.ndarray,
     keep: np.ndarray | None,
-    atol: float,
-    rtol: float,
+    criterion: Criterion,
+    reference: np.ndarray | None = None,
+    *,
+    no_reference: str = "",
 ) -> OutputCheck:
-    """One output at one shape set: shapes equal and ``|got - expected| <= atol + rtol*|expected|``."""
-    base = dict(graph=graph, output=output.name, shape_set=shape_set, torch_shape=tuple(expected.shape), onnx_shape=tuple(got.shape), atol=atol, rtol=rtol)
+    """One output at one shape set: same shape, finite, and within ``criterion``
+    (:func:`onnxspec.criteria.judge`) where ``keep`` marks the compared elements."""
+    base = dict(graph=graph, output=output.name, shape_set=shape_set, torch_shape=tuple(expected.shape), onnx_shape=tuple(got.shape))
+    fixed = criterion if isinstance(criterion, Tolerance) else criterion.fallback
+    nan = float("nan")
     if expected.shape != got.shape:
-        return OutputCheck(**base, max_abs=float("nan"), max_rel=float("nan"), compared=0, passed=False,
+        return OutputCheck(**base, max_abs=nan, max_rel=nan, atol=fixed.atol, rtol=fixed.rtol, compared=0, passed=False,
                            problem=f"shape {tuple(got.shape)} differs from PyTorch's {tuple(expected.shape)}")
-    exp = expected.astype(np.float64)
-    act = got.astype(np.float64)
+    if reference is not None and reference.shape != expected.shape:
+        reference, no_reference = None, f"the float64 run gave shape {tuple(reference.shape)}"
     if keep is not None:
-        exp, act = exp[keep], act[keep]
-    if exp.size == 0:
-        return OutputCheck(**base, max_abs=0.0, max_rel=0.0, compared=0, passed=True)
-    if not np.all(np.isfinite(act)) or not np.all(np.isfinite(exp)):
-        bad = "onnxruntime" if not np.all(np.isfinite(act)) else "PyTorch"
-        return OutputCheck(**base, max_abs=float("nan"), max_rel=float("nan"), compared=int(exp.size), passed=False,
-                           problem=f"{bad} produced non-finite values")
-    diff = np.abs(act - exp)
-    rel = diff / np.maximum(np.abs(exp), 1e-12)
-    passed = bool(np.all(diff <= atol + rtol * np.abs(exp)))
-    return OutputCheck(**base, max_abs=float(diff.max()), max_rel=float(rel.max()), compared=int(exp.size), passed=passed)
+        expected, got = expected[keep], got[keep]
+        reference = reference[keep] if reference is not None else None
+    if not np.all(np.isfinite(got)) or not np.all(np.isfinite(expected)):
+        bad = "onnxruntime" if not np.all(np.isfinite(got)) else "PyTorch"
+        return OutputCheck(**base, max_abs=nan, max_rel=nan, atol=fixed.atol, rtol=fixed.rtol, compared=int(expected.size),
+                           passed=False, problem=f"{bad} produced non-finite values")
+    if reference is not None and not np.all(np.isfinite(reference)):
+        reference, no_reference = None, "the float64 run produced non-finite values"
+    v = judge(expected, got, criterion, reference, no_reference=no_reference)
+    return OutputCheck(
+        **base, max_abs=v.max_abs, max_rel=v.max_rel, atol=fixed.atol, rtol=fixed.rtol, compared=int(expected.size),
+        passed=v.passed, criterion=v.criterion, reference=v.reference, error=v.error, bound=v.bound, noise=v.noise,
+        note=v.note,
+    )
 
 
 def _frozen_outputs(spec: ExportSpec, runs: Sequence[tuple[Shapes, Mapping[str, np.ndarray]]]) -> list[str]:
@@ -177,6 +188,22 @@ def _frozen_outputs(spec: ExportSpec, runs: Sequence[tuple[Shapes, Mapping[str, 
     return problems
 
 
+def _references(
+    module: torch.nn.Module, feeds: Sequence[Mapping[str, torch.Tensor]], wanted: bool
+) -> tuple[list[list[np.ndarray]] | None, str]:
+    """PyTorch's outputs in float64 at every feed, or ``None`` and the reason there are none."""
+    if not wanted:
+        return None, ""
+    room = float64_room(module)
+    if room:
+        return None, f"no float64 reference: {room}"
+    try:
+        with in_float64(module), torch.no_grad():
+            return [[t.detach().numpy() for t in module(*to_float64(tuple(d.values())))] for d in feeds], ""
+    except Exception as e:  # a model that cannot run in float64 (a hard-coded float32 tensor...)
+        return None, f"no float64 reference: the model failed in float64 ({type(e).__name__}: {str(e)[:200]})"
+
+
 def validate(
     session: object,
     module: torch.nn.Module,
@@ -189,32 +216,42 @@ def validate(
 ) -> tuple[tuple[OutputCheck, ...], tuple[str, ...], float]:
     """Run ``session`` (onnxruntime) and ``module`` (PyTorch) at each shape set and compare.
 
-    Returns the per-output checks, problems found across runs (a frozen dynamic axis), and the
-    seconds spent.
+    PyTorch runs first, at the export dtype and, where an output is judged by a
+    :class:`~onnxspec.criteria.NoiseBound`, again in float64 (:mod:`onnxspec.reference`); only
+    then is onnxruntime run. ``session`` may be a callable returning the session, so it opens
+    after the references are made. Returns the per-output checks, problems found across runs
+    (a frozen dynamic axis), and the seconds spent.
     """
     start = time.perf_counter()
     sets = tuple(shape_sets) if shape_sets is not None else validation_shapes(traced)
-    checks: list[OutputCheck] = []
-    runs: list[tuple[Shapes, dict[str, np.ndarray]]] = []
+    labels = [SHAPE_SET_NAMES[k] if k < len(SHAPE_SET_NAMES) and shape_sets is None else f"set{k}" for k in range(len(sets))]
     out_names = list(names(spec.outputs))
+    criteria = [tolerance_for(spec, t.name, dtypes) for t in spec.outputs]
+    feeds: list[dict[str, torch.Tensor]] = []
+    expected: list[list[np.ndarray]] = []
     for k, shapes in enumerate(sets):
-        label = SHAPE_SET_NAMES[k] if k < len(SHAPE_SET_NAMES) and shape_sets is None else f"set{k}"
         ctx = context(shapes, dtypes, spec.dims, past=spec.past, padding_side=spec.padding_side)
         dummies = make_dummies(spec.inputs, spec.generators, ctx, seed + 1 + k)
         with torch.no_grad():
-            expected = [t.detach().float().numpy() for t in module(*dummies.values())]
-        feed = {n: _to_numpy(t) for n, t in dummies.items()}
+            expected.append([_to_numpy(t) for t in module(*dummies.values())])
+        feeds.append(dummies)
+    references, why_not = _references(module, feeds, any(isinstance(c, NoiseBound) for c in criteria))
+    if callable(session) and not hasattr(session, "run"):
+        session = session()
+    checks: list[OutputCheck] = []
+    runs: list[tuple[Shapes, dict[str, np.ndarray]]] = []
+    for k, shapes in enumerate(sets):
+        feed = {n: _to_numpy(t) for n, t in feeds[k].items()}
         got = session.run(out_names, feed)  # type: ignore[attr-defined]
         runs.append((shapes, dict(zip(out_names, got))))
-        for t, exp, act in zip(spec.outputs, expected, got):
-            tol = tolerance_for(spec, t.name, dtypes)
+        for i, (t, exp, act) in enumerate(zip(spec.outputs, expected[k], got)):
             keep = _mask_for(t, exp, feed, spec)
-            checks.append(compare(graph, t, label, exp, np.asarray(act), keep, tol.atol, tol.rtol))
+            ref = references[k][i] if references is not None else None
+            checks.append(compare(graph, t, labels[k], exp, np.asarray(act), keep, criteria[i], ref, no_reference=why_not))
     problems = tuple(_frozen_outputs(spec, runs))
     return tuple(checks), problems, time.perf_counter() - start
 
 
 def _to_numpy(tensor: torch.Tensor) -> np.ndarray:
-    return tensor.detach().cpu().numpy()
-
-
+    tensor = tensor.detach().cpu()
+    return tensor.float().numpy() if tensor.dtype is torch.bfloat16 else tensor.numpy()

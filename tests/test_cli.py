@@ -40,8 +40,9 @@ def test_export_in_process_prints_table_and_honours_shape_flags(bert_folder: str
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "Validation of bert / text-classification" in captured.out
-    for column in ("graph", "output", "shape set", "max abs err", "max rel err", "atol", "result"):
+    for column in ("graph", "output", "set", "shape", "error", "bound", "vs", "result"):
         assert column in captured.out
+    assert "PyTorch in float64" in captured.out  # the legend says what error and bound mean
     rows = re.findall(r"^\s*model\.onnx\s+logits\s+(\w+)\s.*\spass\s*$", captured.out, re.M)
     assert rows == ["small", "large", "decode"]  # one row per validation shape set
     assert "model.onnx" in captured.out and "Files written to" in captured.out
@@ -71,8 +72,8 @@ def test_python_m_onnxspec_export_subprocess(bert_folder: str, tmp_path) -> None
 def test_validation_failure_exits_1_with_table_and_failures(bert_folder: str, tmp_path, capsys, monkeypatch) -> None:
     real_compare = onnxspec.validate.compare
 
-    def off_by_one(graph, output, shape_set, expected, got, keep, atol, rtol):  # type: ignore[no-untyped-def]
-        return real_compare(graph, output, shape_set, expected, got + 1.0, keep, atol, rtol)
+    def off_by_one(graph, output, shape_set, expected, got, keep, criterion, reference=None, **kw):  # type: ignore[no-untyped-def]
+        return real_compare(graph, output, shape_set, expected, got + 1.0, keep, criterion, reference, **kw)
 
     monkeypatch.setattr(onnxspec.validate, "compare", off_by_one)
     out = tmp_path / "onnx"

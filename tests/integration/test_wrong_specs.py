@@ -78,6 +78,7 @@ def test_an_unmeetable_tolerance_fails_with_a_report_listing_the_output(tmp_path
     failing = {c.output for g in report.graphs for c in g.checks if not c.passed}
     assert failing == {"last_hidden_state"}
     assert all(c.atol == 1e-12 and c.rtol == 0 for g in report.graphs for c in g.checks)
+    assert all(c.criterion == "tolerance" for g in report.graphs for c in g.checks)
     assert any("last_hidden_state" in f and "atol" in f for f in report.failures), report.failures
     assert "last_hidden_state" in str(info.value)
     _nothing_written(out)

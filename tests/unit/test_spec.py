@@ -22,6 +22,7 @@ from onnxspec.spec import (
     Behavior,
     ExportSpec,
     GraphIO,
+    NoiseBound,
     Tolerance,
     bind,
     contract,
@@ -29,6 +30,7 @@ from onnxspec.spec import (
     describe,
     past_layout,
     tolerance_for,
+    with_criterion,
     with_behavior,
     with_graph,
     with_opset,
@@ -164,7 +166,7 @@ def test_past_layout_honours_gqa_explicit_head_dim_and_value_dim() -> None:
         (dict(opset=6), "opset must be between 7 and 30, got 6"),
         (dict(graphs={}), "graphs is empty"),
         (dict(variants={"a": "x"}, variant="b"), "variant 'b' is not one of"),
-        (dict(tolerances={"logits": 1e-3}), "must be a Tolerance"),
+        (dict(tolerances={"logits": 1e-3}), "must be a Tolerance or a NoiseBound"),
         (dict(padding_side="middle"), "padding_side"),
     ],
 )
@@ -247,7 +249,18 @@ def test_tolerance_for_prefers_the_output_then_pattern_then_dtype_default() -> N
     assert tolerance_for(s, "present.0.key", DTypes()).atol == 2.0
     assert tolerance_for(s, "other", DTypes()).atol == 3.0
     plain = bound("gpt2", "text-generation")
-    assert tolerance_for(plain, "logits", DTypes()).atol < tolerance_for(plain, "logits", DTypes(float_dtype="fp16")).atol
+    fp32, fp16 = tolerance_for(plain, "logits", DTypes()), tolerance_for(plain, "logits", DTypes(float_dtype="fp16"))
+    assert isinstance(fp32, NoiseBound) and isinstance(fp16, NoiseBound)  # the default: calibrated on float64
+    assert fp32.floor < fp16.floor and fp32.fallback.atol < fp16.fallback.atol
+
+
+def test_with_criterion_sets_a_noise_bound_per_output() -> None:
+    s = bound("gpt2", "text-generation-with-past")
+    strict = NoiseBound(factor=4.0, floor=0.0, fallback=Tolerance(atol=1e-6))
+    only = with_criterion(s, strict, outputs=["logits"])
+    assert tolerance_for(only, "logits", DTypes()) == strict
+    assert tolerance_for(only, "present.0.key", DTypes()) != strict
+    assert s.tolerances == {}  # the input spec is unchanged
 
 
 @pytest.mark.parametrize("case", CASES, ids=[f"{m}-{t}" for m, t in CASES])
