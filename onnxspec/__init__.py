@@ -51,6 +51,7 @@ _FROM: dict[str, tuple[str, ...]] = {
     "models": ("ENTRIES", "REGISTRY"),
     "exporters": ("Backend",),
     "report": ("ExportReport", "GraphReport", "OutputCheck", "report_json"),
+    "loading": ("ModelSource", "load_model", "read_source"),
     "pipeline": ("STAGES", "export"),
     "errors": (
         "ConfigError",
@@ -102,6 +103,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
     )
     from onnxspec.exporters import Backend
     from onnxspec.generators import DummyContext, make_dummies
+    from onnxspec.loading import ModelSource, load_model, read_source
     from onnxspec.models import ENTRIES, REGISTRY
     from onnxspec.normalize import Dims, Normalizer
     from onnxspec.past import Direction, PastKind, PastLayout, add_past_key_values, past_specs

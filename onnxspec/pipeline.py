@@ -33,7 +33,6 @@ import torch
 from onnxspec import __version__
 from onnxspec.errors import (
     ExportError,
-    ModelLoadError,
     OnnxSpecError,
     OutputDirError,
     SpecError,
@@ -42,13 +41,22 @@ from onnxspec.errors import (
 )
 from onnxspec.exporters import Backend, available_backends, export_graph, resolve_backend
 from onnxspec.generators import context, make_dummies
+from onnxspec.loading import (
+    ModelSource,
+    config_from_json,
+    default_task,
+    exported_config_json,
+    load_model,
+    read_source,
+    save_gguf_tokenizer,
+)
 from onnxspec.models import REGISTRY
 from onnxspec.patches import patched
 from onnxspec.registry import Registry, lookup, spec_for
 from onnxspec.report import ExportReport, GraphReport, report_json
 from onnxspec.shapes import DTypes, FloatDtype, Shapes
 from onnxspec.spec import Behavior, ExportSpec, Split, bind, check_versions, contract, with_behavior, with_tolerance
-from onnxspec.tasks import TASKS, infer_task, parse_task, read_config_json
+from onnxspec.tasks import TASKS, infer_task, parse_task
 from onnxspec.validate import check_graph, stamp, validate
 from onnxspec.wrappers import graph_module
 
@@ -289,42 +297,6 @@ def _check_opset(opset: int, backend: Backend, who: str) -> None:
         )
 
 
-def _refuse_remote_code(folder: str, config_json: Mapping[str, Any], trust_remote_code: bool) -> None:
-    if config_json.get("auto_map") and not trust_remote_code:
-        raise ModelLoadError(
-            f"model folder {folder!r} needs custom code (its config.json has 'auto_map': "
-            f"{sorted(config_json['auto_map'])}); onnxspec does not run it unless asked: pass trust_remote_code=True "
-            "(--trust-remote-code) if you trust that code"
-        )
-
-
-def load_model(folder: str, task: str, *, trust_remote_code: bool = False) -> torch.nn.Module:
-    """Load the model of ``task``'s head from a local folder; never fetches, never runs remote
-    code unless ``trust_remote_code``."""
-    import transformers
-
-    _refuse_remote_code(folder, read_config_json(folder), trust_remote_code)
-    try:
-        config = transformers.AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code, local_files_only=True)
-    except Exception as e:
-        raise ModelLoadError(f"cannot read the config of {folder!r}: {e}") from e
-    errors: list[str] = []
-    for name in TASKS[task].auto_classes:
-        auto = getattr(transformers, name)
-        if type(config) not in auto._model_mapping and not trust_remote_code:
-            errors.append(f"{name} has no model for {type(config).__name__}")
-            continue
-        try:
-            model = auto.from_pretrained(folder, config=config, trust_remote_code=trust_remote_code, local_files_only=True)
-        except Exception as e:  # missing, truncated or mismatched weights: each library has its own type
-            raise ModelLoadError(
-                f"cannot load the weights of {folder!r} for task {task!r} ({name}): {e}. "
-                "Check that the weights file is present and complete (save the model again with save_pretrained)"
-            ) from e
-        return model.eval()
-    raise UnsupportedTaskError(f"no model head for task {task!r} fits {folder!r}: {'; '.join(errors)}")
-
-
 def resolve_spec(
     model_type: str,
     config: Any,
@@ -332,11 +304,14 @@ def resolve_spec(
     registry: Registry,
     *,
     inferred_from: Mapping[str, Any] | None = None,
+    default_task: str = "feature-extraction",
 ) -> ExportSpec:
-    """The bound spec for a model type and config; ``task=None`` infers it from ``architectures``."""
+    """The bound spec for a model type and config; ``task=None`` infers it from ``architectures``
+    (``default_task`` when there is none; a task the model type lacks falls back to
+    ``feature-extraction``)."""
     if task is None:
         e = lookup(registry, model_type)
-        name = infer_task(inferred_from or {}, e.architecture_tasks)
+        name = infer_task(inferred_from or {}, e.architecture_tasks, default=default_task)
         if name not in {parse_task(t).name for t in e.tasks}:
             name = "feature-extraction"
         task = f"{name}-with-past" if f"{name}-with-past" in e.tasks else name
@@ -414,6 +389,7 @@ def export(
     monolith: bool = False,
     overwrite: bool = False,
     trust_remote_code: bool = False,
+    gguf_file: str | None = None,
     seed: int = 0,
     registry: Registry = REGISTRY,
     validation_shapes: tuple[Shapes, ...] | None = None,
@@ -427,6 +403,10 @@ def export(
     when any graph disagrees with PyTorch, :class:`ExportError` naming the stage on other
     failures, and the input errors of :mod:`onnxspec.errors` on bad input; in every failure
     the destination is left as it was.
+
+    A folder is read as a transformers checkpoint (``config.json`` and weights) or as a GGUF
+    file: ``gguf_file`` names one, and a folder without ``config.json`` holding a single
+    ``*.gguf`` file reads that one (see :mod:`onnxspec.loading`).
     """
     start = time.perf_counter()
     output_dir = os.fspath(output_dir)
@@ -449,20 +429,25 @@ def export(
                     "float dtype bf16 cannot be exported and validated here: onnxruntime has no bf16 kernels on this CPU; "
                     "use fp32 (default) or fp16"
                 )
-            config_json = read_config_json(folder) if folder is not None else model_or_folder.config.to_dict()
-            if folder is not None:
-                _refuse_remote_code(folder, config_json, trust_remote_code)
+            if folder is None and gguf_file is not None:
+                raise SpecError(
+                    f"gguf_file={gguf_file!r} names a file in a model folder, but a torch.nn.Module was passed; "
+                    "pass the folder holding the GGUF file instead of a model, or leave gguf_file out"
+                )
+            source = read_source(folder, gguf_file, trust_remote_code=trust_remote_code) if folder is not None else None
+            config_json = source.config_json if source is not None else model_or_folder.config.to_dict()
             model_type = config_json["model_type"]
             if spec is None:
                 lookup(registry, model_type)
-                import transformers
-
-                config = (
-                    model_or_folder.config
-                    if folder is None
-                    else transformers.AutoConfig.for_model(**{k: v for k, v in config_json.items() if k != "auto_map"})
+                config = model_or_folder.config if source is None else config_from_json(config_json)
+                spec = resolve_spec(
+                    model_type,
+                    config,
+                    task,
+                    registry,
+                    inferred_from=config_json,
+                    default_task="feature-extraction" if source is None else default_task(source),
                 )
-                spec = resolve_spec(model_type, config, task, registry, inferred_from=config_json)
             elif spec.dims is None:
                 spec = bind(spec, model_or_folder.config if folder is None else config_json)
             if folder is not None:
@@ -478,11 +463,11 @@ def export(
             graphs = plan(spec, monolith=monolith)
             workdir, created = _make_workdir(output_dir)
 
-        with stages.stage("load", folder or type(model_or_folder).__name__):
-            if folder is None:
+        with stages.stage("load", type(model_or_folder).__name__ if source is None else source.path):
+            if source is None:
                 model = model_or_folder.eval()
             else:
-                model = load_model(folder, spec.task, trust_remote_code=trust_remote_code)
+                model = load_model(source.folder, spec.task, trust_remote_code=trust_remote_code, gguf_file=source.gguf_file)
             if spec.attn_implementation is not None and hasattr(model, "set_attn_implementation"):
                 model.set_attn_implementation(spec.attn_implementation)
             if dtypes.float_dtype is FloatDtype.FP16:
@@ -547,10 +532,11 @@ def export(
             versions=versions(),
             seed=seed,
             seconds=round(time.perf_counter() - start, 3),
+            source=_source_record(source),
         )
         with stages.stage("write"):
-            files = _write_side_files(workdir, folder, model, [(s, sub) for s, sub in graphs], dtypes, report)
-            report = attrs.evolve(report, files=tuple(sorted(files)))
+            files, notes = _write_side_files(workdir, source, model, [(s, sub) for s, sub in graphs], dtypes)
+            report = attrs.evolve(report, files=tuple(sorted(files)), source={**report.source, **notes})
             with open(os.path.join(workdir, "onnxspec_report.json"), "w", encoding="utf-8") as f:
                 f.write(report_json(report))
             if report.failures:  # an export run with no shape set is written, marked not validated
@@ -576,30 +562,60 @@ def export(
             _remove_created(created)
 
 
+def _source_record(source: ModelSource | None) -> dict[str, str]:
+    """What the report says the model was read from."""
+    if source is None:
+        return {"format": "module"}
+    if source.gguf_file is None:
+        return {"format": "transformers", "folder": os.path.abspath(source.folder)}
+    return {
+        "format": "gguf",
+        "folder": os.path.abspath(source.folder),
+        "gguf_file": source.gguf_file,
+        "weights": "dequantized to float32 when loaded",
+    }
+
+
 def _write_side_files(
     workdir: str,
-    folder: str | None,
+    source: ModelSource | None,
     model: torch.nn.Module,
     graphs: list[tuple[Split, ExportSpec]],
     dtypes: DTypes,
-    report: ExportReport,
-) -> list[str]:
+) -> tuple[list[str], dict[str, str]]:
+    """Write the files beside the graphs; return every file name and notes for the report.
+
+    A transformers folder's config, tokenizer and processor files are copied. A GGUF file holds
+    them all as metadata: its config (without the quantization marks), generation config and
+    tokenizer are written from what transformers rebuilt, so the folder is usable by a runtime.
+    """
     files = [s.filename for s, _ in graphs]
-    if folder is not None:
+    notes: dict[str, str] = {}
+    if source is not None and not source.is_gguf:
         for name in _COPIED_FILES:
-            source = os.path.join(folder, name)
-            if os.path.isfile(source):
-                shutil.copy2(source, os.path.join(workdir, name))
+            path = os.path.join(source.folder, name)
+            if os.path.isfile(path):
+                shutil.copy2(path, os.path.join(workdir, name))
                 files.append(name)
+    if source is not None and source.is_gguf:
+        generation_config = getattr(model, "generation_config", None)
+        if generation_config is not None:
+            generation_config.to_json_file(os.path.join(workdir, "generation_config.json"))
+            files.append("generation_config.json")
+        written, problem = save_gguf_tokenizer(source, workdir)
+        files += [n for n in written if n not in files]
+        notes["tokenizer"] = problem or "saved from the GGUF metadata: " + ", ".join(written)
     if "config.json" not in files:
-        model.config.to_json_file(os.path.join(workdir, "config.json"))
+        with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+            json.dump(exported_config_json(model), f, indent=2, sort_keys=True)
+            f.write("\n")
         files.append("config.json")
     contracts = {s.filename: contract(sub, dtypes) for s, sub in graphs}
     with open(os.path.join(workdir, "onnxspec_contract.json"), "w", encoding="utf-8") as f:
         json.dump(contracts, f, indent=2, sort_keys=True)
     files += ["onnxspec_contract.json", "onnxspec_report.json"]
     files += [n for n in os.listdir(workdir) if n.endswith(".onnx.data")]
-    return files
+    return files, notes
 
 
 def _keep_failed(workdir: str, output_dir: str) -> str:

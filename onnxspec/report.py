@@ -83,6 +83,9 @@ class ExportReport:
     seed: int
     seconds: float
     files: tuple[str, ...] = ()
+    source: Mapping[str, str] = attrs.field(factory=dict, converter=dict, hash=False)
+    """What the model was read from: ``format`` (``transformers``, ``gguf`` or ``module``), the
+    folder, the GGUF file, notes (``tokenizer``: saved, or why not)."""
 
     @property
     def validated(self) -> bool:

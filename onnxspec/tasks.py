@@ -219,12 +219,14 @@ def read_config_json(folder: str | os.PathLike[str]) -> dict[str, Any]:
     return data
 
 
-def infer_task(config: Mapping[str, Any], overrides: Mapping[str, str] | None = None) -> str:
+def infer_task(
+    config: Mapping[str, Any], overrides: Mapping[str, str] | None = None, *, default: str = "feature-extraction"
+) -> str:
     """The task a config's ``architectures`` entry implies, read locally (no network).
 
     ``overrides`` maps an architecture suffix to a task for one model type (a speech model's
     ``ForConditionalGeneration`` is speech recognition). Without ``architectures`` the answer
-    is ``feature-extraction``.
+    is ``default`` (``feature-extraction``: a bare model; a GGUF file's model generates text).
     """
     archs = config.get("architectures") or []
     table = {**_ARCH_SUFFIX, **(overrides or {})}
@@ -232,6 +234,6 @@ def infer_task(config: Mapping[str, Any], overrides: Mapping[str, str] | None = 
         for suffix in sorted(table, key=len, reverse=True):
             if arch.endswith(suffix):
                 return table[suffix]
-    return "feature-extraction"
+    return default
 
 
