@@ -273,7 +273,10 @@ def _add_export(sub: Any, shapes: bool) -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     p.add_argument("output", metavar="OUTPUT_DIR", help="folder to write the ONNX files to (created; see --overwrite)")
-    p.add_argument("-m", "--model", required=True, help="local model folder (holding config.json and the weights); nothing is downloaded")
+    p.add_argument("-m", "--model", required=True,
+                   help="local model folder (holding config.json and the weights, or a .gguf file); nothing is downloaded")
+    p.add_argument(*_spellings("gguf_file"), dest="gguf_file", default=None, metavar="NAME",
+                   help="export this GGUF file of the model folder (default: its only .gguf file when it has no config.json)")
     p.add_argument(
         "--task",
         default=None,
@@ -389,6 +392,7 @@ def _quiet_libraries(debug: bool) -> None:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' GGUF reader draws its own progress bar
 
 
 def _run_export(args: argparse.Namespace, out: Console, err: Console) -> int:
@@ -416,6 +420,7 @@ def _run_export(args: argparse.Namespace, out: Console, err: Console) -> int:
             monolith=args.monolith,
             overwrite=args.overwrite,
             trust_remote_code=args.trust_remote_code,
+            gguf_file=args.gguf_file,
             seed=args.seed,
             progress=progress,
         )
@@ -424,6 +429,9 @@ def _run_export(args: argparse.Namespace, out: Console, err: Console) -> int:
         raise
     finish(True)
     print_report(out, report)
+    if report.source.get("format") == "gguf":
+        out.print(f"Read from the GGUF file {escape(report.source['gguf_file'])} (weights dequantized to float32); "
+                  f"tokenizer: {escape(report.source.get('tokenizer', 'not saved'))}")
     out.print(f"[green]Exported {report.model_type} / {report.task} and validated it in {report.seconds:.1f}s.[/green]")
     return EXIT_OK
 
@@ -462,13 +470,13 @@ def _run_describe(args: argparse.Namespace, out: Console) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    _quiet_libraries("--debug" in argv)  # before parsing: the export parser imports torch, which imports tqdm
     try:
         args = _parse(argv)
     except SystemExit as e:  # argparse: 0 for --help/--version, 2 for misuse
         return int(e.code or 0) if not isinstance(e.code, str) else EXIT_USAGE
     out, err = _console(), _console(stderr=True)
     debug = bool(getattr(args, "debug", False))
-    _quiet_libraries(debug)
     try:
         if args.command == "export":
             return _run_export(args, out, err)
