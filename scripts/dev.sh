@@ -2,6 +2,7 @@
 # Set up the project's virtual environment (idempotent), then run one job:
 #   bash scripts/dev.sh demo   export the real all-MiniLM-L6-v2 model and print its validation report
 #   bash scripts/dev.sh test   run the test suite
+#   bash scripts/dev.sh real   install the real-checkpoint corpus (.real-models/) and run its tests
 #   bash scripts/dev.sh setup  only set up
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,5 +30,6 @@ case "$job" in
   setup) ;;
   demo) exec "$PY" scripts/demo.py "$@" ;;
   test) exec "$PY" -m pytest "$@" ;;
-  *) echo "unknown job '$job': use demo, test or setup" >&2; exit 2 ;;
+  real) "$PY" scripts/real_models.py && exec "$PY" -m pytest -m real tests/real -v "$@" ;;
+  *) echo "unknown job '$job': use demo, test, real or setup" >&2; exit 2 ;;
 esac
