@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import re
 import sys
 import time
 import traceback
@@ -32,6 +31,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from onnxspec.cache_names import OUTPUT_PATTERN, is_cache_output
 from onnxspec.errors import ConfigError, OnnxSpecError, ValidationError, close_matches
 
 if TYPE_CHECKING:
@@ -41,7 +41,6 @@ __all__ = ["build_parser", "files_table", "main", "models_table", "print_report"
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
-_CACHE_OUTPUT = re.compile(r"^present\.\d+\.")
 
 
 # --------------------------------------------------------------------------------------------
@@ -61,11 +60,11 @@ def _row_checks(checks: Sequence[OutputCheck], collapse_cache: bool) -> list[tup
     rows: list[tuple[str, list[OutputCheck]]] = []
     folded: dict[tuple[str, str], list[OutputCheck]] = {}
     for c in checks:
-        if collapse_cache and c.passed and _CACHE_OUTPUT.match(c.output):
+        if collapse_cache and c.passed and is_cache_output(c.output):
             key = (c.graph, c.shape_set)
             if key not in folded:
                 folded[key] = []
-                rows.append(("present.*", folded[key]))
+                rows.append((OUTPUT_PATTERN, folded[key]))
             folded[key].append(c)
         else:
             rows.append((c.output, [c]))

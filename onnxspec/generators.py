@@ -18,6 +18,7 @@ import attrs
 import torch
 
 from onnxspec.axes import Kind, TensorSpec, symbol_size
+from onnxspec.cache_names import Part, Which, is_cache_input, parse
 from onnxspec.errors import SpecError
 from onnxspec.normalize import Dims
 from onnxspec.past import PastKind, PastLayout
@@ -245,9 +246,12 @@ def past_tensor(tensor: TensorSpec, ctx: DummyContext, rng: torch.Generator, mad
     if ctx.past is None:
         raise SpecError(f"tensor {tensor.name!r} is a cache input but the spec has no past layout")
     layout = ctx.past
-    cross = layout.kind is PastKind.SEQ2SEQ and ".encoder." in tensor.name
+    parsed = parse(tensor.name)
+    if parsed is None:
+        raise SpecError(f"tensor {tensor.name!r} is not a cache tensor name; past_tensor fills only past_key_values.* inputs")
+    cross = layout.kind is PastKind.SEQ2SEQ and parsed.part is Part.CROSS
     heads = layout.encoder_heads if cross else layout.num_heads
-    dim = layout.value_dim if tensor.name.endswith("value") else layout.key_dim
+    dim = layout.value_dim if parsed.which is Which.VALUE else layout.key_dim
     batch = _size(tensor, ctx, 0, "batch_size")
     length = _size(tensor, ctx, 2, "past_sequence_length")
     return _randn((batch, heads, length, dim), ctx, rng)
@@ -268,7 +272,7 @@ def make_dummies(
     made: dict[str, torch.Tensor] = {}
     for tensor in inputs:
         gen = generators.get(tensor.name)
-        if gen is None and tensor.name.startswith("past_key_values."):
+        if gen is None and is_cache_input(tensor.name):
             gen = past_tensor
         if gen is None:
             raise SpecError(

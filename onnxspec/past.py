@@ -4,7 +4,7 @@ A :class:`PastLayout` says how many layers a cache has, how many key/value heads
 value head dims (they may differ), and whether it is a decoder-only cache or a seq2seq one
 (self attention + cross attention). Names follow what ONNX Runtime consumers of Optimum-exported
 models read: ``past_key_values.{i}.key`` in, ``present.{i}.key`` out; seq2seq adds
-``.decoder`` / ``.encoder``.
+``.decoder`` / ``.encoder`` (the names come from :mod:`onnxspec.cache_names`).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from collections.abc import Iterable
 import attrs
 
 from onnxspec.axes import Kind, TensorSpec, merge_specs
+from onnxspec.cache_names import Direction, Part, Which, cache_name
 from onnxspec.errors import SpecError
 
 __all__ = [
@@ -31,13 +32,6 @@ class PastKind(enum.Enum):
 
     DECODER_ONLY = "decoder-only"
     SEQ2SEQ = "seq2seq"
-
-
-class Direction(enum.Enum):
-    """Cache tensors as graph inputs (``past_key_values.*``) or outputs (``present.*``)."""
-
-    INPUTS = "inputs"
-    OUTPUTS = "outputs"
 
 
 def _positive(inst: object, attribute: attrs.Attribute, value: int) -> None:
@@ -70,13 +64,13 @@ class PastLayout:
         return 4 if self.kind is PastKind.SEQ2SEQ else 2
 
 
-def _axes(kind: PastKind, part: str, direction: Direction, past_in_inputs: bool) -> dict[int, str]:
+def _axes(kind: PastKind, part: Part | None, direction: Direction, past_in_inputs: bool) -> dict[int, str]:
     if kind is PastKind.DECODER_ONLY:
         if direction is Direction.INPUTS:
             return {0: "batch_size", 2: "past_sequence_length"}
         length = "past_sequence_length + sequence_length" if past_in_inputs else "sequence_length"
         return {0: "batch_size", 2: length}
-    if part == "encoder":
+    if part is Part.CROSS:
         return {0: "batch_size", 2: "encoder_sequence_length_out"}
     if direction is Direction.INPUTS:
         return {0: "batch_size", 2: "past_decoder_sequence_length"}
@@ -91,19 +85,18 @@ def past_specs(layout: PastLayout, direction: Direction, *, past_in_inputs: bool
     between steps, so its outputs carry only the ``.decoder`` part (2 per layer); inputs, and
     outputs of a graph without past inputs, carry both parts (4 per layer).
     """
-    prefix = "past_key_values" if direction is Direction.INPUTS else "present"
     if layout.kind is PastKind.DECODER_ONLY:
-        parts: tuple[str | None, ...] = (None,)
+        parts: tuple[Part | None, ...] = (None,)
     elif direction is Direction.OUTPUTS and past_in_inputs:
-        parts = ("decoder",)
+        parts = (Part.SELF,)
     else:
-        parts = ("decoder", "encoder")
+        parts = (Part.SELF, Part.CROSS)
     out = []
     for i in range(layout.num_layers):
         for part in parts:
-            for which in ("key", "value"):
-                name = f"{prefix}.{i}.{part}.{which}" if part else f"{prefix}.{i}.{which}"
-                axes = _axes(layout.kind, part or "", direction, past_in_inputs)
+            axes = _axes(layout.kind, part, direction, past_in_inputs)
+            for which in Which:
+                name = cache_name(i, which, part=part, direction=direction)
                 out.append(TensorSpec(name=name, axes=axes, kind=Kind.FLOAT, rank=4))
     return tuple(out)
 

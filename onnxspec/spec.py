@@ -21,6 +21,7 @@ import toolz
 from packaging.version import InvalidVersion, Version
 
 from onnxspec.axes import TensorSpec, axes_view, names, symbol_terms
+from onnxspec.cache_names import OUTPUT_PATTERN, is_cache_output
 from onnxspec.criteria import DEFAULT_CRITERIA, Criterion, NoiseBound, Tolerance
 from onnxspec.errors import SpecError
 from onnxspec.normalize import Dims, Normalizer, normalize
@@ -345,7 +346,7 @@ def with_criterion(spec: ExportSpec, criterion: Criterion, *, outputs: Iterable[
         chosen = tuple(outputs)
     else:
         every = (n for graph in spec.graphs.values() for n in names(graph.outputs))
-        chosen = tuple(dict.fromkeys([*every, *(["present.*"] if spec.past_kind is not None else [])]))
+        chosen = tuple(dict.fromkeys([*every, *([OUTPUT_PATTERN] if spec.past_kind is not None else [])]))
     return attrs.evolve(spec, tolerances=toolz.merge(spec.tolerances, dict.fromkeys(chosen, criterion)))
 
 
@@ -365,8 +366,8 @@ def tolerance_for(spec: ExportSpec, output: str, dtypes: DTypes) -> Criterion:
     dtype's default :class:`NoiseBound` (:data:`onnxspec.criteria.DEFAULT_CRITERIA`)."""
     if output in spec.tolerances:
         return spec.tolerances[output]
-    if output.startswith("present.") and "present.*" in spec.tolerances:
-        return spec.tolerances["present.*"]
+    if is_cache_output(output) and OUTPUT_PATTERN in spec.tolerances:
+        return spec.tolerances[OUTPUT_PATTERN]
     if "*" in spec.tolerances:
         return spec.tolerances["*"]
     return DEFAULT_CRITERIA[dtypes.float_dtype.value]

@@ -19,6 +19,7 @@ import onnx
 import torch
 
 from onnxspec.axes import TensorSpec, names, symbol_size
+from onnxspec.cache_names import is_cache_output
 from onnxspec.criteria import Criterion, NoiseBound, Tolerance, judge
 from onnxspec.errors import SpecError
 from onnxspec.generators import context, make_dummies
@@ -118,7 +119,7 @@ def _mask_for(output: TensorSpec, array: np.ndarray, feed: Mapping[str, np.ndarr
     mask = feed.get("attention_mask")
     if mask is None or mask.ndim != 2 or array.ndim < 2 or array.shape[0] != mask.shape[0]:
         return None
-    axis = 2 if output.name.startswith("present.") else 1
+    axis = 2 if is_cache_output(output.name) else 1
     symbol = output.dynamic_axes.get(axis, "")
     if "sequence_length" not in symbol or "encoder" in symbol or "decoder" in symbol:
         return None

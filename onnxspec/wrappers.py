@@ -19,14 +19,12 @@ from transformers import DynamicCache, EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutput
 
 from onnxspec.axes import Kind, names
+from onnxspec.cache_names import Part, Which, cache_name, is_cache_input, is_cache_output, parse
 from onnxspec.errors import SpecError
 from onnxspec.past import PastKind
 from onnxspec.spec import ExportSpec
 
 __all__ = ["cache_argument", "graph_module", "read_result", "target_module"]
-
-_PRESENT = re.compile(r"^present\.(\d+)\.(?:(decoder|encoder)\.)?(key|value)$")
-
 
 def cache_argument(module: torch.nn.Module) -> str | None:
     """The forward keyword that takes the KV cache: ``cache`` (transformers >= 5.24) or
@@ -76,14 +74,13 @@ def _returned_cache(output: Any) -> Any:
 
 
 def _present(cache: Any, name: str) -> torch.Tensor:
-    match = _PRESENT.match(name)
-    if match is None:
+    parsed = parse(name)
+    if parsed is None or not is_cache_output(name):
         raise SpecError(f"output {name!r} is not a cache output name")
-    layer, part, which = int(match.group(1)), match.group(2), match.group(3)
-    if part is not None:
-        cache = cache.self_attention_cache if part == "decoder" else cache.cross_attention_cache
-    entry = cache.layers[layer]
-    return entry.keys if which == "key" else entry.values
+    if parsed.part is not None:
+        cache = cache.self_attention_cache if parsed.part is Part.SELF else cache.cross_attention_cache
+    entry = cache.layers[parsed.layer]
+    return entry.keys if parsed.which is Which.KEY else entry.values
 
 
 def _keyword_value(keyword: str, tensor: torch.Tensor) -> Any:
@@ -96,11 +93,13 @@ def _cache(spec: ExportSpec, past: dict[str, torch.Tensor]) -> Any:
     layout = spec.past
     assert layout is not None
     layers = range(layout.num_layers)
+
+    def pairs(part: Part | None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [(past[cache_name(i, Which.KEY, part=part)], past[cache_name(i, Which.VALUE, part=part)]) for i in layers]
+
     if layout.kind is PastKind.DECODER_ONLY:
-        return DynamicCache(ddp_cache_data=[(past[f"past_key_values.{i}.key"], past[f"past_key_values.{i}.value"]) for i in layers])
-    selfs = [(past[f"past_key_values.{i}.decoder.key"], past[f"past_key_values.{i}.decoder.value"]) for i in layers]
-    cross = [(past[f"past_key_values.{i}.encoder.key"], past[f"past_key_values.{i}.encoder.value"]) for i in layers]
-    return EncoderDecoderCache(DynamicCache(ddp_cache_data=selfs), DynamicCache(ddp_cache_data=cross))
+        return DynamicCache(ddp_cache_data=pairs(None))
+    return EncoderDecoderCache(DynamicCache(ddp_cache_data=pairs(Part.SELF)), DynamicCache(ddp_cache_data=pairs(Part.CROSS)))
 
 
 def _stand_in(spec: ExportSpec, name: str, past: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -121,7 +120,7 @@ def _stand_in(spec: ExportSpec, name: str, past: dict[str, torch.Tensor]) -> tor
             f"spec {spec.model_type}/{spec.task}: the stand-in for {name!r} needs the config's hidden_size; "
             "bind the spec to the model config first (bind(spec, config))"
         )
-    key = past["past_key_values.0.encoder.key"]
+    key = past[cache_name(0, Which.KEY, part=Part.CROSS)]
     return key.new_zeros((key.shape[0], key.shape[2], int(spec.dims["hidden_size"])))
 
 
@@ -146,7 +145,7 @@ def graph_module(model: torch.nn.Module, spec: ExportSpec) -> torch.nn.Module:
         kwargs: dict[str, Any] = {}
         past: dict[str, torch.Tensor] = {}
         for name, tensor in zip(input_names, tensors, strict=True):
-            if name.startswith("past_key_values."):
+            if is_cache_input(name):
                 past[name] = tensor
                 continue
             if name in int_inputs and tensor.dtype != torch.long:
@@ -163,7 +162,7 @@ def graph_module(model: torch.nn.Module, spec: ExportSpec) -> torch.nn.Module:
         kwargs.update(call.fixed)
         output = target(**kwargs, return_dict=True)
         return tuple(
-            _present(_returned_cache(output), name) if name.startswith("present.") else read_result(output, call.result(name))
+            _present(_returned_cache(output), name) if is_cache_output(name) else read_result(output, call.result(name))
             for name in output_names
         )
 
