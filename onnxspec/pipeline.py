@@ -46,7 +46,8 @@ from onnxspec.loading import (
     config_from_json,
     default_task,
     exported_config_json,
-    load_model,
+    load_model,  # re-exported: onnxspec.pipeline.load_model predates onnxspec.loading
+    load_source_model,
     read_source,
     save_gguf_tokenizer,
 )
@@ -467,7 +468,7 @@ def export(
             if source is None:
                 model = model_or_folder.eval()
             else:
-                model = load_model(source.folder, spec.task, trust_remote_code=trust_remote_code, gguf_file=source.gguf_file)
+                model = load_source_model(source, spec.task, trust_remote_code=trust_remote_code)
             if spec.attn_implementation is not None and hasattr(model, "set_attn_implementation"):
                 model.set_attn_implementation(spec.attn_implementation)
             if dtypes.float_dtype is FloatDtype.FP16:

@@ -23,6 +23,7 @@ from onnxspec.loading import (
     exported_config_json,
     gguf_files,
     load_model,
+    load_source_model,
     read_source,
     require_gguf_support,
 )
@@ -203,6 +204,23 @@ def test_load_model_from_gguf_has_the_source_weights_and_no_quantized_marks(
     assert set(got) == set(expected)
     assert all(torch.equal(got[k], expected[k]) for k in expected), "F32 weights must round-trip exactly"
     ids = torch.randint(0, model.config.vocab_size, (2, 9), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, source_model(ids).logits, rtol=0, atol=0)
+
+
+def test_load_source_model_reuses_the_config_read_from_the_gguf_file(
+    gguf_folder: str, source_model: torch.nn.Module, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import transformers
+
+    source = read_source(gguf_folder)
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the GGUF metadata must not be parsed again for the config")
+
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", fail)
+    model = load_source_model(source, "text-generation")
+    ids = torch.arange(12).reshape(2, 6)
     with torch.no_grad():
         torch.testing.assert_close(model(ids).logits, source_model(ids).logits, rtol=0, atol=0)
 
