@@ -327,7 +327,10 @@ def build_parser(*, export_shapes: bool = True) -> tuple[argparse.ArgumentParser
     )
     d.add_argument("model_type", help="a model type from `onnxspec models`")
     d.add_argument("task", help="a task from `onnxspec tasks` (-with-past for a KV cache)")
-    d.add_argument("-m", "--model", default=None, help="a local model folder whose config.json sets the dimensions (layers, heads)")
+    d.add_argument("-m", "--model", default=None,
+                   help="a local model folder whose config.json (or GGUF file) sets the dimensions (layers, heads)")
+    d.add_argument(*_spellings("gguf_file"), dest="gguf_file", default=None, metavar="NAME",
+                   help="read the dimensions from this GGUF file of the --model folder")
     d.add_argument("--debug", action="store_true", help="show tracebacks")
     commands["describe"] = d
     return parser, commands
@@ -438,21 +441,24 @@ def _run_export(args: argparse.Namespace, out: Console, err: Console) -> int:
 def _run_describe(args: argparse.Namespace, out: Console) -> int:
     import transformers
 
+    from onnxspec.loading import config_from_json, read_source
     from onnxspec.models import REGISTRY
     from onnxspec.registry import spec_for
     from onnxspec.spec import bind, describe, with_behavior
-    from onnxspec.tasks import read_config_json
 
     spec = spec_for(REGISTRY, args.model_type, args.task)
     if args.model is not None:
-        config_json = read_config_json(args.model)
+        # config.json, or the config of the folder's GGUF file; only the config is read (no code runs)
+        found = read_source(args.model, args.gguf_file, trust_remote_code=True)
+        config_json = found.config_json
         if config_json["model_type"] != spec.model_type:
+            gguf = f" --gguf-file {args.gguf_file}" if args.gguf_file else ""
             raise ConfigError(
                 f"{args.model!r} holds a {config_json['model_type']!r} model, not {spec.model_type!r}; "
-                f"run `onnxspec describe {config_json['model_type']} {args.task} --model {args.model}`"
+                f"run `onnxspec describe {config_json['model_type']} {args.task} --model {args.model}{gguf}`"
             )
-        config = transformers.AutoConfig.for_model(**{k: v for k, v in config_json.items() if k != "auto_map"})
-        source = f"the config of {args.model}"
+        config = config_from_json(config_json)
+        source = f"the config of {found.path}"
     else:
         config = transformers.AutoConfig.for_model(spec.model_type)
         source = f"transformers' default {type(config).__name__} (pass --model FOLDER for a real one)"

@@ -367,6 +367,17 @@ def _check_head(config_json: Mapping[str, Any], task: str, model_type: str, regi
     )
 
 
+def _check_gguf_head(source: ModelSource, task: str) -> None:
+    """Refuse a task whose head a GGUF file cannot hold: llama.cpp's files keep a language model's
+    head (or none), so any other head would be randomly initialised."""
+    saved = default_task(source)
+    if task not in ("feature-extraction", saved):
+        raise UnsupportedTaskError(
+            f"the GGUF file {source.gguf_file!r} holds a language model (a {saved!r} head), but task {task!r} needs "
+            f"another head, which would be randomly initialised; export with --task {saved} (or feature-extraction)"
+        )
+
+
 def _save(model: onnx.ModelProto, path: str, threshold: int) -> None:
     weights = sum(len(t.raw_data) for t in model.graph.initializer)
     if weights > threshold:
@@ -451,7 +462,9 @@ def export(
                 )
             elif spec.dims is None:
                 spec = bind(spec, model_or_folder.config if folder is None else config_json)
-            if folder is not None:
+            if source is not None and source.is_gguf:
+                _check_gguf_head(source, spec.task)
+            elif source is not None:
                 _check_head(config_json, spec.task, model_type, registry)
             if opset is not None:
                 spec = attrs.evolve(spec, opset=opset)

@@ -18,7 +18,7 @@ import transformers
 
 from onnxspec import export
 from onnxspec.cli import EXIT_OK, EXIT_USAGE, main
-from onnxspec.errors import ModelLoadError
+from onnxspec.errors import ModelLoadError, UnsupportedTaskError
 from tests.tiny import tiny_folder
 from tests.tiny_gguf import tiny_llama, write_gguf
 
@@ -106,6 +106,12 @@ def test_a_gguf_file_without_tokenizer_exports_and_says_so(source_model: torch.n
     assert not any(n.startswith("tokenizer") for n in os.listdir(tmp_path / "out"))
 
 
+def test_a_head_the_gguf_file_cannot_hold_is_refused(gguf_folder: str, tmp_path: Path) -> None:
+    with pytest.raises(UnsupportedTaskError, match="randomly initialised; export with --task text-generation"):
+        export(gguf_folder, tmp_path / "out", task="text-classification")
+    assert not (tmp_path / "out").exists()
+
+
 def test_gguf_file_with_a_module_is_refused(source_model: torch.nn.Module, tmp_path: Path) -> None:
     with pytest.raises(Exception, match="torch.nn.Module was passed"):
         export(source_model, tmp_path / "out", gguf_file=NAME)
@@ -154,3 +160,10 @@ def test_cli_gguf_not_installed(
     line = _usage_error(["export", "--model", gguf_folder, str(tmp_path / "out")], capsys)
     assert "'gguf' package" in line and "pip install 'onnxspec[gguf]'" in line
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_describe_reads_the_dimensions_of_a_gguf_file(gguf_folder: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["describe", "llama", "text-generation-with-past", "--model", gguf_folder])
+    out = capsys.readouterr().out
+    assert code == EXIT_OK
+    assert NAME in out and "'num_key_value_heads': 2" in out and "'head_dim': 16" in out
