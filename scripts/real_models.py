@@ -280,6 +280,8 @@ def _run_export(name: str, out: str, dtype: str) -> dict[str, object]:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     started = time.perf_counter()
     folder = export_source(name)
+    if ROOT not in sys.path:
+        sys.path.insert(0, ROOT)  # this checkout's onnxspec, whichever one the venv installed
     import onnxspec
     from onnxspec import DTypes, ValidationError
 

@@ -174,7 +174,9 @@ def _greedy(onnx_dir: str, prompt: np.ndarray, steps: int) -> tuple[np.ndarray, 
     session = _session(os.path.join(onnx_dir, "model.onnx"))
     inputs = {i.name: i for i in session.get_inputs()}
     outputs = [o.name for o in session.get_outputs()]
-    assert {"input_ids", "attention_mask", "position_ids"} <= set(inputs), sorted(inputs)
+    assert {"input_ids", "attention_mask"} <= set(inputs), sorted(inputs)
+    # llama's graph takes position_ids; gemma3_text's computes them from the mask (Optimum's contract)
+    fed = [k for k in ("input_ids", "attention_mask", "position_ids") if k in inputs]
     past = {}
     for key, info in inputs.items():
         if key.startswith("past_key_values."):
@@ -182,7 +184,7 @@ def _greedy(onnx_dir: str, prompt: np.ndarray, steps: int) -> tuple[np.ndarray, 
             assert isinstance(heads, int) and isinstance(head_dim, int), (key, info.shape)
             past[key] = np.zeros((1, heads, 0, head_dim), _ONNX_TYPES[info.type])
     assert past, "the decoder graph has no past_key_values inputs"
-    cast = {k: _ONNX_TYPES[inputs[k].type] for k in ("input_ids", "attention_mask", "position_ids")}
+    cast = {k: _ONNX_TYPES[inputs[k].type] for k in fed}
     step_ids, total = prompt, prompt.shape[1]
     got, logits = [], []
     started = time.perf_counter()
@@ -191,9 +193,10 @@ def _greedy(onnx_dir: str, prompt: np.ndarray, steps: int) -> tuple[np.ndarray, 
         feed = {
             "input_ids": step_ids.astype(cast["input_ids"]),
             "attention_mask": np.ones((1, total), cast["attention_mask"]),
-            "position_ids": np.arange(total - length, total, dtype=np.int64)[None].astype(cast["position_ids"]),
             **past,
         }
+        if "position_ids" in cast:
+            feed["position_ids"] = np.arange(total - length, total, dtype=np.int64)[None].astype(cast["position_ids"])
         result = dict(zip(outputs, session.run(outputs, feed)))
         last = result["logits"][0, -1].astype(np.float32)
         token = int(last.argmax())
