@@ -230,6 +230,8 @@ def load_source_model(source: ModelSource, task: str, *, trust_remote_code: bool
             raise ModelLoadError(f"cannot read the config of {folder!r}: {e}") from e
         options: dict[str, Any] = {"trust_remote_code": trust_remote_code}
         what, fix = repr(folder), "Check that the weights file is present and complete (save the model again with save_pretrained)"
+        if gguf_files(folder):  # a repo's config.json beside its GGUF files, with no weights of its own
+            fix += f", or export one of its GGUF files with --gguf-file NAME ({', '.join(gguf_files(folder))})"
     else:
         require_gguf_support(source.path)
         config = config_from_json(source.config_json)

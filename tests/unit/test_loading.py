@@ -232,6 +232,16 @@ def test_load_model_of_a_transformers_folder_still_works(tmp_path: Path) -> None
     assert read_source(folder).gguf_file is None
 
 
+def test_a_config_json_without_weights_beside_gguf_files_points_at_them(gguf_folder: str, tmp_path: Path) -> None:
+    folder = Path(tiny_folder("bert", "text-classification", tmp_path / "repo"))
+    for name in os.listdir(folder):
+        if name.endswith(".safetensors"):
+            os.remove(folder / name)
+    (folder / "model.Q4_K_M.gguf").write_bytes(b"GGUF")
+    with pytest.raises(ModelLoadError, match=r"--gguf-file NAME \(model.Q4_K_M.gguf\)"):
+        load_model(folder, "text-classification")
+
+
 def test_pipeline_still_exports_load_model() -> None:
     from onnxspec import pipeline
 
