@@ -7,11 +7,14 @@ import importlib.util
 import json
 import os
 import socket
+import tempfile
 from pathlib import Path
 
 import attrs
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from onnxspec import loading
 from onnxspec.errors import ModelLoadError, OnnxSpecError
@@ -121,6 +124,26 @@ def test_a_gguf_name_in_a_folder_without_any(tmp_path: Path) -> None:
         choose_gguf_file(_touch(tmp_path / "m", "config.json"), "model.gguf")
     with pytest.raises(ModelLoadError, match="does not exist"):
         choose_gguf_file(tmp_path / "absent", "model.gguf")
+
+
+@given(
+    ggufs=st.sets(st.from_regex(r"[a-z][a-z0-9_.-]{0,12}\.gguf", fullmatch=True), max_size=4),
+    config_json=st.booleans(),
+    named=st.booleans(),
+)
+def test_which_file_is_read_follows_the_rules(ggufs: set[str], config_json: bool, named: bool) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = _touch(Path(tmp) / "m", *ggufs, *(("config.json",) if config_json else ()))
+        name = min(ggufs) if named and ggufs else None
+        if name is not None:
+            assert choose_gguf_file(folder, name) == name  # a named file is always read
+        elif config_json or not ggufs:
+            assert choose_gguf_file(folder) is None  # config.json wins; nothing to pick
+        elif len(ggufs) == 1:
+            assert choose_gguf_file(folder) == next(iter(ggufs))
+        else:
+            with pytest.raises(ModelLoadError, match="--gguf-file"):
+                choose_gguf_file(folder)
 
 
 # --- missing packages ----------------------------------------------------------------------
