@@ -287,6 +287,8 @@ def _add_export(sub: Any, shapes: bool) -> argparse.ArgumentParser:
                    help="dtype of token ids, masks and positions (default int64)")
     p.add_argument("--atol", type=float, default=None, help="absolute tolerance for every output (default: the spec's per output)")
     p.add_argument("--monolith", action="store_true", help="export an encoder-decoder model as one graph instead of split files")
+    p.add_argument("--no-merged", dest="merged", action="store_const", const=False, default=None,
+                   help="seq2seq -with-past: skip decoder_model_merged.onnx (the two decoders in one graph with use_cache_branch)")
     p.add_argument(*_spellings("trust_remote_code"), dest="trust_remote_code", action="store_true",
                    help="allow running the model folder's own code (config.json auto_map)")
     p.add_argument("--backend", choices=("torchscript", "dynamo"), default=None,
@@ -420,6 +422,7 @@ def _run_export(args: argparse.Namespace, out: Console, err: Console) -> int:
             opset=args.opset,
             atol=args.atol,
             monolith=args.monolith,
+            merged=args.merged,
             overwrite=args.overwrite,
             trust_remote_code=args.trust_remote_code,
             gguf_file=args.gguf_file,

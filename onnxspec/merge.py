@@ -35,11 +35,13 @@ from onnxspec.errors import SpecError
 
 __all__ = [
     "BRANCH_INPUT",
+    "Interface",
     "Merge",
     "merge_decoders",
     "merged_filename",
     "merged_interface",
     "merges_for",
+    "stamp_interface",
     "weight_bytes",
 ]
 
@@ -86,12 +88,20 @@ def merges_for(splits: Iterable[Any]) -> tuple[Merge, ...]:
     return tuple(out)
 
 
+@attrs.frozen(kw_only=True)
+class Interface:
+    """A graph's inputs and outputs (what :func:`onnxspec.validate.check_graph` compares)."""
+
+    inputs: tuple[TensorSpec, ...] = attrs.field(converter=tuple)
+    outputs: tuple[TensorSpec, ...] = attrs.field(converter=tuple)
+
+
 def merged_interface(
     no_past_inputs: Sequence[TensorSpec],
     no_past_outputs: Sequence[TensorSpec],
     with_past_inputs: Sequence[TensorSpec],
     with_past_outputs: Sequence[TensorSpec],
-) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+) -> Interface:
     """The merged graph's inputs and outputs, from the two graphs' specs.
 
     Inputs: the union (no-cache graph first), then ``use_cache_branch``. Outputs: the no-cache
@@ -101,7 +111,27 @@ def merged_interface(
     inputs = (*merge_specs(no_past_inputs, with_past_inputs), spec(BRANCH_INPUT, {}, Kind.BOOL, rank=1))
     later = {t.name: t for t in with_past_outputs}
     outputs = tuple(later.get(t.name, t) for t in no_past_outputs)
-    return inputs, outputs
+    return Interface(inputs=inputs, outputs=outputs)
+
+
+def stamp_interface(model: onnx.ModelProto, interface: Interface, metadata: Mapping[str, str]) -> None:
+    """Name the symbolic dims of ``model``'s inputs and outputs after ``interface``'s axes and
+    set ``metadata`` entries. Changes ``model`` in place (it may hold gigabytes)."""
+    for values, specs in ((model.graph.input, interface.inputs), (model.graph.output, interface.outputs)):
+        by_name = {t.name: t for t in specs}
+        for value in values:
+            t = by_name.get(value.name)
+            if t is None:
+                continue
+            dims = value.type.tensor_type.shape.dim
+            for index, symbol in t.axes:
+                if index < len(dims) and not dims[index].HasField("dim_value"):
+                    dims[index].dim_param = symbol
+    kept = [p for p in model.metadata_props if p.key not in metadata]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    for key, value in metadata.items():
+        model.metadata_props.add(key=key, value=value)
 
 
 def weight_bytes(model: onnx.ModelProto) -> int:

@@ -51,6 +51,7 @@ from onnxspec.loading import (
     read_source,
     save_gguf_tokenizer,
 )
+from onnxspec.merge import BRANCH_INPUT, Merge, merge_decoders, merged_interface, merges_for, stamp_interface
 from onnxspec.models import REGISTRY
 from onnxspec.patches import patched
 from onnxspec.registry import Registry, lookup, spec_for
@@ -58,10 +59,10 @@ from onnxspec.report import ExportReport, GraphReport, report_json
 from onnxspec.shapes import DTypes, FloatDtype, Shapes
 from onnxspec.spec import Behavior, ExportSpec, Split, bind, check_versions, contract, with_behavior, with_tolerance
 from onnxspec.tasks import TASKS, infer_task, parse_task
-from onnxspec.validate import check_graph, stamp, validate
+from onnxspec.validate import check_graph, stamp, validate, validate_merged
 from onnxspec.wrappers import graph_module
 
-__all__ = ["MIN_OPSET", "STAGES", "export", "load_model", "max_opset", "plan", "resolve_spec", "versions"]
+__all__ = ["MIN_OPSET", "STAGES", "export", "load_model", "max_opset", "plan", "plan_merges", "resolve_spec", "versions"]
 
 STAGES = ("resolve", "load", "dummies", "trace", "check", "validate", "write")
 
@@ -337,6 +338,53 @@ def plan(spec: ExportSpec, *, monolith: bool = False) -> tuple[tuple[Split, Expo
     )
 
 
+def plan_merges(
+    spec: ExportSpec, graphs: tuple[tuple[Split, ExportSpec], ...], *, merged: bool | None = None, monolith: bool = False
+) -> tuple[Merge, ...]:
+    """The merged decoders to write beside ``graphs`` (the files :func:`plan` chose).
+
+    ``merged=None`` (default): one for each sub-graph exported both without and with cache
+    inputs (seq2seq ``-with-past`` tasks: ``decoder_model_merged.onnx``), none otherwise.
+    ``False``: none. ``True``: the same, but a plan without such a pair is an error.
+    """
+    if merged is False:
+        return ()
+    who = f"spec {spec.model_type}/{spec.task}"
+    if merged and monolith:
+        raise SpecError(
+            f"{who}: a merged decoder (merged=True, decoder_model_merged.onnx) joins the decoders with and without cache, "
+            "but monolith=True exports one graph without cache; drop one of the two options"
+        )
+    found = merges_for(s for s, _ in graphs)
+    if merged and not found:
+        decoder_only = any(s.use_past_in_inputs for s, _ in graphs)
+        raise SpecError(
+            f"{who}: merged=True asks for decoder_model_merged.onnx, but this export has no decoder pair with and without "
+            "cache inputs to merge"
+            + (
+                " (a decoder-only model's model.onnx already serves every step: feed an empty past on the first one)"
+                if decoder_only
+                else "; export a seq2seq task with '-with-past' (e.g. text2text-generation-with-past)"
+            )
+            + "; or leave merged out (--no-merged skips it)"
+        )
+    return found
+
+
+def _merged_contract(first: ExportSpec, later: ExportSpec, dtypes: DTypes) -> dict[str, Any]:
+    """The I/O contract of a merged decoder, from those of its two branches."""
+    a, b = contract(first, dtypes), contract(later, dtypes)
+    inputs = a["inputs"] + [t for t in b["inputs"] if t["name"] not in {x["name"] for x in a["inputs"]}]
+    inputs.append({"name": BRANCH_INPUT, "dtype": "bool", "dynamic_axes": {}, "rank": 1})
+    later_outputs = {t["name"]: t for t in b["outputs"]}
+    return {
+        **b,
+        "merged": {"branch_input": BRANCH_INPUT, "false": "first step (empty past)", "true": "later steps (the cache)"},
+        "inputs": inputs,
+        "outputs": [later_outputs.get(t["name"], t) for t in a["outputs"]],
+    }
+
+
 def _task_heads(task: str, model_type: str) -> set[str]:
     """Names of the model classes the auto classes of ``task`` load for ``model_type``."""
     import transformers
@@ -399,6 +447,7 @@ def export(
     opset: int | None = None,
     atol: float | None = None,
     monolith: bool = False,
+    merged: bool | None = None,
     overwrite: bool = False,
     trust_remote_code: bool = False,
     gguf_file: str | None = None,
@@ -419,6 +468,10 @@ def export(
     A folder is read as a transformers checkpoint (``config.json`` and weights) or as a GGUF
     file: ``gguf_file`` names one, and a folder without ``config.json`` holding a single
     ``*.gguf`` file reads that one (see :mod:`onnxspec.loading`).
+
+    Seq2seq ``-with-past`` exports also write ``decoder_model_merged.onnx`` (the two decoders
+    in one graph, validated on both branches); ``merged=False`` skips it, ``merged=True``
+    insists on it (see :func:`plan_merges`).
     """
     start = time.perf_counter()
     output_dir = os.fspath(output_dir)
@@ -475,6 +528,7 @@ def export(
                 spec = attrs.evolve(spec, attn_implementation="eager")
             check_versions(spec, versions())
             graphs = plan(spec, monolith=monolith)
+            merges = plan_merges(spec, graphs, merged=merged, monolith=monolith)
             workdir, created = _make_workdir(output_dir)
 
         with stages.stage("load", type(model_or_folder).__name__ if source is None else source.path):
@@ -537,6 +591,9 @@ def export(
                     problems=tuple(problems) + run_problems,
                 )
             )
+        for merge in merges:
+            reports.append(_merged_graph(merge, graphs, model, workdir, shapes, dtypes, seed, validation_shapes,
+                                         external_data_threshold, chosen_backend, stages))
         report = ExportReport(
             model_type=spec.model_type,
             task=spec.task + ("-with-past" if any(s.use_past for s in spec.splits) else ""),
@@ -549,7 +606,10 @@ def export(
             source=_source_record(source),
         )
         with stages.stage("write"):
-            files, notes = _write_side_files(workdir, source, model, [(s, sub) for s, sub in graphs], dtypes)
+            merged_contracts = {
+                m.filename: _merged_contract(_sub_of(graphs, m.no_past), _sub_of(graphs, m.with_past), dtypes) for m in merges
+            }
+            files, notes = _write_side_files(workdir, source, model, [(s, sub) for s, sub in graphs], dtypes, merged_contracts)
             report = attrs.evolve(report, files=tuple(sorted(files)), source={**report.source, **notes})
             with open(os.path.join(workdir, "onnxspec_report.json"), "w", encoding="utf-8") as f:
                 f.write(report_json(report))
@@ -576,6 +636,84 @@ def export(
             _remove_created(created)
 
 
+def _sub_of(graphs: tuple[tuple[Split, ExportSpec], ...], filename: str) -> ExportSpec:
+    return next(sub for s, sub in graphs if s.filename == filename)
+
+
+def _merged_graph(
+    merge: Merge,
+    graphs: tuple[tuple[Split, ExportSpec], ...],
+    model: torch.nn.Module,
+    workdir: str,
+    shapes: Shapes,
+    dtypes: DTypes,
+    seed: int,
+    shape_sets: tuple[Shapes, ...] | None,
+    threshold: int,
+    backend: Backend,
+    stages: _Stages,
+) -> GraphReport:
+    """Build, check and validate one merged decoder from two graphs already written and validated.
+
+    The merge is the ``trace`` stage of its file (it is how the graph is made); validation runs
+    each branch against the PyTorch module of the graph it came from, at the usual shape sets.
+    """
+    import onnxruntime
+
+    name = merge.filename
+    first, later = _sub_of(graphs, merge.no_past), _sub_of(graphs, merge.with_past)
+    interface = merged_interface(first.inputs, first.outputs, later.inputs, later.outputs)
+    with stages.stage("trace", name):
+        t0 = time.perf_counter()
+        proto = merge_decoders(onnx.load(os.path.join(workdir, merge.no_past)), onnx.load(os.path.join(workdir, merge.with_past)))
+        merge_seconds = time.perf_counter() - t0
+    with stages.stage("check", name):
+        problems = check_graph(proto, interface, dtypes)  # type: ignore[arg-type]
+        interface_ok = [v.name for v in proto.graph.input] == [t.name for t in interface.inputs] and [
+            v.name for v in proto.graph.output
+        ] == [t.name for t in interface.outputs]
+        metadata = {
+            "onnxspec.contract": json.dumps(_merged_contract(first, later, dtypes), indent=2, sort_keys=True),
+            "onnxspec.version": __version__,
+            "onnxspec.backend": backend.value,
+            "onnxspec.merged_from": f"{merge.no_past} (use_cache_branch=False), {merge.with_past} (use_cache_branch=True)",
+        }
+        stamp_interface(proto, interface, metadata)
+        path = os.path.join(workdir, name)
+        _save(proto, path, threshold)
+        del proto
+        onnx.checker.check_model(path)
+    with stages.stage("validate", name):
+        if interface_ok:
+            options = onnxruntime.SessionOptions()
+            options.log_severity_level = 3
+            session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+            branches = (
+                (False, "no-cache", graph_module(model, first), first),
+                (True, "cache", graph_module(model, later), later),
+            )
+            checks, run_problems, seconds = validate_merged(
+                session, branches, shapes, dtypes, seed, name, BRANCH_INPUT, shape_sets=shape_sets
+            )
+            del session
+        else:
+            checks, run_problems, seconds = (), ("not run against PyTorch: the graph's interface differs from the spec",), 0.0
+    return GraphReport(
+        filename=name,
+        behavior=later.behavior.value,
+        use_past=True,
+        use_past_in_inputs=True,
+        backend=backend.value,
+        trace_shapes={k: v for k, v in attrs.asdict(shapes).items()},
+        export_seconds=round(merge_seconds, 4),
+        validate_seconds=round(seconds, 4),
+        inputs=tuple(t.name for t in interface.inputs),
+        outputs=tuple(t.name for t in interface.outputs),
+        checks=checks,
+        problems=tuple(problems) + run_problems,
+    )
+
+
 def _source_record(source: ModelSource | None) -> dict[str, str]:
     """What the report says the model was read from."""
     if source is None:
@@ -596,6 +734,7 @@ def _write_side_files(
     model: torch.nn.Module,
     graphs: list[tuple[Split, ExportSpec]],
     dtypes: DTypes,
+    merged_contracts: Mapping[str, dict[str, Any]] | None = None,
 ) -> tuple[list[str], dict[str, str]]:
     """Write the files beside the graphs; return every file name and notes for the report.
 
@@ -603,7 +742,7 @@ def _write_side_files(
     them all as metadata: its config (without the quantization marks), generation config and
     tokenizer are written from what transformers rebuilt, so the folder is usable by a runtime.
     """
-    files = [s.filename for s, _ in graphs]
+    files = [s.filename for s, _ in graphs] + list(merged_contracts or {})
     notes: dict[str, str] = {}
     if source is not None and not source.is_gguf:
         for name in _COPIED_FILES:
@@ -624,7 +763,7 @@ def _write_side_files(
             json.dump(exported_config_json(model), f, indent=2, sort_keys=True)
             f.write("\n")
         files.append("config.json")
-    contracts = {s.filename: contract(sub, dtypes) for s, sub in graphs}
+    contracts = {**{s.filename: contract(sub, dtypes) for s, sub in graphs}, **(merged_contracts or {})}
     with open(os.path.join(workdir, "onnxspec_contract.json"), "w", encoding="utf-8") as f:
         json.dump(contracts, f, indent=2, sort_keys=True)
     files += ["onnxspec_contract.json", "onnxspec_report.json"]

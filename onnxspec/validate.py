@@ -13,13 +13,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from types import SimpleNamespace
+from typing import Any
 
+import attrs
 import numpy as np
 import onnx
 import torch
 
 from onnxspec.axes import TensorSpec, names, symbol_size
-from onnxspec.cache_names import is_cache_output
+from onnxspec.axes import spec as tensor_spec
+from onnxspec.cache_names import Part, Which, cache_name, is_cache_input, is_cache_output, to_past
 from onnxspec.criteria import Criterion, NoiseBound, Tolerance, judge
 from onnxspec.errors import SpecError
 from onnxspec.generators import context, make_dummies
@@ -28,7 +32,7 @@ from onnxspec.report import OutputCheck
 from onnxspec.shapes import DTypes, Shapes, size_table, torch_dtype, validation_shapes
 from onnxspec.spec import ExportSpec, contract_json, tolerance_for
 
-__all__ = ["check_graph", "compare", "stamp", "validate", "SHAPE_SET_NAMES"]
+__all__ = ["check_graph", "compare", "stamp", "validate", "validate_merged", "SHAPE_SET_NAMES"]
 
 _ONNX_DTYPE = {
     torch.float32: onnx.TensorProto.FLOAT,
@@ -251,6 +255,89 @@ def validate(
             checks.append(compare(graph, t, labels[k], exp, np.asarray(act), keep, criteria[i], ref, no_reference=why_not))
     problems = tuple(_frozen_outputs(spec, runs))
     return tuple(checks), problems, time.perf_counter() - start
+
+
+_NUMPY_FLOAT = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+_PASSED_THROUGH = Tolerance(atol=1e-30)
+"""Outputs the cache branch passes through unchanged are compared exactly (the atol only
+keeps the bound positive)."""
+
+
+def _branch_feed(declared: Mapping[str, tuple[list[Any], str]], feed: Mapping[str, np.ndarray], branch: bool,
+                 branch_input: str) -> dict[str, np.ndarray]:
+    """The inputs of a merged decoder that one branch's spec does not feed.
+
+    The first step (``branch`` false) gets cache inputs of past length 0; later steps get an
+    ``encoder_hidden_states`` of zeros (the cross-attention cache stands in for it), as long
+    as the fed cross cache. Sizes the graph fixed are read from its declared shapes.
+    """
+    batch = next(iter(feed.values())).shape[0]
+    cross = feed.get(cache_name(0, Which.KEY, part=Part.CROSS))
+    extra: dict[str, np.ndarray] = {branch_input: np.array([branch])}
+    for name, (shape, kind) in declared.items():
+        if name in feed or name == branch_input:
+            continue
+        if kind not in _NUMPY_FLOAT:
+            raise SpecError(f"merged decoder input {name!r} ({kind}) has no stand-in in the {'cache' if branch else 'no-cache'} branch")
+        if is_cache_input(name):
+            dynamic = {0: batch, 2: 0}
+        else:
+            dynamic = {0: batch, 1: cross.shape[2] if cross is not None else 1}
+        dims = [dynamic.get(k, d) for k, d in enumerate(shape)]
+        if not all(isinstance(d, int) for d in dims):
+            raise SpecError(f"merged decoder input {name!r}: cannot size a stand-in for its shape {shape}")
+        extra[name] = np.zeros(dims, _NUMPY_FLOAT[kind])
+    return extra
+
+
+def validate_merged(
+    session: object,
+    branches: Sequence[tuple[bool, str, torch.nn.Module, ExportSpec]],
+    traced: Shapes,
+    dtypes: DTypes,
+    seed: int,
+    graph: str,
+    branch_input: str = "use_cache_branch",
+    shape_sets: Sequence[Shapes] | None = None,
+) -> tuple[tuple[OutputCheck, ...], tuple[str, ...], float]:
+    """:func:`validate` a merged decoder once per branch, against that branch's own graph.
+
+    ``branches``: ``(branch value, tag, module, spec)`` per branch, e.g.
+    ``(False, "no-cache", first_step_module, decoder_spec)``. Each run feeds the spec's inputs,
+    the branch flag, and stand-ins for the other branch's inputs (an empty past, or zero
+    encoder states); checks are labelled ``<shape set>/<tag>``. Outputs the spec lacks (the
+    cross-attention cache of the cache branch) must equal the matching cache inputs exactly.
+    """
+    start = time.perf_counter()
+    if callable(session) and not hasattr(session, "run"):
+        session = session()
+    declared = {i.name: (list(i.shape), i.type) for i in session.get_inputs()}  # type: ignore[attr-defined]
+    every_output = [o.name for o in session.get_outputs()]  # type: ignore[attr-defined]
+    checks: list[OutputCheck] = []
+    problems: list[str] = []
+    for branch, tag, module, spec in branches:
+        runs: list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]] = []
+
+        def run(out_names: list[str], feed: Mapping[str, np.ndarray], branch: bool = branch,
+                runs: list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]] = runs) -> list[np.ndarray]:
+            full = {**feed, **_branch_feed(declared, feed, branch, branch_input)}
+            others = [n for n in every_output if n not in out_names]
+            got = session.run([*out_names, *others], full)  # type: ignore[attr-defined]
+            runs.append((full, dict(zip(others, got[len(out_names):]))))
+            return got[: len(out_names)]
+
+        found, trouble, _ = validate(SimpleNamespace(run=run), module, spec, traced, dtypes, seed, graph, shape_sets)
+        labels = list(dict.fromkeys(c.shape_set for c in found))
+        checks += [attrs.evolve(c, shape_set=f"{c.shape_set}/{tag}") for c in found]
+        problems += [f"{tag} branch: {p}" for p in trouble]
+        for label, (full, others) in zip(labels, runs):
+            for name, got in others.items():
+                source = to_past(name) if is_cache_output(name) else None
+                if source is None or source not in full:
+                    problems.append(f"{tag} branch: output {name!r} is neither checked against PyTorch nor a cache input passed through")
+                    continue
+                checks.append(compare(graph, tensor_spec(name, {}), f"{label}/{tag}", full[source], np.asarray(got), None, _PASSED_THROUGH))
+    return tuple(checks), tuple(problems), time.perf_counter() - start
 
 
 def _to_numpy(tensor: torch.Tensor) -> np.ndarray:

@@ -45,5 +45,11 @@ def test_export_validates(model_type: str, task: str, backend: str, tmp_path) ->
     assert {"small", "large", "decode"} <= checked_sets
     if task.endswith("-with-past"):
         assert any(g.use_past_in_inputs for g in report.graphs), names
+    if "decoder_with_past_model.onnx" in names:  # seq2seq with cache: the merged decoder too, weights stored once
+        assert "decoder_model_merged.onnx" in names and "decoder_model_merged.onnx" in report.files, names
+        merged, first = (os.path.getsize(out / n) for n in ("decoder_model_merged.onnx", "decoder_model.onnx"))
+        assert merged <= 1.1 * first, f"decoder_model_merged.onnx is {merged / first:.2f}x decoder_model.onnx"
+        sets = {c.shape_set for g in report.graphs if g.filename == "decoder_model_merged.onnx" for c in g.checks}
+        assert {"small/no-cache", "large/cache", "decode/cache"} <= sets, sets
     assert os.path.isfile(out / "onnxspec_report.json")
     assert os.path.isfile(out / "config.json")

@@ -243,9 +243,55 @@ def test_merged_interface_adds_the_branch_input() -> None:
     spec = bind(spec_for(REGISTRY, "bart", "text2text-generation-with-past"), CONFIGS["bart"]())
     first = with_behavior(spec, Behavior.DECODER, use_past=True, use_past_in_inputs=False)
     later = with_behavior(spec, Behavior.DECODER, use_past=True, use_past_in_inputs=True)
-    inputs, outputs = merged_interface(first.inputs, first.outputs, later.inputs, later.outputs)
+    interface = merged_interface(first.inputs, first.outputs, later.inputs, later.outputs)
+    inputs, outputs = interface.inputs, interface.outputs
     assert [t.name for t in inputs] == [*(t.name for t in first.inputs), *(t.name for t in later.inputs[2:]), BRANCH_INPUT]
     assert [t.name for t in outputs] == [t.name for t in first.outputs]
     by_name = {t.name: t for t in outputs}
     assert by_name["present.0.decoder.key"].dynamic_axes[2] == "past_decoder_sequence_length + decoder_sequence_length"
     assert by_name["present.0.encoder.key"].dynamic_axes[2] == "encoder_sequence_length_out"
+
+
+def _plan(model_type: str, task: str, **options):
+    from onnxspec.models import REGISTRY
+    from onnxspec.pipeline import plan, plan_merges
+    from onnxspec.registry import spec_for
+    from onnxspec.spec import bind
+    from tests.tiny import CONFIGS
+
+    spec = bind(spec_for(REGISTRY, model_type, task), CONFIGS[model_type]())
+    monolith = options.get("monolith", False)
+    return plan_merges(spec, plan(spec, monolith=monolith), **options)
+
+
+@pytest.mark.parametrize("model_type", ["t5", "bart", "marian", "whisper"])
+def test_seq2seq_with_past_plans_a_merged_decoder_by_default(model_type: str) -> None:
+    task = "automatic-speech-recognition-with-past" if model_type == "whisper" else "text2text-generation-with-past"
+    assert [m.filename for m in _plan(model_type, task)] == ["decoder_model_merged.onnx"]
+    assert [m.filename for m in _plan(model_type, task, merged=True)] == ["decoder_model_merged.onnx"]
+    assert _plan(model_type, task, merged=False) == ()
+
+
+def test_no_merged_decoder_without_a_pair_unless_asked() -> None:
+    assert _plan("t5", "text2text-generation") == ()
+    assert _plan("gpt2", "text-generation-with-past") == ()
+    assert _plan("t5", "text2text-generation", monolith=True) == ()
+
+
+def test_asking_for_a_merged_decoder_that_cannot_be_is_a_named_error() -> None:
+    with pytest.raises(SpecError, match="model.onnx already serves every step"):
+        _plan("gpt2", "text-generation-with-past", merged=True)
+    with pytest.raises(SpecError, match="export a seq2seq task with '-with-past'"):
+        _plan("t5", "text2text-generation", merged=True)
+    with pytest.raises(SpecError, match="monolith=True exports one graph without cache; drop one"):
+        _plan("t5", "text2text-generation", merged=True, monolith=True)
+    with pytest.raises(SpecError, match="no decoder pair"):
+        _plan("bert", "text-classification", merged=True)
+
+
+def test_the_cli_flag_skips_the_merged_decoder() -> None:
+    from onnxspec.cli import build_parser
+
+    parser, _ = build_parser(export_shapes=False)
+    assert parser.parse_args(["export", "-m", "m", "out"]).merged is None
+    assert parser.parse_args(["export", "-m", "m", "out", "--no-merged"]).merged is False
