@@ -18,7 +18,9 @@ import pytest
 import torch
 from transformers import GenerationConfig
 
+from onnxspec.cache_names import is_cache_input, is_cache_output, is_cross, to_past
 from onnxspec.generators import context, make_dummies
+from onnxspec.merge import BRANCH_INPUT
 from onnxspec.models import REGISTRY
 from onnxspec.pipeline import export, load_model
 from onnxspec.registry import spec_for
@@ -47,14 +49,14 @@ def _run(session: onnxruntime.InferenceSession, feed: Mapping[str, np.ndarray]) 
 
 def _as_past(outputs: Mapping[str, np.ndarray], keep: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """``present.X`` outputs renamed ``past_key_values.X``; ``keep`` (e.g. a cross cache) added."""
-    past = {"past_key_values." + k.removeprefix("present."): v for k, v in outputs.items() if k.startswith("present.")}
+    past = {to_past(k): v for k, v in outputs.items() if is_cache_output(k)}
     return {**(keep or {}), **past}
 
 
-def _greedy_config(model: torch.nn.Module, decoder_start: int | None = None) -> GenerationConfig:
-    """Plain greedy decoding for exactly STEPS tokens: no eos stop, no logits processors."""
+def _greedy_config(model: torch.nn.Module, decoder_start: int | None = None, steps: int = STEPS) -> GenerationConfig:
+    """Plain greedy decoding for exactly ``steps`` tokens: no eos stop, no logits processors."""
     return GenerationConfig(
-        max_new_tokens=STEPS,
+        max_new_tokens=steps,
         min_new_tokens=0,
         do_sample=False,
         num_beams=1,
@@ -66,8 +68,8 @@ def _greedy_config(model: torch.nn.Module, decoder_start: int | None = None) -> 
     )
 
 
-def _export(model_type: str, task: str, tmp_path) -> tuple[torch.nn.Module, str, ExportReport]:
-    folder = tiny_folder(model_type, task, tmp_path / "model")
+def _export(model_type: str, task: str, tmp_path, folder: str | None = None) -> tuple[torch.nn.Module, str, ExportReport]:
+    folder = folder or tiny_folder(model_type, task, tmp_path / "model")
     out = tmp_path / "onnx"
     report = export(folder, out, task=task)
     assert report.passed, report.failures
@@ -221,6 +223,133 @@ def test_whisper_greedy_decoding_matches_pytorch(tmp_path) -> None:
 
     got_ids, got_logits = _seq2seq_decode(out, {"input_features": features}, None, start)
     _assert_same(got_ids, got_logits, np.stack(want_ids, axis=1), want_logits)
+
+
+MERGED_STEPS = 12
+
+
+def _merged_decode(out: str, first_feed: Mapping[str, np.ndarray], mask: np.ndarray | None, start: int, steps: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Greedy decoding as transformers.js does it: ``encoder_model.onnx`` once, then
+    ``decoder_model_merged.onnx`` for every step, the first with ``use_cache_branch=False`` and
+    an empty cache, later ones with ``True`` and all of the previous step's ``present.*``."""
+    encoder = _session(f"{out}/encoder_model.onnx")
+    decoder = _session(f"{out}/decoder_model_merged.onnx")
+    hidden = _run(encoder, first_feed)["last_hidden_state"]
+    batch = hidden.shape[0]
+    past = {
+        i.name: np.zeros([batch if k == 0 else 0 if k == 2 else d for k, d in enumerate(i.shape)], np.float32)
+        for i in decoder.get_inputs()
+        if is_cache_input(i.name)
+    }
+    assert past and all(isinstance(d, int) for a in past.values() for d in a.shape)
+    masks = {} if mask is None else {"encoder_attention_mask": mask}
+    tokens = np.full((batch, 1), start, np.int64)
+    got_ids, got_logits, cross = [], [], None
+    for step in range(steps):
+        feed = {"input_ids": tokens, "encoder_hidden_states": hidden, **masks, **past, BRANCH_INPUT: np.array([step > 0])}
+        outputs = _run(decoder, feed)
+        assert outputs["present.0.decoder.key"].shape[2] == step + 1, "the self-attention cache grows by one token a step"
+        step_cross = {k: v for k, v in outputs.items() if is_cross(k)}
+        if cross is None:
+            cross = step_cross
+            assert cross and all(v.shape[2] == hidden.shape[1] for v in cross.values())
+        for name, value in step_cross.items():  # the cache branch passes the cross cache through
+            np.testing.assert_array_equal(value, cross[name], err_msg=f"{name} at step {step}")
+        last = outputs["logits"][:, -1, :]
+        tokens = last.argmax(-1)[:, None].astype(np.int64)
+        got_ids.append(tokens[:, 0])
+        got_logits.append(last)
+        past = _as_past(outputs)
+    return np.stack(got_ids, axis=1), got_logits
+
+
+def _assert_same_steps(got_ids: np.ndarray, got_logits: list[np.ndarray], want_ids: np.ndarray, want_logits: list[np.ndarray]) -> None:
+    np.testing.assert_array_equal(got_ids, want_ids)
+    assert got_ids.shape == (2, MERGED_STEPS) and len(got_logits) == len(want_logits) == MERGED_STEPS
+    for step, (got, want) in enumerate(zip(got_logits, want_logits)):
+        np.testing.assert_allclose(got, want, atol=ATOL, rtol=1e-3, err_msg=f"logits of step {step}")
+
+
+def _lively_folder(model_type: str, task: str, folder, **changes: float) -> str:
+    """A tiny model whose weights are spread enough for greedy decoding to pick varied tokens
+    (at the configs' init_std of 0.02 a random BART or Whisper repeats one token forever)."""
+    import transformers
+
+    config = CONFIGS[model_type]()
+    for name, value in changes.items():
+        setattr(config, name, value)
+    torch.manual_seed(0)
+    auto = transformers.AutoModelForSpeechSeq2Seq if model_type == "whisper" else transformers.AutoModelForSeq2SeqLM
+    auto.from_config(config).save_pretrained(folder)
+    return str(folder)
+
+
+def _no_stops(model: torch.nn.Module, steps: int, decoder_start: int) -> GenerationConfig:
+    """The greedy config, with the model's own eos and forced-eos defaults dropped: they would
+    stop or rewrite the decode (unset fields of a config given to generate take the model's)."""
+    model.generation_config.eos_token_id = None
+    model.generation_config.forced_eos_token_id = None
+    return _greedy_config(model, decoder_start, steps=steps)
+
+
+def _right_padded_text(vocab: int, pad: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two encoder inputs, the second 4 tokens shorter and padded on the right."""
+    ids = np.random.default_rng(seed).integers(3, vocab, size=(2, 11), dtype=np.int64)
+    mask = np.ones_like(ids)
+    mask[1, 7:] = 0
+    ids[1, 7:] = pad
+    return ids, mask
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("model_type", "changes", "seed"), [("t5", {"initializer_factor": 10.0}, 6), ("bart", {"init_std": 0.2}, 5)])
+def test_merged_decoder_alone_generates_what_generate_does(model_type: str, changes: dict[str, float], seed: int, tmp_path) -> None:
+    task = "text2text-generation-with-past"
+    folder = _lively_folder(model_type, task, tmp_path / "model", **changes)
+    model, out, report = _export(model_type, task, tmp_path, folder)
+    assert "decoder_model_merged.onnx" in report.files
+    config = model.config
+    ids, mask = _right_padded_text(config.vocab_size, config.pad_token_id, seed=seed)
+    with torch.no_grad():
+        reference = model.generate(
+            input_ids=torch.from_numpy(ids),
+            attention_mask=torch.from_numpy(mask),
+            generation_config=_no_stops(model, MERGED_STEPS, config.decoder_start_token_id),
+            return_dict_in_generate=True,
+            output_logits=True,
+        )
+    want_ids = reference.sequences[:, 1:].numpy()
+    assert len(set(want_ids.ravel().tolist())) > 2 and (want_ids[0] != want_ids[1]).any(), want_ids  # a decode worth comparing
+    got_ids, got_logits = _merged_decode(out, {"input_ids": ids, "attention_mask": mask}, mask, config.decoder_start_token_id, MERGED_STEPS)
+    _assert_same_steps(got_ids, got_logits, want_ids, [x.numpy() for x in reference.logits])
+
+
+@pytest.mark.integration
+def test_whisper_merged_decoder_alone_generates_what_generate_does(tmp_path) -> None:
+    from transformers.generation.utils import GenerationMixin
+
+    task = "automatic-speech-recognition-with-past"
+    model, out, report = _export("whisper", task, tmp_path, _lively_folder("whisper", task, tmp_path / "model", init_std=0.2))
+    assert "decoder_model_merged.onnx" in report.files
+    config = model.config
+    frames = 2 * config.max_source_positions
+    features = np.random.default_rng(6).standard_normal((2, config.num_mel_bins, frames)).astype(np.float32)
+    features[1, :, frames // 2:] = -1.5  # the second clip is shorter: padded with a constant log-mel floor
+    start = config.decoder_start_token_id
+    with torch.no_grad():
+        # transformers' own greedy generate loop (Whisper's override adds language and timestamp
+        # logic a random tiny model has no tokens for)
+        reference = GenerationMixin.generate(
+            model,
+            input_features=torch.from_numpy(features),
+            generation_config=_no_stops(model, MERGED_STEPS, start),
+            return_dict_in_generate=True,
+            output_logits=True,
+        )
+    want_ids = reference.sequences[:, 1:].numpy()
+    assert len(set(want_ids.ravel().tolist())) > 2 and (want_ids[0] != want_ids[1]).any(), want_ids  # a decode worth comparing
+    got_ids, got_logits = _merged_decode(out, {"input_features": features}, None, start, MERGED_STEPS)
+    _assert_same_steps(got_ids, got_logits, want_ids, [x.numpy() for x in reference.logits])
 
 
 def test_tiny_configs_exercise_grouped_query_attention() -> None:
