@@ -5,6 +5,15 @@ puts every one back to its own dtype on exit, even on error (float32 -> float64 
 exact, so the module is left bit for bit as it was). Converting in place, rather than copying,
 keeps one copy of the weights: the float64 copy needs twice the float32 bytes while it lives.
 :func:`float64_room` says whether that fits in the memory available now.
+
+The float64 run must compute the *same function* as the export dtype's run, only with exact
+arithmetic. Models take constants from ``torch.finfo(dtype)``: the fill value of attention
+masks (its ``min``), clamps and epsilons. Left to float64 they change meaning: a float64 mask
+fill of -1.8e308, cast to float32 by a model that runs its softmax in float32, becomes -inf, and
+a fully masked (left-padded) query row turns into NaN that spreads through the next layers,
+where the float32 run stays finite. :func:`finfo_of` makes ``torch.finfo(torch.float64)``
+answer with the export dtype's limits while the reference runs, so those constants are the ones
+the exported graph holds.
 """
 
 from __future__ import annotations
@@ -14,7 +23,9 @@ from collections.abc import Iterator
 
 import torch
 
-__all__ = ["available_memory", "float64_bytes", "float64_room", "in_float64", "to_float64"]
+from onnxspec.patches import Patch
+
+__all__ = ["available_memory", "finfo_of", "float64_bytes", "float64_room", "in_float64", "to_float64"]
 
 
 def _floating(module: torch.nn.Module) -> Iterator[torch.Tensor]:
@@ -73,3 +84,18 @@ def in_float64(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
 def to_float64(tensors: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
     """Floating tensors in float64 (exact), others unchanged."""
     return tuple(t.to(torch.float64) if t.is_floating_point() else t for t in tensors)
+
+
+def finfo_of(dtype: torch.dtype) -> Patch:
+    """A patch making ``torch.finfo(torch.float64)`` (and ``torch.finfo()`` under a float64
+    default) give ``dtype``'s limits; apply with :func:`onnxspec.patches.patched`."""
+
+    def wrap(real: type) -> object:
+        def finfo(kind: torch.dtype | None = None) -> object:
+            if kind is torch.float64 or (kind is None and torch.get_default_dtype() is torch.float64):
+                return real(dtype)
+            return real() if kind is None else real(kind)
+
+        return finfo
+
+    return Patch(target=torch, attribute="finfo", wrap=wrap, reason=f"float64 reference keeps {dtype}'s mask fill and epsilons")

@@ -21,13 +21,14 @@ import numpy as np
 import onnx
 import torch
 
-from onnxspec.axes import TensorSpec, names, symbol_size
+from onnxspec.axes import Kind, TensorSpec, names, symbol_size
 from onnxspec.axes import spec as tensor_spec
 from onnxspec.cache_names import Part, Which, cache_name, is_cache_input, is_cache_output, to_past
 from onnxspec.criteria import Criterion, NoiseBound, Tolerance, judge
 from onnxspec.errors import SpecError
 from onnxspec.generators import context, make_dummies
-from onnxspec.reference import float64_room, in_float64, to_float64
+from onnxspec.patches import patched
+from onnxspec.reference import finfo_of, float64_room, in_float64, to_float64
 from onnxspec.report import OutputCheck
 from onnxspec.shapes import DTypes, Shapes, size_table, torch_dtype, validation_shapes
 from onnxspec.spec import ExportSpec, contract_json, tolerance_for
@@ -194,16 +195,17 @@ def _frozen_outputs(spec: ExportSpec, runs: Sequence[tuple[Shapes, Mapping[str, 
 
 
 def _references(
-    module: torch.nn.Module, feeds: Sequence[Mapping[str, torch.Tensor]], wanted: bool
+    module: torch.nn.Module, feeds: Sequence[Mapping[str, torch.Tensor]], wanted: bool, dtype: torch.dtype
 ) -> tuple[list[list[np.ndarray]] | None, str]:
-    """PyTorch's outputs in float64 at every feed, or ``None`` and the reason there are none."""
+    """PyTorch's outputs in float64 at every feed, with ``dtype``'s limits for the constants the
+    model takes from ``torch.finfo``; or ``None`` and the reason there are none."""
     if not wanted:
         return None, ""
     room = float64_room(module)
     if room:
         return None, f"no float64 reference: {room}"
     try:
-        with in_float64(module), torch.no_grad():
+        with in_float64(module), patched([finfo_of(dtype)]), torch.no_grad():
             return [[t.detach().numpy() for t in module(*to_float64(tuple(d.values())))] for d in feeds], ""
     except Exception as e:  # a model that cannot run in float64 (a hard-coded float32 tensor...)
         return None, f"no float64 reference: the model failed in float64 ({type(e).__name__}: {str(e)[:200]})"
@@ -240,7 +242,8 @@ def validate(
         with torch.no_grad():
             expected.append([_to_numpy(t) for t in module(*dummies.values())])
         feeds.append(dummies)
-    references, why_not = _references(module, feeds, any(isinstance(c, NoiseBound) for c in criteria))
+    float_dtype = torch_dtype(Kind.FLOAT, dtypes)
+    references, why_not = _references(module, feeds, any(isinstance(c, NoiseBound) for c in criteria), float_dtype)
     if callable(session) and not hasattr(session, "run"):
         session = session()
     checks: list[OutputCheck] = []

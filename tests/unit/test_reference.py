@@ -55,3 +55,28 @@ def test_float64_room_refuses_what_does_not_fit(monkeypatch) -> None:
 def test_to_float64_leaves_integers() -> None:
     a, b = to_float64((torch.ones(2, dtype=torch.float16), torch.ones(2, dtype=torch.int64)))
     assert a.dtype is torch.float64 and b.dtype is torch.int64
+
+
+def test_finfo_of_gives_the_export_dtype_limits_to_float64_only() -> None:
+    from onnxspec.patches import patched
+    from onnxspec.reference import finfo_of
+
+    real_min = torch.finfo(torch.float64).min
+    with patched([finfo_of(torch.float32)]):
+        assert torch.finfo(torch.float64).min == torch.finfo(torch.float32).min
+        assert torch.finfo(torch.float16).max == 65504.0  # other dtypes answer for themselves
+    assert torch.finfo(torch.float64).min == real_min  # restored
+
+
+def test_a_float64_mask_cast_to_float32_would_be_minus_infinity() -> None:
+    """Why finfo_of exists: a model running softmax in float32 over a float64 mask sees -inf,
+    and a fully masked row becomes NaN; with the export dtype's fill value it stays finite."""
+    from onnxspec.patches import patched
+    from onnxspec.reference import finfo_of
+
+    scores = torch.zeros(1, 3, dtype=torch.float64)
+    fill = torch.finfo(torch.float64).min
+    assert torch.isnan(torch.softmax((scores + fill).float(), -1)).all()
+    with patched([finfo_of(torch.float32)]):
+        fill = torch.finfo(torch.float64).min
+    assert torch.isfinite(torch.softmax((scores + fill).float(), -1)).all()
