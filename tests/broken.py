@@ -184,14 +184,23 @@ def subject_label(model_type: str, task: str) -> str:
 
 
 def load_subject(folder: str | os.PathLike[str], task: str, *, label: str | None = None) -> Subject:
-    """Resolve ``folder``'s spec for ``task`` and load its model, as ``pipeline.export`` does."""
-    import transformers
-
+    """Resolve ``folder``'s spec for ``task`` and load its model, as ``pipeline.export`` does
+    (a transformers checkpoint, or a folder holding one GGUF file)."""
     folder = os.fspath(folder)
-    config_json = read_config_json(folder)
-    config = transformers.AutoConfig.for_model(**{k: v for k, v in config_json.items() if k != "auto_map"})
-    spec = resolve_spec(config_json["model_type"], config, task, REGISTRY, inferred_from=config_json)
-    model = load_model(folder, spec.task)
+    try:
+        from onnxspec.loading import config_from_json, load_source_model, read_source
+    except ImportError:  # before onnxspec.loading: transformers checkpoints only
+        import transformers
+
+        config_json = read_config_json(folder)
+        config = transformers.AutoConfig.for_model(**{k: v for k, v in config_json.items() if k != "auto_map"})
+        spec = resolve_spec(config_json["model_type"], config, task, REGISTRY, inferred_from=config_json)
+        model = load_model(folder, spec.task)
+    else:
+        source = read_source(folder)
+        config_json = source.config_json
+        spec = resolve_spec(config_json["model_type"], config_from_json(config_json), task, REGISTRY, inferred_from=config_json)
+        model = load_source_model(source, spec.task)
     if spec.attn_implementation is not None and hasattr(model, "set_attn_implementation"):
         model.set_attn_implementation(spec.attn_implementation)
     return Subject(
@@ -647,7 +656,9 @@ def _main_output(subject: Subject) -> tuple[str, int] | None:
     return None
 
 
-def frozen_axis_patches(subject: Subject) -> tuple[Patch, ...]:
+def frozen_axis_patches(subject: Subject, *, bake: bool = True) -> tuple[Patch, ...]:
+    """The frozen-axis patch; ``bake=False`` is its harmless twin (the same wrapper and slice,
+    with the length left symbolic), the control that the wrapping alone breaks nothing."""
     found = _main_output(subject)
     if found is None:
         return ()
@@ -659,25 +670,31 @@ def frozen_axis_patches(subject: Subject) -> tuple[Patch, ...]:
             out = original(self, *args, **kwargs)
             value = out[key] if isinstance(out, Mapping) or hasattr(out, "keys") else None
             if value is not None:
-                out[key] = value.narrow(axis, 0, int(value.shape[axis]))  # int(): a constant in the trace
+                length = int(value.shape[axis]) if bake else value.shape[axis]  # int(): a constant in the trace
+                out[key] = value.narrow(axis, 0, length)
             return out
 
         return forward
 
-    return (Patch(target=type(subject.model), attribute="forward", wrap=wrap,
-                  reason=f"broken: {key} axis {axis} frozen to its traced size"),)
+    what = "frozen to its traced size" if bake else "sliced to its own size (harmless)"
+    return (Patch(target=type(subject.model), attribute="forward", wrap=wrap, reason=f"broken: {key} axis {axis} {what}"),)
 
 
 def _rotary_classes(model: torch.nn.Module) -> list[type]:
     return sorted({type(m) for m in model.modules() if type(m).__name__.endswith("RotaryEmbedding")}, key=lambda c: c.__qualname__)
 
 
-def rotary_patches(subject: Subject) -> tuple[Patch, ...]:
+def rotary_patches(subject: Subject, *, bake: bool = True) -> tuple[Patch, ...]:
+    """The rotary patch; ``bake=False`` is its harmless twin (the same wrapper, positions
+    passed through), the control that the wrapping alone breaks nothing."""
+
     def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(original)
         def forward(self: torch.nn.Module, x: torch.Tensor, position_ids: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-            table = int(position_ids.shape[-1])  # the traced length, a constant in the trace
-            return original(self, x, position_ids.clamp(max=table - 1), *args, **kwargs)
+            if bake:
+                table = int(position_ids.shape[-1])  # the traced length, a constant in the trace
+                position_ids = position_ids.clamp(max=table - 1)
+            return original(self, x, position_ids, *args, **kwargs)
 
         return forward
 

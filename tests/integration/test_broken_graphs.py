@@ -133,7 +133,7 @@ class Lab:
         if key not in self._broken:
             subject, _report, control = self.subject(label)
             workdir = os.path.join(self.root, label, "broken", name)
-            os.makedirs(workdir)
+            os.makedirs(workdir, exist_ok=True)
             self._broken[key] = corpus.make_broken(subject, corpus.BY_NAME[name], control, workdir, graphs=GRAPHS.get(key))
         return self._broken[key]
 
@@ -194,3 +194,20 @@ def test_broken_export_is_caught(lab: Lab, label: str, name: str, criterion: str
     margin = judgement.margin
     assert margin is not None and (math.isinf(margin.error) or margin.error > 0), judgement
     assert judgement.caught, f"{label}/{name} under {criterion}: {judgement}"
+
+
+@pytest.mark.parametrize(("label", "name"), [("gpt2-with-past", "frozen-axis"), ("llama-with-past", "rotary-beyond-trace")],
+                         ids=["gpt2-with-past/frozen-axis", "llama-with-past/rotary-beyond-trace"])
+def test_the_harmless_twin_of_a_trace_patch_exports_fine(lab: Lab, label: str, name: str, tmp_path) -> None:
+    """The same wrapper with nothing baked into the trace validates: the broken patch fails
+    because of what it bakes in, not because a forward was wrapped."""
+    import attrs
+
+    from onnxspec.pipeline import export
+
+    subject, _report, _control = lab.subject(label)
+    make = {"frozen-axis": corpus.frozen_axis_patches, "rotary-beyond-trace": corpus.rotary_patches}[name]
+    patches = make(subject, bake=False)
+    assert patches
+    spec = attrs.evolve(subject.spec, patches=subject.spec.patches + patches)
+    assert export(subject.folder, tmp_path / "onnx", spec=spec).passed
