@@ -205,8 +205,9 @@ def _rename_inputs(graph: onnx.GraphProto, mapping: Mapping[str, str]) -> None:
                     node.input[k] = mapping[name]
 
 
-def _compact_names(graph: onnx.GraphProto, reserved: set[str]) -> None:
-    """Rename the values internal to ``graph`` (a copy this module owns) ``t0, t1, ...``.
+def _compact(graph: onnx.GraphProto, reserved: set[str]) -> None:
+    """Rename the values internal to ``graph`` (a copy this module owns) ``t0, t1, ...`` and
+    drop its nodes' debug metadata (``metadata_props``, ``doc_string``).
 
     Internal: produced by its nodes or held as its initializers, and not among its outputs.
     Names in ``reserved`` (the outer graph's) and outputs are never given out.
@@ -226,6 +227,8 @@ def _compact_names(graph: onnx.GraphProto, reserved: set[str]) -> None:
         counter += 1
     for g in _graphs(graph):
         for node in g.node:
+            del node.metadata_props[:]
+            node.ClearField("doc_string")
             for k, name in enumerate(node.input):
                 if name in mapping:
                     node.input[k] = mapping[name]
@@ -292,7 +295,7 @@ def merge_decoders(
     *,
     graph_name: str = "merged_decoder",
     producer: str = "onnxspec",
-    compact_names: bool = True,
+    compact: bool = True,
 ) -> onnx.ModelProto:
     """One model running ``with_past`` when ``use_cache_branch`` is true, else ``no_past``.
 
@@ -303,10 +306,12 @@ def merge_decoders(
     the mismatch when the two graphs cannot be merged. The arguments are not modified.
 
     Each branch holds a full copy of its graph's structure, whose value names (module paths
-    like ``/model/decoder/block.0/layer.0/SelfAttention/Reshape_1_output_0``) outweigh the
-    weights of a small model; ``compact_names`` renames the values internal to a branch
-    ``t0, t1, ...`` (node names, which carry the module paths, are kept), so the merged file
-    stays within 10% of the no-cache graph's size.
+    like ``/model/decoder/block.0/layer.0/SelfAttention/Reshape_1_output_0``) and per-node
+    debug metadata (the dynamo exporter's stack traces) outweigh the weights of a small model;
+    ``compact`` renames the values internal to a branch ``t0, t1, ...`` and drops the nodes'
+    ``metadata_props`` and doc strings (node names, which carry the module paths, are kept;
+    the two source files keep everything), so the merged file stays within 10% of the
+    no-cache graph's size.
     """
     _check_interfaces(no_past, with_past)
     branches = {"no-cache": onnx.GraphProto(), "cache": onnx.GraphProto()}
@@ -368,9 +373,9 @@ def merge_decoders(
         graph.initializer.extend(kept)
         del graph.input[:]
 
-    if compact_names:
+    if compact:
         for graph in branches.values():
-            _compact_names(graph, outer_names)
+            _compact(graph, outer_names)
 
     # Outputs: the no-cache graph's order in both branches; cross-attention outputs the cache
     # branch lacks are its inputs passed through.

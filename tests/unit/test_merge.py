@@ -295,3 +295,18 @@ def test_the_cli_flag_skips_the_merged_decoder() -> None:
     parser, _ = build_parser(export_shapes=False)
     assert parser.parse_args(["export", "-m", "m", "out"]).merged is None
     assert parser.parse_args(["export", "-m", "m", "out", "--no-merged"]).merged is False
+
+
+def test_compact_branches_drop_debug_metadata_and_long_names_but_keep_node_names() -> None:
+    first = no_past_decoder()
+    for node in first.graph.node:
+        node.name = f"/model/decoder/{node.op_type}"
+        node.metadata_props.add(key="pkg.torch.onnx.stack_trace", value="File model.py, line 1\n" * 50)
+    merged = merge_decoders(first, with_past_decoder())
+    branch = next(a.g for a in merged.graph.node[0].attribute if a.name == "else_branch")
+    assert not any(n.metadata_props for n in branch.node)
+    assert [n.name for n in branch.node] == [n.name for n in first.graph.node]
+    internal = {o for n in branch.node for o in n.output} - {v.name for v in branch.output}
+    assert internal and all(name.startswith("t") and name[1:].isdigit() for name in internal)
+    kept = merge_decoders(first, with_past_decoder(), compact=False)
+    assert kept.ByteSize() > 2 * merged.ByteSize()
