@@ -93,6 +93,17 @@ variance at each norm's input (the embedding LayerNorm is the most sensitive);
 ``.real-models/minilm``, feature-extraction) the realistic mistake 1e-12 -> 1e-5 is caught:
 max error 3.6e-3 against a noise bound of 1.3e-4 (27x), and 1.4e-3 against the old bound
 1.0e-4 (13x). The corpus there caught 6 of 6 under both criteria (2026-11-30, this machine).
+
+Real checkpoints measured with ``run_corpus`` (2026-11-30, this machine):
+
+- all-MiniLM-L6-v2 (``.real-models/minilm``, feature-extraction): caught 6 of 6 under the noise
+  bound and 6 of 6 under the old fixed bound; the narrowest margins are the epsilon mistake
+  (27x and 13x), every other variant is caught by 2e3x or more.
+- SmolLM2-135M-Instruct (llama, ``.real-models/smollm2``, a GGUF file, text-generation-with-past):
+  caught 9 of 9 under the noise bound, the narrowest the epsilon mistake 1e-5 -> 1e-12 (max
+  error 4.6e-2 against a bound of 9.2e-4, 50x; every other variant 6e3x or more). Under the
+  old fixed bound the *unbroken* export already fails (logits 9.3e-4 against 1e-4 at the decode
+  shape set), so the corpus cannot be judged there: ``run_corpus`` refuses with RuntimeError.
 """
 
 from __future__ import annotations
@@ -963,7 +974,11 @@ def run_corpus(
                               margin.error if margin else math.nan, margin.bound if margin else math.nan)
             outcomes.append(outcome)
             if verbose:
-                print(f"{outcome.variant:55s} {verdict}", flush=True)
+                changed = (
+                    "; ".join(f"{k}: {v}" for k, v in broken.notes.items()) if variant.edit is not None
+                    else "; ".join(dict.fromkeys(broken.notes.values()))
+                )
+                print(f"{outcome.variant:55s} {verdict}\n{'':55s} (made by {variant.how}: {changed})", flush=True)
         if verbose:
             skipped = f"; {len(unbuilt)} could not be built: {', '.join(unbuilt)}" if unbuilt else ""
             print(f"{subject.label}: broken caught {sum(o.caught for o in outcomes)} of {len(outcomes)} ({criterion}{skipped})", flush=True)
