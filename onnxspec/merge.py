@@ -205,6 +205,19 @@ def _rename_inputs(graph: onnx.GraphProto, mapping: Mapping[str, str]) -> None:
                     node.input[k] = mapping[name]
 
 
+def _branch(graph: onnx.GraphProto) -> onnx.GraphProto:
+    """A copy of ``graph`` to become a branch: its nodes, outputs and shapes, only the local
+    initializers (the shared weights move to the outer graph, uncopied here), no inputs (a
+    branch reads the outer graph's)."""
+    branch = onnx.GraphProto(name=graph.name, doc_string=graph.doc_string)
+    branch.node.extend(graph.node)
+    branch.output.extend(graph.output)
+    branch.value_info.extend(graph.value_info)
+    branch.sparse_initializer.extend(graph.sparse_initializer)
+    branch.initializer.extend(t for t in graph.initializer if _local(t))
+    return branch
+
+
 def _compact(graph: onnx.GraphProto, reserved: set[str]) -> None:
     """Rename the values internal to ``graph`` (a copy this module owns) ``t0, t1, ...`` and
     drop its nodes' debug metadata (``metadata_props``, ``doc_string``).
@@ -314,9 +327,8 @@ def merge_decoders(
     no-cache graph's size.
     """
     _check_interfaces(no_past, with_past)
-    branches = {"no-cache": onnx.GraphProto(), "cache": onnx.GraphProto()}
-    branches["no-cache"].CopyFrom(no_past.graph)
-    branches["cache"].CopyFrom(with_past.graph)
+    sources = {"no-cache": no_past.graph, "cache": with_past.graph}
+    branches = {which: _branch(graph) for which, graph in sources.items()}
 
     outer_inputs: list[onnx.ValueInfoProto] = []
     seen: set[str] = set()
@@ -330,10 +342,10 @@ def merge_decoders(
     # no other name of either graph (two traces reuse names like onnx::MatMul_123 for
     # different tensors): a name is free when, in each graph, it is unused or names a tensor
     # of this very value.
-    inits = {which: {t.name for t in graph.initializer} for which, graph in branches.items()}
-    others = {which: _names(graph) - inits[which] for which, graph in branches.items()}
+    inits = {which: {t.name for t in graph.initializer} for which, graph in sources.items()}
+    others = {which: _names(graph) - inits[which] for which, graph in sources.items()}
     groups: dict[tuple[int, tuple[int, ...], str], list[tuple[str, onnx.TensorProto]]] = {}
-    for which, graph in branches.items():
+    for which, graph in sources.items():
         for t in graph.initializer:
             if not _local(t):
                 groups.setdefault(_digest(t, which), []).append((which, t))
@@ -368,10 +380,6 @@ def merge_decoders(
         if clash:
             raise SpecError(f"the {which} decoder produces values named like the merged graph's inputs or weights: {clash[:5]}")
         _rename_inputs(graph, renames[which])
-        kept = [t for t in graph.initializer if _local(t)]
-        del graph.initializer[:]
-        graph.initializer.extend(kept)
-        del graph.input[:]
 
     if compact:
         for graph in branches.values():
