@@ -131,12 +131,9 @@ def criteria_legend(report: ExportReport) -> str:
     checks = [c for g in report.graphs for c in g.checks]
     lines = []
     if any(c.reference == "float64" for c in checks):
-        lines.append(
-            "vs f64: error = max |onnxruntime - PyTorch in float64|; bound = 64 x PyTorch's own float error against "
-            "float64 + a few ulps"
-        )
+        lines.append("f64: error = max |onnxruntime - PyTorch in float64|, bound = k x PyTorch's own error")
     if any(c.reference != "float64" for c in checks):
-        lines.append("vs torch: error = |onnxruntime - PyTorch| where closest to its bound; bound = atol + rtol x |PyTorch|")
+        lines.append("torch: error = |onnxruntime - PyTorch|, bound = atol + rtol x |PyTorch| (worst element)")
         notes = sorted({c.note for c in checks if c.note})
         lines += [f"  ({n})" for n in notes]
     return "\n".join(lines)

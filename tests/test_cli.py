@@ -42,7 +42,7 @@ def test_export_in_process_prints_table_and_honours_shape_flags(bert_folder: str
     assert "Validation of bert / text-classification" in captured.out
     for column in ("graph", "output", "set", "shape", "error", "bound", "vs", "result"):
         assert column in captured.out
-    assert "PyTorch in float64" in captured.out  # the legend says what error and bound mean
+    assert "PyTorch in float64" in captured.out and "own error" in captured.out  # the legend says what error and bound mean
     rows = re.findall(r"^\s*model\.onnx\s+logits\s+(\w+)\s.*\spass\s*$", captured.out, re.M)
     assert rows == ["small", "large", "decode"]  # one row per validation shape set
     assert "model.onnx" in captured.out and "Files written to" in captured.out
