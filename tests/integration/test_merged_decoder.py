@@ -95,3 +95,12 @@ def test_merged_option(t5_folder: str, tmp_path) -> None:
     with pytest.raises(SpecError, match="no decoder pair"):
         export(t5_folder, tmp_path / "plain", task="text2text-generation", merged=True)
     assert sorted(os.listdir(tmp_path)) == ["skip"]
+
+
+@pytest.mark.integration
+def test_merged_decoder_with_external_data(t5_folder: str, tmp_path) -> None:
+    report = export(t5_folder, tmp_path / "out", task=TASK, external_data_threshold=0)
+    assert report.passed
+    assert "decoder_model_merged.onnx.data" in report.files
+    model = onnx.load(tmp_path / "out" / "decoder_model_merged.onnx", load_external_data=False)
+    assert any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
