@@ -19,6 +19,7 @@ import torch
 from onnxspec import generators as g
 from onnxspec import normalizers
 from onnxspec.axes import Kind, TensorSpec, spec
+from onnxspec.errors import SpecError
 from onnxspec.normalize import Normalizer
 from onnxspec.normalize import normalizer as normalize_fields
 from onnxspec.past import PastKind
@@ -27,10 +28,19 @@ from onnxspec.spec import Behavior, Call, ExportSpec, GraphIO, Split
 from onnxspec.tasks import TASKS
 
 __all__ = [
+    "DecoderPart",
+    "EncoderPart",
+    "FILTERBANK_ENCODER",
     "Family",
     "GENERATORS",
+    "IMAGE_ENCODER",
+    "LOG_MEL_ENCODER",
+    "PATCH_ENCODER",
+    "TEXT_ENCODER",
+    "WAVEFORM_ENCODER",
     "INTERLEAVE_BY_STACK",
     "audio",
+    "encoder_decoder",
     "generators_for",
     "speech_to_text",
     "text_decoder",
@@ -197,27 +207,142 @@ def _seq2seq_splits(use_past: bool) -> tuple[Split, ...]:
     return tuple(splits)
 
 
-def _decoder_graph(task: str, *, encoder_mask: bool) -> GraphIO:
-    """The decoder of an encoder-decoder model, for every step of generation.
+_NO_PACKED_SEQUENCES = Patch(
+    target="transformers.masking_utils",
+    attribute="find_packed_sequence_indices",
+    value=lambda position_ids: None,
+    reason=(
+        "the decoder graphs take no position_ids (positions follow the cache length), so no batch row packs "
+        "several sequences; the packing probe uses aten::diff, which the TorchScript exporter lacks"
+    ),
+)
 
-    The first step (``decoder_model``) reads ``encoder_hidden_states``; later steps
+
+@attrs.frozen(kw_only=True)
+class EncoderPart:
+    """The encoder graph of an encoder-decoder model: what it takes and how it is called.
+
+    ``inputs``: the encoder's inputs, named as the model's forward names them (the monolith
+    graph passes them to the whole model). ``hidden_axes``: the axes of its
+    ``last_hidden_state`` (an image encoder's sequence is static; an audio encoder's is a
+    derived number of frames). ``call``: how the encoder graph calls the model
+    (``module="encoder"``: ``model.get_encoder()``). ``mask``: the input the decoder gets as
+    ``encoder_attention_mask`` (the model's forward keyword ``attention_mask``), or ``""``
+    when the decoder reads the encoder output unmasked. ``generators``: generators of inputs
+    no default generator knows.
+    """
+
+    inputs: tuple[TensorSpec, ...] = attrs.field(converter=tuple)
+    hidden_axes: Mapping[int, str] = attrs.field(converter=lambda m: MappingProxyType(dict(m)), hash=False)
+    call: Call = attrs.field(factory=lambda: Call(module="encoder"))
+    mask: str = attrs.field(default="")
+    generators: Mapping[str, g.Generator] = attrs.field(factory=dict, converter=lambda m: MappingProxyType(dict(m)), hash=False)
+
+    @mask.validator
+    def _check_mask(self, attribute: attrs.Attribute, value: str) -> None:
+        if value and value not in {t.name for t in self.inputs}:
+            raise SpecError(f"EncoderPart.mask {value!r} is not one of its inputs {[t.name for t in self.inputs]}")
+
+
+@attrs.frozen(kw_only=True)
+class DecoderPart:
+    """The decoder graph of an encoder-decoder model, for every step of generation.
+
+    It takes ``input_ids`` (the decoder's), ``encoder_attention_mask`` when the encoder has a
+    mask, and ``encoder_hidden_states``: the encoder's *output*, of the encoder's width (a
+    projection to the decoder's width, if the model has one, runs inside this graph).
+    ``generators``: overrides (an encoder output whose length the mask's length implies).
+    """
+
+    generators: Mapping[str, g.Generator] = attrs.field(factory=dict, converter=lambda m: MappingProxyType(dict(m)), hash=False)
+
+
+TEXT_ENCODER = EncoderPart(inputs=(spec("input_ids", _BE, Kind.INT), spec("attention_mask", _BE, Kind.INT)), hidden_axes=_BE, mask="attention_mask")
+"""Token ids and their mask (T5, BART, BERT-to-BERT)."""
+LOG_MEL_ENCODER = EncoderPart(inputs=(spec("input_features", _B, Kind.FLOAT, rank=3),), hidden_axes=_B)
+"""Fixed-length log-mel features ``(batch, mel bins, frames)`` (Whisper)."""
+IMAGE_ENCODER = EncoderPart(inputs=(spec("pixel_values", _B, Kind.FLOAT, rank=4),), hidden_axes=_B)
+"""Images of the encoder's own size (ViT, Swin, Donut)."""
+WAVEFORM_ENCODER = EncoderPart(inputs=(spec("input_values", {0: "batch_size", 1: "audio_sequence_length"}, Kind.FLOAT),), hidden_axes={0: "batch_size", 1: "encoder_frames"})
+"""A raw waveform, downsampled by convolutions into frames (Moonshine)."""
+_FRAMES = {0: "batch_size", 1: "encoder_sequence_length"}
+FILTERBANK_ENCODER = EncoderPart(
+    inputs=(spec("input_features", _FRAMES, Kind.FLOAT, rank=3), spec("attention_mask", _FRAMES, Kind.INT)),
+    hidden_axes={0: "batch_size", 1: "encoder_frames"},
+    mask="attention_mask",
+    generators={"input_features": g.filterbank_features},
+)
+"""Filterbank frames ``(batch, frames, features)`` with their mask, subsampled by convolutions
+(Speech2Text); the decoder's ``encoder_attention_mask`` is over the input frames."""
+PATCH_ENCODER = EncoderPart(
+    inputs=(spec("flattened_patches", _BE, Kind.FLOAT, rank=3), spec("attention_mask", _BE, Kind.INT)),
+    hidden_axes=_BE,
+    mask="attention_mask",
+    generators={"flattened_patches": g.flattened_patches},
+)
+"""Variable-resolution image patches, each row ``(row, column, pixels...)``, and their mask (Pix2Struct)."""
+
+
+def _decoder_graph(task: str, encoder: EncoderPart) -> GraphIO:
+    """The decoder graph: first step reads ``encoder_hidden_states``; later steps
     (``decoder_with_past_model``) read the cross-attention cache instead, so that input is
     ``replaced_by_cache``. ``encoder_attention_mask`` stays: it still masks the cross attention.
     """
     inputs = [spec("input_ids", _BD, Kind.INT)]
     arguments = {"input_ids": "decoder_input_ids", "encoder_hidden_states": "encoder_outputs"}
-    if encoder_mask:
-        inputs.append(spec("encoder_attention_mask", _BE, Kind.INT))
-        arguments["encoder_attention_mask"] = "attention_mask"
+    if encoder.mask:
+        mask = next(t for t in encoder.inputs if t.name == encoder.mask)
+        inputs.append(attrs.evolve(mask, name="encoder_attention_mask"))
+        arguments["encoder_attention_mask"] = encoder.mask
     inputs.append(spec("encoder_hidden_states", _BE, Kind.FLOAT, rank=3))
-    outputs = _outputs(task, {"logits": _BD, "last_hidden_state": _BD})
     return GraphIO(
         inputs=inputs,
-        outputs=outputs,
+        outputs=_outputs(task, {"logits": _BD, "last_hidden_state": _BD}),
         call=Call(arguments=arguments),
         past=True,
         replaced_by_cache={"encoder_hidden_states"},
     )
+
+
+def encoder_decoder(
+    model_type: str,
+    task: str,
+    *,
+    use_past: bool = False,
+    encoder: EncoderPart = TEXT_ENCODER,
+    decoder: DecoderPart = DecoderPart(),
+    normalizer: Normalizer = normalizers.SEQ2SEQ,
+    family: str = "encoder-decoder",
+    **fields: Any,
+) -> ExportSpec:
+    """Encoder-decoder models, composed from an encoder part and a decoder part; split into
+    ``encoder_model`` / ``decoder_model`` [/ ``decoder_with_past_model``] graphs (merged into
+    ``decoder_model_merged`` by the pipeline), or one monolith graph on request.
+
+    The decoder's ``encoder_hidden_states`` have the encoder's width (the ``encoder_hidden_size``
+    dimension when the normalizer has one, else ``hidden_size``); its cache has the decoder's.
+    """
+    graphs = {
+        Behavior.ENCODER: GraphIO(inputs=encoder.inputs, outputs=[spec("last_hidden_state", encoder.hidden_axes, rank=3)], call=encoder.call),
+        Behavior.DECODER: _decoder_graph(task, encoder),
+        Behavior.MONOLITH: GraphIO(
+            inputs=[*encoder.inputs, spec("decoder_input_ids", _BD, Kind.INT)],
+            outputs=_outputs(task, {"logits": _BD, "last_hidden_state": _BD}),
+        ),
+    }
+    fields = {**fields, "patches": tuple(dict.fromkeys((*fields.get("patches", ()), _NO_PACKED_SEQUENCES)))}
+    made = _make(
+        model_type,
+        task,
+        family,
+        graphs,
+        normalizer=normalizer,
+        splits=_seq2seq_splits(use_past),
+        behavior=Behavior.ENCODER,
+        past_kind=PastKind.SEQ2SEQ,
+        **fields,
+    )
+    return attrs.evolve(made, generators={**made.generators, **encoder.generators, **decoder.generators})
 
 
 def _eos_terminated_ids(tensor: TensorSpec, ctx: g.DummyContext, rng: torch.Generator, made: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -246,15 +371,12 @@ def text_seq2seq(
     normalizer: Normalizer = normalizers.SEQ2SEQ,
     **fields: Any,
 ) -> ExportSpec:
-    """Encoder-decoder text models, split into encoder / decoder / decoder-with-past graphs.
+    """Encoder-decoder text models: :func:`encoder_decoder` with a :data:`TEXT_ENCODER`.
 
-    The decoder graph takes ``input_ids`` (the decoder's), ``encoder_attention_mask`` and
-    ``encoder_hidden_states``; with cache inputs the cross-attention cache replaces
-    ``encoder_hidden_states``. Masks are padded on the right. Classification and question
-    answering heads run the whole model in one graph from ``input_ids`` and ``attention_mask``
-    (classification inputs end with the eos token the head pools at).
+    Masks are padded on the right. Classification and question answering heads run the whole
+    model in one graph from ``input_ids`` and ``attention_mask`` (classification inputs end
+    with the eos token the head pools at).
     """
-    text_inputs = [spec("input_ids", _BE, Kind.INT), spec("attention_mask", _BE, Kind.INT)]
     if _encoder_only_task(task):
         graphs = {Behavior.MONOLITH: GraphIO(inputs=[spec("input_ids", _BS, Kind.INT), spec("attention_mask", _BS, Kind.INT)], outputs=_outputs(task))}
         made = _make(model_type, task, "text-seq2seq", graphs, normalizer=normalizer, splits=_ONE, **fields)
@@ -266,41 +388,7 @@ def text_seq2seq(
             normalizer=normalize_fields(made.normalizer, eos_token_id=("eos_token_id",)),
             generators={**made.generators, "input_ids": _eos_terminated_ids},
         )
-    graphs = {
-        Behavior.ENCODER: GraphIO(
-            inputs=text_inputs,
-            outputs=[spec("last_hidden_state", _BE, rank=3)],
-            call=Call(module="encoder"),
-        ),
-        Behavior.DECODER: _decoder_graph(task, encoder_mask=True),
-        Behavior.MONOLITH: GraphIO(
-            inputs=[*text_inputs, spec("decoder_input_ids", _BD, Kind.INT)],
-            outputs=_outputs(task, {"logits": _BD, "last_hidden_state": _BD}),
-        ),
-    }
-    return _make(
-        model_type,
-        task,
-        "text-seq2seq",
-        graphs,
-        normalizer=normalizer,
-        splits=_seq2seq_splits(use_past),
-        behavior=Behavior.ENCODER,
-        use_past=False,
-        past_kind=PastKind.SEQ2SEQ,
-        **fields,
-    )
-
-
-_NO_PACKED_SEQUENCES = Patch(
-    target="transformers.masking_utils",
-    attribute="find_packed_sequence_indices",
-    value=lambda position_ids: None,
-    reason=(
-        "the decoder graphs take no position_ids (positions follow the cache length), so no batch row packs "
-        "several sequences; the packing probe uses aten::diff, which the TorchScript exporter lacks"
-    ),
-)
+    return encoder_decoder(model_type, task, use_past=use_past, encoder=TEXT_ENCODER, normalizer=normalizer, family="text-seq2seq", **fields)
 
 
 def _interleave_by_stack(original: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
@@ -330,42 +418,21 @@ def speech_to_text(
     task: str,
     *,
     use_past: bool = False,
+    encoder: EncoderPart = LOG_MEL_ENCODER,
+    decoder: DecoderPart = DecoderPart(),
     normalizer: Normalizer = normalizers.WHISPER,
     **fields: Any,
 ) -> ExportSpec:
-    """Speech-to-text models: log-mel ``input_features`` into an encoder, then a text decoder.
-
-    The decoder graph takes ``input_ids`` and ``encoder_hidden_states`` (no encoder mask);
-    with cache inputs it takes ``input_ids`` and the cache alone. Audio classification runs the
-    encoder with a head in one graph.
+    """Speech-to-text models: :func:`encoder_decoder` with an audio encoder part (Whisper's
+    log-mel features by default). Audio classification runs the encoder with a head in one graph.
     """
     fields = {**fields, "patches": (*fields.get("patches", ()), _NO_PACKED_SEQUENCES)}
-    features = spec("input_features", _B, Kind.FLOAT, rank=3)
     if _encoder_only_task(task):
-        graphs = {Behavior.MONOLITH: GraphIO(inputs=[features], outputs=_outputs(task))}
-        return _make(model_type, task, "speech-to-text", graphs, normalizer=normalizer, splits=_ONE, **fields)
-    graphs = {
-        Behavior.ENCODER: GraphIO(
-            inputs=[features],
-            outputs=[spec("last_hidden_state", {0: "batch_size"}, rank=3)],
-            call=Call(module="encoder"),
-        ),
-        Behavior.DECODER: _decoder_graph(task, encoder_mask=False),
-        Behavior.MONOLITH: GraphIO(
-            inputs=[features, spec("decoder_input_ids", _BD, Kind.INT)],
-            outputs=_outputs(task, {"logits": _BD, "last_hidden_state": _BD}),
-        ),
-    }
-    return _make(
-        model_type,
-        task,
-        "speech-to-text",
-        graphs,
-        normalizer=normalizer,
-        splits=_seq2seq_splits(use_past),
-        behavior=Behavior.ENCODER,
-        past_kind=PastKind.SEQ2SEQ,
-        **fields,
+        graphs = {Behavior.MONOLITH: GraphIO(inputs=encoder.inputs, outputs=_outputs(task))}
+        made = _make(model_type, task, "speech-to-text", graphs, normalizer=normalizer, splits=_ONE, **fields)
+        return attrs.evolve(made, generators={**made.generators, **encoder.generators})
+    return encoder_decoder(
+        model_type, task, use_past=use_past, encoder=encoder, decoder=decoder, normalizer=normalizer, family="speech-to-text", **fields
     )
 
 
@@ -455,6 +522,7 @@ FAMILIES: Mapping[str, Callable[..., ExportSpec]] = MappingProxyType(
         "text-decoder": text_decoder,
         "text-seq2seq": text_seq2seq,
         "speech-to-text": speech_to_text,
+        "encoder-decoder": encoder_decoder,
         "vision": vision,
         "audio": audio,
         "text-and-vision": text_and_vision,

@@ -34,6 +34,8 @@ __all__ = [
     "context",
     "dynamic_shape",
     "encoder_hidden_states",
+    "filterbank_features",
+    "flattened_patches",
     "ids_per_token",
     "make_dummies",
     "past_tensor",
@@ -41,6 +43,7 @@ __all__ = [
     "position_ids",
     "token_ids",
     "spectrogram",
+    "subsampled_encoder_states",
     "token_type_ids",
     "zeros",
 ]
@@ -234,11 +237,47 @@ def audio_features(tensor: TensorSpec, ctx: DummyContext, rng: torch.Generator, 
     return _randn((batch, features, frames), ctx, rng)
 
 
+def _encoder_width(ctx: DummyContext) -> int:
+    """The width of the encoder's output: ``encoder_hidden_size`` (an encoder-decoder pair of
+    two configs) or the model's ``hidden_size``."""
+    return int(ctx.dims.get("encoder_hidden_size") or ctx.dims["hidden_size"])
+
+
 def encoder_hidden_states(tensor: TensorSpec, ctx: DummyContext, rng: torch.Generator, made: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """Encoder outputs fed to a decoder graph: ``(batch, encoder_sequence_length, hidden_size)``."""
+    """Encoder outputs fed to a decoder graph: ``(batch, encoder_sequence_length, encoder width)``."""
     batch = _size(tensor, ctx, 0, "batch_size")
     length = _size(tensor, ctx, 1, "encoder_sequence_length")
-    return _randn((batch, length, int(ctx.dims["hidden_size"])), ctx, rng)
+    return _randn((batch, length, _encoder_width(ctx)), ctx, rng)
+
+
+def subsampled_encoder_states(tensor: TensorSpec, ctx: DummyContext, rng: torch.Generator, made: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Encoder outputs of an encoder whose ``num_conv_layers`` stride-2 convolutions subsample
+    the frames ``made["encoder_attention_mask"]`` covers (Speech2Text): ``(batch, frames', width)``."""
+    mask = made.get("encoder_attention_mask")
+    if mask is None:
+        raise SpecError(f"tensor {tensor.name!r}: its length follows encoder_attention_mask, which must come first among the inputs")
+    length = int(mask.shape[1])
+    for _ in range(int(ctx.dims["num_conv_layers"])):
+        length = (length - 1) // 2 + 1
+    return _randn((int(mask.shape[0]), length, _encoder_width(ctx)), ctx, rng)
+
+
+def filterbank_features(tensor: TensorSpec, ctx: DummyContext, rng: torch.Generator, made: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Filterbank frames, frames first: ``(batch, frames, feature_size)`` (Speech2Text)."""
+    batch = _size(tensor, ctx, 0, "batch_size")
+    frames = _size(tensor, ctx, 1, "encoder_sequence_length")
+    return _randn((batch, frames, int(ctx.dims["feature_size"])), ctx, rng)
+
+
+def flattened_patches(tensor: TensorSpec, ctx: DummyContext, rng: torch.Generator, made: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Pix2Struct's patches: ``(batch, patches, 2 + patch_embed_hidden_size)``, each row its
+    1-based row and column index (below ``seq_len``, the position tables' size), then pixels."""
+    batch = _size(tensor, ctx, 0, "batch_size")
+    patches = _size(tensor, ctx, 1, "sequence_length")
+    width, positions = ctx.dims.require("patch_embed_hidden_size", "seq_len")
+    side = max(1, min(int(positions) - 1, 8))
+    index = torch.randint(1, side + 1, (batch, patches, 2), generator=rng).to(_float(ctx))
+    return torch.cat([index, _randn((batch, patches, int(width)), ctx, rng)], dim=-1)
 
 
 def past_tensor(tensor: TensorSpec, ctx: DummyContext, rng: torch.Generator, made: Mapping[str, torch.Tensor]) -> torch.Tensor:

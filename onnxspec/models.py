@@ -8,8 +8,23 @@ shape composes a new piece in ``families.py`` / ``generators.py`` rather than su
 
 from __future__ import annotations
 
-from onnxspec import normalizers
-from onnxspec.families import INTERLEAVE_BY_STACK, audio, speech_to_text, text_and_vision, text_decoder, text_encoder, text_seq2seq, vision
+from onnxspec import generators, normalizers
+from onnxspec.families import (
+    FILTERBANK_ENCODER,
+    IMAGE_ENCODER,
+    INTERLEAVE_BY_STACK,
+    PATCH_ENCODER,
+    WAVEFORM_ENCODER,
+    DecoderPart,
+    audio,
+    encoder_decoder,
+    speech_to_text,
+    text_and_vision,
+    text_decoder,
+    text_encoder,
+    text_seq2seq,
+    vision,
+)
 from onnxspec.registry import ModelEntry, Registry, build_registry, entry
 
 __all__ = ["ENTRIES", "REGISTRY"]
@@ -39,6 +54,13 @@ _SEQ2SEQ_TASKS = (
     "text2text-generation-with-past",
 )
 _BART_LIKE_TASKS = (*_SEQ2SEQ_TASKS, "text-generation", "text-generation-with-past")
+_SPEECH_SEQ2SEQ_TASKS = (
+    "feature-extraction",
+    "feature-extraction-with-past",
+    "automatic-speech-recognition",
+    "automatic-speech-recognition-with-past",
+)
+_IMAGE_TO_TEXT_TASKS = ("image-to-text", "image-to-text-with-past")
 _IMAGE_TASKS = ("feature-extraction", "image-classification")
 _AUDIO_TASKS = ("feature-extraction", "automatic-speech-recognition", "audio-classification")
 _AUDIO_FRAME_TASKS = (*_AUDIO_TASKS, "audio-frame-classification", "audio-xvector")
@@ -56,6 +78,8 @@ _CAUSAL_DECODER_HEAD = {
     "task_options": {"text-generation": {"position_ids": False, "normalizer": normalizers.SEQ2SEQ_DECODER}},
 }
 """Encoder-decoder models whose ``ForCausalLM`` head is their decoder run alone, decoder-only style."""
+_SPEECH_HEAD = {"architecture_tasks": {"ForConditionalGeneration": "automatic-speech-recognition"}}
+"""Speech models: a ``ForConditionalGeneration`` checkpoint means speech recognition, not text to text."""
 _FEATURE_MAP = {"normalizer": normalizers.VISION_BACKBONE, "feature_map": True}
 """Convolutional backbones: no ``hidden_size`` / ``image_size`` needed, ``last_hidden_state`` is ``[b, c, h, w]``."""
 _LAYOUT = {"bbox": True, "normalizer": normalizers.LAYOUT}
@@ -173,8 +197,39 @@ ENTRIES: tuple[ModelEntry, ...] = (
             "automatic-speech-recognition",
             "automatic-speech-recognition-with-past",
         ),
-        architecture_tasks={"ForConditionalGeneration": "automatic-speech-recognition"},
+        **_SPEECH_HEAD,
     ),
+    entry(
+        "moonshine", speech_to_text, _SPEECH_SEQ2SEQ_TASKS, encoder=WAVEFORM_ENCODER, normalizer=normalizers.MOONSHINE, patches=INTERLEAVE_BY_STACK,
+        **_SPEECH_HEAD,
+    ),
+    entry(
+        "speech_to_text",
+        speech_to_text,
+        _SPEECH_SEQ2SEQ_TASKS,
+        encoder=FILTERBANK_ENCODER,
+        # its encoder output is the frames the mask covers, subsampled by the convolutions
+        decoder=DecoderPart(generators={"encoder_hidden_states": generators.subsampled_encoder_states}),
+        normalizer=normalizers.SPEECH_TO_TEXT,
+        **_SPEECH_HEAD,
+    ),
+    # encoder-decoder pairs: any encoder with any decoder, each of its own config and width
+    entry(
+        "encoder-decoder",
+        encoder_decoder,
+        ("text2text-generation", "text2text-generation-with-past"),
+        normalizer=normalizers.ENCODER_DECODER,
+        architecture_tasks={"EncoderDecoderModel": "text2text-generation"},
+    ),
+    entry(
+        "vision-encoder-decoder",
+        encoder_decoder,
+        _IMAGE_TO_TEXT_TASKS,
+        encoder=IMAGE_ENCODER,
+        normalizer=normalizers.VISION_ENCODER_DECODER,
+        architecture_tasks={"EncoderDecoderModel": "image-to-text"},
+    ),
+    entry("pix2struct", encoder_decoder, _IMAGE_TO_TEXT_TASKS, encoder=PATCH_ENCODER, normalizer=normalizers.PIX2STRUCT, architecture_tasks={"ForConditionalGeneration": "image-to-text"}),
     # text + vision
     *(entry(t, text_and_vision, (*_DUAL_ENCODER_TASKS, "image-classification")) for t in ("clip", "metaclip_2")),
     entry("chinese_clip", text_and_vision, _DUAL_ENCODER_TASKS),

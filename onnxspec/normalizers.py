@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from onnxspec.normalize import Normalizer, derive, normalizer
 
-__all__ = ["AST", "AUDIO", "CLIP", "IMAGE_TEXT_TO_TEXT", "LAYOUT", "MARKUP", "MULTI_QUERY", "SEQ2SEQ", "SEQ2SEQ_DECODER", "T5", "TEXT", "VISION", "VISION_BACKBONE", "VITPOSE", "WHISPER"]
+__all__ = [
+    "AST", "AUDIO", "CLIP", "ENCODER_DECODER", "IMAGE_TEXT_TO_TEXT", "LAYOUT", "MARKUP", "MOONSHINE", "MULTI_QUERY", "PIX2STRUCT", "SEQ2SEQ",
+    "SEQ2SEQ_DECODER", "SPEECH_TO_TEXT", "T5", "TEXT", "VISION", "VISION_BACKBONE", "VISION_ENCODER_DECODER", "VITPOSE", "WHISPER", "within",
+]
 
 _OPTIONAL_TEXT = {"num_key_value_heads", "head_dim", "type_vocab_size", "max_position_embeddings"}
 
@@ -43,9 +46,17 @@ MULTI_QUERY: Normalizer = normalizer(
 LAYOUT: Normalizer = normalizer(TEXT, max_2d_position_embeddings=("max_2d_position_embeddings",), optional={"max_2d_position_embeddings"})
 """Document layout encoders (LayoutLM, LiLT): text dims plus the size of the box-coordinate grid."""
 
-IMAGE_TEXT_TO_TEXT: Normalizer = normalizer(
-    TEXT, **{name: tuple(f"text_config.{path}" for path in paths) for name, paths in TEXT.fields.items()}
-)
+def within(prefix: str, base: Normalizer) -> dict[str, tuple[str, ...]]:
+    """``base``'s attribute paths read under ``prefix`` (a sub-config such as ``text_config`` or
+    ``decoder``), as fields for :func:`normalizer`; derived fields are left out."""
+    return {
+        name: tuple(f"{prefix}.{p}" for p in ((paths,) if isinstance(paths, str) else paths))
+        for name, paths in base.fields.items()
+        if isinstance(paths, (str, tuple))
+    }
+
+
+IMAGE_TEXT_TO_TEXT: Normalizer = normalizer(TEXT, **within("text_config", TEXT))
 """Vision-language decoders (Gemma 3) used on text alone: the language model's dims live in ``text_config``."""
 
 MARKUP: Normalizer = normalizer(
@@ -75,6 +86,57 @@ SEQ2SEQ_DECODER: Normalizer = normalizer(
 
 T5: Normalizer = normalizer(SEQ2SEQ, head_dim=("d_kv",))
 """T5: the per-head dim is ``d_kv``, not ``d_model / num_heads``."""
+
+
+_ANY_DECODER = normalizer(
+    TEXT,
+    hidden_size=("hidden_size", "d_model", "n_embd"),
+    num_layers=("decoder_layers", "num_decoder_layers", "n_layer", "num_hidden_layers", "num_layers"),
+    num_attention_heads=("decoder_attention_heads", "n_head", "num_attention_heads", "num_heads"),
+)
+"""A decoder's own config, whatever family it comes from (GPT-2, TrOCR, BART, mBART, BERT)."""
+
+ENCODER_DECODER: Normalizer = normalizer(TEXT, **within("decoder", _ANY_DECODER), encoder_hidden_size=("encoder.hidden_size",))
+"""Pairs of two configs (``EncoderDecoderModel``): the cache and ids follow the decoder's config;
+the decoder is fed the encoder's output, of the encoder's width (``encoder_hidden_size``)."""
+
+VISION_ENCODER_DECODER: Normalizer = normalizer(
+    ENCODER_DECODER, image_size=("encoder.image_size",), num_channels=("encoder.num_channels",)
+)
+"""Image encoder + text decoder pairs (TrOCR, Donut): images of the encoder's size."""
+
+PIX2STRUCT: Normalizer = normalizer(
+    TEXT,
+    **within("text_config", normalizer(TEXT, hidden_size=("hidden_size",), num_layers=("num_layers",), num_attention_heads=("num_heads",), head_dim=("d_kv",))),
+    encoder_hidden_size=("vision_config.hidden_size",),
+    patch_embed_hidden_size=("vision_config.patch_embed_hidden_size",),
+    seq_len=("vision_config.seq_len",),
+)
+"""Pix2Struct: a T5-like text decoder (``text_config``) fed by a patch encoder (``vision_config``)."""
+
+MOONSHINE: Normalizer = normalizer(
+    TEXT,
+    num_layers=("decoder_num_hidden_layers",),
+    num_attention_heads=("decoder_num_attention_heads",),
+    num_key_value_heads=("decoder_num_key_value_heads",),
+)
+"""Moonshine: one width, the decoder's layers and (grouped-query) heads named apart."""
+
+
+@derive("input_feat_per_channel * input_channels")
+def _filterbank_size(found):  # type: ignore[no-untyped-def]
+    return found["input_feat_per_channel"] * found["input_channels"]
+
+
+SPEECH_TO_TEXT: Normalizer = normalizer(
+    SEQ2SEQ,
+    input_feat_per_channel=("input_feat_per_channel",),
+    input_channels=("input_channels",),
+    feature_size=_filterbank_size,
+    num_conv_layers=("num_conv_layers",),
+)
+"""Speech2Text: filterbank frames of ``input_feat_per_channel * input_channels`` features,
+subsampled by ``num_conv_layers`` stride-2 convolutions."""
 
 
 @derive("2 * max_source_positions (the encoder's conv stride is 2)")

@@ -84,8 +84,16 @@ def _present(cache: Any, name: str) -> torch.Tensor:
 
 
 def _keyword_value(keyword: str, tensor: torch.Tensor) -> Any:
-    """What the model's ``keyword`` takes: ``encoder_outputs`` wants a model output, not a tensor."""
-    return BaseModelOutput(last_hidden_state=tensor) if keyword == "encoder_outputs" else tensor
+    """What the model's ``keyword`` takes: ``encoder_outputs`` wants a model output, not a tensor.
+
+    The output carries no ``attention_mask`` (``None``: models that read the encoder's mask from
+    its output, such as Moonshine, then attend to every encoder frame; the graph's
+    ``encoder_attention_mask``, where it has one, is passed as its own keyword)."""
+    if keyword != "encoder_outputs":
+        return tensor
+    output = BaseModelOutput(last_hidden_state=tensor)
+    output.attention_mask = None  # a plain attribute, not an output field: indexing still yields the hidden states only
+    return output
 
 
 def _cache(spec: ExportSpec, past: dict[str, torch.Tensor]) -> Any:
@@ -107,8 +115,9 @@ def _stand_in(spec: ExportSpec, name: str, past: dict[str, torch.Tensor]) -> tor
 
     The model still wants ``encoder_outputs`` to know the encoder length and batch, but with
     a filled cross-attention cache it never reads its values: zeros of
-    ``(batch, encoder length, hidden_size)`` carry the right shape and no data. The exporter
-    then drops the unused input, which is the point.
+    ``(batch, encoder length, encoder width)`` carry the right shape and no data (the width is
+    the encoder's output width, ``encoder_hidden_size``, when the model pairs two configs: a
+    projection to the decoder's width may run on it). The exporter then drops the unused input.
     """
     if name != "encoder_hidden_states":
         raise SpecError(
@@ -121,7 +130,8 @@ def _stand_in(spec: ExportSpec, name: str, past: dict[str, torch.Tensor]) -> tor
             "bind the spec to the model config first (bind(spec, config))"
         )
     key = past[cache_name(0, Which.KEY, part=Part.CROSS)]
-    return key.new_zeros((key.shape[0], key.shape[2], int(spec.dims["hidden_size"])))
+    width = spec.dims.get("encoder_hidden_size") or spec.dims["hidden_size"]
+    return key.new_zeros((key.shape[0], key.shape[2], int(width)))
 
 
 def graph_module(model: torch.nn.Module, spec: ExportSpec) -> torch.nn.Module:

@@ -49,6 +49,40 @@ def _clip() -> T.PretrainedConfig:
     )
 
 
+_TOKENS = dict(pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2)
+
+
+def _pair(kind: type, encoder: T.PretrainedConfig, decoder: T.PretrainedConfig) -> T.PretrainedConfig:
+    """An encoder-decoder pair config with the token ids generation needs."""
+    config = kind.from_encoder_decoder_configs(encoder, decoder)
+    for name, value in _TOKENS.items():
+        setattr(config, name, value)
+    return config
+
+
+def _vision_pair(name: str) -> T.PretrainedConfig:
+    """A tiny vision-encoder-decoder pair: see :data:`VISION_PAIRS`."""
+    return VISION_PAIRS[name]()
+
+
+VISION_PAIRS: dict[str, Callable[[], T.PretrainedConfig]] = {
+    # ViT of width 32 -> GPT-2 of width 48: VisionEncoderDecoderModel projects (enc_to_dec_proj) inside the decoder graph
+    "vit-gpt2": lambda: _pair(T.VisionEncoderDecoderConfig, T.ViTConfig(**_VIT_LIKE), T.GPT2Config(n_embd=48, n_layer=2, n_head=4, vocab_size=100, n_positions=64, **_TOKENS)),
+    # TrOCR-style: ViT of width 32 -> TrOCR of width 48 whose cross attention reads width 32 (cross_attention_hidden_size: no projection)
+    "vit-trocr": lambda: _pair(
+        T.VisionEncoderDecoderConfig, T.ViTConfig(**_VIT_LIKE),
+        T.TrOCRConfig(d_model=48, decoder_layers=2, decoder_attention_heads=4, decoder_ffn_dim=37, vocab_size=100, max_position_embeddings=64,
+                      cross_attention_hidden_size=32, **_TOKENS),
+    ),
+    # Donut-style: Swin (output width 32) -> mBART of width 32
+    "swin-mbart": lambda: _pair(
+        T.VisionEncoderDecoderConfig, T.DonutSwinConfig(image_size=32, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[2, 4], window_size=4),
+        T.MBartConfig(**_BART_LIKE),
+    ),
+}
+"""Vision-encoder-decoder pairs of different encoders, decoders and widths."""
+
+
 CONFIGS: dict[str, Callable[[], T.PretrainedConfig]] = {
     "bert": lambda: T.BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, **_TEXT),
     "roberta": lambda: T.RobertaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, vocab_size=100, max_position_embeddings=70, pad_token_id=1),
@@ -218,6 +252,25 @@ CONFIGS: dict[str, Callable[[], T.PretrainedConfig]] = {
     ),
     "glpn": lambda: T.GLPNConfig(
         hidden_sizes=[8, 16, 16, 32], depths=[1, 1, 1, 1], num_attention_heads=[1, 1, 2, 2], decoder_hidden_size=16, mlp_ratios=[2, 2, 2, 2]
+    ),
+    # encoder-decoders of two configs, and speech / image seq2seq models
+    "vision-encoder-decoder": lambda: _vision_pair("vit-gpt2"),
+    "encoder-decoder": lambda: _pair(
+        T.EncoderDecoderConfig, T.BertConfig(**_ENCODER), T.BertConfig(**dict(_ENCODER, hidden_size=48, intermediate_size=37)),
+    ),
+    "moonshine": lambda: T.MoonshineConfig(
+        vocab_size=100, hidden_size=32, intermediate_size=37, encoder_num_hidden_layers=2, decoder_num_hidden_layers=2,
+        encoder_num_attention_heads=4, decoder_num_attention_heads=4, encoder_num_key_value_heads=4, decoder_num_key_value_heads=4,
+        max_position_embeddings=64, **_TOKENS,
+    ),
+    "speech_to_text": lambda: T.Speech2TextConfig(
+        **{k: v for k, v in _BART_LIKE.items() if k != "max_position_embeddings"}, max_source_positions=64, max_target_positions=64,
+        num_conv_layers=2, conv_kernel_sizes=[5, 5], conv_channels=16, input_feat_per_channel=12, input_channels=1,
+    ),
+    "pix2struct": lambda: T.Pix2StructConfig(
+        text_config=dict(vocab_size=100, hidden_size=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0),
+        vision_config=dict(hidden_size=32, patch_embed_hidden_size=48, d_ff=37, d_kv=8, num_hidden_layers=2, num_attention_heads=4, seq_len=64),
+        pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
     ),
     "swin2sr": lambda: T.Swin2SRConfig(image_size=16, patch_size=1, embed_dim=16, depths=[1, 1], num_heads=[2, 2], window_size=4, upscale=2),
 }

@@ -55,7 +55,17 @@ OPTIMUM_OUTPUTS = {
 # bases take position_ids, TextDecoder / Gemma bases do not; Bert bases take token_type_ids,
 # DistilBert bases (and DeBERTa, whose configs have no segment vocabulary) do not.
 BART_LIKE = {"bart", "mbart", "marian", "pegasus", "blenderbot", "blenderbot-small", "bigbird_pegasus"}
-SEQ2SEQ = {"t5", "whisper", "m2m_100", "mt5", "longt5"} | BART_LIKE
+SEQ2SEQ = {"t5", "whisper", "m2m_100", "mt5", "longt5", "encoder-decoder", "vision-encoder-decoder", "moonshine", "speech_to_text", "pix2struct"} | BART_LIKE
+# What each seq2seq encoder graph takes (text ids and mask unless listed), and which decoders read
+# no encoder_attention_mask (Optimum's AudioToText base for Whisper and Moonshine; an image has no mask).
+SEQ2SEQ_ENCODER_INPUTS = {
+    "whisper": {"input_features"},
+    "moonshine": {"input_values"},
+    "speech_to_text": {"input_features", "attention_mask"},
+    "pix2struct": {"flattened_patches", "attention_mask"},
+    "vision-encoder-decoder": {"pixel_values"},
+}
+UNMASKED_DECODERS = {"whisper", "moonshine", "vision-encoder-decoder"}
 DECODER_ONLY = {
     "gpt2", "llama", "mistral", "qwen2", "qwen3", "phi3", "phi", "gpt_neox", "gpt_neo", "gptj", "codegen", "opt", "falcon",
     "olmo", "olmo2", "granite", "stablelm", "arcee", "smollm3", "gpt_bigcode", "cohere", "glm", "helium",
@@ -99,7 +109,7 @@ def _cache(prefix: str, layers: int, parts: tuple[str, ...]) -> set[str]:
 
 def _is_seq2seq_generation(model_type: str, task: str) -> bool:
     base = task.removesuffix("-with-past")
-    return model_type in SEQ2SEQ and base in ("feature-extraction", "text2text-generation", "automatic-speech-recognition")
+    return model_type in SEQ2SEQ and base in ("feature-extraction", "text2text-generation", "automatic-speech-recognition", "image-to-text")
 
 
 @pytest.mark.parametrize(("model_type", "task"), CASES, ids=[f"{m}-{t}" for m, t in CASES])
@@ -123,7 +133,7 @@ def test_io_names_and_axes_match_optimums_contract(model_type: str, task: str) -
         ins, outs = _io(sub.inputs), _io(sub.outputs)
         assert len(ins) == len(sub.inputs) and len(outs) == len(sub.outputs), "duplicate names"
         if filename == "encoder_model.onnx":
-            expected_in = {"input_features"} if model_type == "whisper" else {"input_ids", "attention_mask"}
+            expected_in = SEQ2SEQ_ENCODER_INPUTS.get(model_type, {"input_ids", "attention_mask"})
             assert set(ins) == expected_in
             assert list(outs) == ["last_hidden_state"]
             assert outs["last_hidden_state"][0] == B
@@ -133,7 +143,7 @@ def test_io_names_and_axes_match_optimums_contract(model_type: str, task: str) -
             # the encoder's attention_mask -> encoder_attention_mask.
             past_in = filename == "decoder_with_past_model.onnx"
             expected_in = {"input_ids"}
-            if model_type != "whisper":
+            if model_type not in UNMASKED_DECODERS:
                 expected_in.add("encoder_attention_mask")
             if past_in:
                 expected_in |= _cache("past_key_values", layers, ("decoder.", "encoder."))
@@ -236,3 +246,35 @@ def test_every_input_has_a_generator(model_type: str, task: str) -> None:
 def test_decoder_only_families_pad_on_the_left_and_seq2seq_on_the_right() -> None:
     assert graphs("gpt2", "text-generation-with-past")["model.onnx"].padding_side == "left"
     assert graphs("t5", "text2text-generation")["decoder_model.onnx"].padding_side == "right"
+
+
+@pytest.mark.parametrize(
+    ("model_type", "task", "encoder_width"),
+    [
+        ("vision-encoder-decoder", "image-to-text-with-past", lambda c: c.encoder.hidden_size),
+        ("encoder-decoder", "text2text-generation-with-past", lambda c: c.encoder.hidden_size),
+        ("pix2struct", "image-to-text-with-past", lambda c: c.vision_config.hidden_size),
+        ("t5", "text2text-generation-with-past", lambda c: c.d_model),
+    ],
+)
+def test_the_decoder_is_fed_the_encoders_output_width_and_caches_at_its_own(model_type: str, task: str, encoder_width) -> None:
+    """``encoder_hidden_states`` is the encoder's output (its width, e.g. ViT's 32 for a GPT-2 of
+    48: the projection runs inside the decoder graph); the cache has the decoder's head dims."""
+    from onnxspec.generators import context, make_dummies
+    from onnxspec.shapes import DTypes, Shapes
+
+    config = CONFIGS[model_type]()
+    decoder = graphs(model_type, task)["decoder_model.onnx"]
+    made = make_dummies(decoder.inputs, decoder.generators, context(Shapes(), DTypes(), decoder.dims, past=decoder.past), seed=0)
+    assert made["encoder_hidden_states"].shape[-1] == encoder_width(config)
+    if model_type == "vision-encoder-decoder":
+        assert config.encoder.hidden_size != config.decoder.hidden_size  # the tiny pair exercises a projection
+        assert decoder.past.key_dim * decoder.past.num_heads == config.decoder.hidden_size
+
+
+def test_encoder_part_mask_must_be_one_of_its_inputs() -> None:
+    from onnxspec.errors import SpecError
+    from onnxspec.families import IMAGE_ENCODER, EncoderPart
+
+    with pytest.raises(SpecError, match="not one of its inputs"):
+        EncoderPart(inputs=IMAGE_ENCODER.inputs, hidden_axes=IMAGE_ENCODER.hidden_axes, mask="attention_mask")
