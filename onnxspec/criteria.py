@@ -70,12 +70,15 @@ DEFAULT_CRITERIA: Mapping[str, Criterion] = MappingProxyType(
     {
         # factor: onnxruntime's float32 kernels were measured at up to 18x PyTorch's own error
         # against float64 on correct graphs of real checkpoints (README, "How exports are
-        # judged"); 64 leaves room for that spread, while wrong graphs measured 1e3-1e7x.
+        # judged"); 64 leaves room for that spread, while wrong graphs measured 19x-1e6x the bound.
         # floor: 2**-20 of the output's magnitude, a few float32 ulps, for outputs PyTorch
         # happens to compute exactly (noise 0) where onnxruntime rounds once.
         "fp32": NoiseBound(factor=64.0, floor=2.0**-20, fallback=Tolerance(atol=1e-4, rtol=1e-3)),
-        "fp16": NoiseBound(factor=64.0, floor=2.0**-9, fallback=Tolerance(atol=1e-2, rtol=1e-2)),
-        "bf16": NoiseBound(factor=64.0, floor=2.0**-6, fallback=Tolerance(atol=5e-2, rtol=5e-2)),
+        # float16: PyTorch's CPU float16 kernels round more than onnxruntime's (measured error /
+        # noise of correct graphs: 0.5-3.0 on 19 tiny models, about 3 on gemma-3), so 16 is room
+        # enough; 64 would let a 2% error pass on real caches.
+        "fp16": NoiseBound(factor=16.0, floor=2.0**-9, fallback=Tolerance(atol=1e-2, rtol=1e-2)),
+        "bf16": NoiseBound(factor=16.0, floor=2.0**-6, fallback=Tolerance(atol=5e-2, rtol=5e-2)),
     }
 )
 
