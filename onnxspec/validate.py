@@ -27,6 +27,7 @@ from onnxspec.cache_names import Part, Which, cache_name, is_cache_input, is_cac
 from onnxspec.criteria import Criterion, NoiseBound, Tolerance, judge
 from onnxspec.errors import SpecError
 from onnxspec.generators import context, make_dummies
+from onnxspec.merge import Interface, stamp_interface
 from onnxspec.patches import patched
 from onnxspec.reference import finfo_of, float64_room, in_float64, to_float64
 from onnxspec.report import OutputCheck
@@ -97,22 +98,8 @@ def check_graph(model: onnx.ModelProto, spec: ExportSpec, dtypes: DTypes) -> lis
 def stamp(model: onnx.ModelProto, spec: ExportSpec, dtypes: DTypes, extra_metadata: Mapping[str, str] | None = None) -> None:
     """Rename the graph interface's symbolic dims to the spec's symbols and embed the I/O
     contract in the model's metadata. Changes ``model`` in place (it may hold gigabytes)."""
-    for values, specs in ((model.graph.input, spec.inputs), (model.graph.output, spec.outputs)):
-        by_name = {t.name: t for t in specs}
-        for value in values:
-            t = by_name.get(value.name)
-            if t is None:
-                continue
-            dims = _dims(value)
-            for index, symbol in t.axes:
-                if index < len(dims) and not dims[index].HasField("dim_value"):
-                    dims[index].dim_param = symbol
-    entries = {"onnxspec.contract": contract_json(spec, dtypes), **(extra_metadata or {})}
-    kept = [p for p in model.metadata_props if p.key not in entries]
-    del model.metadata_props[:]
-    model.metadata_props.extend(kept)
-    for key, value in entries.items():
-        model.metadata_props.add(key=key, value=value)
+    metadata = {"onnxspec.contract": contract_json(spec, dtypes), **(extra_metadata or {})}
+    stamp_interface(model, Interface(inputs=spec.inputs, outputs=spec.outputs), metadata)
 
 
 def _mask_for(output: TensorSpec, array: np.ndarray, feed: Mapping[str, np.ndarray], spec: ExportSpec) -> np.ndarray | None:
