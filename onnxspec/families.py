@@ -40,6 +40,7 @@ __all__ = [
     "WAVEFORM_ENCODER",
     "INTERLEAVE_BY_STACK",
     "audio",
+    "decoder_alone",
     "encoder_decoder",
     "generators_for",
     "speech_to_text",
@@ -345,6 +346,35 @@ def encoder_decoder(
     return attrs.evolve(made, generators={**made.generators, **encoder.generators, **decoder.generators})
 
 
+def decoder_alone(
+    model_type: str,
+    task: str,
+    *,
+    use_past: bool = False,
+    module: str = "model.decoder",
+    normalizer: Normalizer = normalizers.SEQ2SEQ_DECODER,
+    **fields: Any,
+) -> ExportSpec:
+    """The decoder of an encoder-decoder pair exported alone (TrOCR: Optimum registers it as the
+    decoder vision-encoder-decoder models use): :func:`encoder_decoder`'s decoder graph, called
+    on ``module`` (a dotted path in the model) with ``encoder_hidden_states`` as a tensor, in
+    ``decoder_model`` [/ ``decoder_with_past_model``, merged by the pipeline]; no encoder graph.
+    """
+    graph = attrs.evolve(_decoder_graph(task, IMAGE_ENCODER), call=Call(module=module))
+    fields = {**fields, "patches": tuple(dict.fromkeys((*fields.get("patches", ()), _NO_PACKED_SEQUENCES)))}
+    return _make(
+        model_type,
+        task,
+        "decoder-alone",
+        {Behavior.DECODER: graph},
+        normalizer=normalizer,
+        splits=_seq2seq_splits(use_past)[1:],
+        behavior=Behavior.DECODER,
+        past_kind=PastKind.SEQ2SEQ,
+        **fields,
+    )
+
+
 def _eos_terminated_ids(tensor: TensorSpec, ctx: g.DummyContext, rng: torch.Generator, made: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """Token ids with exactly one end-of-sequence token per row, in the last column.
 
@@ -523,6 +553,7 @@ FAMILIES: Mapping[str, Callable[..., ExportSpec]] = MappingProxyType(
         "text-seq2seq": text_seq2seq,
         "speech-to-text": speech_to_text,
         "encoder-decoder": encoder_decoder,
+        "decoder-alone": decoder_alone,
         "vision": vision,
         "audio": audio,
         "text-and-vision": text_and_vision,

@@ -17,6 +17,7 @@ from onnxspec.families import (
     WAVEFORM_ENCODER,
     DecoderPart,
     audio,
+    decoder_alone,
     encoder_decoder,
     speech_to_text,
     text_and_vision,
@@ -229,6 +230,8 @@ ENTRIES: tuple[ModelEntry, ...] = (
         normalizer=normalizers.VISION_ENCODER_DECODER,
         architecture_tasks={"EncoderDecoderModel": "image-to-text"},
     ),
+    # TrOCR has no bare model: its body is read from the causal LM (model.decoder)
+    entry("trocr", decoder_alone, ("feature-extraction", "feature-extraction-with-past"), normalizer=normalizers.TROCR),
     entry("pix2struct", encoder_decoder, _IMAGE_TO_TEXT_TASKS, encoder=PATCH_ENCODER, normalizer=normalizers.PIX2STRUCT, architecture_tasks={"ForConditionalGeneration": "image-to-text"}),
     # text + vision
     *(entry(t, text_and_vision, (*_DUAL_ENCODER_TASKS, "image-classification")) for t in ("clip", "metaclip_2")),

@@ -6,7 +6,7 @@ from onnxspec.normalize import Normalizer, derive, normalizer
 
 __all__ = [
     "AST", "AUDIO", "CLIP", "ENCODER_DECODER", "IMAGE_TEXT_TO_TEXT", "LAYOUT", "MARKUP", "MOONSHINE", "MULTI_QUERY", "PIX2STRUCT", "SEQ2SEQ",
-    "SEQ2SEQ_DECODER", "SPEECH_TO_TEXT", "T5", "TEXT", "VISION", "VISION_BACKBONE", "VISION_ENCODER_DECODER", "VITPOSE", "WHISPER", "within",
+    "SEQ2SEQ_DECODER", "SPEECH_TO_TEXT", "T5", "TROCR", "TEXT", "VISION", "VISION_BACKBONE", "VISION_ENCODER_DECODER", "VITPOSE", "WHISPER", "within",
 ]
 
 _OPTIONAL_TEXT = {"num_key_value_heads", "head_dim", "type_vocab_size", "max_position_embeddings"}
@@ -113,6 +113,16 @@ PIX2STRUCT: Normalizer = normalizer(
     seq_len=("vision_config.seq_len",),
 )
 """Pix2Struct: a T5-like text decoder (``text_config``) fed by a patch encoder (``vision_config``)."""
+
+TROCR: Normalizer = normalizer(
+    TEXT,
+    hidden_size=("d_model",),
+    num_layers=("decoder_layers",),
+    num_attention_heads=("decoder_attention_heads",),
+    encoder_hidden_size=("cross_attention_hidden_size", "d_model"),
+)
+"""TrOCR's decoder alone: its cross attention reads encoder outputs of ``cross_attention_hidden_size``
+(when set; else its own width)."""
 
 MOONSHINE: Normalizer = normalizer(
     TEXT,

@@ -50,7 +50,8 @@ def _task(name: str, outputs: tuple[TensorSpec, ...], *auto: str) -> tuple[str, 
 TASKS: Mapping[str, TaskInfo] = MappingProxyType(
     dict(
         [
-            _task("feature-extraction", (spec("last_hidden_state", _BS),), "AutoModel"),
+            # a model type with no bare model (TrOCR: only a causal LM) is read from its causal LM
+            _task("feature-extraction", (spec("last_hidden_state", _BS),), "AutoModel", "AutoModelForCausalLM"),
             _task("fill-mask", (spec("logits", _BS),), "AutoModelForMaskedLM"),
             _task("text-generation", (spec("logits", _BS),), "AutoModelForCausalLM"),
             _task(

@@ -37,12 +37,21 @@ def cache_argument(module: torch.nn.Module) -> str | None:
 
 
 def target_module(model: torch.nn.Module, spec: ExportSpec) -> torch.nn.Module:
-    """The module the current graph calls: the model, or its encoder."""
-    if spec.graph.call.module == "encoder":
+    """The module the current graph calls: the model (``""``), its encoder (``"encoder"``:
+    ``model.get_encoder()``), or a submodule at a dotted path (``"model.decoder"``)."""
+    path = spec.graph.call.module
+    if path == "encoder":
         return model.get_encoder()
-    if spec.graph.call.module:
-        raise SpecError(f"spec {spec.model_type}/{spec.task}: unknown call module {spec.graph.call.module!r}")
-    return model
+    if not path:
+        return model
+    try:
+        found = model.get_submodule(path)
+    except AttributeError as e:
+        raise SpecError(
+            f"spec {spec.model_type}/{spec.task}: call module {path!r} is not a submodule of {type(model).__name__} ({e}); "
+            "use '' (the model), 'encoder' (model.get_encoder()) or a dotted path of model.named_modules()"
+        ) from e
+    return found
 
 
 def read_result(output: Any, path: str) -> torch.Tensor:

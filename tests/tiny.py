@@ -258,6 +258,10 @@ CONFIGS: dict[str, Callable[[], T.PretrainedConfig]] = {
     "encoder-decoder": lambda: _pair(
         T.EncoderDecoderConfig, T.BertConfig(**_ENCODER), T.BertConfig(**dict(_ENCODER, hidden_size=48, intermediate_size=37)),
     ),
+    "trocr": lambda: T.TrOCRConfig(
+        d_model=48, decoder_layers=2, decoder_attention_heads=4, decoder_ffn_dim=37, vocab_size=100, max_position_embeddings=64,
+        cross_attention_hidden_size=32, **_TOKENS,
+    ),
     "moonshine": lambda: T.MoonshineConfig(
         vocab_size=100, hidden_size=32, intermediate_size=37, encoder_num_hidden_layers=2, decoder_num_hidden_layers=2,
         encoder_num_attention_heads=4, decoder_num_attention_heads=4, encoder_num_key_value_heads=4, decoder_num_key_value_heads=4,

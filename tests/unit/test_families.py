@@ -65,7 +65,8 @@ SEQ2SEQ_ENCODER_INPUTS = {
     "pix2struct": {"flattened_patches", "attention_mask"},
     "vision-encoder-decoder": {"pixel_values"},
 }
-UNMASKED_DECODERS = {"whisper", "moonshine", "vision-encoder-decoder"}
+UNMASKED_DECODERS = {"whisper", "moonshine", "vision-encoder-decoder", "trocr"}
+DECODERS_ALONE = {"trocr"}  # Optimum registers TrOCR as the decoder of vision-encoder-decoder models: no encoder graph
 DECODER_ONLY = {
     "gpt2", "llama", "mistral", "qwen2", "qwen3", "phi3", "phi", "gpt_neox", "gpt_neo", "gptj", "codegen", "opt", "falcon",
     "olmo", "olmo2", "granite", "stablelm", "arcee", "smollm3", "gpt_bigcode", "cohere", "glm", "helium",
@@ -109,14 +110,14 @@ def _cache(prefix: str, layers: int, parts: tuple[str, ...]) -> set[str]:
 
 def _is_seq2seq_generation(model_type: str, task: str) -> bool:
     base = task.removesuffix("-with-past")
-    return model_type in SEQ2SEQ and base in ("feature-extraction", "text2text-generation", "automatic-speech-recognition", "image-to-text")
+    return model_type in SEQ2SEQ | DECODERS_ALONE and base in ("feature-extraction", "text2text-generation", "automatic-speech-recognition", "image-to-text")
 
 
 @pytest.mark.parametrize(("model_type", "task"), CASES, ids=[f"{m}-{t}" for m, t in CASES])
 def test_graph_files_match_optimums_layout(model_type: str, task: str) -> None:
     files = list(graphs(model_type, task))
     if _is_seq2seq_generation(model_type, task):
-        expected = ["encoder_model.onnx", "decoder_model.onnx"]
+        expected = ["decoder_model.onnx"] if model_type in DECODERS_ALONE else ["encoder_model.onnx", "decoder_model.onnx"]
         if task.endswith("-with-past"):
             expected.append("decoder_with_past_model.onnx")
         assert files == expected
@@ -255,6 +256,7 @@ def test_decoder_only_families_pad_on_the_left_and_seq2seq_on_the_right() -> Non
         ("encoder-decoder", "text2text-generation-with-past", lambda c: c.encoder.hidden_size),
         ("pix2struct", "image-to-text-with-past", lambda c: c.vision_config.hidden_size),
         ("t5", "text2text-generation-with-past", lambda c: c.d_model),
+        ("trocr", "feature-extraction-with-past", lambda c: c.cross_attention_hidden_size),
     ],
 )
 def test_the_decoder_is_fed_the_encoders_output_width_and_caches_at_its_own(model_type: str, task: str, encoder_width) -> None:
