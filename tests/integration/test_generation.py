@@ -424,3 +424,99 @@ def test_replaced_by_cache_is_checked() -> None:
         GraphIO(inputs=decoder.inputs, outputs=decoder.outputs, replaced_by_cache={"encoder_hidden_states"})
     with pytest.raises(SpecError, match="only a seq2seq cache"):
         attrs.evolve(t5, past_kind=PastKind.DECODER_ONLY)
+
+
+def _lively_pair_folder(model_type: str, folder, auto_name: str, config_name: str | None = None, **std: float) -> str:
+    """A tiny model of ``model_type`` (or of a :data:`tests.tiny.VISION_PAIRS` entry), its
+    weights drawn with the given std per (sub-)config attribute (``"decoder.initializer_range"``)
+    so that greedy decoding picks varied tokens."""
+    import transformers
+
+    from tests.tiny import VISION_PAIRS
+
+    config = VISION_PAIRS[config_name]() if config_name else CONFIGS[model_type]()
+    for path, value in std.items():
+        *parents, name = path.split(".")
+        target = config
+        for parent in parents:
+            target = getattr(target, parent)
+        setattr(target, name, value)
+    torch.manual_seed(0)
+    getattr(transformers, auto_name).from_config(config).save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("pair", ["vit-gpt2", "swin-mbart"])
+def test_vision_encoder_decoder_merged_decoder_alone_generates_what_generate_does(pair: str, tmp_path) -> None:
+    """Images -> text through encoder_model.onnx + decoder_model_merged.onnx: ViT (width 32) ->
+    GPT-2 (width 48, the projection inside the decoder graph), and Donut-style Swin -> mBART."""
+    std = {"vit-gpt2": {"decoder.initializer_range": 0.3}, "swin-mbart": {"decoder.init_std": 0.3, "encoder.initializer_range": 0.3}}[pair]
+    folder = _lively_pair_folder("vision-encoder-decoder", tmp_path / "model", "AutoModelForImageTextToText", pair, **std)
+    model, out, report = _export("vision-encoder-decoder", "image-to-text-with-past", tmp_path, folder)
+    assert "decoder_model_merged.onnx" in report.files
+    config = model.config
+    size = config.encoder.image_size
+    pixels = np.random.default_rng(7).random((2, config.encoder.num_channels, size, size)).astype(np.float32)
+    start = config.decoder_start_token_id
+    with torch.no_grad():
+        reference = model.generate(
+            pixel_values=torch.from_numpy(pixels),
+            generation_config=_no_stops(model, MERGED_STEPS, start),
+            return_dict_in_generate=True,
+            output_logits=True,
+        )
+    want_ids = reference.sequences[:, 1:].numpy()
+    assert len(set(want_ids.ravel().tolist())) > 2 and (want_ids[0] != want_ids[1]).any(), want_ids  # a decode worth comparing
+    got_ids, got_logits = _merged_decode(out, {"pixel_values": pixels}, None, start, MERGED_STEPS)
+    _assert_same_steps(got_ids, got_logits, want_ids, [x.numpy() for x in reference.logits])
+
+
+@pytest.mark.integration
+def test_speech_to_text_merged_decoder_alone_generates_what_generate_does(tmp_path) -> None:
+    """Filterbank frames with a mask (the second clip shorter) -> text through encoder_model.onnx
+    + decoder_model_merged.onnx; the decoder reads the frame mask as encoder_attention_mask."""
+    task = "automatic-speech-recognition-with-past"
+    folder = _lively_pair_folder("speech_to_text", tmp_path / "model", "AutoModelForSpeechSeq2Seq", init_std=0.5)
+    model, out, report = _export("speech_to_text", task, tmp_path, folder)
+    assert "decoder_model_merged.onnx" in report.files
+    config = model.config
+    features = np.random.default_rng(8).standard_normal((2, 29, config.input_feat_per_channel)).astype(np.float32)
+    mask = np.ones((2, 29), np.int64)
+    mask[1, 17:] = 0
+    features[1, 17:] = 0.0
+    start = config.decoder_start_token_id
+    with torch.no_grad():
+        reference = model.generate(
+            input_features=torch.from_numpy(features),
+            attention_mask=torch.from_numpy(mask),
+            generation_config=_no_stops(model, MERGED_STEPS, start),
+            return_dict_in_generate=True,
+            output_logits=True,
+        )
+    want_ids = reference.sequences[:, 1:].numpy()
+    assert len(set(want_ids.ravel().tolist())) > 2 and (want_ids[0] != want_ids[1]).any(), want_ids  # a decode worth comparing
+    got_ids, got_logits = _merged_decode(out, {"input_features": features, "attention_mask": mask}, mask, start, MERGED_STEPS)
+    _assert_same_steps(got_ids, got_logits, want_ids, [x.numpy() for x in reference.logits])
+
+
+@pytest.mark.integration
+def test_moonshine_merged_decoder_alone_generates_what_generate_does(tmp_path) -> None:
+    """A raw waveform -> text through encoder_model.onnx + decoder_model_merged.onnx."""
+    task = "automatic-speech-recognition-with-past"
+    folder = _lively_pair_folder("moonshine", tmp_path / "model", "AutoModelForSpeechSeq2Seq", initializer_range=0.2)
+    model, out, report = _export("moonshine", task, tmp_path, folder)
+    assert "decoder_model_merged.onnx" in report.files
+    waves = np.random.default_rng(9).standard_normal((2, 4000)).astype(np.float32)
+    start = model.config.decoder_start_token_id
+    with torch.no_grad():
+        reference = model.generate(
+            input_values=torch.from_numpy(waves),
+            generation_config=_no_stops(model, MERGED_STEPS, start),
+            return_dict_in_generate=True,
+            output_logits=True,
+        )
+    want_ids = reference.sequences[:, 1:].numpy()
+    assert len(set(want_ids.ravel().tolist())) > 2 and (want_ids[0] != want_ids[1]).any(), want_ids  # a decode worth comparing
+    got_ids, got_logits = _merged_decode(out, {"input_values": waves}, None, start, MERGED_STEPS)
+    _assert_same_steps(got_ids, got_logits, want_ids, [x.numpy() for x in reference.logits])
