@@ -36,6 +36,8 @@ __all__ = [
     "IMAGE_ENCODER",
     "LOG_MEL_ENCODER",
     "PATCH_ENCODER",
+    "MODEL_DECODER",
+    "SUBMODULE_DECODER",
     "TEXT_ENCODER",
     "WAVEFORM_ENCODER",
     "INTERLEAVE_BY_STACK",
@@ -245,17 +247,34 @@ class EncoderPart:
             raise SpecError(f"EncoderPart.mask {value!r} is not one of its inputs {[t.name for t in self.inputs]}")
 
 
+_SEQ2SEQ_DECODER_CALL = Call(arguments={"input_ids": "decoder_input_ids", "encoder_hidden_states": "encoder_outputs"})
+
+
 @attrs.frozen(kw_only=True)
 class DecoderPart:
-    """The decoder graph of an encoder-decoder model, for every step of generation.
+    """The decoder graph of an encoder-decoder model, for every step of generation: what it
+    takes and how it is called. Its cache is the decoder's (a seq2seq cache: self and cross
+    attention, at the decoder's heads and head dims).
 
-    It takes ``input_ids`` (the decoder's), ``encoder_attention_mask`` when the encoder has a
-    mask, and ``encoder_hidden_states``: the encoder's *output*, of the encoder's width (a
-    projection to the decoder's width, if the model has one, runs inside this graph).
-    ``generators``: overrides (an encoder output whose length the mask's length implies).
+    It takes ``input_ids`` (the decoder's), ``encoder_attention_mask`` when ``encoder_mask`` and
+    the encoder part has a mask, and ``encoder_hidden_states``: the encoder's *output*, of the
+    encoder's width (a projection to the decoder's width, if the model has one, runs inside this
+    graph). ``call``: how the graph calls the model (by default the whole model, with
+    ``decoder_input_ids`` and ``encoder_outputs``). ``generators``: overrides (an encoder output
+    whose length the mask's length implies). ``hidden_axes``: the axes of ``encoder_hidden_states``
+    (a subsampling encoder's frames are not the mask's length).
     """
 
+    call: Call = _SEQ2SEQ_DECODER_CALL
+    encoder_mask: bool = True
+    hidden_axes: Mapping[int, str] = attrs.field(default=_BE, converter=lambda m: MappingProxyType(dict(m)), hash=False)
     generators: Mapping[str, g.Generator] = attrs.field(factory=dict, converter=lambda m: MappingProxyType(dict(m)), hash=False)
+
+
+MODEL_DECODER = DecoderPart()
+"""The decoder of the whole model, called with ``decoder_input_ids`` and ``encoder_outputs``."""
+SUBMODULE_DECODER = DecoderPart(call=Call(module="model.decoder"))
+"""A causal LM's decoder body called alone with ``input_ids`` and ``encoder_hidden_states`` (TrOCR)."""
 
 
 TEXT_ENCODER = EncoderPart(inputs=(spec("input_ids", _BE, Kind.INT), spec("attention_mask", _BE, Kind.INT)), hidden_axes=_BE, mask="attention_mask")
@@ -284,22 +303,22 @@ PATCH_ENCODER = EncoderPart(
 """Variable-resolution image patches, each row ``(row, column, pixels...)``, and their mask (Pix2Struct)."""
 
 
-def _decoder_graph(task: str, encoder: EncoderPart) -> GraphIO:
+def _decoder_graph(task: str, encoder: EncoderPart | None, decoder: DecoderPart) -> GraphIO:
     """The decoder graph: first step reads ``encoder_hidden_states``; later steps
     (``decoder_with_past_model``) read the cross-attention cache instead, so that input is
     ``replaced_by_cache``. ``encoder_attention_mask`` stays: it still masks the cross attention.
     """
     inputs = [spec("input_ids", _BD, Kind.INT)]
-    arguments = {"input_ids": "decoder_input_ids", "encoder_hidden_states": "encoder_outputs"}
-    if encoder.mask:
+    arguments = dict(decoder.call.arguments)
+    if encoder is not None and encoder.mask and decoder.encoder_mask:
         mask = next(t for t in encoder.inputs if t.name == encoder.mask)
         inputs.append(attrs.evolve(mask, name="encoder_attention_mask"))
         arguments["encoder_attention_mask"] = encoder.mask
-    inputs.append(spec("encoder_hidden_states", _BE, Kind.FLOAT, rank=3))
+    inputs.append(spec("encoder_hidden_states", decoder.hidden_axes, Kind.FLOAT, rank=3))
     return GraphIO(
         inputs=inputs,
         outputs=_outputs(task, {"logits": _BD, "last_hidden_state": _BD}),
-        call=Call(arguments=arguments),
+        call=attrs.evolve(decoder.call, arguments=arguments),
         past=True,
         replaced_by_cache={"encoder_hidden_states"},
     )
@@ -310,27 +329,29 @@ def encoder_decoder(
     task: str,
     *,
     use_past: bool = False,
-    encoder: EncoderPart = TEXT_ENCODER,
-    decoder: DecoderPart = DecoderPart(),
+    encoder: EncoderPart | None = TEXT_ENCODER,
+    decoder: DecoderPart = MODEL_DECODER,
     normalizer: Normalizer = normalizers.SEQ2SEQ,
     family: str = "encoder-decoder",
     **fields: Any,
 ) -> ExportSpec:
     """Encoder-decoder models, composed from an encoder part and a decoder part; split into
     ``encoder_model`` / ``decoder_model`` [/ ``decoder_with_past_model``] graphs (merged into
-    ``decoder_model_merged`` by the pipeline), or one monolith graph on request.
+    ``decoder_model_merged`` by the pipeline), or one monolith graph on request. Without an
+    encoder part (``None``) the decoder is exported alone: ``decoder_model`` [/ with past].
 
     The decoder's ``encoder_hidden_states`` have the encoder's width (the ``encoder_hidden_size``
     dimension when the normalizer has one, else ``hidden_size``); its cache has the decoder's.
     """
-    graphs = {
-        Behavior.ENCODER: GraphIO(inputs=encoder.inputs, outputs=[spec("last_hidden_state", encoder.hidden_axes, rank=3)], call=encoder.call),
-        Behavior.DECODER: _decoder_graph(task, encoder),
-        Behavior.MONOLITH: GraphIO(
+    graphs = {Behavior.DECODER: _decoder_graph(task, encoder, decoder)}
+    if encoder is not None:
+        graphs[Behavior.ENCODER] = GraphIO(
+            inputs=encoder.inputs, outputs=[spec("last_hidden_state", encoder.hidden_axes, rank=3)], call=encoder.call
+        )
+        graphs[Behavior.MONOLITH] = GraphIO(
             inputs=[*encoder.inputs, spec("decoder_input_ids", _BD, Kind.INT)],
             outputs=_outputs(task, {"logits": _BD, "last_hidden_state": _BD}),
-        ),
-    }
+        )
     fields = {**fields, "patches": tuple(dict.fromkeys((*fields.get("patches", ()), _NO_PACKED_SEQUENCES)))}
     made = _make(
         model_type,
@@ -338,12 +359,12 @@ def encoder_decoder(
         family,
         graphs,
         normalizer=normalizer,
-        splits=_seq2seq_splits(use_past),
-        behavior=Behavior.ENCODER,
+        splits=_seq2seq_splits(use_past) if encoder is not None else _seq2seq_splits(use_past)[1:],
+        behavior=Behavior.ENCODER if encoder is not None else Behavior.DECODER,
         past_kind=PastKind.SEQ2SEQ,
         **fields,
     )
-    return attrs.evolve(made, generators={**made.generators, **encoder.generators, **decoder.generators})
+    return attrs.evolve(made, generators={**made.generators, **(encoder.generators if encoder else {}), **decoder.generators})
 
 
 def decoder_alone(
@@ -351,28 +372,13 @@ def decoder_alone(
     task: str,
     *,
     use_past: bool = False,
-    module: str = "model.decoder",
+    decoder: DecoderPart = SUBMODULE_DECODER,
     normalizer: Normalizer = normalizers.SEQ2SEQ_DECODER,
     **fields: Any,
 ) -> ExportSpec:
     """The decoder of an encoder-decoder pair exported alone (TrOCR: Optimum registers it as the
-    decoder vision-encoder-decoder models use): :func:`encoder_decoder`'s decoder graph, called
-    on ``module`` (a dotted path in the model) with ``encoder_hidden_states`` as a tensor, in
-    ``decoder_model`` [/ ``decoder_with_past_model``, merged by the pipeline]; no encoder graph.
-    """
-    graph = attrs.evolve(_decoder_graph(task, IMAGE_ENCODER), call=Call(module=module))
-    fields = {**fields, "patches": tuple(dict.fromkeys((*fields.get("patches", ()), _NO_PACKED_SEQUENCES)))}
-    return _make(
-        model_type,
-        task,
-        "decoder-alone",
-        {Behavior.DECODER: graph},
-        normalizer=normalizer,
-        splits=_seq2seq_splits(use_past)[1:],
-        behavior=Behavior.DECODER,
-        past_kind=PastKind.SEQ2SEQ,
-        **fields,
-    )
+    decoder vision-encoder-decoder models use): :func:`encoder_decoder` with no encoder part."""
+    return encoder_decoder(model_type, task, use_past=use_past, encoder=None, decoder=decoder, normalizer=normalizer, family="decoder-alone", **fields)
 
 
 def _eos_terminated_ids(tensor: TensorSpec, ctx: g.DummyContext, rng: torch.Generator, made: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -449,7 +455,7 @@ def speech_to_text(
     *,
     use_past: bool = False,
     encoder: EncoderPart = LOG_MEL_ENCODER,
-    decoder: DecoderPart = DecoderPart(),
+    decoder: DecoderPart = MODEL_DECODER,
     normalizer: Normalizer = normalizers.WHISPER,
     **fields: Any,
 ) -> ExportSpec:

@@ -210,7 +210,9 @@ ENTRIES: tuple[ModelEntry, ...] = (
         _SPEECH_SEQ2SEQ_TASKS,
         encoder=FILTERBANK_ENCODER,
         # its encoder output is the frames the mask covers, subsampled by the convolutions
-        decoder=DecoderPart(generators={"encoder_hidden_states": generators.subsampled_encoder_states}),
+        decoder=DecoderPart(
+            hidden_axes={0: "batch_size", 1: "encoder_frames"}, generators={"encoder_hidden_states": generators.subsampled_encoder_states}
+        ),
         normalizer=normalizers.SPEECH_TO_TEXT,
         **_SPEECH_HEAD,
     ),

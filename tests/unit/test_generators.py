@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from onnxspec import generators as g
-from onnxspec.axes import Kind, TensorSpec, spec, symbol_size
+from onnxspec.axes import Kind, TensorSpec, spec, symbol_size, symbol_terms
 from onnxspec.errors import ConfigError, SpecError
 from onnxspec.normalize import Dims
 from onnxspec.past import Direction, PastKind, PastLayout, past_specs
@@ -246,6 +246,8 @@ def test_registry_dummies_match_their_declared_axes_and_are_realistic(
         if t.rank is not None:
             assert value.ndim == t.rank, (where, t.name)
         for axis, symbol in t.axes:
+            if not set(symbol_terms(symbol)) <= set(ctx.sizes):  # a size the model derives (subsampled frames): no size to hold it to
+                continue
             assert value.shape[axis] == symbol_size(symbol, ctx.sizes), (where, t.name, axis)
         if t.kind is Kind.INT:
             assert value.dtype == getattr(torch, int_dtype), (where, t.name)
