@@ -1,29 +1,44 @@
-"""The export pipeline: one function, named stages, atomic output.
+"""The export pipeline: stages as values, run by one runner, with atomic output.
 
 ``export(model_or_folder, output_dir, task=..., spec=...)`` runs::
 
-    resolve -> load -> (for each sub-graph: dummies -> trace -> check -> validate) -> write
+    resolve -> load -> (for each sub-graph: dummies -> trace -> check -> validate)
+            -> (for each merged decoder: trace -> check -> validate) -> write
 
-A failure names its stage and the stages done before it, and chains the cause. Files are built
-in a temporary folder beside ``output_dir`` and moved into place only when every graph
-validated; a failed export leaves the destination as it was. The temporary folder is named
-``.<name>.onnxspec-tmp-<pid>-<random>``: if the process is killed, the next export to the same
-destination removes it (and puts back a previous output caught mid-swap). A validation failure
-is an error; its graphs and report are kept in ``<output_dir>.onnxspec-failed``.
+Each step is a :class:`~onnxspec.stages.Stage` value (a name, the file it works on, and a
+function from one state to the next) run by :func:`~onnxspec.stages.run_stages`, which names a
+failing stage and the stages done before it and chains the cause. ``export`` itself only
+checks its arguments into a :class:`_Request`, runs the ``resolve`` stage (which reads the
+config, picks the spec and plans the files), builds the remaining stage tuple from that plan
+with :func:`export_stages`, and runs it. Resolution comes first and alone because the
+per-graph stages are data built from its plan; the second run carries on the stages done.
+
+The state handed from stage to stage is a frozen record (:class:`_State`): a stage is a step
+from one record to the next, and what it reads and adds is in its signature; what stays fixed
+for a run (the request, the resolved spec and plan, the temporary folder) is bound into the
+stages (:class:`_Job`), not carried in the state. One thing is handed over mutably, and only
+between two stages: the traced ``onnx.ModelProto`` travels from ``trace`` to ``check`` in a
+one-element list that ``check`` empties, so the graph is freed before the checker reads the
+saved file back (a frozen field would keep it alive through the previous state, which the
+runner still holds: up to 1.8 GB more at the peak).
+
+Files are built in a temporary folder beside ``output_dir`` (:mod:`onnxspec.output`) and moved
+into place only when every graph validated; a failed export leaves the destination as it was.
+The temporary folder is named ``.<name>.onnxspec-tmp-<pid>-<random>``: if the process is
+killed, the next export to the same destination removes it (and puts back a previous output
+caught mid-swap). A validation failure is an error; its graphs and report are kept in
+``<output_dir>.onnxspec-failed``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import json
 import os
 import platform
-import re
-import secrets
 import shutil
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 import attrs
@@ -31,14 +46,7 @@ import onnx
 import torch
 
 from onnxspec import __version__
-from onnxspec.errors import (
-    ExportError,
-    OnnxSpecError,
-    OutputDirError,
-    SpecError,
-    UnsupportedTaskError,
-    ValidationError,
-)
+from onnxspec.errors import ExportError, SpecError, UnsupportedTaskError, ValidationError
 from onnxspec.exporters import Backend, available_backends, export_graph, resolve_backend
 from onnxspec.generators import context, make_dummies
 from onnxspec.loading import (
@@ -53,18 +61,29 @@ from onnxspec.loading import (
 )
 from onnxspec.merge import BRANCH_INPUT, Merge, merge_decoders, merged_interface, merges_for, stamp_interface
 from onnxspec.models import REGISTRY
+from onnxspec.output import check_output_dir, keep_failed, make_workdir, move_into_place, recover_stale, remove_created
 from onnxspec.patches import patched
 from onnxspec.registry import Registry, lookup, spec_for
 from onnxspec.report import ExportReport, GraphReport, report_json
 from onnxspec.shapes import DTypes, FloatDtype, Shapes
 from onnxspec.spec import Behavior, ExportSpec, Split, bind, check_versions, contract, with_behavior, with_tolerance
+from onnxspec.stages import STAGES, Fault, Progress, Stage, run_stages
 from onnxspec.tasks import TASKS, infer_task, parse_task
 from onnxspec.validate import check_graph, stamp, validate, validate_merged
 from onnxspec.wrappers import graph_module
 
-__all__ = ["MIN_OPSET", "STAGES", "export", "load_model", "max_opset", "plan", "plan_merges", "resolve_spec", "versions"]
-
-STAGES = ("resolve", "load", "dummies", "trace", "check", "validate", "write")
+__all__ = [
+    "MIN_OPSET",
+    "STAGES",
+    "export",
+    "export_stages",
+    "load_model",
+    "max_opset",
+    "plan",
+    "plan_merges",
+    "resolve_spec",
+    "versions",
+]
 
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 """Graphs whose weights exceed this many bytes are saved with external data (protobuf caps at 2 GB)."""
@@ -92,15 +111,6 @@ MIN_OPSET = 14
 ``aten::scaled_dot_product_attention``, which the torch exporter supports from opset 14 on
 (measured on bert, gpt2, llama, t5 and vit: opsets 9, 11 and 13 fail in tracing)."""
 
-Progress = Callable[[str, str], None]
-Fault = Callable[[str, str], None]
-"""Test seam of :func:`export`: called as ``fault(stage, detail)`` at the end of every stage's
-work (before the stage counts as done); an exception raised there behaves exactly like a
-failure of that stage. Production code never passes one."""
-
-_NO_SPACE = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
-_NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.ENOENT)
-
 
 def versions() -> dict[str, str]:
     """Versions of everything that shapes an export, recorded in every report."""
@@ -115,159 +125,6 @@ def versions() -> dict[str, str]:
         "onnxruntime": onnxruntime.__version__,
         "python": platform.python_version(),
     }
-
-
-class _Stages:
-    """Tracks the stage running and those done, and wraps failures as :class:`ExportError`."""
-
-    def __init__(self, progress: Progress | None, fault: Fault | None = None) -> None:
-        self.done: list[str] = []
-        self.progress = progress
-        self.fault = fault
-
-    @contextlib.contextmanager
-    def stage(self, name: str, detail: str = "") -> Iterator[None]:
-        if self.progress is not None:
-            self.progress(name, detail)
-        where = f"{name} ({detail})" if detail else name
-        try:
-            yield
-            if self.fault is not None:
-                self.fault(name, detail)
-        except OnnxSpecError:
-            raise
-        except OSError as e:
-            if e.errno in _NO_SPACE:
-                raise ExportError(
-                    where,
-                    tuple(self.done),
-                    f"no space left on the device ({e}); nothing was written to the output folder: free some space "
-                    "or choose an output folder on another disk",
-                ) from e
-            raise ExportError(where, tuple(self.done), f"{type(e).__name__}: {e}") from e
-        except Exception as e:
-            raise ExportError(where, tuple(self.done), f"{type(e).__name__}: {e}") from e
-        self.done.append(f"{name}:{detail}" if detail else name)
-
-
-def _check_output_dir(output_dir: str, overwrite: bool) -> None:
-    """Refuse an output path that is a file, or a non-empty folder without ``overwrite``.
-
-    Whether the folder is writable is found out by really creating the temporary folder
-    (:func:`_make_workdir`): ``os.access`` answers "yes" to root even where writing fails.
-    """
-    if os.path.isfile(output_dir):
-        raise OutputDirError(f"output path {output_dir!r} is a file; give a folder path (it will be created)")
-    if os.path.isdir(output_dir) and os.listdir(output_dir) and not overwrite:
-        raise OutputDirError(
-            f"output folder {output_dir!r} exists and is not empty; pass overwrite=True (--overwrite) to replace it, "
-            "or choose another folder"
-        )
-    probe = os.path.dirname(os.path.abspath(output_dir))
-    while not os.path.exists(probe):
-        probe = os.path.dirname(probe)
-    if not os.path.isdir(probe):
-        raise OutputDirError(f"cannot create {output_dir!r}: {probe!r} is a file, not a folder; choose another output folder")
-
-
-_TEMP = re.compile(r"^\.(?P<name>.+)\.onnxspec-(?P<what>tmp|old)-(?P<pid>\d+)-")
-
-
-def _temp_prefix(target: str, what: str) -> str:
-    """Name prefix of this process's temporary folders beside ``target`` (``tmp``: the export
-    being built; ``old``: the previous folder while it is swapped). The PID lets a later run
-    tell a dead run's leftovers from a live one's."""
-    return f".{os.path.basename(target)}.onnxspec-{what}-{os.getpid()}-"
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _recover_stale(target: str) -> list[str]:
-    """Clean up after earlier runs on ``target`` that were killed; return what was done.
-
-    A dead run's ``tmp`` folder is removed. A dead run's ``old`` folder is the user's previous
-    output, moved aside at the last step: it is put back when ``target`` is missing (the run
-    died between the two renames), else removed (the new output was already in place). Folders
-    of live processes are left alone.
-    """
-    parent, name = os.path.dirname(target), os.path.basename(target)
-    actions: list[str] = []
-    try:
-        entries = sorted(os.listdir(parent))
-    except OSError:
-        return actions
-    for entry in entries:
-        m = _TEMP.match(entry)
-        if m is None or m["name"] != name or _alive(int(m["pid"])):
-            continue
-        path = os.path.join(parent, entry)
-        try:
-            if m["what"] == "old" and not os.path.exists(target):
-                os.replace(path, target)
-                actions.append(f"restored {target!r} from {entry!r}")
-            else:
-                shutil.rmtree(path)
-                actions.append(f"removed {entry!r}")
-        except OSError:  # best effort: a folder we cannot clean stays, clearly named
-            continue
-    return actions
-
-
-def _make_workdir(output_dir: str) -> tuple[str, list[str]]:
-    """Create the temporary folder beside ``output_dir`` (and any missing parents).
-
-    Returns the folder and the parents created (removed again if the export fails). A folder
-    that cannot be written raises :class:`OutputDirError`.
-    """
-    target = os.path.abspath(output_dir)
-    parent = os.path.dirname(target)
-    created: list[str] = []
-    probe = parent
-    while not os.path.exists(probe):
-        created.append(probe)
-        probe = os.path.dirname(probe)
-    try:
-        os.makedirs(parent, exist_ok=True)
-        workdir = _unique_dir(parent, _temp_prefix(target, "tmp"))
-    except OSError as e:
-        _remove_created(created)
-        if e.errno in _NOT_WRITABLE:
-            raise OutputDirError(
-                f"cannot write the output folder {output_dir!r}: {e.strerror} ({probe!r} is not writable); "
-                "choose another output folder or fix its permissions"
-            ) from e
-        raise OutputDirError(f"cannot create a temporary folder beside {output_dir!r}: {e}") from e
-    return workdir, created
-
-
-def _unique_dir(parent: str, prefix: str) -> str:
-    """Create a new folder ``<parent>/<prefix><random>`` with the user's umask (mkdtemp would
-    make it 0700, and it becomes the output folder)."""
-    for _ in range(100):
-        path = os.path.join(parent, prefix + secrets.token_hex(4))
-        try:
-            os.mkdir(path)
-        except FileExistsError:
-            continue
-        return path
-    raise FileExistsError(errno.EEXIST, "no free temporary folder name", os.path.join(parent, prefix))
-
-
-def _remove_created(created: list[str]) -> None:
-    """Remove parent folders an export created, deepest first, if they are still empty."""
-    for path in created:
-        with contextlib.suppress(OSError):
-            os.rmdir(path)
 
 
 def _exporter_max_opset(backend: Backend) -> int:
@@ -435,6 +292,366 @@ def _save(model: onnx.ModelProto, path: str, threshold: int) -> None:
         onnx.save_model(model, path)
 
 
+@attrs.frozen(kw_only=True, eq=False)
+class _Request:
+    """What :func:`export` was asked for: its arguments, as given (checked in ``resolve``)."""
+
+    model: torch.nn.Module | None
+    folder: str | None
+    output_dir: str
+    task: str | None
+    spec: ExportSpec | None
+    shapes: Shapes
+    dtypes: DTypes
+    backend: Backend | str | None
+    opset: int | None
+    atol: float | None
+    monolith: bool
+    merged: bool | None
+    overwrite: bool
+    trust_remote_code: bool
+    gguf_file: str | None
+    seed: int
+    registry: Registry
+    validation_shapes: tuple[Shapes, ...] | None
+    external_data_threshold: int
+    start: float
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class _Resolved:
+    """What ``resolve`` decided: the bound spec, where the model is read from, the backend, and
+    the plan (the graphs to export and the merged decoders to build from them)."""
+
+    spec: ExportSpec
+    source: ModelSource | None
+    backend: Backend
+    graphs: tuple[tuple[Split, ExportSpec], ...]
+    merges: tuple[Merge, ...]
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class _Job:
+    """What stays fixed once resolved, bound into every later stage."""
+
+    request: _Request
+    resolved: _Resolved
+    workdir: str
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class _InFlight:
+    """One graph between its stages: what ``dummies``, ``trace`` and ``check`` leave for the next."""
+
+    module: torch.nn.Module | None = None
+    dummies: Mapping[str, torch.Tensor] = attrs.field(factory=dict)
+    proto: list[onnx.ModelProto] = attrs.field(factory=list)  # at most one; ``check`` empties it (see the module docstring)
+    export_seconds: float = 0.0
+    problems: tuple[str, ...] = ()
+    interface_ok: bool = False
+    path: str = ""
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class _State:
+    """The state stages pass on: the plan (after ``resolve``), the model (after ``load``), the
+    graph in flight and the reports of the graphs done (then the export's, after ``write``)."""
+
+    resolved: _Resolved | None = None
+    model: torch.nn.Module | None = None
+    graph: _InFlight = attrs.field(factory=_InFlight)
+    reports: tuple[GraphReport, ...] = ()
+    report: ExportReport | None = None
+
+
+def _resolve(request: _Request, state: _State) -> _State:
+    """Check the output folder and the arguments, read the config, pick the spec, plan the files."""
+    recover_stale(os.path.abspath(request.output_dir))
+    check_output_dir(request.output_dir, request.overwrite)
+    dtypes, folder, gguf_file, registry, task = request.dtypes, request.folder, request.gguf_file, request.registry, request.task
+    chosen_backend = resolve_backend(request.backend)
+    if request.backend is None and dtypes.float_dtype is FloatDtype.FP16 and Backend.DYNAMO in available_backends():
+        # TorchScript writes LayerNormalization with mixed fp16/fp32 operands, which
+        # onnxruntime refuses to load; torch.export's exporter keeps them consistent.
+        chosen_backend = Backend.DYNAMO
+    if dtypes.float_dtype is FloatDtype.BF16:
+        raise SpecError(
+            "float dtype bf16 cannot be exported and validated here: onnxruntime has no bf16 kernels on this CPU; "
+            "use fp32 (default) or fp16"
+        )
+    if folder is None and gguf_file is not None:
+        raise SpecError(
+            f"gguf_file={gguf_file!r} names a file in a model folder, but a torch.nn.Module was passed; "
+            "pass the folder holding the GGUF file instead of a model, or leave gguf_file out"
+        )
+    source = read_source(folder, gguf_file, trust_remote_code=request.trust_remote_code) if folder is not None else None
+    config_json = source.config_json if source is not None else request.model.config.to_dict()  # type: ignore[union-attr]
+    model_type = config_json["model_type"]
+    spec = request.spec
+    if spec is None:
+        lookup(registry, model_type)
+        config = request.model.config if source is None else config_from_json(config_json)  # type: ignore[union-attr]
+        spec = resolve_spec(
+            model_type,
+            config,
+            task,
+            registry,
+            inferred_from=config_json,
+            default_task="feature-extraction" if source is None else default_task(source),
+        )
+    elif spec.dims is None:
+        spec = bind(spec, request.model.config if folder is None else config_json)  # type: ignore[union-attr]
+    if source is not None and source.is_gguf:
+        _check_gguf_head(source, spec.task)
+    elif source is not None:
+        _check_head(config_json, spec.task, model_type, registry)
+    if request.opset is not None:
+        spec = attrs.evolve(spec, opset=request.opset)
+    _check_opset(spec.opset, chosen_backend, f"{spec.model_type}/{spec.task}")
+    if request.atol is not None:
+        spec = with_tolerance(spec, request.atol, outputs=["*"])
+    if chosen_backend is Backend.DYNAMO and spec.attn_implementation is None and model_type == "t5":
+        spec = attrs.evolve(spec, attn_implementation="eager")
+    check_versions(spec, versions())
+    graphs = plan(spec, monolith=request.monolith)
+    merges = plan_merges(spec, graphs, merged=request.merged, monolith=request.monolith)
+    resolved = _Resolved(spec=spec, source=source, backend=chosen_backend, graphs=graphs, merges=merges)
+    return attrs.evolve(state, resolved=resolved)
+
+
+def _load(job: _Job, state: _State) -> _State:
+    """The model to trace: the caller's or the one loaded from the folder."""
+    request, spec, source = job.request, job.resolved.spec, job.resolved.source
+    fp16 = request.dtypes.float_dtype is FloatDtype.FP16
+    if source is None:
+        model = request.model.eval()  # type: ignore[union-attr]
+    else:
+        model = load_source_model(source, spec.task, trust_remote_code=request.trust_remote_code)
+    if spec.attn_implementation is not None and hasattr(model, "set_attn_implementation"):
+        model.set_attn_implementation(spec.attn_implementation)
+    if fp16:
+        model = model.to(torch.float16)
+    return attrs.evolve(state, model=model)
+
+
+def _dummies(job: _Job, split: Split, sub: ExportSpec, state: _State) -> _State:
+    """The graph's dummy inputs, and the module calling the model as the graph does."""
+    request = job.request
+    ctx = context(request.shapes, request.dtypes, sub.dims, past=sub.past, padding_side=sub.padding_side)
+    dummies = make_dummies(sub.inputs, sub.generators, ctx, request.seed)
+    return attrs.evolve(state, graph=_InFlight(module=graph_module(state.model, sub), dummies=dummies))  # type: ignore[arg-type]
+
+
+def _trace(job: _Job, split: Split, sub: ExportSpec, state: _State) -> _State:
+    """Trace the graph's module at its dummies with the chosen exporter."""
+    t0 = time.perf_counter()
+    with patched(sub.patches):
+        proto = export_graph(state.graph.module, tuple(state.graph.dummies.values()), sub, job.resolved.backend, job.workdir)  # type: ignore[arg-type]
+    graph = attrs.evolve(state.graph, proto=[proto], export_seconds=time.perf_counter() - t0)
+    return attrs.evolve(state, graph=graph)
+
+
+def _checked(job: _Job, filename: str, state: _State, interface: Any, stamp_with: Callable[[onnx.ModelProto], None]) -> _State:
+    """The ``check`` stage's work on the traced graph: check it against ``interface`` (a spec, or
+    a merged decoder's interface), stamp it, save it as ``filename``, run onnx's checker."""
+    proto = state.graph.proto.pop()
+    problems = check_graph(proto, interface, job.request.dtypes)
+    interface_ok = [v.name for v in proto.graph.input] == [t.name for t in interface.inputs] and [
+        v.name for v in proto.graph.output
+    ] == [t.name for t in interface.outputs]
+    stamp_with(proto)
+    path = os.path.join(job.workdir, filename)
+    _save(proto, path, job.request.external_data_threshold)
+    del proto
+    onnx.checker.check_model(path)
+    return attrs.evolve(state, graph=attrs.evolve(state.graph, problems=tuple(problems), interface_ok=interface_ok, path=path))
+
+
+def _check(job: _Job, split: Split, sub: ExportSpec, state: _State) -> _State:
+    """Check the graph against its spec, stamp its contract, save it, run onnx's checker."""
+    metadata = {"onnxspec.version": __version__, "onnxspec.backend": job.resolved.backend.value}
+    return _checked(job, split.filename, state, sub, lambda proto: stamp(proto, sub, job.request.dtypes, metadata))
+
+
+def _session(path: str) -> Any:
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    return onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+_NOT_RUN = ("not run against PyTorch: the graph's interface differs from the spec",)
+
+
+def _validate(job: _Job, split: Split, sub: ExportSpec, state: _State) -> _State:
+    """Run the saved graph with onnxruntime against the PyTorch module at the validation shapes."""
+    request, graph = job.request, state.graph
+    if graph.interface_ok:
+        session = _session(graph.path)
+        checks, run_problems, seconds = validate(
+            session, graph.module, sub, request.shapes, request.dtypes, request.seed, split.filename,  # type: ignore[arg-type]
+            shape_sets=request.validation_shapes,
+        )
+        del session
+    else:  # the graph cannot be fed the spec's inputs; the check's problems say why
+        checks, run_problems, seconds = (), _NOT_RUN, 0.0
+    report = GraphReport(
+        filename=split.filename,
+        behavior=sub.behavior.value,
+        use_past=sub.use_past,
+        use_past_in_inputs=sub.use_past_in_inputs,
+        backend=job.resolved.backend.value,
+        trace_shapes={k: v for k, v in attrs.asdict(request.shapes).items()},
+        export_seconds=round(graph.export_seconds, 4),
+        validate_seconds=round(seconds, 4),
+        inputs=tuple(t.name for t in sub.inputs),
+        outputs=tuple(t.name for t in sub.outputs),
+        checks=checks,
+        problems=graph.problems + run_problems,
+    )
+    return attrs.evolve(state, graph=_InFlight(), reports=(*state.reports, report))
+
+
+def _branches(job: _Job, merge: Merge) -> tuple[ExportSpec, ExportSpec, Any]:
+    """The specs of a merged decoder's two branches and the merged graph's interface."""
+    graphs = job.resolved.graphs
+    first, later = _sub_of(graphs, merge.no_past), _sub_of(graphs, merge.with_past)
+    return first, later, merged_interface(first.inputs, first.outputs, later.inputs, later.outputs)
+
+
+def _merge(job: _Job, merge: Merge, state: _State) -> _State:
+    """The ``trace`` stage of a merged decoder: join the two decoders already written and validated."""
+    t0 = time.perf_counter()
+    proto = merge_decoders(
+        onnx.load(os.path.join(job.workdir, merge.no_past)), onnx.load(os.path.join(job.workdir, merge.with_past))
+    )
+    return attrs.evolve(state, graph=_InFlight(proto=[proto], export_seconds=time.perf_counter() - t0))
+
+
+def _check_merged(job: _Job, merge: Merge, state: _State) -> _State:
+    """Check a merged decoder against its interface, stamp its contract, save it, run onnx's checker."""
+    first, later, interface = _branches(job, merge)
+    metadata = {
+        "onnxspec.contract": json.dumps(_merged_contract(first, later, job.request.dtypes), indent=2, sort_keys=True),
+        "onnxspec.version": __version__,
+        "onnxspec.backend": job.resolved.backend.value,
+        "onnxspec.merged_from": f"{merge.no_past} (use_cache_branch=False), {merge.with_past} (use_cache_branch=True)",
+    }
+    return _checked(job, merge.filename, state, interface, lambda proto: stamp_interface(proto, interface, metadata))
+
+
+def _validate_merged(job: _Job, merge: Merge, state: _State) -> _State:
+    """Run each branch of a merged decoder against the PyTorch module of the graph it came from."""
+    request, graph = job.request, state.graph
+    first, later, interface = _branches(job, merge)
+    if graph.interface_ok:
+        session = _session(graph.path)
+        branches = (
+            (False, "no-cache", graph_module(state.model, first), first),  # type: ignore[arg-type]
+            (True, "cache", graph_module(state.model, later), later),  # type: ignore[arg-type]
+        )
+        checks, run_problems, seconds = validate_merged(
+            session, branches, request.shapes, request.dtypes, request.seed, merge.filename, BRANCH_INPUT,
+            shape_sets=request.validation_shapes,
+        )
+        del session
+    else:
+        checks, run_problems, seconds = (), _NOT_RUN, 0.0
+    report = GraphReport(
+        filename=merge.filename,
+        behavior=later.behavior.value,
+        use_past=True,
+        use_past_in_inputs=True,
+        backend=job.resolved.backend.value,
+        trace_shapes={k: v for k, v in attrs.asdict(request.shapes).items()},
+        export_seconds=round(graph.export_seconds, 4),
+        validate_seconds=round(seconds, 4),
+        inputs=tuple(t.name for t in interface.inputs),
+        outputs=tuple(t.name for t in interface.outputs),
+        checks=checks,
+        problems=graph.problems + run_problems,
+    )
+    return attrs.evolve(state, graph=_InFlight(), reports=(*state.reports, report))
+
+
+def _write(job: _Job, state: _State) -> _State:
+    """Write the report, the contract and the model's side files into the temporary folder.
+
+    A report with failures moves the folder to ``<output_dir>.onnxspec-failed`` and raises
+    :class:`ValidationError`; moving a good folder into place is left to :func:`export`, after
+    the stage is done (the ``fault`` seam runs before anything reaches the destination).
+    """
+    request, resolved = job.request, job.resolved
+    spec, graphs, merges, dtypes = resolved.spec, resolved.graphs, resolved.merges, request.dtypes
+    report = ExportReport(
+        model_type=spec.model_type,
+        task=spec.task + ("-with-past" if any(s.use_past for s in spec.splits) else ""),
+        backend=resolved.backend.value,
+        output_dir=os.path.abspath(request.output_dir),
+        graphs=state.reports,
+        versions=versions(),
+        seed=request.seed,
+        seconds=round(time.perf_counter() - request.start, 3),
+        source=_source_record(resolved.source),
+    )
+    merged_contracts = {
+        m.filename: _merged_contract(_sub_of(graphs, m.no_past), _sub_of(graphs, m.with_past), dtypes) for m in merges
+    }
+    files, notes = _write_side_files(job.workdir, resolved.source, state.model, list(graphs), dtypes, merged_contracts)  # type: ignore[arg-type]
+    report = attrs.evolve(report, files=tuple(sorted(files)), source={**report.source, **notes})
+    with open(os.path.join(job.workdir, "onnxspec_report.json"), "w", encoding="utf-8") as f:
+        f.write(report_json(report))
+    if report.failures:  # an export run with no shape set is written, marked not validated
+        failed_dir = keep_failed(job.workdir, request.output_dir)
+        raise ValidationError(
+            f"{spec.model_type}/{spec.task}: the exported graphs disagree with PyTorch:\n  - "
+            + "\n  - ".join(report.failures)
+            + f"\nNothing was written to {request.output_dir!r}; the graphs and the full report are in {failed_dir!r}",
+            report,
+        )
+    return attrs.evolve(state, report=report)
+
+
+_GRAPH_STAGES: tuple[tuple[str, Callable[..., _State]], ...] = (
+    ("dummies", _dummies),
+    ("trace", _trace),
+    ("check", _check),
+    ("validate", _validate),
+)
+"""The stages of each planned graph, as ``(name, step(job, split, sub, state))``."""
+_MERGE_STAGES: tuple[tuple[str, Callable[..., _State]], ...] = (
+    ("trace", _merge),
+    ("check", _check_merged),
+    ("validate", _validate_merged),
+)
+"""The stages of each merged decoder, as ``(name, step(job, merge, state))``."""
+
+
+def export_stages(job: _Job) -> tuple[Stage[_State], ...]:
+    """The stages after ``resolve``, as data: ``load``; ``dummies``, ``trace``, ``check``,
+    ``validate`` for each planned graph; ``trace`` (the merge), ``check``, ``validate`` for each
+    merged decoder; ``write``. Per-graph stages carry the graph's file name as their detail."""
+    request, resolved = job.request, job.resolved
+    source = resolved.source
+    load = Stage(
+        name="load",
+        detail=type(request.model).__name__ if source is None else source.path,
+        run=partial(_load, job),
+    )
+    per_graph = tuple(
+        Stage(name=name, detail=split.filename, run=partial(step, job, split, sub))
+        for split, sub in resolved.graphs
+        for name, step in _GRAPH_STAGES
+    )
+    per_merge = tuple(
+        Stage(name=name, detail=merge.filename, run=partial(step, job, merge))
+        for merge in resolved.merges
+        for name, step in _MERGE_STAGES
+    )
+    return (load, *per_graph, *per_merge, Stage(name="write", run=partial(_write, job)))
+
+
 def export(
     model_or_folder: str | os.PathLike[str] | torch.nn.Module,
     output_dir: str | os.PathLike[str],
@@ -473,245 +690,49 @@ def export(
     in one graph, validated on both branches); ``merged=False`` skips it, ``merged=True``
     insists on it (see :func:`plan_merges`).
     """
-    start = time.perf_counter()
-    output_dir = os.fspath(output_dir)
-    stages = _Stages(progress, _fault)
-    folder = None if isinstance(model_or_folder, torch.nn.Module) else os.fspath(model_or_folder)
-
-    workdir, created = "", []
-    reports: list[GraphReport] = []
+    module = model_or_folder if isinstance(model_or_folder, torch.nn.Module) else None
+    request = _Request(
+        model=module,
+        folder=None if module is not None else os.fspath(model_or_folder),  # type: ignore[arg-type]
+        output_dir=os.fspath(output_dir),
+        task=task,
+        spec=spec,
+        shapes=shapes,
+        dtypes=dtypes,
+        backend=backend,
+        opset=opset,
+        atol=atol,
+        monolith=monolith,
+        merged=merged,
+        overwrite=overwrite,
+        trust_remote_code=trust_remote_code,
+        gguf_file=gguf_file,
+        seed=seed,
+        registry=registry,
+        validation_shapes=validation_shapes,
+        external_data_threshold=external_data_threshold,
+        start=time.perf_counter(),
+    )
+    workdir, created, finished = "", [], False
     try:
-        with stages.stage("resolve"):
-            _recover_stale(os.path.abspath(output_dir))
-            _check_output_dir(output_dir, overwrite)
-            chosen_backend = resolve_backend(backend)
-            if backend is None and dtypes.float_dtype is FloatDtype.FP16 and Backend.DYNAMO in available_backends():
-                # TorchScript writes LayerNormalization with mixed fp16/fp32 operands, which
-                # onnxruntime refuses to load; torch.export's exporter keeps them consistent.
-                chosen_backend = Backend.DYNAMO
-            if dtypes.float_dtype is FloatDtype.BF16:
-                raise SpecError(
-                    "float dtype bf16 cannot be exported and validated here: onnxruntime has no bf16 kernels on this CPU; "
-                    "use fp32 (default) or fp16"
-                )
-            if folder is None and gguf_file is not None:
-                raise SpecError(
-                    f"gguf_file={gguf_file!r} names a file in a model folder, but a torch.nn.Module was passed; "
-                    "pass the folder holding the GGUF file instead of a model, or leave gguf_file out"
-                )
-            source = read_source(folder, gguf_file, trust_remote_code=trust_remote_code) if folder is not None else None
-            config_json = source.config_json if source is not None else model_or_folder.config.to_dict()
-            model_type = config_json["model_type"]
-            if spec is None:
-                lookup(registry, model_type)
-                config = model_or_folder.config if source is None else config_from_json(config_json)
-                spec = resolve_spec(
-                    model_type,
-                    config,
-                    task,
-                    registry,
-                    inferred_from=config_json,
-                    default_task="feature-extraction" if source is None else default_task(source),
-                )
-            elif spec.dims is None:
-                spec = bind(spec, model_or_folder.config if folder is None else config_json)
-            if source is not None and source.is_gguf:
-                _check_gguf_head(source, spec.task)
-            elif source is not None:
-                _check_head(config_json, spec.task, model_type, registry)
-            if opset is not None:
-                spec = attrs.evolve(spec, opset=opset)
-            _check_opset(spec.opset, chosen_backend, f"{spec.model_type}/{spec.task}")
-            if atol is not None:
-                spec = with_tolerance(spec, atol, outputs=["*"])
-            if chosen_backend is Backend.DYNAMO and spec.attn_implementation is None and model_type == "t5":
-                spec = attrs.evolve(spec, attn_implementation="eager")
-            check_versions(spec, versions())
-            graphs = plan(spec, monolith=monolith)
-            merges = plan_merges(spec, graphs, merged=merged, monolith=monolith)
-            workdir, created = _make_workdir(output_dir)
-
-        with stages.stage("load", type(model_or_folder).__name__ if source is None else source.path):
-            if source is None:
-                model = model_or_folder.eval()
-            else:
-                model = load_source_model(source, spec.task, trust_remote_code=trust_remote_code)
-            if spec.attn_implementation is not None and hasattr(model, "set_attn_implementation"):
-                model.set_attn_implementation(spec.attn_implementation)
-            if dtypes.float_dtype is FloatDtype.FP16:
-                model = model.to(torch.float16)
-
-        for split, sub in graphs:
-            name = split.filename
-            with stages.stage("dummies", name):
-                ctx = context(shapes, dtypes, sub.dims, past=sub.past, padding_side=sub.padding_side)
-                dummies = make_dummies(sub.inputs, sub.generators, ctx, seed)
-                module = graph_module(model, sub)
-            with stages.stage("trace", name):
-                t0 = time.perf_counter()
-                with patched(sub.patches):
-                    proto = export_graph(module, tuple(dummies.values()), sub, chosen_backend, workdir)
-                export_seconds = time.perf_counter() - t0
-            with stages.stage("check", name):
-                problems = check_graph(proto, sub, dtypes)
-                interface_ok = [v.name for v in proto.graph.input] == [t.name for t in sub.inputs] and [
-                    v.name for v in proto.graph.output
-                ] == [t.name for t in sub.outputs]
-                stamp(proto, sub, dtypes, {"onnxspec.version": __version__, "onnxspec.backend": chosen_backend.value})
-                path = os.path.join(workdir, name)
-                _save(proto, path, external_data_threshold)
-                del proto
-                onnx.checker.check_model(path)
-            with stages.stage("validate", name):
-                import onnxruntime
-
-                if interface_ok:
-                    options = onnxruntime.SessionOptions()
-                    options.log_severity_level = 3
-                    session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-                    checks, run_problems, seconds = validate(
-                        session, module, sub, shapes, dtypes, seed, name, shape_sets=validation_shapes
-                    )
-                    del session
-                else:  # the graph cannot be fed the spec's inputs; the check's problems say why
-                    checks, run_problems, seconds = (), ("not run against PyTorch: the graph's interface differs from the spec",), 0.0
-            reports.append(
-                GraphReport(
-                    filename=name,
-                    behavior=sub.behavior.value,
-                    use_past=sub.use_past,
-                    use_past_in_inputs=sub.use_past_in_inputs,
-                    backend=chosen_backend.value,
-                    trace_shapes={k: v for k, v in attrs.asdict(shapes).items()},
-                    export_seconds=round(export_seconds, 4),
-                    validate_seconds=round(seconds, 4),
-                    inputs=tuple(t.name for t in sub.inputs),
-                    outputs=tuple(t.name for t in sub.outputs),
-                    checks=checks,
-                    problems=tuple(problems) + run_problems,
-                )
-            )
-        for merge in merges:
-            reports.append(_merged_graph(merge, graphs, model, workdir, shapes, dtypes, seed, validation_shapes,
-                                         external_data_threshold, chosen_backend, stages))
-        report = ExportReport(
-            model_type=spec.model_type,
-            task=spec.task + ("-with-past" if any(s.use_past for s in spec.splits) else ""),
-            backend=chosen_backend.value,
-            output_dir=os.path.abspath(output_dir),
-            graphs=tuple(reports),
-            versions=versions(),
-            seed=seed,
-            seconds=round(time.perf_counter() - start, 3),
-            source=_source_record(source),
-        )
-        with stages.stage("write"):
-            merged_contracts = {
-                m.filename: _merged_contract(_sub_of(graphs, m.no_past), _sub_of(graphs, m.with_past), dtypes) for m in merges
-            }
-            files, notes = _write_side_files(workdir, source, model, [(s, sub) for s, sub in graphs], dtypes, merged_contracts)
-            report = attrs.evolve(report, files=tuple(sorted(files)), source={**report.source, **notes})
-            with open(os.path.join(workdir, "onnxspec_report.json"), "w", encoding="utf-8") as f:
-                f.write(report_json(report))
-            if report.failures:  # an export run with no shape set is written, marked not validated
-                failed_dir = _keep_failed(workdir, output_dir)
-                workdir = ""
-                raise ValidationError(
-                    f"{spec.model_type}/{spec.task}: the exported graphs disagree with PyTorch:\n  - "
-                    + "\n  - ".join(report.failures)
-                    + f"\nNothing was written to {output_dir!r}; the graphs and the full report are in {failed_dir!r}",
-                    report,
-                )
+        resolved = run_stages((Stage(name="resolve", run=partial(_resolve, request)),), _State(), progress=progress, fault=_fault)
+        workdir, created = make_workdir(request.output_dir)
+        job = _Job(request=request, resolved=resolved.state.resolved, workdir=workdir)  # type: ignore[arg-type]
+        ran = run_stages(export_stages(job), resolved.state, progress=progress, fault=_fault, done=resolved.done)
         try:
-            _move_into_place(workdir, output_dir)
+            move_into_place(workdir, request.output_dir)
         except OSError as e:
-            raise ExportError(
-                "write", tuple(stages.done), f"cannot move the finished export into {output_dir!r}: {e}"
-            ) from e
-        workdir = ""
-        return report
+            raise ExportError("write", ran.done, f"cannot move the finished export into {request.output_dir!r}: {e}") from e
+        finished = True
+        return ran.state.report  # type: ignore[return-value]
     finally:
-        if workdir:
+        if workdir and not finished:
             shutil.rmtree(workdir, ignore_errors=True)
-            _remove_created(created)
+            remove_created(created)
 
 
 def _sub_of(graphs: tuple[tuple[Split, ExportSpec], ...], filename: str) -> ExportSpec:
     return next(sub for s, sub in graphs if s.filename == filename)
-
-
-def _merged_graph(
-    merge: Merge,
-    graphs: tuple[tuple[Split, ExportSpec], ...],
-    model: torch.nn.Module,
-    workdir: str,
-    shapes: Shapes,
-    dtypes: DTypes,
-    seed: int,
-    shape_sets: tuple[Shapes, ...] | None,
-    threshold: int,
-    backend: Backend,
-    stages: _Stages,
-) -> GraphReport:
-    """Build, check and validate one merged decoder from two graphs already written and validated.
-
-    The merge is the ``trace`` stage of its file (it is how the graph is made); validation runs
-    each branch against the PyTorch module of the graph it came from, at the usual shape sets.
-    """
-    import onnxruntime
-
-    name = merge.filename
-    first, later = _sub_of(graphs, merge.no_past), _sub_of(graphs, merge.with_past)
-    interface = merged_interface(first.inputs, first.outputs, later.inputs, later.outputs)
-    with stages.stage("trace", name):
-        t0 = time.perf_counter()
-        proto = merge_decoders(onnx.load(os.path.join(workdir, merge.no_past)), onnx.load(os.path.join(workdir, merge.with_past)))
-        merge_seconds = time.perf_counter() - t0
-    with stages.stage("check", name):
-        problems = check_graph(proto, interface, dtypes)  # type: ignore[arg-type]
-        interface_ok = [v.name for v in proto.graph.input] == [t.name for t in interface.inputs] and [
-            v.name for v in proto.graph.output
-        ] == [t.name for t in interface.outputs]
-        metadata = {
-            "onnxspec.contract": json.dumps(_merged_contract(first, later, dtypes), indent=2, sort_keys=True),
-            "onnxspec.version": __version__,
-            "onnxspec.backend": backend.value,
-            "onnxspec.merged_from": f"{merge.no_past} (use_cache_branch=False), {merge.with_past} (use_cache_branch=True)",
-        }
-        stamp_interface(proto, interface, metadata)
-        path = os.path.join(workdir, name)
-        _save(proto, path, threshold)
-        del proto
-        onnx.checker.check_model(path)
-    with stages.stage("validate", name):
-        if interface_ok:
-            options = onnxruntime.SessionOptions()
-            options.log_severity_level = 3
-            session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-            branches = (
-                (False, "no-cache", graph_module(model, first), first),
-                (True, "cache", graph_module(model, later), later),
-            )
-            checks, run_problems, seconds = validate_merged(
-                session, branches, shapes, dtypes, seed, name, BRANCH_INPUT, shape_sets=shape_sets
-            )
-            del session
-        else:
-            checks, run_problems, seconds = (), ("not run against PyTorch: the graph's interface differs from the spec",), 0.0
-    return GraphReport(
-        filename=name,
-        behavior=later.behavior.value,
-        use_past=True,
-        use_past_in_inputs=True,
-        backend=backend.value,
-        trace_shapes={k: v for k, v in attrs.asdict(shapes).items()},
-        export_seconds=round(merge_seconds, 4),
-        validate_seconds=round(seconds, 4),
-        inputs=tuple(t.name for t in interface.inputs),
-        outputs=tuple(t.name for t in interface.outputs),
-        checks=checks,
-        problems=tuple(problems) + run_problems,
-    )
 
 
 def _source_record(source: ModelSource | None) -> dict[str, str]:
@@ -771,31 +792,3 @@ def _write_side_files(
     return files, notes
 
 
-def _keep_failed(workdir: str, output_dir: str) -> str:
-    """Move a failed export's files to ``<output_dir>.onnxspec-failed`` for inspection."""
-    failed = os.path.abspath(output_dir).rstrip(os.sep) + ".onnxspec-failed"
-    if os.path.isdir(failed):
-        shutil.rmtree(failed)
-    os.replace(workdir, failed)
-    return failed
-
-
-def _move_into_place(workdir: str, output_dir: str) -> None:
-    """Swap the finished folder in; an old folder is moved aside first and removed last.
-
-    If the process dies between the two renames, the next run on the same target puts the old
-    folder back before anything else (:func:`_recover_stale`)."""
-    target = os.path.abspath(output_dir)
-    backup = ""
-    if os.path.exists(target):
-        backup = _unique_dir(os.path.dirname(target), _temp_prefix(target, "old"))
-        os.rmdir(backup)
-        os.replace(target, backup)
-    try:
-        os.replace(workdir, target)
-    except OSError:
-        if backup:
-            os.replace(backup, target)
-        raise
-    if backup:
-        shutil.rmtree(backup, ignore_errors=True)
