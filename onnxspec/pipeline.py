@@ -28,10 +28,17 @@ The temporary folder is named ``.<name>.onnxspec-tmp-<pid>-<random>``: if the pr
 killed, the next export to the same destination removes it (and puts back a previous output
 caught mid-swap). A validation failure is an error; its graphs and report are kept in
 ``<output_dir>.onnxspec-failed``.
+
+The pipeline never changes a model it is given: the training flag of each submodule and the
+attention implementation of each config are put back when ``export`` returns or fails, and an
+fp16 export converts a copy (``copy.deepcopy``), since fp32 -> fp16 -> fp32 is lossy. That copy
+costs the model's size again in fp32 while it is made (the fp16 copy then keeps half of it)
+for the length of the export. A model loaded from a folder is the pipeline's own.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import platform
@@ -420,11 +427,12 @@ def _resolve(request: _Request, state: _State) -> _State:
 
 
 def _load(job: _Job, state: _State) -> _State:
-    """The model to trace: the caller's or the one loaded from the folder."""
+    """The model to trace: the caller's (a copy for fp16) or the one loaded from the folder."""
     request, spec, source = job.request, job.resolved.spec, job.resolved.source
     fp16 = request.dtypes.float_dtype is FloatDtype.FP16
     if source is None:
-        model = request.model.eval()  # type: ignore[union-attr]
+        model = copy.deepcopy(request.model) if fp16 else request.model
+        model = model.eval()  # type: ignore[union-attr]
     else:
         model = load_source_model(source, spec.task, trust_remote_code=request.trust_remote_code)
     if spec.attn_implementation is not None and hasattr(model, "set_attn_implementation"):
@@ -652,6 +660,47 @@ def export_stages(job: _Job) -> tuple[Stage[_State], ...]:
     return (load, *per_graph, *per_merge, Stage(name="write", run=partial(_write, job)))
 
 
+@attrs.frozen(kw_only=True, eq=False)
+class _Saved:
+    """What the pipeline may change on a caller's model, as it was: each submodule's training
+    flag and each config's attention implementation (``set_attn_implementation`` sets
+    ``_attn_implementation_internal`` on the model's config, its sub-configs and those of its
+    sub-models)."""
+
+    training: tuple[tuple[torch.nn.Module, bool], ...]
+    attention: tuple[tuple[Any, Any], ...]
+
+
+_ATTN = "_attn_implementation_internal"
+
+
+def _configs(model: torch.nn.Module) -> list[Any]:
+    """Every config reachable from ``model``: its submodules' and their sub-configs, once each."""
+    found: dict[int, Any] = {}
+    todo = [getattr(m, "config", None) for m in model.modules()]
+    while todo:
+        config = todo.pop()
+        if config is None or id(config) in found or not hasattr(config, _ATTN):
+            continue
+        found[id(config)] = config
+        todo += [getattr(config, key, None) for key in getattr(config, "sub_configs", {}) or {}]
+    return list(found.values())
+
+
+def _remember(model: torch.nn.Module) -> _Saved:
+    return _Saved(
+        training=tuple((m, m.training) for m in model.modules()),
+        attention=tuple((c, getattr(c, _ATTN)) for c in _configs(model)),
+    )
+
+
+def _restore(saved: _Saved) -> None:
+    for module, training in saved.training:
+        module.training = training
+    for config, attention in saved.attention:
+        setattr(config, _ATTN, attention)
+
+
 def export(
     model_or_folder: str | os.PathLike[str] | torch.nn.Module,
     output_dir: str | os.PathLike[str],
@@ -686,6 +735,9 @@ def export(
     file: ``gguf_file`` names one, and a folder without ``config.json`` holding a single
     ``*.gguf`` file reads that one (see :mod:`onnxspec.loading`).
 
+    A ``torch.nn.Module`` given is left as it was (training flags, attention implementation,
+    weights and dtypes); an fp16 export works on a copy of it (see the module docstring).
+
     Seq2seq ``-with-past`` exports also write ``decoder_model_merged.onnx`` (the two decoders
     in one graph, validated on both branches); ``merged=False`` skips it, ``merged=True``
     insists on it (see :func:`plan_merges`).
@@ -713,6 +765,7 @@ def export(
         external_data_threshold=external_data_threshold,
         start=time.perf_counter(),
     )
+    saved = _remember(module) if module is not None else None
     workdir, created, finished = "", [], False
     try:
         resolved = run_stages((Stage(name="resolve", run=partial(_resolve, request)),), _State(), progress=progress, fault=_fault)
@@ -729,6 +782,8 @@ def export(
         if workdir and not finished:
             shutil.rmtree(workdir, ignore_errors=True)
             remove_created(created)
+        if saved is not None:
+            _restore(saved)
 
 
 def _sub_of(graphs: tuple[tuple[Split, ExportSpec], ...], filename: str) -> ExportSpec:
