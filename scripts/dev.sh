@@ -29,7 +29,8 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 case "$job" in
   setup) ;;
   demo) exec "$PY" scripts/demo.py "$@" ;;
-  test) exec "$PY" -m pytest "$@" ;;
+  # Both cores: pytest-xdist runs the tests in two worker processes.
+  test) exec "$PY" -m pytest -n 2 "$@" ;;
   real) "$PY" scripts/real_models.py && exec "$PY" -m pytest -m real tests/real -v "$@" ;;
   *) echo "unknown job '$job': use demo, test, real or setup" >&2; exit 2 ;;
 esac
