@@ -46,6 +46,7 @@ __all__ = [
     "encoder_decoder",
     "generators_for",
     "speech_to_text",
+    "tensors",
     "text_decoder",
     "text_encoder",
     "text_seq2seq",
@@ -143,16 +144,20 @@ def text_encoder(
     token_type_ids: bool = True,
     bbox: bool = False,
     xpath: bool = False,
+    image: bool = False,
+    tokens: str = "sequence_length",
     normalizer: Normalizer = normalizers.TEXT,
     **fields: Any,
 ) -> ExportSpec:
     """BERT-like encoders: ``input_ids`` [, ``bbox``], ``attention_mask`` [, ``token_type_ids``]
-    [, ``xpath_tags_seq``, ``xpath_subs_seq``] -> task outputs.
+    [, ``xpath_tags_seq``, ``xpath_subs_seq``] [, ``pixel_values``] -> task outputs.
 
     Multiple choice adds a ``num_choices`` axis to every input. With ``bbox`` (document layout
     models) each token also has a box ``(x0, y0, x1, y1)``: one more, static axis of size 4.
     With ``xpath`` (markup models) each token has the tag and subscript ids of its XPath, one per
-    depth up to the config's ``max_depth``.
+    depth up to the config's ``max_depth``. With ``image`` (LayoutLMv3) the page image comes too,
+    of the config's size (its patch position table is fixed), so only its batch is dynamic.
+    ``tokens``: the name of the outputs' token axis when it is not the input's (image patches appended).
     """
     axes = {0: "batch_size", 1: "num_choices", 2: "sequence_length"} if task == "multiple-choice" else _BS
     inputs = [spec("input_ids", axes, Kind.INT)]
@@ -163,7 +168,10 @@ def text_encoder(
         inputs.append(spec("token_type_ids", axes, Kind.INT))
     if xpath:
         inputs += [spec("xpath_tags_seq", axes, Kind.INT, rank=len(axes) + 1), spec("xpath_subs_seq", axes, Kind.INT, rank=len(axes) + 1)]
-    graphs = {Behavior.MONOLITH: GraphIO(inputs=inputs, outputs=_outputs(task))}
+    if image:
+        inputs.append(spec("pixel_values", _B, Kind.FLOAT, rank=4))
+    outputs = tuple(attrs.evolve(o, axes={**o.dynamic_axes, 1: tokens}) if o.dynamic_axes.get(1) == "sequence_length" else o for o in _outputs(task))
+    graphs = {Behavior.MONOLITH: GraphIO(inputs=inputs, outputs=outputs)}
     return _make(model_type, task, "text-encoder", graphs, normalizer=normalizer, splits=_ONE, **fields)
 
 
@@ -552,6 +560,33 @@ def text_and_vision(
     return _make(model_type, task, "text-and-vision", graphs, normalizer=normalizer, splits=_ONE, **fields)
 
 
+def tensors(
+    model_type: str,
+    task: str,
+    *,
+    use_past: bool = False,
+    inputs: Iterable[TensorSpec],
+    outputs: Iterable[TensorSpec] | None = None,
+    static_outputs: bool = False,
+    generators: Mapping[str, g.Generator] | None = None,
+    call: Call | None = None,
+    normalizer: Normalizer,
+    **fields: Any,
+) -> ExportSpec:
+    """Models fed named tensors no other family knows (trajectories, time series, text with
+    visual features): the given ``inputs`` -> ``outputs`` (the task's common outputs unless given),
+    in one graph. ``static_outputs``: only the outputs' batch axis is dynamic (a series of the
+    config's fixed length). ``generators``: for inputs no default generator knows. ``call``:
+    how the graph calls the model (outputs read from other attributes of its output).
+    """
+    outs = tuple(outputs) if outputs is not None else _outputs(task)
+    if static_outputs:
+        outs = tuple(attrs.evolve(o, axes=_B) for o in outs)
+    graphs = {Behavior.MONOLITH: GraphIO(inputs=tuple(inputs), outputs=outs, call=call or Call())}
+    made = _make(model_type, task, "tensors", graphs, normalizer=normalizer, splits=_ONE, **fields)
+    return attrs.evolve(made, generators={**made.generators, **(generators or {})})
+
+
 FAMILIES: Mapping[str, Callable[..., ExportSpec]] = MappingProxyType(
     {
         "text-encoder": text_encoder,
@@ -563,5 +598,6 @@ FAMILIES: Mapping[str, Callable[..., ExportSpec]] = MappingProxyType(
         "vision": vision,
         "audio": audio,
         "text-and-vision": text_and_vision,
+        "tensors": tensors,
     }
 )

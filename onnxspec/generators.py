@@ -35,6 +35,8 @@ __all__ = [
     "dynamic_shape",
     "encoder_hidden_states",
     "filterbank_features",
+    "floats",
+    "ids_below",
     "flattened_patches",
     "ids_per_token",
     "make_dummies",
@@ -212,6 +214,39 @@ def ids_per_token(width: str, high: str) -> Generator:
         return torch.randint(0, int(top), (*leading, int(size)), generator=rng).to(_int(ctx))
 
     generate.__doc__ = f"Ids below the config's {high}, {width} of them per token."
+    return generate
+
+
+def _leading(tensor: TensorSpec, ctx: DummyContext) -> tuple[int, ...]:
+    """The sizes of a tensor's leading dynamic axes ``0 .. k-1``."""
+    axes = tensor.dynamic_axes
+    return tuple(symbol_size(axes[i], ctx.sizes) for i in range(len(axes)))
+
+
+def floats(*static: str | int) -> Generator:
+    """A generator of unit-variance floats: the tensor's dynamic axes (leading), then one static
+    axis per entry of ``static``, a config dimension's name or a number: ``states`` of a trajectory
+    ``(batch, steps, state_dim)``, a time series ``(batch, context_length, num_input_channels)``."""
+
+    def generate(tensor: TensorSpec, ctx: DummyContext, rng: torch.Generator, made: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        names = [s for s in static if isinstance(s, str)]
+        found = dict(zip(names, ctx.dims.require(*names))) if names else {}
+        sizes = tuple(int(found[s]) if isinstance(s, str) else s for s in static)
+        return _randn((*_leading(tensor, ctx), *sizes), ctx, rng)
+
+    generate.__doc__ = f"Unit-variance floats: the dynamic axes, then {', '.join(map(str, static))}."
+    return generate
+
+
+def ids_below(high: str) -> Generator:
+    """A generator of ids in ``[0, dims[high])`` over the tensor's dynamic axes (a trajectory's
+    ``timesteps`` below ``max_ep_len``)."""
+
+    def generate(tensor: TensorSpec, ctx: DummyContext, rng: torch.Generator, made: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        (top,) = ctx.dims.require(high)
+        return torch.randint(0, int(top), dynamic_shape(tensor, ctx), generator=rng).to(_int(ctx))
+
+    generate.__doc__ = f"Ids below the config's {high}."
     return generate
 
 

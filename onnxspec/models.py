@@ -9,6 +9,7 @@ shape composes a new piece in ``families.py`` / ``generators.py`` rather than su
 from __future__ import annotations
 
 from onnxspec import generators, normalizers
+from onnxspec.axes import Kind, spec
 from onnxspec.families import (
     FILTERBANK_ENCODER,
     IMAGE_ENCODER,
@@ -20,6 +21,7 @@ from onnxspec.families import (
     decoder_alone,
     encoder_decoder,
     speech_to_text,
+    tensors,
     text_and_vision,
     text_decoder,
     text_encoder,
@@ -27,6 +29,7 @@ from onnxspec.families import (
     vision,
 )
 from onnxspec.registry import ModelEntry, Registry, build_registry, entry
+from onnxspec.tasks import TASKS
 
 __all__ = ["ENTRIES", "REGISTRY"]
 
@@ -85,6 +88,56 @@ _FEATURE_MAP = {"normalizer": normalizers.VISION_BACKBONE, "feature_map": True}
 """Convolutional backbones: no ``hidden_size`` / ``image_size`` needed, ``last_hidden_state`` is ``[b, c, h, w]``."""
 _LAYOUT = {"bbox": True, "normalizer": normalizers.LAYOUT}
 """Document layout encoders: every token also has a bounding box on the page."""
+_BS = {0: "batch_size", 1: "sequence_length"}
+_BV = {0: "batch_size", 1: "visual_seq_length"}
+_TRAJECTORY = {
+    "inputs": (
+        spec("states", _BS, Kind.FLOAT, rank=3),
+        spec("actions", _BS, Kind.FLOAT, rank=3),
+        spec("timesteps", _BS, Kind.INT),
+        spec("returns_to_go", _BS, Kind.FLOAT, rank=3),
+        spec("attention_mask", _BS, Kind.INT),
+    ),
+    # Optimum's contract: every task returns the predictions and the hidden states; the hidden states run
+    # over 3 tokens per step (return, state, action), not over the steps Optimum's axis name says (the
+    # TorchScript exporter equates axes of one name, and that breaks the graph's reshape back to steps): 3 per step
+    "outputs": tuple(
+        spec("last_hidden_state", {0: "batch_size", 1: "sequence_length + sequence_length + sequence_length"}) if o.name == "last_hidden_state" else o
+        for o in TASKS["reinforcement-learning"].outputs
+    ),
+    "generators": {
+        "states": generators.floats("state_dim"),
+        "actions": generators.floats("act_dim"),
+        "timesteps": generators.ids_below("max_ep_len"),
+        "returns_to_go": generators.floats(1),
+    },
+    "normalizer": normalizers.DECISION_TRANSFORMER,
+}
+"""Decision Transformer: a trajectory of states, actions, returns to go and timesteps, with its mask."""
+_TIME_SERIES = {
+    "inputs": (spec("past_values", {0: "batch_size"}, Kind.FLOAT, rank=3),),
+    "static_outputs": True,
+    "generators": {"past_values": generators.floats("context_length", "num_input_channels")},
+    "normalizer": normalizers.TIME_SERIES,
+}
+"""Patch time-series models: a window of the config's ``context_length`` steps of every channel."""
+_VISUAL_TEXT = {
+    "inputs": (
+        spec("input_ids", _BS, Kind.INT),
+        spec("attention_mask", _BS, Kind.INT),
+        spec("visual_embeds", _BV, Kind.FLOAT, rank=3),
+        spec("visual_attention_mask", _BV, Kind.INT),
+        spec("visual_token_type_ids", _BV, Kind.INT),
+    ),
+    "outputs": (spec("last_hidden_state", {0: "batch_size", 1: "sequence_length + visual_seq_length"}),),
+    "generators": {
+        "visual_embeds": generators.floats("visual_embedding_dim"),
+        "visual_attention_mask": generators.attention_mask,
+        "visual_token_type_ids": generators.token_type_ids,
+    },
+    "normalizer": normalizers.VISUAL_BERT,
+}
+"""VisualBERT: tokens, then a detector's region features with their own mask and segment ids."""
 _WAVEFORM_CLASSIFIER = {"architecture_tasks": {"ForSequenceClassification": "audio-classification"}}
 """Raw-audio models: a ``ForSequenceClassification`` checkpoint means audio classification, not text."""
 
@@ -107,6 +160,16 @@ ENTRIES: tuple[ModelEntry, ...] = (
     entry("splinter", text_encoder, ("feature-extraction", "question-answering")),
     entry("layoutlm", text_encoder, _MASKED_LM_TASKS, **_LAYOUT),
     entry("lilt", text_encoder, ("feature-extraction", "question-answering", "text-classification", "token-classification"), **_LAYOUT, **_NO_SEGMENTS),
+    # LayoutLMv3's hidden states and answer spans run over the tokens, then the image's patches (and its CLS)
+    entry(
+        "layoutlmv3", text_encoder, ("feature-extraction", "question-answering", "text-classification", "token-classification"),
+        bbox=True, image=True, token_type_ids=False, normalizer=normalizers.LAYOUT_IMAGE,
+        task_options={
+            t: {"bbox": True, "image": True, "token_type_ids": False, "normalizer": normalizers.LAYOUT_IMAGE, "tokens": "sequence_length + image_sequence_length"}
+            for t in ("feature-extraction", "question-answering")
+        },
+    ),
+    entry("visual_bert", tensors, ("feature-extraction",), **_VISUAL_TEXT),
     entry("markuplm", text_encoder, ("feature-extraction", "text-classification", "token-classification", "question-answering"), xpath=True, normalizer=normalizers.MARKUP),
     # decoder-only
     *(entry(t, text_decoder, _DECODER_TOKEN_TASKS) for t in ("gpt2", "qwen2")),
@@ -174,6 +237,8 @@ ENTRIES: tuple[ModelEntry, ...] = (
         **_FEATURE_MAP,
     ),
     entry("segformer", vision, (*_IMAGE_TASKS, "image-segmentation", "semantic-segmentation"), **_FEATURE_MAP),
+    # time series and trajectories
+    entry("decision_transformer", tensors, ("feature-extraction", "reinforcement-learning"), **_TRAJECTORY),
     # audio
     *(
         entry(t, audio, _AUDIO_FRAME_TASKS, **_WAVEFORM_CLASSIFIER)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from onnxspec.normalize import Normalizer, derive, normalizer
 
 __all__ = [
-    "AST", "AUDIO", "CLIP", "ENCODER_DECODER", "IMAGE_TEXT_TO_TEXT", "LAYOUT", "MARKUP", "MOONSHINE", "MULTI_QUERY", "PIX2STRUCT", "SEQ2SEQ",
-    "SEQ2SEQ_DECODER", "SPEECH_TO_TEXT", "T5", "TROCR", "TEXT", "VISION", "VISION_BACKBONE", "VISION_ENCODER_DECODER", "VITPOSE", "WHISPER", "within",
+    "AST", "AUDIO", "CLIP", "DECISION_TRANSFORMER", "ENCODER_DECODER", "IMAGE_TEXT_TO_TEXT", "LAYOUT", "LAYOUT_IMAGE", "MARKUP", "MOONSHINE", "MULTI_QUERY", "PIX2STRUCT", "SEQ2SEQ",
+    "SEQ2SEQ_DECODER", "SPEECH_TO_TEXT", "T5", "TIME_SERIES", "TROCR", "TEXT", "VISION", "VISION_BACKBONE", "VISION_ENCODER_DECODER", "VISUAL_BERT", "VITPOSE", "WHISPER", "within",
 ]
 
 _OPTIONAL_TEXT = {"num_key_value_heads", "head_dim", "type_vocab_size", "max_position_embeddings"}
@@ -45,6 +45,12 @@ MULTI_QUERY: Normalizer = normalizer(
 
 LAYOUT: Normalizer = normalizer(TEXT, max_2d_position_embeddings=("max_2d_position_embeddings",), optional={"max_2d_position_embeddings"})
 """Document layout encoders (LayoutLM, LiLT): text dims plus the size of the box-coordinate grid."""
+
+LAYOUT_IMAGE: Normalizer = normalizer(LAYOUT, image_size=("input_size",), num_channels=("num_channels",))
+"""Layout encoders that also read the page image (LayoutLMv3): of ``input_size`` pixels a side."""
+
+VISUAL_BERT: Normalizer = normalizer(TEXT, visual_embedding_dim=("visual_embedding_dim",))
+"""Text encoders fed region features of a detector beside the tokens (VisualBERT): ``visual_embedding_dim`` wide."""
 
 def within(prefix: str, base: Normalizer) -> dict[str, tuple[str, ...]]:
     """``base``'s attribute paths read under ``prefix`` (a sub-config such as ``text_config`` or
@@ -202,3 +208,20 @@ CLIP: Normalizer = normalizer(
     num_channels=("vision_config.num_channels",),
 )
 """Dual text + vision encoders."""
+
+DECISION_TRANSFORMER: Normalizer = normalizer(
+    hidden_size=("hidden_size",),
+    state_dim=("state_dim",),
+    act_dim=("act_dim",),
+    max_ep_len=("max_ep_len",),
+)
+"""Trajectory models (Decision Transformer): states and actions of ``state_dim`` / ``act_dim``,
+timesteps below ``max_ep_len``."""
+
+TIME_SERIES: Normalizer = normalizer(
+    context_length=("context_length",),
+    num_input_channels=("num_input_channels",),
+    hidden_size=("d_model",),
+)
+"""Patch time-series models (PatchTST, PatchTSMixer): a window of ``context_length`` steps of
+``num_input_channels`` series."""

@@ -113,6 +113,11 @@ TASKS: Mapping[str, TaskInfo] = MappingProxyType(
                 "AutoModelForKeypointDetection",
                 "AutoModelForPoseEstimation",
             ),
+            _task(
+                "reinforcement-learning",
+                (spec("state_preds", _BS), spec("action_preds", _BS), spec("return_preds", _BS), spec("last_hidden_state", _BS)),
+                "AutoModel",
+            ),
             _task("time-series-forecasting", (spec("prediction_outputs", _B),), "AutoModelForTimeSeriesPrediction"),
             _task("sentence-similarity", (spec("sentence_embedding", _B),), "AutoModel"),
             _task("text-to-audio", (spec("waveform", _B),), "AutoModelForTextToWaveform"),

@@ -276,6 +276,12 @@ CONFIGS: dict[str, Callable[[], T.PretrainedConfig]] = {
         vision_config=dict(hidden_size=32, patch_embed_hidden_size=48, d_ff=37, d_kv=8, num_hidden_layers=2, num_attention_heads=4, seq_len=64),
         pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
     ),
+    "layoutlmv3": lambda: T.LayoutLMv3Config(  # 4 box coordinates and 2 box sizes embedded side by side: 4 * 4 + 2 * 8 = hidden
+        **dict(_ENCODER, max_position_embeddings=70), pad_token_id=1, max_2d_position_embeddings=128, coordinate_size=4, shape_size=8,
+        input_size=32, patch_size=8, rel_pos_bins=8, max_rel_pos=16, rel_2d_pos_bins=8, max_rel_2d_pos=32,
+    ),
+    "visual_bert": lambda: T.VisualBertConfig(**_ENCODER, visual_embedding_dim=24),
+    "decision_transformer": lambda: T.DecisionTransformerConfig(state_dim=4, act_dim=3, hidden_size=32, n_layer=2, n_head=4, n_inner=37, max_ep_len=100, n_positions=64),
     "swin2sr": lambda: T.Swin2SRConfig(image_size=16, patch_size=1, embed_dim=16, depths=[1, 1], num_heads=[2, 2], window_size=4, upscale=2),
 }
 
