@@ -29,6 +29,7 @@ from onnxspec.families import (
     vision,
 )
 from onnxspec.registry import ModelEntry, Registry, build_registry, entry
+from onnxspec.spec import Call
 from onnxspec.tasks import TASKS
 
 __all__ = ["ENTRIES", "REGISTRY"]
@@ -138,6 +139,24 @@ _VISUAL_TEXT = {
     "normalizer": normalizers.VISUAL_BERT,
 }
 """VisualBERT: tokens, then a detector's region features with their own mask and segment ids."""
+_IMAGE = (spec("pixel_values", {0: "batch_size"}, Kind.FLOAT, rank=4),)
+"""Images of the config's size: only the batch is dynamic."""
+_SCENE_TEXT = {
+    "inputs": _IMAGE,
+    "outputs": tuple(spec(n, {0: "batch_size"}) for n in ("char_logits", "bpe_logits", "wp_logits")),
+    # the model returns its three heads' logits as one tuple
+    "call": Call(results={"char_logits": "logits[0]", "bpe_logits": "logits[1]", "wp_logits": "logits[2]"}),
+    "normalizer": normalizers.VISION,
+}
+"""MGP-STR: character, BPE and wordpiece predictions for every text position of the image."""
+_MASK_CLASSIFIER = {
+    "inputs": _IMAGE,
+    "static_outputs": True,
+    # Optimum's feature: the transformer decoder's query states
+    "call": Call(results={"last_hidden_state": "transformer_decoder_last_hidden_state"}),
+    "normalizer": normalizers.VISION_BACKBONE,
+}
+"""MaskFormer: mask queries decoded over a backbone's feature maps."""
 _WAVEFORM_CLASSIFIER = {"architecture_tasks": {"ForSequenceClassification": "audio-classification"}}
 """Raw-audio models: a ``ForSequenceClassification`` checkpoint means audio classification, not text."""
 
@@ -219,6 +238,8 @@ ENTRIES: tuple[ModelEntry, ...] = (
     entry("swin2sr", vision, ("feature-extraction", "image-to-image")),
     entry("detr", vision, ("feature-extraction", "object-detection", "image-segmentation"), normalizer=normalizers.VISION_BACKBONE),
     entry("table-transformer", vision, ("feature-extraction", "object-detection"), normalizer=normalizers.VISION_BACKBONE),
+    entry("mgp-str", tensors, ("feature-extraction",), **_SCENE_TEXT),
+    entry("maskformer", tensors, ("feature-extraction",), **_MASK_CLASSIFIER),
     entry("vitpose", vision, ("keypoint-detection",), normalizer=normalizers.VITPOSE),
     # ImageGPT reads images as sequences of color-cluster ids, GPT-2 style.
     entry("imagegpt", text_decoder, ("feature-extraction", "image-classification")),

@@ -281,6 +281,17 @@ CONFIGS: dict[str, Callable[[], T.PretrainedConfig]] = {
         input_size=32, patch_size=8, rel_pos_bins=8, max_rel_pos=16, rel_2d_pos_bins=8, max_rel_2d_pos=32,
     ),
     "visual_bert": lambda: T.VisualBertConfig(**_ENCODER, visual_embedding_dim=24),
+    "mgp-str": lambda: T.MgpstrConfig(
+        image_size=[16, 32], patch_size=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, mlp_ratio=2.0, max_token_length=7,
+        num_character_labels=10, num_bpe_labels=20, num_wordpiece_labels=30,
+    ),
+    "maskformer": lambda: T.MaskFormerConfig(  # a Swin backbone of 4 stages (out_features must name them all) and a DETR decoder
+        backbone_config=dict(model_type="swin", image_size=32, patch_size=4, embed_dim=8, depths=[1, 1, 1, 1], num_heads=[1, 2, 2, 4], window_size=2,
+                             out_features=["stage1", "stage2", "stage3", "stage4"]),
+        decoder_config=dict(model_type="detr", d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=4, decoder_attention_heads=4,
+                            encoder_ffn_dim=37, decoder_ffn_dim=37),
+        mask_feature_size=32, fpn_feature_size=32, num_labels=3,
+    ),
     "decision_transformer": lambda: T.DecisionTransformerConfig(state_dim=4, act_dim=3, hidden_size=32, n_layer=2, n_head=4, n_inner=37, max_ep_len=100, n_positions=64),
     "swin2sr": lambda: T.Swin2SRConfig(image_size=16, patch_size=1, embed_dim=16, depths=[1, 1], num_heads=[2, 2], window_size=4, upscale=2),
 }

@@ -95,6 +95,8 @@ OWN_IO = {
         {"state_preds": {0: B, 1: S}, "action_preds": {0: B, 1: S}, "return_preds": {0: B, 1: S}, "last_hidden_state": {0: B, 1: "sequence_length + sequence_length + sequence_length"}},
     ),
     **{t: ({"past_values": {0: B}}, {"last_hidden_state": {0: B}}) for t in ("patchtst", "patchtsmixer")},
+    "mgp-str": ({"pixel_values": {0: B}}, {"char_logits": {0: B}, "bpe_logits": {0: B}, "wp_logits": {0: B}}),
+    "maskformer": ({"pixel_values": {0: B}}, {"last_hidden_state": {0: B}}),
 }
 IMAGES = {
     "vit", "deit", "swin", "swinv2", "beit", "data2vec-vision", "dinov2", "vit_msn", "levit", "yolos", "convnext", "convnextv2", "resnet",
