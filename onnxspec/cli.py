@@ -173,6 +173,8 @@ def print_report(console: Console, report: ExportReport, *, files: bool = True) 
     if files and report.files and os.path.isdir(report.output_dir):
         console.print(f"Files written to {escape(report.output_dir)}:")
         console.print(files_table(report))
+    for note in report.notes:
+        console.print(f"[yellow]warning:[/yellow] {escape(note)}")
 
 
 def models_table(registry: Any) -> Table:

@@ -53,8 +53,8 @@ import onnx
 import torch
 
 from onnxspec import __version__
-from onnxspec.errors import ExportError, SpecError, UnsupportedTaskError, ValidationError
-from onnxspec.exporters import Backend, available_backends, export_graph, resolve_backend
+from onnxspec.errors import BackendError, ExportError, SpecError, TraceError, UnsupportedTaskError, ValidationError
+from onnxspec.exporters import Backend, available_backends, backends_to_try, export_graph, resolve_backend
 from onnxspec.generators import context, make_dummies
 from onnxspec.loading import (
     ModelSource,
@@ -72,11 +72,13 @@ from onnxspec.output import check_output_dir, keep_failed, make_workdir, move_in
 from onnxspec.patches import patched
 from onnxspec.registry import Registry, lookup, spec_for
 from onnxspec.report import ExportReport, GraphReport, report_json
-from onnxspec.shapes import DTypes, FloatDtype, Shapes
+from onnxspec.axes import Kind
+from onnxspec.shapes import DTypes, FloatDtype, Shapes, torch_dtype
+from onnxspec.sidefiles import copy_side_files, side_files
 from onnxspec.spec import Behavior, ExportSpec, Split, bind, check_versions, contract, with_behavior, with_tolerance
 from onnxspec.stages import STAGES, Fault, Progress, Stage, run_stages
 from onnxspec.tasks import TASKS, infer_task, parse_task
-from onnxspec.validate import check_graph, stamp, validate, validate_merged
+from onnxspec.validate import check_graph, runtime_for, stamp, validate, validate_merged
 from onnxspec.wrappers import graph_module
 
 __all__ = [
@@ -95,23 +97,6 @@ __all__ = [
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 """Graphs whose weights exceed this many bytes are saved with external data (protobuf caps at 2 GB)."""
 
-_COPIED_FILES = (
-    "config.json",
-    "generation_config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "vocab.txt",
-    "vocab.json",
-    "merges.txt",
-    "spiece.model",
-    "sentencepiece.bpe.model",
-    "added_tokens.json",
-    "preprocessor_config.json",
-    "processor_config.json",
-    "feature_extractor_config.json",
-    "chat_template.jinja",
-)
 
 MIN_OPSET = 14
 """Lowest opset onnxspec exports at: the attention of every registered model traces to
@@ -335,6 +320,8 @@ class _Resolved:
     backend: Backend
     graphs: tuple[tuple[Split, ExportSpec], ...]
     merges: tuple[Merge, ...]
+    tries: tuple[Backend, ...] = ()
+    """The backends each graph's trace tries, in order (``backend``, then any fallback)."""
 
 
 @attrs.frozen(kw_only=True, eq=False)
@@ -357,6 +344,8 @@ class _InFlight:
     problems: tuple[str, ...] = ()
     interface_ok: bool = False
     path: str = ""
+    backend: str = ""
+    fallback: str = ""
 
 
 @attrs.frozen(kw_only=True, eq=False)
@@ -371,21 +360,36 @@ class _State:
     report: ExportReport | None = None
 
 
+def _choose_backend(requested: Backend | str | None, spec: ExportSpec, dtypes: DTypes) -> tuple[Backend, bool]:
+    """The backend to trace with, and whether someone named it (then it gets no fallback).
+
+    The caller's backend wins; else the spec's (``ExportSpec.backend``); else dynamo for fp16
+    and bf16, TorchScript otherwise (while torch has it). bf16 needs dynamo: TorchScript's
+    exporter has no bf16 path through the LayerNormalization and attention it writes.
+    """
+    named = requested if requested is not None else spec.backend
+    chosen = resolve_backend(named)
+    low_precision = dtypes.float_dtype in (FloatDtype.FP16, FloatDtype.BF16)
+    if named is None and low_precision and Backend.DYNAMO in available_backends():
+        # TorchScript writes LayerNormalization with mixed fp16/fp32 operands, which
+        # onnxruntime refuses to load; torch.export's exporter keeps them consistent.
+        chosen = Backend.DYNAMO
+    if dtypes.float_dtype is FloatDtype.BF16 and chosen is not Backend.DYNAMO:
+        by = "you asked for" if requested is not None else f"spec {spec.model_type}/{spec.task} asks for"
+        raise SpecError(
+            f"float dtype bf16 is exported with the dynamo backend only, but {by} {chosen.value!r}"
+            + ("" if Backend.DYNAMO in available_backends() else " and dynamo is not installed (install onnxscript and onnx-ir)")
+            + "; leave the backend out (or pass --backend dynamo), or export fp32 / fp16"
+        )
+    return chosen, named is not None
+
+
 def _resolve(request: _Request, state: _State) -> _State:
     """Check the output folder and the arguments, read the config, pick the spec, plan the files."""
     recover_stale(os.path.abspath(request.output_dir))
     check_output_dir(request.output_dir, request.overwrite)
     dtypes, folder, gguf_file, registry, task = request.dtypes, request.folder, request.gguf_file, request.registry, request.task
-    chosen_backend = resolve_backend(request.backend)
-    if request.backend is None and dtypes.float_dtype is FloatDtype.FP16 and Backend.DYNAMO in available_backends():
-        # TorchScript writes LayerNormalization with mixed fp16/fp32 operands, which
-        # onnxruntime refuses to load; torch.export's exporter keeps them consistent.
-        chosen_backend = Backend.DYNAMO
-    if dtypes.float_dtype is FloatDtype.BF16:
-        raise SpecError(
-            "float dtype bf16 cannot be exported and validated here: onnxruntime has no bf16 kernels on this CPU; "
-            "use fp32 (default) or fp16"
-        )
+    resolve_backend(request.backend)  # an unknown or missing backend is refused before any model is read
     if folder is None and gguf_file is not None:
         raise SpecError(
             f"gguf_file={gguf_file!r} names a file in a model folder, but a torch.nn.Module was passed; "
@@ -412,6 +416,7 @@ def _resolve(request: _Request, state: _State) -> _State:
         _check_gguf_head(source, spec.task)
     elif source is not None:
         _check_head(config_json, spec.task, model_type, registry)
+    chosen_backend, named = _choose_backend(request.backend, spec, dtypes)
     if request.opset is not None:
         spec = attrs.evolve(spec, opset=request.opset)
     _check_opset(spec.opset, chosen_backend, f"{spec.model_type}/{spec.task}")
@@ -422,23 +427,26 @@ def _resolve(request: _Request, state: _State) -> _State:
     check_versions(spec, versions())
     graphs = plan(spec, monolith=request.monolith)
     merges = plan_merges(spec, graphs, merged=request.merged, monolith=request.monolith)
-    resolved = _Resolved(spec=spec, source=source, backend=chosen_backend, graphs=graphs, merges=merges)
+    resolved = _Resolved(
+        spec=spec, source=source, backend=chosen_backend, graphs=graphs, merges=merges,
+        tries=backends_to_try(chosen_backend, named=named),
+    )
     return attrs.evolve(state, resolved=resolved)
 
 
 def _load(job: _Job, state: _State) -> _State:
     """The model to trace: the caller's (a copy for fp16) or the one loaded from the folder."""
     request, spec, source = job.request, job.resolved.spec, job.resolved.source
-    fp16 = request.dtypes.float_dtype is FloatDtype.FP16
+    low = request.dtypes.float_dtype in (FloatDtype.FP16, FloatDtype.BF16)
     if source is None:
-        model = copy.deepcopy(request.model) if fp16 else request.model
+        model = copy.deepcopy(request.model) if low else request.model
         model = model.eval()  # type: ignore[union-attr]
     else:
         model = load_source_model(source, spec.task, trust_remote_code=request.trust_remote_code)
     if spec.attn_implementation is not None and hasattr(model, "set_attn_implementation"):
         model.set_attn_implementation(spec.attn_implementation)
-    if fp16:
-        model = model.to(torch.float16)
+    if low:
+        model = model.to(torch_dtype(Kind.FLOAT, request.dtypes))
     return attrs.evolve(state, model=model)
 
 
@@ -451,12 +459,42 @@ def _dummies(job: _Job, split: Split, sub: ExportSpec, state: _State) -> _State:
 
 
 def _trace(job: _Job, split: Split, sub: ExportSpec, state: _State) -> _State:
-    """Trace the graph's module at its dummies with the chosen exporter."""
+    """Trace the graph's module at its dummies with the chosen exporter, or its fallback.
+
+    The fallback is per graph: a graph TorchScript traces keeps its (much faster) export, and
+    only a graph it cannot trace pays for torch.export. No backend left raises
+    :class:`TraceError`, naming each failure in one line and the fix.
+    """
     t0 = time.perf_counter()
-    with patched(sub.patches):
-        proto = export_graph(state.graph.module, tuple(state.graph.dummies.values()), sub, job.resolved.backend, job.workdir)  # type: ignore[arg-type]
-    graph = attrs.evolve(state.graph, proto=[proto], export_seconds=time.perf_counter() - t0)
-    return attrs.evolve(state, graph=graph)
+    tries = job.resolved.tries or (job.resolved.backend,)
+    failures: list[BackendError] = []
+    for backend in tries:
+        try:
+            with patched(sub.patches):
+                proto = export_graph(state.graph.module, tuple(state.graph.dummies.values()), sub, backend, job.workdir)  # type: ignore[arg-type]
+        except BackendError as e:
+            failures.append(e)
+            continue
+        fallback = f"{failures[0].backend}: {failures[0].reason}" if failures else ""
+        graph = attrs.evolve(state.graph, proto=[proto], export_seconds=time.perf_counter() - t0, backend=backend.value,
+                             fallback=fallback)
+        return attrs.evolve(state, graph=graph)
+    raise TraceError(f"{sub.model_type}/{sub.task}", split.filename, tuple(failures), _trace_fix(job, tries)) from failures[-1]
+
+
+def _trace_fix(job: _Job, tries: tuple[Backend, ...]) -> str:
+    """What to do when every backend in ``tries`` failed."""
+    debug = "--debug shows the exporters' full output"
+    if tries == (Backend.TORCHSCRIPT,):
+        if Backend.DYNAMO not in available_backends():
+            return f"install onnxscript and onnx-ir so that onnxspec can fall back to the dynamo exporter; {debug}"
+        return (f"export with backend='dynamo' (--backend dynamo), or leave the backend out so that onnxspec falls back "
+                f"to it; {debug}")
+    if tries == (Backend.DYNAMO,) and Backend.TORCHSCRIPT in available_backends() and job.request.dtypes.float_dtype is FloatDtype.FP32:
+        return (f"try backend='torchscript' (--backend torchscript), or give the spec a Patch replacing the code the "
+                f"exporter cannot trace (README: Adding an architecture); {debug}")
+    return (f"the model's code cannot be traced as is: give its spec a Patch replacing the part the exporters refuse "
+            f"(README: Adding an architecture); {debug}")
 
 
 def _checked(job: _Job, filename: str, state: _State, interface: Any, stamp_with: Callable[[onnx.ModelProto], None]) -> _State:
@@ -477,11 +515,17 @@ def _checked(job: _Job, filename: str, state: _State, interface: Any, stamp_with
 
 def _check(job: _Job, split: Split, sub: ExportSpec, state: _State) -> _State:
     """Check the graph against its spec, stamp its contract, save it, run onnx's checker."""
-    metadata = {"onnxspec.version": __version__, "onnxspec.backend": job.resolved.backend.value}
+    metadata = {"onnxspec.version": __version__, "onnxspec.backend": state.graph.backend or job.resolved.backend.value}
     return _checked(job, split.filename, state, sub, lambda proto: stamp(proto, sub, job.request.dtypes, metadata))
 
 
-def _session(path: str) -> Any:
+def _session(path: str, runtime: str = "onnxruntime") -> Any:
+    """The runtime that validates the graph at ``path``: onnxruntime's CPU provider, or onnx's
+    reference evaluator for what onnxruntime cannot run (bf16: :func:`onnxspec.validate.runtime_for`)."""
+    if runtime != "onnxruntime":
+        from onnxspec.validate import reference_session
+
+        return reference_session(path)
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
@@ -495,8 +539,9 @@ _NOT_RUN = ("not run against PyTorch: the graph's interface differs from the spe
 def _validate(job: _Job, split: Split, sub: ExportSpec, state: _State) -> _State:
     """Run the saved graph with onnxruntime against the PyTorch module at the validation shapes."""
     request, graph = job.request, state.graph
+    runtime = runtime_for(request.dtypes)
     if graph.interface_ok:
-        session = _session(graph.path)
+        session = _session(graph.path, runtime)
         checks, run_problems, seconds = validate(
             session, graph.module, sub, request.shapes, request.dtypes, request.seed, split.filename,  # type: ignore[arg-type]
             shape_sets=request.validation_shapes,
@@ -509,7 +554,9 @@ def _validate(job: _Job, split: Split, sub: ExportSpec, state: _State) -> _State
         behavior=sub.behavior.value,
         use_past=sub.use_past,
         use_past_in_inputs=sub.use_past_in_inputs,
-        backend=job.resolved.backend.value,
+        backend=graph.backend or job.resolved.backend.value,
+        fallback=graph.fallback,
+        runtime=runtime,
         trace_shapes={k: v for k, v in attrs.asdict(request.shapes).items()},
         export_seconds=round(graph.export_seconds, 4),
         validate_seconds=round(seconds, 4),
@@ -553,8 +600,9 @@ def _validate_merged(job: _Job, merge: Merge, state: _State) -> _State:
     """Run each branch of a merged decoder against the PyTorch module of the graph it came from."""
     request, graph = job.request, state.graph
     first, later, interface = _branches(job, merge)
+    runtime = runtime_for(request.dtypes)
     if graph.interface_ok:
-        session = _session(graph.path)
+        session = _session(graph.path, runtime)
         branches = (
             (False, "no-cache", graph_module(state.model, first), first),  # type: ignore[arg-type]
             (True, "cache", graph_module(state.model, later), later),  # type: ignore[arg-type]
@@ -572,6 +620,7 @@ def _validate_merged(job: _Job, merge: Merge, state: _State) -> _State:
         use_past=True,
         use_past_in_inputs=True,
         backend=job.resolved.backend.value,
+        runtime=runtime,
         trace_shapes={k: v for k, v in attrs.asdict(request.shapes).items()},
         export_seconds=round(graph.export_seconds, 4),
         validate_seconds=round(seconds, 4),
@@ -607,7 +656,8 @@ def _write(job: _Job, state: _State) -> _State:
         m.filename: _merged_contract(_sub_of(graphs, m.no_past), _sub_of(graphs, m.with_past), dtypes) for m in merges
     }
     files, notes = _write_side_files(job.workdir, resolved.source, state.model, list(graphs), dtypes, merged_contracts)  # type: ignore[arg-type]
-    report = attrs.evolve(report, files=tuple(sorted(files)), source={**report.source, **notes})
+    warning = notes.pop("warning", "")
+    report = attrs.evolve(report, files=tuple(sorted(files)), source={**report.source, **notes}, notes=(warning,) if warning else ())
     with open(os.path.join(job.workdir, "onnxspec_report.json"), "w", encoding="utf-8") as f:
         f.write(report_json(report))
     if report.failures:  # an export run with no shape set is written, marked not validated
@@ -821,11 +871,10 @@ def _write_side_files(
     files = [s.filename for s, _ in graphs] + list(merged_contracts or {})
     notes: dict[str, str] = {}
     if source is not None and not source.is_gguf:
-        for name in _COPIED_FILES:
-            path = os.path.join(source.folder, name)
-            if os.path.isfile(path):
-                shutil.copy2(path, os.path.join(workdir, name))
-                files.append(name)
+        side = side_files(source.folder, source.config_json)
+        files += copy_side_files(side, workdir)
+        if side.warning:
+            notes["warning"] = side.warning
     if source is not None and source.is_gguf:
         generation_config = getattr(model, "generation_config", None)
         if generation_config is not None:

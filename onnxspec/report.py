@@ -58,6 +58,12 @@ class GraphReport:
     outputs: tuple[str, ...]
     checks: tuple[OutputCheck, ...] = ()
     problems: tuple[str, ...] = ()
+    fallback: str = ""
+    """Why ``backend`` is not the backend chosen first: the first backend and its one-line
+    failure (``"torchscript: UnsupportedOperatorError: ..."``); empty when it traced the graph."""
+    runtime: str = "onnxruntime"
+    """What ran the graph for validation: ``"onnxruntime"`` (CPU provider), or ``"onnx.reference"``
+    (onnx's reference evaluator, for bf16 graphs onnxruntime's CPU kernels cannot run)."""
 
     @property
     def validated(self) -> bool:
@@ -86,6 +92,8 @@ class ExportReport:
     source: Mapping[str, str] = attrs.field(factory=dict, converter=dict, hash=False)
     """What the model was read from: ``format`` (``transformers``, ``gguf`` or ``module``), the
     folder, the GGUF file, notes (``tokenizer``: saved, or why not)."""
+    notes: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    """Warnings that do not fail the export (e.g. no tokenizer or preprocessor to copy)."""
 
     @property
     def validated(self) -> bool:

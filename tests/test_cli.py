@@ -52,6 +52,26 @@ def test_export_in_process_prints_table_and_honours_shape_flags(bert_folder: str
     assert report["passed"] is True
     assert report["graphs"][0]["trace_shapes"]["batch_size"] == 3
     assert report["graphs"][0]["trace_shapes"]["sequence_length"] == 7
+    # the tiny folder has no tokenizer: the report and the output say so
+    assert report["notes"] and "no tokenizer and no preprocessor" in report["notes"][0]
+    assert "warning:" in captured.out and "no tokenizer" in captured.out
+
+
+@pytest.mark.integration
+def test_export_copies_the_tokenizer_files_marian_needs(tmp_path, capsys) -> None:
+    from tests.tiny_tokenizers import marian_tokenizer_files
+
+    folder = tiny_folder("marian", "text2text-generation", tmp_path / "marian")
+    expected = marian_tokenizer_files(folder)
+    out = tmp_path / "onnx"
+    code = main(["export", "--model", folder, "--task", "text2text-generation", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    report = json.loads((out / "onnxspec_report.json").read_text())
+    for name in expected:  # source.spm, target.spm, vocab.json, tokenizer_config.json, special_tokens_map.json
+        assert (out / name).read_bytes() == (tmp_path / "marian" / name).read_bytes(), name
+        assert name in report["files"]
+    assert report["notes"] == [] and "warning:" not in captured.out
 
 
 @pytest.mark.integration
