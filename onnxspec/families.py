@@ -41,6 +41,7 @@ __all__ = [
     "TEXT_ENCODER",
     "WAVEFORM_ENCODER",
     "INTERLEAVE_BY_STACK",
+    "UNFOLD_POSITIVE_DIM",
     "audio",
     "decoder_alone",
     "encoder_decoder",
@@ -455,6 +456,27 @@ INTERLEAVE_BY_STACK: tuple[Patch, ...] = (
 )
 """Patches for models whose rotary embedding interleaves ``cos``/``sin`` (Cohere, GLM, Helium):
 ``x.repeat_interleave(n, dim)`` with an int ``n`` traced as ``stack([x] * n, dim + 1).flatten``."""
+
+
+def _unfold_positive_dim(original: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    def unfold(self: torch.Tensor, dimension: int, size: int, step: int) -> torch.Tensor:
+        return original(self, dimension % self.dim(), size, step)
+
+    return unfold
+
+
+UNFOLD_POSITIVE_DIM: tuple[Patch, ...] = (
+    Patch(
+        target=torch.Tensor,
+        attribute="unfold",
+        wrap=_unfold_positive_dim,
+        reason=(
+            "the TorchScript exporter's unfold over a negative dimension builds a graph whose windows do not fit the "
+            "following ops (onnxruntime refuses to load it); the same dimension counted from the front traces right"
+        ),
+    ),
+)
+"""Patch time-series models (PatchTST, PatchTSMixer) cut windows with ``x.unfold(-2, ...)``: traced as ``x.unfold(x.dim() - 2, ...)``."""
 
 
 def speech_to_text(

@@ -15,6 +15,7 @@ from onnxspec.families import (
     IMAGE_ENCODER,
     INTERLEAVE_BY_STACK,
     PATCH_ENCODER,
+    UNFOLD_POSITIVE_DIM,
     WAVEFORM_ENCODER,
     DecoderPart,
     audio,
@@ -120,6 +121,7 @@ _TIME_SERIES = {
     "static_outputs": True,
     "generators": {"past_values": generators.floats("context_length", "num_input_channels")},
     "normalizer": normalizers.TIME_SERIES,
+    "patches": UNFOLD_POSITIVE_DIM,
 }
 """Patch time-series models: a window of the config's ``context_length`` steps of every channel."""
 _VISUAL_TEXT = {
@@ -259,6 +261,7 @@ ENTRIES: tuple[ModelEntry, ...] = (
     ),
     entry("segformer", vision, (*_IMAGE_TASKS, "image-segmentation", "semantic-segmentation"), **_FEATURE_MAP),
     # time series and trajectories
+    *(entry(t, tensors, ("feature-extraction",), **_TIME_SERIES) for t in ("patchtst", "patchtsmixer")),
     entry("decision_transformer", tensors, ("feature-extraction", "reinforcement-learning"), **_TRAJECTORY),
     # audio
     *(

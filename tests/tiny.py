@@ -292,6 +292,11 @@ CONFIGS: dict[str, Callable[[], T.PretrainedConfig]] = {
                             encoder_ffn_dim=37, decoder_ffn_dim=37),
         mask_feature_size=32, fpn_feature_size=32, num_labels=3,
     ),
+    "patchtst": lambda: T.PatchTSTConfig(
+        num_input_channels=3, context_length=32, patch_length=8, patch_stride=8, prediction_length=6, d_model=16, num_attention_heads=2,
+        num_hidden_layers=2, ffn_dim=32,
+    ),
+    "patchtsmixer": lambda: T.PatchTSMixerConfig(num_input_channels=3, context_length=32, patch_length=8, patch_stride=8, prediction_length=6, d_model=16, num_layers=2),
     "decision_transformer": lambda: T.DecisionTransformerConfig(state_dim=4, act_dim=3, hidden_size=32, n_layer=2, n_head=4, n_inner=37, max_ep_len=100, n_positions=64),
     "swin2sr": lambda: T.Swin2SRConfig(image_size=16, patch_size=1, embed_dim=16, depths=[1, 1], num_heads=[2, 2], window_size=4, upscale=2),
 }
