@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import sys
 import time
 import traceback
@@ -346,13 +347,87 @@ def _canonical_options(parser: argparse.ArgumentParser) -> dict[str, str]:
     return table
 
 
+OPTIMUM_FLAGS: dict[str, str] = {
+    "--cache-dir": "onnxspec downloads nothing, so it has no cache: pass --model a local folder (a snapshot in the "
+                   "Hugging Face cache works: ~/.cache/huggingface/hub/models--ORG--NAME/snapshots/REVISION)",
+    "--device": "onnxspec traces and validates on the CPU only (the graphs it writes run on any onnxruntime "
+                "provider); drop --device",
+    "--fp16": "use --dtype fp16 (the model is exported and validated in float16, on the CPU)",
+    "--optimize": "onnxspec writes the graph it validated against PyTorch and does not optimize it (an optimized graph "
+                  "would be a different, unvalidated graph); drop --optimize",
+    "--no-post-process": "onnxspec's only post-processing is the merged seq2seq decoder (decoder_model_merged.onnx): "
+                         "use --no-merged to skip it",
+    "--framework": "onnxspec exports PyTorch models only; drop --framework",
+    "--library-name": "onnxspec exports transformers models (read from config.json, or a GGUF file); drop --library-name",
+    "--pad-token-id": "onnxspec reads pad_token_id from config.json; set it there if the model needs one",
+    "--legacy": "onnxspec always writes Optimum's current layout (split seq2seq graphs plus decoder_model_merged.onnx); "
+                "--no-merged drops the merged decoder, --monolith exports one graph",
+    "--no-dynamic-axes": "onnxspec's graphs always keep their batch and sequence axes dynamic, and validation runs them "
+                         "at shapes other than the traced ones; drop --no-dynamic-axes",
+    "--for-ort": "deprecated in Optimum too: onnxspec's folders load in Optimum's ORTModel classes as written; drop --for-ort",
+    "--variant": "onnxspec exports the weights of the model folder as they are; drop --variant",
+    "--model-kwargs": "onnxspec does not pass extra arguments to the model's forward; compose a spec in Python "
+                      "(with_behavior, a Patch) for a custom call",
+    "--no-constant-folding": "onnxspec chooses the exporter's settings itself and validates the graph it writes; "
+                             "drop --no-constant-folding",
+    "--slim": "onnxspec does not run onnxslim: it writes the graph it validated; drop --slim",
+}
+"""``optimum-cli export onnx`` flags with no onnxspec equivalent -> what onnxspec does instead
+(keys in dash spelling; ``--cache_dir`` and ``--pad_token_id`` are found too)."""
+
+
+def _optimum_flag(option: str) -> str | None:
+    """The message for an Optimum flag onnxspec lacks, or ``None``."""
+    what = OPTIMUM_FLAGS.get(option.replace("_", "-"))
+    return None if what is None else f"{option} is an optimum-cli option with no onnxspec equivalent: {what}"
+
+
+PARAMETER_FLAGS: dict[str, str] = {
+    "overwrite": "--overwrite",
+    "trust_remote_code": "--trust-remote-code",
+    "monolith": "--monolith",
+    "gguf_file": "--gguf-file",
+    "backend": "--backend",
+    "opset": "--opset",
+    "atol": "--atol",
+    "task": "--task",
+    "seed": "--seed",
+}
+"""Keyword arguments of :func:`onnxspec.export` -> the flag that sets them."""
+
+_PARAM = "|".join(PARAMETER_FLAGS)
+_WITH_FLAG = re.compile(rf"\b(?:{_PARAM})=\S+? \((--[\w-]+(?: [^()]*)?)\)")
+_BARE = re.compile(rf"\b({_PARAM})=('[^']*'|\"[^\"]*\"|True)")
+
+
+def cli_message(message: str) -> str:
+    """A library error message in command-line words: ``pass overwrite=True (--overwrite)`` ->
+    ``pass --overwrite``, ``backend='dynamo'`` -> ``--backend dynamo``, ``merged=False`` ->
+    ``--no-merged``; other text is unchanged.
+
+    >>> cli_message("pass overwrite=True (--overwrite) to replace it")
+    'pass --overwrite to replace it'
+    """
+    message = _WITH_FLAG.sub(lambda m: m.group(1), message)
+    message = message.replace("merged=False", "--no-merged").replace(" as gguf_file (--gguf-file NAME)", " as --gguf-file NAME")
+
+    def flag(m: re.Match[str]) -> str:
+        name, value = m.group(1), m.group(2).strip("'\"")
+        return PARAMETER_FLAGS[name] if value == "True" else f"{PARAMETER_FLAGS[name]} {value}"
+
+    return _BARE.sub(flag, message)
+
+
 def _unknown_option(parser: argparse.ArgumentParser, argv: Sequence[str]) -> str | None:
-    """An error message for the first long option in ``argv`` that ``parser`` does not know."""
+    """An error message for the first long option in ``argv`` that ``parser`` does not know
+    (an Optimum flag of ``export`` gets what onnxspec does instead, not a "did you mean")."""
     known = _canonical_options(parser)
     for arg in argv:
         if arg == "--":
             break
         option = arg.split("=", 1)[0]
+        if option.startswith("--") and option not in known and parser.prog.endswith(" export") and _optimum_flag(option):
+            return _optimum_flag(option)
         if option.startswith("--") and option not in known:
             hint = list(dict.fromkeys(known[m] for m in close_matches(option, known)))
             return f"unrecognized option {option}" + (f"; did you mean {' or '.join(hint)}?" if hint else f" (see {parser.prog} --help)")
@@ -508,7 +583,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OnnxSpecError as e:
         if debug:
             traceback.print_exc()
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {cli_message(str(e))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

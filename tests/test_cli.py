@@ -136,6 +136,61 @@ def test_existing_output_dir_exits_2_naming_overwrite(bert_folder: str, tmp_path
     assert (out / "keep.txt").read_text() == "mine"
 
 
+def test_cli_errors_name_flags_not_python_arguments(bert_folder: str, tmp_path, capsys) -> None:
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    assert main(["export", "--model", bert_folder, str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "pass --overwrite to replace it" in err and "overwrite=True" not in err
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        ("pass overwrite=True (--overwrite) to replace it", "pass --overwrite to replace it"),
+        ("pass gguf_file=NAME (--gguf-file NAME), e.g. --gguf-file a.gguf", "pass --gguf-file NAME, e.g. --gguf-file a.gguf"),
+        ("pass trust_remote_code=True (--trust-remote-code) if", "pass --trust-remote-code if"),
+        ("export with backend='dynamo' (--backend dynamo), or", "export with --backend dynamo, or"),
+        ("but monolith=True exports one graph", "but --monolith exports one graph"),
+        ("Pass one of these names as gguf_file (--gguf-file NAME)", "Pass one of these names as --gguf-file NAME"),
+        ("ExportSpec(bert/fill-mask, opset=18)", "ExportSpec(bert/fill-mask, opset=18)"),  # not an argument: unchanged
+    ],
+)
+def test_cli_message_maps_arguments_to_flags(message: str, expected: str) -> None:
+    from onnxspec.cli import cli_message
+
+    assert cli_message(message) == expected
+
+
+@pytest.mark.parametrize(
+    ("argv", "instead"),
+    [
+        (["--cache_dir", "/tmp/c"], "downloads nothing"),
+        (["--cache-dir", "/tmp/c"], "downloads nothing"),
+        (["--device", "cuda"], "CPU only"),
+        (["--fp16"], "--dtype fp16"),
+        (["--optimize", "O2"], "does not optimize"),
+        (["--no-post-process"], "--no-merged"),
+        (["--framework", "pt"], "PyTorch models only"),
+        (["--library-name", "transformers"], "transformers models"),
+        (["--pad_token_id", "0"], "config.json"),
+        (["--legacy"], "current layout"),
+        (["--no-dynamic-axes"], "dynamic"),
+        (["--for-ort"], "ORTModel"),
+        (["--variant", "x"], "as they are"),
+        (["--model-kwargs", "{}"], "Patch"),
+        (["--no-constant-folding"], "validates the graph"),
+        (["--slim"], "onnxslim"),
+    ],
+)
+def test_optimum_flags_say_what_onnxspec_does_instead(argv: list[str], instead: str, capsys) -> None:
+    assert main(["export", "--model", "m", *argv, "o"]) == 2
+    err = capsys.readouterr().err
+    assert "optimum-cli option with no onnxspec equivalent" in err and instead in err
+    assert "did you mean" not in err and "Traceback" not in err
+
+
 def test_missing_model_folder_exits_2(tmp_path, capsys) -> None:
     code = main(["export", "--model", str(tmp_path / "nope"), str(tmp_path / "o")])
     assert code == 2
