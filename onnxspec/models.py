@@ -159,6 +159,10 @@ _MASK_CLASSIFIER = {
     "normalizer": normalizers.VISION_BACKBONE,
 }
 """MaskFormer: mask queries decoded over a backbone's feature maps."""
+_LATENT_LOGITS = (spec("logits", {0: "batch_size"}),)
+"""Perceiver's logits: its decoder queries are the config's, whatever the input length (static axis 1)."""
+_PERCEIVER_TEXT = {"inputs": (spec("input_ids", _BS, Kind.INT), spec("attention_mask", _BS, Kind.INT)), "outputs": _LATENT_LOGITS, "normalizer": normalizers.PERCEIVER}
+_PERCEIVER_IMAGE = {"inputs": _IMAGE, "outputs": _LATENT_LOGITS, "normalizer": normalizers.PERCEIVER}
 _WAVEFORM_CLASSIFIER = {"architecture_tasks": {"ForSequenceClassification": "audio-classification"}}
 """Raw-audio models: a ``ForSequenceClassification`` checkpoint means audio classification, not text."""
 
@@ -191,6 +195,10 @@ ENTRIES: tuple[ModelEntry, ...] = (
         },
     ),
     entry("visual_bert", tensors, ("feature-extraction",), **_VISUAL_TEXT),
+    entry(
+        "perceiver", tensors, ("fill-mask", "text-classification", "image-classification"), **_PERCEIVER_TEXT,
+        task_options={"image-classification": _PERCEIVER_IMAGE},
+    ),
     entry("markuplm", text_encoder, ("feature-extraction", "text-classification", "token-classification", "question-answering"), xpath=True, normalizer=normalizers.MARKUP),
     # decoder-only
     *(entry(t, text_decoder, _DECODER_TOKEN_TASKS) for t in ("gpt2", "qwen2")),

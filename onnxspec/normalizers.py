@@ -5,7 +5,7 @@ from __future__ import annotations
 from onnxspec.normalize import Normalizer, derive, normalizer
 
 __all__ = [
-    "AST", "AUDIO", "CLIP", "DECISION_TRANSFORMER", "ENCODER_DECODER", "IMAGE_TEXT_TO_TEXT", "LAYOUT", "LAYOUT_IMAGE", "MARKUP", "MOONSHINE", "MULTI_QUERY", "PIX2STRUCT", "SEQ2SEQ",
+    "AST", "AUDIO", "CLIP", "DECISION_TRANSFORMER", "ENCODER_DECODER", "IMAGE_TEXT_TO_TEXT", "LAYOUT", "LAYOUT_IMAGE", "MARKUP", "MOONSHINE", "MULTI_QUERY", "PERCEIVER", "PIX2STRUCT", "SEQ2SEQ",
     "SEQ2SEQ_DECODER", "SPEECH_TO_TEXT", "T5", "TIME_SERIES", "TROCR", "TEXT", "VISION", "VISION_BACKBONE", "VISION_ENCODER_DECODER", "VISUAL_BERT", "VITPOSE", "WHISPER", "within",
 ]
 
@@ -225,3 +225,11 @@ TIME_SERIES: Normalizer = normalizer(
 )
 """Patch time-series models (PatchTST, PatchTSMixer): a window of ``context_length`` steps of
 ``num_input_channels`` series."""
+
+PERCEIVER: Normalizer = normalizer(
+    hidden_size=("d_model",),
+    vocab_size=("vocab_size",),
+    image_size=("image_size",),
+)
+"""Perceiver: inputs of ``d_model`` (text: ids below ``vocab_size``; images: ``image_size`` a side)
+cross-attended by a fixed set of latents."""

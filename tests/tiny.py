@@ -281,6 +281,10 @@ CONFIGS: dict[str, Callable[[], T.PretrainedConfig]] = {
         input_size=32, patch_size=8, rel_pos_bins=8, max_rel_pos=16, rel_2d_pos_bins=8, max_rel_2d_pos=32,
     ),
     "visual_bert": lambda: T.VisualBertConfig(**_ENCODER, visual_embedding_dim=24),
+    "perceiver": lambda: T.PerceiverConfig(  # image classification has 3 heads: the auto class picks one by name
+        num_latents=8, d_latents=32, d_model=24, num_blocks=1, num_self_attends_per_block=2, num_self_attention_heads=4, num_cross_attention_heads=4,
+        vocab_size=100, max_position_embeddings=64, image_size=16, num_labels=3, architectures=["PerceiverForImageClassificationLearned"],
+    ),
     "mgp-str": lambda: T.MgpstrConfig(
         image_size=[16, 32], patch_size=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, mlp_ratio=2.0, max_token_length=7,
         num_character_labels=10, num_bpe_labels=20, num_wordpiece_labels=30,

@@ -97,6 +97,7 @@ OWN_IO = {
     **{t: ({"past_values": {0: B}}, {"last_hidden_state": {0: B}}) for t in ("patchtst", "patchtsmixer")},
     "mgp-str": ({"pixel_values": {0: B}}, {"char_logits": {0: B}, "bpe_logits": {0: B}, "wp_logits": {0: B}}),
     "maskformer": ({"pixel_values": {0: B}}, {"last_hidden_state": {0: B}}),
+    "perceiver": ({"input_ids": {0: B, 1: S}, "attention_mask": {0: B, 1: S}}, {"logits": {0: B}}),  # its image classifier takes pixel_values only
 }
 IMAGES = {
     "vit", "deit", "swin", "swinv2", "beit", "data2vec-vision", "dinov2", "vit_msn", "levit", "yolos", "convnext", "convnextv2", "resnet",
@@ -239,6 +240,8 @@ def test_io_names_and_axes_match_optimums_contract(model_type: str, task: str) -
             assert ins == {"input_values": {0: B}}
         elif model_type == "whisper":
             assert set(ins) == {"input_features"}
+        elif model_type == "perceiver" and base == "image-classification":
+            assert ins == {"pixel_values": {0: B}}
         elif model_type in OWN_IO:
             assert ins == OWN_IO[model_type][0]
         else:  # pragma: no cover - a new tiny model type needs its expectation here
