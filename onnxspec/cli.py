@@ -5,9 +5,11 @@ Modelled on ``optimum-cli export onnx``::
     onnxspec export --model ./my-bert --task text-classification ./my-bert-onnx
 
 Exit codes: 0 success; 1 the export ran but disagrees with PyTorch (the validation table and
-the failures are printed); 2 a usage error (bad option, unknown task, existing output folder,
-unreadable model folder ... every :class:`~onnxspec.errors.OnnxSpecError` other than
-:class:`~onnxspec.errors.ValidationError`), printed as ``error: <message>`` without a traceback
+the failures are printed); 3 the export failed in a stage (no backend could trace a graph, the
+disk filled up: every :class:`~onnxspec.errors.ExportError`), printed as an ``error:`` line
+(the exporters' output only under ``--debug``); 2 a usage error (bad option, unknown task,
+existing output folder, unreadable model folder ... every other
+:class:`~onnxspec.errors.OnnxSpecError`), printed as ``error: <message>`` without a traceback
 unless ``--debug``.
 
 Heavy modules (torch, transformers, onnx) are imported only by the commands that need them, so
@@ -33,14 +35,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from onnxspec.cache_names import OUTPUT_PATTERN, is_cache_output
-from onnxspec.errors import ConfigError, OnnxSpecError, ValidationError, close_matches
+from onnxspec.errors import ConfigError, ExportError, OnnxSpecError, ValidationError, close_matches
 
 if TYPE_CHECKING:
     from onnxspec.report import ExportReport, OutputCheck
 
-__all__ = ["build_parser", "files_table", "main", "models_table", "print_report", "stage_printer", "tasks_table", "validation_table"]
+__all__ = ["build_parser", "cli_message", "files_table", "inspect_tables", "main", "models_table", "print_report", "stage_printer", "tasks_table", "validation_table"]
 
-EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_EXPORT = 0, 1, 2, 3
 
 
 
@@ -208,6 +210,133 @@ def tasks_table() -> Table:
     return table
 
 
+def _axes(shape: tuple[int | str, ...] | None) -> str:
+    return "?" if shape is None else "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+_LAYER = re.compile(r"\.\d+\.")
+
+
+def _io_rows(tensors: Sequence[Any], fold: bool) -> list[tuple[str, str, str]]:
+    """(name, dtype, axes) rows; with ``fold`` the cache tensors of one kind share a row
+    (``present.*.decoder.* (4)``: its first tensor's dtype and axes)."""
+    from onnxspec.cache_names import parse
+
+    rows: list[tuple[str, str, str]] = []
+    groups: dict[str, list[Any]] = {}
+    for t in tensors:
+        if fold and parse(t.name) is not None:
+            key = _LAYER.sub(".*.", t.name).rsplit(".", 1)[0] + ".*"
+            if key not in groups:
+                groups[key] = []
+                rows.append((key, "", ""))
+            groups[key].append(t)
+        else:
+            rows.append((t.name, t.dtype, _axes(t.shape)))
+    out = []
+    for name, dtype, axes in rows:
+        if name in groups:
+            first = groups[name][0]
+            name, dtype, axes = f"{name} ({len(groups[name])})", first.dtype, _axes(first.shape)
+        out.append((name, dtype, axes))
+    return out
+
+
+def _contract_title(contract: Any) -> str:
+    if contract is None:
+        return "no onnxspec contract"
+    cache = "cache in and out" if contract.get("use_past_in_inputs") else "cache out" if contract.get("use_past") else "no cache"
+    return f"contract: {contract.get('model_type')} / {contract.get('task')}, {contract.get('behavior')}, {cache}"
+
+
+def inspect_tables(info: Any, *, fold: bool = True) -> list[Any]:
+    """What ``onnxspec inspect`` prints for a :class:`~onnxspec.inspection.FolderInfo`: a header,
+    the graphs, the validation summary, each graph's inputs and outputs, versions (each table
+    fits 80 columns: long cells wrap, numbers are never cut)."""
+    parts: list[Any] = []
+    report, total = info.report, _size(info.total_size)
+    parts.append(f"[bold]{escape(info.folder)}[/bold]: {len(info.graphs)} graph(s), {len(info.files)} files, {total}")
+    if report is not None:
+        verdict = (
+            "[green]validated against PyTorch, passed[/green]" if report.get("passed")
+            else "[bold red]NOT validated[/bold red]" if not report.get("validated")
+            else "[bold red]validation FAILED[/bold red]"
+        )
+        parts.append(f"onnxspec export of {escape(str(report.get('model_type')))} / {escape(str(report.get('task')))} "
+                     f"({escape(str(report.get('backend')))}): {verdict}")
+    elif info.written_by_onnxspec:
+        parts.append("[yellow]no onnxspec_report.json: the graphs carry onnxspec contracts, but the validation report is missing[/yellow]")
+    else:
+        parts.append("[yellow]not written by onnxspec: no onnxspec_report.json and no embedded contract (Optimum's layout or "
+                     "another tool's); what follows is read from the ONNX files alone, nothing says they were validated[/yellow]")
+    if info.config is not None:
+        archs = ", ".join(info.config.get("architectures") or ()) or "-"
+        parts.append(f"config.json: model_type {escape(str(info.config.get('model_type')))}, architectures {escape(archs)}")
+
+    graphs = Table(title="Graphs", box=box.SIMPLE_HEAD, title_justify="left")
+    for name, justify in (("file", "left"), ("size", "right"), ("external data", "left"), ("opset", "right"), ("contract", "left")):
+        graphs.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
+    for g in info.graphs:
+        contract = "none" if g.contract is None else "[bold red]differs[/bold red]" if g.contract_problems else "matches"
+        graphs.add_row(escape(g.file), _size(g.size), escape(", ".join(g.external_data)) or "-", str(g.opset or "?"), contract)
+    parts.append(graphs)
+    for g in info.graphs:
+        parts += [f"  [bold red]{escape(g.file)}[/bold red]: {escape(p)}" for p in g.contract_problems]
+
+    if any(g.summary is not None for g in info.graphs):
+        checks = Table(title="Validation (onnxspec_report.json)", box=box.SIMPLE_HEAD, title_justify="left",
+                       caption="error and bound of the check closest to its bound (or the worst failure)")
+        checks.add_column("graph", no_wrap=True)
+        for name, justify in (("checks", "left"), ("error", "right"), ("bound", "right"), ("set", "left")):
+            checks.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
+        for g in info.graphs:
+            s = g.summary
+            if s is None:
+                checks.add_row(escape(g.file), "[yellow]not in report[/yellow]", "", "", "")
+                continue
+            result = (f"[green]{s.checks} pass[/green]" if s.passed
+                      else f"[bold red]{s.failed} of {s.checks} FAIL[/bold red]" if s.failed else "[yellow]none run[/yellow]")
+            checks.add_row(
+                escape(g.file), result,
+                "" if s.worst_error is None else _num(s.worst_error),
+                "" if s.worst_bound is None else _num(s.worst_bound),
+                escape(s.worst_set),
+            )
+        parts.append(checks)
+
+    for g in info.graphs:
+        table = Table(title=f"{escape(g.file)}: {escape(_contract_title(g.contract))}", box=box.SIMPLE_HEAD, title_justify="left")
+        table.add_column("", style="dim")
+        table.add_column("name", no_wrap=fold, overflow="fold")
+        table.add_column("dtype", no_wrap=True)
+        table.add_column("axes", overflow="fold")
+        for side, tensors in (("in", g.inputs), ("out", g.outputs)):
+            for i, (name, dtype, axes) in enumerate(_io_rows(tensors, fold)):
+                table.add_row(side if i == 0 else "", escape(name), dtype, escape(axes))
+        parts.append(table)
+
+    if report is not None and report.get("versions"):
+        parts.append("versions: " + escape(", ".join(f"{k} {v}" for k, v in report["versions"].items())))
+    producers = sorted({g.producer for g in info.graphs if g.producer})
+    if producers:
+        parts.append("produced by: " + escape(", ".join(producers)))
+    for note in (report or {}).get("notes", ()):
+        parts.append(f"[yellow]warning:[/yellow] {escape(str(note))}")
+    others = [n for n, _ in info.files if not n.endswith(".onnx") and not any(n.endswith("/" + e) or n == e for g in info.graphs for e in g.external_data)]
+    if others:
+        parts.append("other files: " + escape(", ".join(others)))
+    parts.append(f"total size: {total}")
+    return parts
+
+
+def _run_inspect(args: argparse.Namespace, out: Console) -> int:
+    from onnxspec.inspection import inspect_folder
+
+    for part in inspect_tables(inspect_folder(args.folder), fold=not args.all):
+        out.print(part, highlight=False)
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------------------------
 # progress
 
@@ -282,7 +411,7 @@ def _add_export(sub: Any, shapes: bool) -> argparse.ArgumentParser:
         help="task to export (see `onnxspec tasks`); add -with-past for a KV cache. Default: inferred from config.json",
     )
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the spec's, 18)")
-    p.add_argument("--dtype", choices=("fp32", "fp16"), default="fp32", help="floating dtype of the model and its float inputs (default fp32)")
+    p.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default="fp32", help="floating dtype of the model and its float inputs (default fp32)")
     p.add_argument(*_spellings("int_dtype"), dest="int_dtype", choices=("int64", "int32", "int8"), default="int64",
                    help="dtype of token ids, masks and positions (default int64)")
     p.add_argument("--atol", type=float, default=None, help="absolute tolerance for every output (default: the spec's per output)")
@@ -335,6 +464,18 @@ def build_parser(*, export_shapes: bool = True) -> tuple[argparse.ArgumentParser
                    help="read the dimensions from this GGUF file of the --model folder")
     d.add_argument("--debug", action="store_true", help="show tracebacks")
     commands["describe"] = d
+    i = sub.add_parser(
+        "inspect",
+        help="show what an export folder holds: graphs, inputs and outputs, contract, report, sizes",
+        description="Show an export folder's graphs (sizes, external data, opset), their inputs and outputs with dtypes "
+                    "and axes, the embedded contract, the validation report's summary, versions and sizes. Weights are "
+                    "not loaded. Works on folders written by other tools (Optimum's layout) too.",
+        allow_abbrev=False,
+    )
+    i.add_argument("folder", metavar="FOLDER", help="a folder an export wrote")
+    i.add_argument("--all", action="store_true", help="list every cache tensor (default: one row per kind)")
+    i.add_argument("--debug", action="store_true", help="show tracebacks")
+    commands["inspect"] = i
     return parser, commands
 
 
@@ -511,6 +652,11 @@ def _run_export(args: argparse.Namespace, out: Console, err: Console) -> int:
     if report.source.get("format") == "gguf":
         out.print(f"Read from the GGUF file {escape(report.source['gguf_file'])} (weights dequantized to float32); "
                   f"tokenizer: {escape(report.source.get('tokenizer', 'not saved'))}")
+    for graph in report.graphs:
+        if graph.fallback:
+            first, _, why = graph.fallback.partition(": ")
+            out.print(f"{escape(graph.filename)}: the {first} exporter failed ({escape(why)}); exported with {graph.backend} instead",
+                      highlight=False)
     out.print(f"[green]Exported {report.model_type} / {report.task} and validated it in {report.seconds:.1f}s.[/green]")
     return EXIT_OK
 
@@ -572,6 +718,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_OK
         if args.command == "describe":
             return _run_describe(args, out)
+        if args.command == "inspect":
+            return _run_inspect(args, out)
         raise AssertionError(f"unhandled command {args.command!r}")
     except ValidationError as e:
         if e.report is not None:
@@ -580,6 +728,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         return EXIT_INVALID
+    except ExportError as e:  # a stage failed at run time: not a usage error
+        if debug:
+            traceback.print_exc()
+            if getattr(e, "details", ""):
+                print(e.details, file=sys.stderr)  # type: ignore[attr-defined]
+        print(f"error: {cli_message(str(e))}", file=sys.stderr)
+        return EXIT_EXPORT
     except OnnxSpecError as e:
         if debug:
             traceback.print_exc()

@@ -62,6 +62,49 @@ class ExportError(OnnxSpecError, RuntimeError):
         super().__init__(f"stage {stage!r} failed (stages done: {ran}): {message}")
 
 
+class BackendError(OnnxSpecError, RuntimeError):
+    """One torch exporter failed on one graph: ``backend``, a one-line ``reason``, and in
+    ``details`` everything the exporter said (its exception in full, the IR dump TorchScript
+    prints on failure), kept for ``--debug`` and never printed otherwise."""
+
+    def __init__(self, backend: str, reason: str, details: str = "") -> None:
+        self.backend, self.reason, self.details = backend, reason, details
+        super().__init__(f"the {backend} exporter failed: {reason}")
+
+
+class TraceError(ExportError):
+    """No backend could trace a graph: names the graph, each backend tried with its one-line
+    reason (in the order tried) and the fix; ``details`` holds the exporters' full output.
+
+    Raised by the ``trace`` stage without its place (``stage`` and ``done`` empty);
+    :func:`onnxspec.stages.run_stages` puts it in place with :meth:`located`.
+    """
+
+    def __init__(
+        self,
+        who: str,
+        graph: str,
+        failures: tuple[BackendError, ...],
+        fix: str,
+        stage: str = "",
+        done: tuple[str, ...] = (),
+    ) -> None:
+        self.who, self.graph, self.failures, self.fix = who, graph, failures, fix
+        self.details = "\n".join(f"--- the {f.backend} exporter on {graph} ---\n{f.details or f.reason}" for f in failures)
+        if len(failures) == 1:
+            message = f"{who}: the {failures[0].backend} exporter cannot trace {graph}: {failures[0].reason}; {fix}"
+        else:
+            tried = "".join(f"\n  - {f.backend}{' (tried next)' if k else ''}: {f.reason}" for k, f in enumerate(failures))
+            message = f"{who}: no exporter can trace {graph}:{tried}\n{fix}"
+        super().__init__(stage, done, message)
+        if not stage:  # not yet placed: the message without the stage prefix
+            self.args = (message,)
+
+    def located(self, stage: str, done: tuple[str, ...]) -> TraceError:
+        """The same failure, placed in ``stage`` after ``done``."""
+        return TraceError(self.who, self.graph, self.failures, self.fix, stage, done)
+
+
 class ValidationError(OnnxSpecError, AssertionError):
     """The exported graph disagrees with PyTorch; carries the full validation report."""
 

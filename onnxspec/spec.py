@@ -146,6 +146,15 @@ def _who(spec: Any) -> str:
     return f"spec {mt}/{task}" + (f" ({beh.value})" if isinstance(beh, Behavior) else "")
 
 
+BACKENDS = ("torchscript", "dynamo")
+"""The values of ``ExportSpec.backend`` (the names of :class:`onnxspec.exporters.Backend`)."""
+
+
+def _check_backend(spec: Any, value: object) -> None:
+    if value is not None and value not in BACKENDS:
+        raise SpecError(f"{_who(spec)}: backend must be one of {list(BACKENDS)} or None (the default), got {value!r}")
+
+
 @attrs.frozen(kw_only=True)
 class ExportSpec:
     """Everything needed to export and validate one sub-graph of one model for one task."""
@@ -168,6 +177,10 @@ class ExportSpec:
     tolerances: Mapping[str, Criterion] = attrs.field(factory=dict, converter=_ro, hash=False)
     patches: tuple[Patch, ...] = attrs.field(default=(), converter=tuple)
     attn_implementation: str | None = None
+    backend: str | None = attrs.field(default=None, validator=lambda inst, a, v: _check_backend(inst, v))
+    """The torch exporter this spec prefers (``"torchscript"`` or ``"dynamo"``), e.g. dynamo for a
+    model whose routing TorchScript cannot trace; ``None``: the default. A backend the caller
+    passes to ``export`` wins over it; a spec's backend is never swapped for a fallback."""
     min_torch: str = "2.5"
     min_transformers: str = "5.0"
     variants: Mapping[str, str] = attrs.field(factory=dict, converter=_ro, hash=False)

@@ -8,6 +8,8 @@ place that knows what a stage is:
 - before a stage runs it reports ``progress(name, detail)``;
 - after the stage's work it calls the ``fault(name, detail)`` test seam (an exception raised
   there is a failure of that stage);
+- a :class:`~onnxspec.errors.TraceError` (no backend could trace a graph) is put in its
+  place: the stage and the stages done are added to it;
 - a stage that raises anything but an :class:`~onnxspec.errors.OnnxSpecError` (those already
   say what went wrong and how to fix it) becomes an :class:`~onnxspec.errors.ExportError` that
   names the stage (``trace (model.onnx)``), the stages done before it (``load:my-bert``) and
@@ -28,7 +30,7 @@ from typing import Generic, TypeVar
 
 import attrs
 
-from onnxspec.errors import ExportError, OnnxSpecError
+from onnxspec.errors import ExportError, OnnxSpecError, TraceError
 from onnxspec.output import NO_SPACE
 
 __all__ = ["STAGES", "Fault", "Progress", "Ran", "Stage", "run_stages"]
@@ -112,6 +114,8 @@ def run_stages(
             state = stage.run(state)
             if fault is not None:
                 fault(stage.name, stage.detail)
+        except TraceError as e:  # raised by a graph's trace without its place: put it there
+            raise (e.located(stage.where, done) if not e.stage else e) from (e.__cause__ or e)
         except OnnxSpecError:
             raise
         except Exception as e:

@@ -34,7 +34,10 @@ from onnxspec.report import OutputCheck
 from onnxspec.shapes import DTypes, Shapes, size_table, torch_dtype, validation_shapes
 from onnxspec.spec import ExportSpec, contract_json, tolerance_for
 
-__all__ = ["check_graph", "compare", "stamp", "validate", "validate_merged", "SHAPE_SET_NAMES"]
+__all__ = [
+    "RUNTIMES", "check_graph", "compare", "reference_session", "runtime_for", "stamp", "validate", "validate_merged",
+    "SHAPE_SET_NAMES",
+]
 
 _ONNX_DTYPE = {
     torch.float32: onnx.TensorProto.FLOAT,
@@ -47,6 +50,87 @@ _ONNX_DTYPE = {
 }
 
 SHAPE_SET_NAMES = ("small", "large", "decode")
+
+RUNTIMES = ("onnxruntime", "onnx.reference")
+"""What can run a graph for validation: onnxruntime's CPU provider, or onnx's reference evaluator."""
+
+
+def runtime_for(dtypes: DTypes) -> str:
+    """The runtime that validates graphs of ``dtypes``: onnxruntime, except for bf16.
+
+    onnxruntime's CPU provider has no bf16 kernels for the ops a transformer needs (``MatMul``
+    and others fail to load: NOT_IMPLEMENTED), so bf16 graphs run in onnx's reference evaluator,
+    which computes each op in numpy on ``ml_dtypes.bfloat16`` arrays. It is slow (numpy, one op
+    at a time), fine for the tiny models the tests use, not for real checkpoints.
+    """
+    return "onnx.reference" if torch_dtype(Kind.FLOAT, dtypes) is torch.bfloat16 else "onnxruntime"
+
+
+@attrs.frozen(kw_only=True)
+class _Port:
+    """An input or output as onnxruntime's session describes it (``name``, ``shape``, ``type``)."""
+
+    name: str
+    shape: tuple[str | int | None, ...]
+    type: str
+
+
+def _ports(values: Sequence[onnx.ValueInfoProto]) -> tuple[_Port, ...]:
+    def dim(d: onnx.TensorShapeProto.Dimension) -> str | int | None:
+        return d.dim_param or (d.dim_value if d.HasField("dim_value") else None)
+
+    kinds = {onnx.TensorProto.BFLOAT16: "bfloat16", onnx.TensorProto.FLOAT: "float", onnx.TensorProto.FLOAT16: "float16",
+             onnx.TensorProto.DOUBLE: "double"}
+    return tuple(
+        _Port(
+            name=v.name,
+            shape=tuple(dim(d) for d in v.type.tensor_type.shape.dim),
+            type=f"tensor({kinds.get(v.type.tensor_type.elem_type, onnx.TensorProto.DataType.Name(v.type.tensor_type.elem_type).lower())})",
+        )
+        for v in values
+    )
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class ReferenceSession:
+    """onnx's reference evaluator behind onnxruntime's ``run(names, feed)`` interface.
+
+    Feeds are cast to the dtype each graph input declares (a bf16 input arrives as the float32
+    numpy copy of a bf16 tensor, so the cast is exact) and bf16 outputs come back as float32
+    (exact too): the arithmetic in between is the graph's own, in bf16.
+    """
+
+    evaluator: Any
+    input_types: Mapping[str, np.dtype]
+    inputs: tuple[_Port, ...]
+    outputs: tuple[_Port, ...]
+
+    def get_inputs(self) -> tuple[_Port, ...]:
+        return self.inputs
+
+    def get_outputs(self) -> tuple[_Port, ...]:
+        return self.outputs
+
+    def run(self, names: Sequence[str] | None, feed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        cast = {n: np.asarray(a).astype(self.input_types[n], copy=False) if n in self.input_types else a for n, a in feed.items()}
+        got = self.evaluator.run(None if names is None else list(names), cast)
+        return [_widened(np.asarray(a)) for a in got]
+
+
+def _widened(array: np.ndarray) -> np.ndarray:
+    """bf16 (``ml_dtypes.bfloat16``) as float32, exactly; other arrays unchanged."""
+    return array.astype(np.float32) if array.dtype.name == "bfloat16" else array
+
+
+def reference_session(path: str) -> ReferenceSession:
+    """A :class:`ReferenceSession` running the ONNX file at ``path`` with ``onnx.reference``."""
+    from onnx.reference import ReferenceEvaluator
+
+    model = onnx.load(path, load_external_data=True)
+    types = {v.name: onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type) for v in model.graph.input}
+    return ReferenceSession(
+        evaluator=ReferenceEvaluator(model), input_types=types, inputs=_ports(model.graph.input), outputs=_ports(model.graph.output)
+    )
 
 
 def _dims(value: onnx.ValueInfoProto) -> list[onnx.TensorShapeProto.Dimension]:
@@ -247,7 +331,8 @@ def validate(
     return tuple(checks), problems, time.perf_counter() - start
 
 
-_NUMPY_FLOAT = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+_NUMPY_FLOAT = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+                "tensor(bfloat16)": np.float32}  # bf16 stand-ins are zeros, cast exactly by the reference session
 _PASSED_THROUGH = Tolerance(atol=1e-30)
 """Outputs the cache branch passes through unchanged are compared exactly (the atol only
 keeps the bound positive)."""
