@@ -31,7 +31,7 @@ caught mid-swap). A validation failure is an error; its graphs and report are ke
 
 The pipeline never changes a model it is given: the training flag of each submodule and the
 attention implementation of each config are put back when ``export`` returns or fails, and an
-fp16 export converts a copy (``copy.deepcopy``), since fp32 -> fp16 -> fp32 is lossy. That copy
+fp16 or bf16 export converts a copy (``copy.deepcopy``), since fp32 -> fp16 -> fp32 is lossy. That copy
 costs the model's size again in fp32 while it is made (the fp16 copy then keeps half of it)
 for the length of the export. A model loaded from a folder is the pipeline's own.
 """
@@ -435,7 +435,7 @@ def _resolve(request: _Request, state: _State) -> _State:
 
 
 def _load(job: _Job, state: _State) -> _State:
-    """The model to trace: the caller's (a copy for fp16) or the one loaded from the folder."""
+    """The model to trace: the caller's (a copy for fp16 and bf16) or the one loaded from the folder."""
     request, spec, source = job.request, job.resolved.spec, job.resolved.source
     low = request.dtypes.float_dtype in (FloatDtype.FP16, FloatDtype.BF16)
     if source is None:
@@ -786,7 +786,9 @@ def export(
     ``*.gguf`` file reads that one (see :mod:`onnxspec.loading`).
 
     A ``torch.nn.Module`` given is left as it was (training flags, attention implementation,
-    weights and dtypes); an fp16 export works on a copy of it (see the module docstring).
+    weights and dtypes); an fp16 or bf16 export works on a copy of it (see the module docstring).
+    bf16 graphs are traced with dynamo and validated with onnx's reference evaluator, since
+    onnxruntime's CPU provider cannot run them (``GraphReport.runtime`` says which ran).
 
     Seq2seq ``-with-past`` exports also write ``decoder_model_merged.onnx`` (the two decoders
     in one graph, validated on both branches); ``merged=False`` skips it, ``merged=True``
