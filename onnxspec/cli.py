@@ -1,4 +1,4 @@
-"""The ``onnxspec`` command line: ``export``, ``models``, ``tasks`` and ``describe``.
+"""The ``onnxspec`` command line: ``export``, ``models``, ``tasks``, ``describe`` and ``inspect``.
 
 Modelled on ``optimum-cli export onnx``::
 
@@ -285,7 +285,7 @@ def inspect_tables(info: Any, *, fold: bool = True) -> list[Any]:
 
     if any(g.summary is not None for g in info.graphs):
         checks = Table(title="Validation (onnxspec_report.json)", box=box.SIMPLE_HEAD, title_justify="left",
-                       caption="error and bound of the check closest to its bound (or the worst failure)")
+                       caption="error, bound: the check closest to its bound")
         checks.add_column("graph", no_wrap=True)
         for name, justify in (("checks", "left"), ("error", "right"), ("bound", "right"), ("set", "left")):
             checks.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
@@ -305,16 +305,17 @@ def inspect_tables(info: Any, *, fold: bool = True) -> list[Any]:
         parts.append(checks)
 
     for g in info.graphs:
-        table = Table(title=f"{escape(g.file)}: {escape(_contract_title(g.contract))}", box=box.SIMPLE_HEAD, title_justify="left")
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
         table.add_column("", style="dim")
-        table.add_column("name", no_wrap=fold, overflow="fold")
+        table.add_column("name", no_wrap=True, overflow="fold")
         table.add_column("dtype", no_wrap=True)
         table.add_column("axes", overflow="fold")
         for side, tensors in (("in", g.inputs), ("out", g.outputs)):
             for i, (name, dtype, axes) in enumerate(_io_rows(tensors, fold)):
                 table.add_row(side if i == 0 else "", escape(name), dtype, escape(axes))
-        parts.append(table)
+        parts += ["", f"[bold]{escape(g.file)}[/bold]: {escape(_contract_title(g.contract))}", table]
 
+    parts.append("")
     if report is not None and report.get("versions"):
         parts.append("versions: " + escape(", ".join(f"{k} {v}" for k, v in report["versions"].items())))
     producers = sorted({g.producer for g in info.graphs if g.producer})
