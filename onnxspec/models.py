@@ -254,6 +254,7 @@ ENTRIES: tuple[ModelEntry, ...] = (
     # ImageGPT reads images as sequences of color-cluster ids, GPT-2 style.
     entry("imagegpt", text_decoder, ("feature-extraction", "image-classification")),
     *(entry(t, vision, _IMAGE_TASKS, normalizer=normalizers.VISION_BACKBONE) for t in ("pvt", "hiera", "levit")),
+    *(entry(t, vision, ("object-detection",), normalizer=normalizers.VISION_BACKBONE) for t in ("rt_detr", "rt_detr_v2", "d_fine")),
     entry("yolos", vision, ("feature-extraction", "object-detection")),
     *(
         entry(t, vision, _IMAGE_TASKS, **_FEATURE_MAP)

@@ -38,6 +38,13 @@ _DETR = dict(
     d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=8, decoder_attention_heads=8, encoder_ffn_dim=37,  # d_model + heads: a multiple of 8 (mask head)
     decoder_ffn_dim=37, num_queries=5, num_labels=3,
 )
+_RT_DETR = dict(
+    backbone_config=dict(model_type="rt_detr_resnet", hidden_sizes=[8, 16, 16, 32], depths=[1, 1, 1, 1], embedding_size=8, layer_type="basic",
+                         out_features=["stage2", "stage3", "stage4"]),
+    encoder_hidden_dim=16, encoder_in_channels=[16, 16, 32], feat_strides=[8, 16, 32], encoder_layers=1, encoder_ffn_dim=32, encoder_attention_heads=2,
+    d_model=16, num_queries=5, decoder_ffn_dim=32, decoder_attention_heads=2, decoder_n_points=2, decoder_in_channels=[16, 16, 16], num_labels=3,
+    num_denoising=0, initializer_range=0.5,
+)
 _TOWER = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37)
 
 
@@ -284,6 +291,21 @@ CONFIGS: dict[str, Callable[[], T.PretrainedConfig]] = {
     "perceiver": lambda: T.PerceiverConfig(  # image classification has 3 heads: the auto class picks one by name
         num_latents=8, d_latents=32, d_model=24, num_blocks=1, num_self_attends_per_block=2, num_self_attention_heads=4, num_cross_attention_heads=4,
         vocab_size=100, max_position_embeddings=64, image_size=16, num_labels=3, architectures=["PerceiverForImageClassificationLearned"],
+    ),
+    # initializer_range: at the default 0.01 the tiny encoder's features fade to the same vector at every position, so every
+    # position gets the same class score and the top-k query selection is a complete tie, which PyTorch and onnxruntime
+    # break differently (boxes then differ by whole grid cells); trained weights have no such ties
+    "rt_detr": lambda: T.RTDetrConfig(**_RT_DETR, decoder_layers=1),
+    "rt_detr_v2": lambda: T.RTDetrV2Config(**_RT_DETR, decoder_layers=2),  # 2 decoder layers: the box heads of layers 1.. are tied to layer 0's
+    "d_fine": lambda: T.DFineConfig(
+        **{**{k: v for k, v in _RT_DETR.items() if k != "backbone_config"}, "encoder_in_channels": [16, 32, 32], "decoder_n_points": [2, 2, 2]},
+        decoder_layers=2, hidden_expansion=0.5, depth_mult=0.34,
+        backbone_config=dict(
+            model_type="hgnet_v2", stem_channels=[3, 8, 8], stage_in_channels=[8, 16, 16, 32], stage_mid_channels=[8, 8, 16, 16],
+            stage_out_channels=[16, 16, 32, 32], stage_num_blocks=[1, 1, 1, 1], stage_downsample=[False, True, True, True],
+            stage_light_block=[False, False, True, True], stage_kernel_size=[3, 3, 5, 5], stage_numb_of_layers=[2, 2, 2, 2],
+            hidden_sizes=[16, 16, 32, 32], out_features=["stage2", "stage3", "stage4"], initializer_range=0.1,
+        ),
     ),
     "mgp-str": lambda: T.MgpstrConfig(
         image_size=[16, 32], patch_size=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, mlp_ratio=2.0, max_token_length=7,

@@ -102,7 +102,7 @@ OWN_IO = {
 IMAGES = {
     "vit", "deit", "swin", "swinv2", "beit", "data2vec-vision", "dinov2", "vit_msn", "levit", "yolos", "convnext", "convnextv2", "resnet",
     "regnet", "efficientnet", "poolformer", "cvt", "mobilenet_v1", "mobilenet_v2", "mobilevit", "segformer", "pvt", "hiera",
-    "clip_vision_model", "siglip_vision_model", "donut-swin", "dpt", "glpn", "swin2sr", "detr", "table-transformer", "vitpose",
+    "clip_vision_model", "siglip_vision_model", "donut-swin", "dpt", "glpn", "swin2sr", "detr", "table-transformer", "vitpose", "rt_detr", "rt_detr_v2", "d_fine",
 }
 WAVEFORMS = {"wav2vec2", "hubert", "wavlm", "data2vec-audio", "sew", "sew-d", "unispeech", "unispeech-sat", "wav2vec2-conformer"}
 DUAL_ENCODERS = {"clip": True, "metaclip_2": True, "chinese_clip": True, "groupvit": True, "siglip": False}  # -> takes an attention_mask
