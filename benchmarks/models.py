@@ -39,7 +39,10 @@ BASE = (
     BenchModel("gpt2-small", "gpt2", "text-generation-with-past", "base"),
 )
 BIG = BenchModel("llama-1b", "llama", "text-generation-with-past", "1b")
-ALL = {m.name: m for m in (*TINY, *BASE, BIG)}
+T5_SMALL = BenchModel("t5-small", "t5", "text2text-generation-with-past", "base")
+MERGED = (TINY[4], T5_SMALL)
+"""The merged-decoder comparison (run.py ``merged``): tiny t5 and a random t5 of t5-small's size."""
+ALL = {m.name: m for m in (*TINY, *BASE, BIG, T5_SMALL)}
 
 
 def _config(model: BenchModel) -> Any:
@@ -59,6 +62,11 @@ def _config(model: BenchModel) -> Any:
         return T.BertConfig(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072, vocab_size=30522)
     if model.name == "gpt2-small":
         return T.GPT2Config(n_embd=768, n_layer=12, n_head=12, n_positions=1024, vocab_size=50257)
+    if model.name == "t5-small":
+        # t5-small's shape (d_model 512, 8 heads of 64, d_ff 2048, 6 + 6 layers, vocabulary 32128,
+        # tied embeddings): 60.5 M parameters, random weights
+        return T.T5Config(d_model=512, d_kv=64, d_ff=2048, num_layers=6, num_decoder_layers=6, num_heads=8, vocab_size=32128,
+                          decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
     if model.name == "llama-1b":
         # 16 x (4 x 2048^2 attention + 3 x 2048 x 5632 MLP) + 2 x 32000 x 2048 (untied embeddings)
         # = 953,223,168 parameters, 3.81 GB in fp32.

@@ -5,6 +5,8 @@ Modes:
                                         first and second call in the process
   floor   MODEL_DIR TASK WORK_DIR RUNS  pipeline export without validation vs plain torch.onnx.export
                                         of the same modules and inputs, interleaved, after a warm-up
+  merged  MODEL_DIR TASK OUT_DIR MERGED  seconds inside one ``export`` with the merged decoder (MERGED=1,
+                                        the default) or without it (0: three files), and the file sizes
   peak    MODEL_DIR TASK WORK_DIR STEP  load the model (STEP=load) or also run the bare exports (STEP=raw)
   stages  MODEL_DIR TASK OUT_DIR        peak RSS during each pipeline stage of one export
   latency SPEC_JSON                     onnxruntime latency and node count of several graphs
@@ -51,6 +53,45 @@ def inproc(folder: str, task: str, out: str) -> dict[str, Any]:
         "warm_validate_seconds": sum(g.validate_seconds for g in warm.graphs),
         "checks": sum(len(g.checks) for g in report.graphs),
         "passed": report.passed and warm.passed,
+    }
+
+
+def merged_export(folder: str, task: str, out: str, merged: bool) -> dict[str, Any]:
+    """One export (with validation) in a fresh process, imports done before the clock, with
+    ``merged=True`` (encoder, decoder, decoder with past and the merged decoder) or ``False``
+    (the three files of the layout before merged decoders); its seconds, the time of each
+    stage kind and the written files' sizes."""
+    import onnxruntime  # noqa: F401
+    import transformers  # noqa: F401
+
+    from onnxspec.pipeline import export
+
+    stages: dict[str, float] = {}  # seconds per stage kind (load, dummies, trace, check, validate, write), summed over graphs
+    merge_seconds = [0.0]  # seconds in the merged decoder's own stages (its trace = the merge, check, validate)
+    last: list[Any] = [None, "", time.perf_counter()]
+
+    def progress(stage: str, detail: str = "") -> None:
+        now = time.perf_counter()
+        if last[0] is not None:
+            stages[last[0]] = stages.get(last[0], 0.0) + now - last[2]
+            if "merged" in (last[1] or ""):
+                merge_seconds[0] += now - last[2]
+        last[:] = [stage, detail, now]
+
+    start = time.perf_counter()
+    report = export(folder, out, task=task, merged=merged, overwrite=True, progress=progress)
+    seconds = time.perf_counter() - start
+    progress("end")
+    files = {n: os.path.getsize(os.path.join(out, n)) for n in sorted(os.listdir(out))}
+    shutil.rmtree(out, ignore_errors=True)
+    return {
+        "seconds": seconds,
+        "merged": merged,
+        "passed": report.passed,
+        "graphs": {g.filename: {"export_seconds": g.export_seconds, "validate_seconds": g.validate_seconds} for g in report.graphs},
+        "stage_seconds": stages,
+        "merge_stages_seconds": merge_seconds[0],
+        "files": files,
     }
 
 
@@ -292,6 +333,8 @@ def run(mode: str, args: list[Any]) -> Any:
         return floor(args[0], args[1], args[2], int(args[3]), *(bool(a) for a in args[4:5]))
     if mode == "stages":
         return stage_peaks(args[0], args[1], args[2])
+    if mode == "merged":
+        return merged_export(args[0], args[1], args[2], args[3] in ("1", "true", True))
     if mode == "peak":
         return peak(args[0], args[1], args[2], args[3])
     if mode == "latency":
@@ -300,7 +343,7 @@ def run(mode: str, args: list[Any]) -> Any:
     if mode == "batch":
         with open(args[0]) as f:
             return [run(job[0], job[1:]) for job in json.load(f)]
-    raise SystemExit(f"unknown mode {mode!r}: use inproc, floor, latency or batch")
+    raise SystemExit(f"unknown mode {mode!r}: use inproc, floor, merged, stages, peak, latency or batch")
 
 
 def main() -> None:

@@ -62,6 +62,10 @@ def headline(results: dict[str, Any]) -> list[str]:
         if "nodes" in e and "optimum" in e["nodes"]:
             n = e["nodes"]
             lines.append(f"| graph node count, {name} | Optimum's graph | **{n['onnxspec'] / n['optimum']:.2f}x** ({n['onnxspec']} vs {n['optimum']}) | - | - |")
+    for name, e in results.get("merged", {}).items():
+        if "ratio_seconds" in e:
+            lines.append(f"| seq2seq export with decoder_model_merged.onnx (4 files), {name} | the same export with merged=False (3 files) | "
+                         f"{_r(e['ratio_seconds'])} | <= 1.3x | {status('export with merged decoder vs three-file export: ' + name)} |")
     mem = results.get("memory")
     if mem and mem.get("ok"):
         name = mem["model"]["name"]
@@ -182,6 +186,46 @@ def markdown(results: dict[str, Any]) -> str:
             if "error" in e:
                 lines += ["", "```", e["error"], "```"]
             lines.append("")
+
+    if results.get("merged"):
+        lines += ["", "## 2d. The merged decoder's cost: seq2seq export with and without decoder_model_merged.onnx", "",
+                  "`onnxspec_worker.py merged`: one `export(folder, out, task=..., merged=True | False)` (with validation) per fresh "
+                  "process, imports excluded from *in export*, included in *process*; the two sides interleaved run by run. "
+                  "*merged* writes encoder_model, decoder_model, decoder_with_past_model and decoder_model_merged (traced from the "
+                  "two decoders, checked, validated on both branches); *three-file* is `merged=False`, the layout before merged "
+                  "decoders. Seconds, min / median / max; the ratio is of the medians, with the spread and the median of the per-run "
+                  "paired ratios (run *i* of both sides saw the same machine load); *merge stages* is the merged file's own trace "
+                  "(the merge), check and validate.", "",
+                  "| model | merged s in export | three-file s in export | ratio | merged s process | three-file s process | ratio | merge stages s |",
+                  "|---|---|---|---|---|---|---|---|"]
+        def paired(x: dict[str, Any] | None) -> str:
+            return _r(x) + (f", paired median {x['paired']['median']:.2f}x" if x and x.get("paired", {}).get("median") is not None else "")
+
+        for name, e in results["merged"].items():
+            a, b = e.get("merged", {}), e.get("three-file", {})
+            lines.append(f"| {name} ({e['model']['parameters'] / 1e6:.1f} M params) | {_s(a.get('seconds'))} | {_s(b.get('seconds'))} | {paired(e.get('ratio_seconds'))} | "
+                         f"{_s(a.get('process_seconds'))} | {_s(b.get('process_seconds'))} | {paired(e.get('ratio_process_seconds'))} | "
+                         f"{_s(a.get('merge_stages_seconds'))} |")
+        lines += ["", "Median seconds per stage kind, summed over the graphs (from the pipeline's progress callback):", "",
+                  "| model | side | " + " | ".join(("resolve", "load", "dummies", "trace", "check", "validate", "write")) + " |", "|---|---|" + "---|" * 7]
+        for name, e in results["merged"].items():
+            for side in ("merged", "three-file"):
+                st = e.get(side, {}).get("stage_seconds_median", {})
+                if st:
+                    lines.append(f"| {name} | {side} | " + " | ".join(f"{st.get(k, 0.0):.2f}" for k in ("resolve", "load", "dummies", "trace", "check", "validate", "write")) + " |")
+        lines += ["", "Files written (bytes):", "", "| model | side | encoder_model | decoder_model | decoder_with_past_model | decoder_model_merged | all .onnx | merged / decoder_model |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for name, e in results["merged"].items():
+            for side in ("merged", "three-file"):
+                f = e.get(side, {}).get("files", {})
+                cells = " | ".join(f"{f[n]:,}" if n in f else "-" for n in
+                                   ("encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx", "decoder_model_merged.onnx"))
+                size = e.get("merged_file_vs_decoder_model") if side == "merged" else None
+                lines.append(f"| {name} | {side} | {cells} | {e.get('onnx_bytes', {}).get(side, 0):,} | {f'{size:.3f}x' if size else '-'} |")
+        for name, e in results["merged"].items():
+            for side in ("merged", "three-file"):
+                for err in e.get(side, {}).get("errors", [])[:1]:
+                    lines += ["", f"{side} failed on {name}:", "", "```", err, "```"]
 
     mem = results.get("memory")
     if mem:

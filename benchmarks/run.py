@@ -15,6 +15,7 @@ import datetime
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 from typing import Any
@@ -23,13 +24,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import common  # noqa: E402
 from common import HERE, PROJECT_CLI, PROJECT_PYTHON, ROOT, WORK, ratio, run_child, summary, target  # noqa: E402
-from models import BASE, BIG, TINY, BenchModel  # noqa: E402
+from models import BASE, BIG, MERGED, TINY, BenchModel  # noqa: E402
 
 TARGETS = {
     "e2e_cli_time": 0.6,
     "pipeline_overhead": 1.1,
     "graph_latency": 1.0,
     "peak_memory_vs_weights": 1.5,
+    "merged_vs_three_files": 1.3,
 }
 EXTERNAL_DATA_LIMIT = 2 * 10**9  # protobuf's 2 GB cap: above it the weights must live in a .data file
 
@@ -373,6 +375,63 @@ def measure_imports(runs: int, with_peer: bool) -> dict[str, Any]:
     return out
 
 
+MERGED_SIDES = ("merged", "three-file")
+"""The two exports the merged section compares: the default (encoder, decoder, decoder with past
+and decoder_model_merged.onnx) and ``merged=False`` (the three files written before merged decoders)."""
+
+
+def measure_merged(models: list[BenchModel], runs: int) -> dict[str, Any]:
+    """The seq2seq export with its merged decoder vs the same export without it (``merged=False``),
+    both validating, each run a fresh process (``onnxspec_worker.py merged``), the two sides
+    interleaved run by run (the side that goes first alternates). Seconds inside ``export``
+    (imports excluded) and the whole process's wall time; the files each side wrote."""
+    raw = {m.name: {side: {"seconds": [], "process_seconds": [], "errors": [], "details": []} for side in MERGED_SIDES} for m in models}
+    metas = {m.name: build_model(m) for m in models}
+    for r in range(runs):
+        for m in models:
+            order = list(MERGED_SIDES) if r % 2 == 0 else list(MERGED_SIDES[::-1])
+            for side in order:
+                out = fresh(out_dir("onnxspec-" + side, m))
+                res = run_child([PROJECT_PYTHON, os.path.join(HERE, "onnxspec_worker.py"), "merged", model_dir(m), m.task, out,
+                                 "1" if side == "merged" else "0"])
+                rec = raw[m.name][side]
+                if res.ok:
+                    inner = res.last_json()
+                    rec["seconds"].append(inner["seconds"])
+                    rec["process_seconds"].append(res.seconds)
+                    rec["details"].append(inner)
+                else:
+                    rec["errors"].append(res.tail())
+                log(f"merged run {r + 1}/{runs} {m.name:36s} {side:10s} "
+                    + (f"{rec['seconds'][-1]:6.1f} s in export, {res.seconds:6.1f} s process" if res.ok else f"FAILED (exit {res.returncode})"))
+    return {name: _merged_entry(metas[name], sides) for name, sides in raw.items()}
+
+
+def _merged_entry(meta: dict[str, Any], sides: dict[str, dict[str, list]]) -> dict[str, Any]:
+    entry: dict[str, Any] = {"model": meta}
+    for side, rec in sides.items():
+        details = rec["details"]
+        entry[side] = {
+            "seconds": summary(rec["seconds"]),
+            "process_seconds": summary(rec["process_seconds"]),
+            "merge_stages_seconds": summary([d["merge_stages_seconds"] for d in details]),
+            "stage_seconds_median": {k: statistics.median(d["stage_seconds"].get(k, 0.0) for d in details)
+                                     for k in (details[0]["stage_seconds"] if details else {})},
+            "files": details[-1]["files"] if details else {},
+            "passed": all(d["passed"] for d in details),
+            "errors": rec["errors"],
+        }
+    m, t = sides["merged"], sides["three-file"]
+    entry["ratio_seconds"] = ratio(m["seconds"], t["seconds"])
+    entry["ratio_process_seconds"] = ratio(m["process_seconds"], t["process_seconds"])
+    files = entry["merged"]["files"]
+    if "decoder_model_merged.onnx" in files and "decoder_model.onnx" in files:
+        entry["merged_file_vs_decoder_model"] = files["decoder_model_merged.onnx"] / files["decoder_model.onnx"]
+    onnx_bytes = {side: sum(v for k, v in entry[side]["files"].items() if k.endswith((".onnx", ".onnx.data", ".data"))) for side in sides}
+    entry["onnx_bytes"] = onnx_bytes
+    return entry
+
+
 def _empty() -> dict[str, list]:
     return {"seconds": [], "warm_seconds": [], "peak_rss": [], "errors": [], "details": []}
 
@@ -425,6 +484,9 @@ def targets(results: dict[str, Any]) -> dict[str, Any]:
         for case, row in e.get("latency_ms", {}).items():
             if "ratio" in row:
                 out[f"graph latency vs Optimum: {name} {case}"] = target(row["ratio"]["median_ratio"], TARGETS["graph_latency"])
+    for name, e in results.get("merged", {}).items():
+        if "ratio_seconds" in e:
+            out[f"export with merged decoder vs three-file export: {name}"] = target(e["ratio_seconds"]["median_ratio"], TARGETS["merged_vs_three_files"])
     mem = results.get("memory")
     if mem and mem.get("ok"):
         out[f"peak RSS vs weight bytes: {mem['model']['name']}"] = target(mem["ratio_peak_rss_vs_weights"], TARGETS["peak_memory_vs_weights"])
@@ -439,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=None, help="runs per comparison (default 3 for --full, 1 for --smoke)")
     parser.add_argument("--out", default=None, help="folder for latest.md / latest.json (default benchmarks/results for --full)")
     parser.add_argument("--models", nargs="*", default=None, help="only these tiny models (names from benchmarks/models.py)")
-    sections = ("e2e", "inproc", "floor", "imports", "graph", "memory", "memory_stages")
+    sections = ("e2e", "inproc", "floor", "imports", "merged", "graph", "memory", "memory_stages")
     parser.add_argument("--skip", nargs="*", default=[], choices=sections, help="leave out these measurements")
     parser.add_argument("--only", nargs="*", default=None, choices=sections,
                         help="run only these measurements and update them in the existing latest.json (the rest is kept)")
@@ -504,6 +566,9 @@ def main(argv: list[str] | None = None) -> int:
     if "imports" not in args.skip:
         results["imports"] = measure_imports(runs, with_peer)
     _save(results, out_folder)
+    if "merged" not in args.skip:
+        results["merged"] = measure_merged(list(MERGED), max(runs, 5))
+        _save(results, out_folder)
     if "graph" not in args.skip:
         results["graph"] = measure_graphs(list(BASE), runs, with_peer, False)
     _save(results, out_folder)
