@@ -182,6 +182,7 @@ ENTRIES: tuple[ModelEntry, ...] = (
     ),
     *(entry(t, text_encoder, _ENCODER_TASKS, **_MASKED_LM_HEAD) for t in ("xlm", "flaubert")),
     *(entry(t, text_encoder, _MASKED_LM_TASKS, **_NO_SEGMENTS) for t in ("esm", "modernbert")),
+    entry("nystromformer", text_encoder, _ENCODER_TASKS, normalizer=normalizers.NYSTROM),
     entry("splinter", text_encoder, ("feature-extraction", "question-answering")),
     entry("layoutlm", text_encoder, _MASKED_LM_TASKS, **_LAYOUT),
     entry("lilt", text_encoder, ("feature-extraction", "question-answering", "text-classification", "token-classification"), **_LAYOUT, **_NO_SEGMENTS),

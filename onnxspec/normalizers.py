@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from onnxspec.errors import ConfigError
 from onnxspec.normalize import Normalizer, derive, normalizer
 
 __all__ = [
-    "AST", "AUDIO", "CLIP", "DECISION_TRANSFORMER", "ENCODER_DECODER", "IMAGE_TEXT_TO_TEXT", "LAYOUT", "LAYOUT_IMAGE", "MARKUP", "MOONSHINE", "MULTI_QUERY", "PERCEIVER", "PIX2STRUCT", "SEQ2SEQ",
+    "AST", "AUDIO", "CLIP", "DECISION_TRANSFORMER", "ENCODER_DECODER", "IMAGE_TEXT_TO_TEXT", "LAYOUT", "LAYOUT_IMAGE", "MARKUP", "MOONSHINE", "MULTI_QUERY", "NYSTROM", "PERCEIVER", "PIX2STRUCT", "SEQ2SEQ",
     "SEQ2SEQ_DECODER", "SPEECH_TO_TEXT", "T5", "TIME_SERIES", "TROCR", "TEXT", "VISION", "VISION_BACKBONE", "VISION_ENCODER_DECODER", "VISUAL_BERT", "VITPOSE", "WHISPER", "within",
 ]
 
@@ -233,3 +234,25 @@ PERCEIVER: Normalizer = normalizer(
 )
 """Perceiver: inputs of ``d_model`` (text: ids below ``vocab_size``; images: ``image_size`` a side)
 cross-attended by a fixed set of latents."""
+
+
+@derive("num_landmarks, refused unless it equals segment_means_seq_len")
+def _exact_landmarks(found):  # type: ignore[no-untyped-def]
+    landmarks, length = found["landmarks"], found["segment_means_seq_len"]
+    if landmarks != length:
+        raise ConfigError(
+            f"nystromformer: num_landmarks ({landmarks}) differs from segment_means_seq_len ({length}); such a model averages its "
+            f"landmarks over a reshape by the config's length, so it is only defined for inputs of exactly {length} tokens (PyTorch "
+            "mixes batch rows at other lengths) and no graph with a dynamic sequence can be right. Released checkpoints set both equal "
+            "(exact attention at any length); export such a config"
+        )
+    return landmarks
+
+
+NYSTROM: Normalizer = normalizer(
+    TEXT,
+    num_landmarks=_exact_landmarks,
+    landmarks=("num_landmarks",),
+    segment_means_seq_len=("segment_means_seq_len",),
+)
+"""Nystromformer: text dims; a config whose landmarks are fewer than ``segment_means_seq_len`` is refused."""

@@ -307,6 +307,8 @@ CONFIGS: dict[str, Callable[[], T.PretrainedConfig]] = {
             hidden_sizes=[16, 16, 32, 32], out_features=["stage2", "stage3", "stage4"], initializer_range=0.1,
         ),
     ),
+    # as in the released checkpoints, as many landmarks as segment_means_seq_len: exact attention at any length
+    "nystromformer": lambda: T.NystromformerConfig(**dict(_ENCODER, max_position_embeddings=70), pad_token_id=1, num_landmarks=64, segment_means_seq_len=64),
     "mgp-str": lambda: T.MgpstrConfig(
         image_size=[16, 32], patch_size=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, mlp_ratio=2.0, max_token_length=7,
         num_character_labels=10, num_bpe_labels=20, num_wordpiece_labels=30,

@@ -75,7 +75,7 @@ DECODER_ONLY_NO_POSITIONS = {"gemma", "gemma2", "gemma3_text", "gemma3", "nemotr
 MULTI_QUERY = {"falcon": 1, "gpt_bigcode": 1}  # tiny configs keep the default multi_query=True: one shared key/value head
 TEXT_WITH_SEGMENTS = {
     "bert", "electra", "albert", "roformer", "mobilebert", "xlm", "flaubert", "convbert", "squeezebert", "megatron-bert", "rembert",
-    "splinter",
+    "splinter", "nystromformer",
 }
 TEXT_WITHOUT_SEGMENTS = {"roberta", "distilbert", "xlm-roberta", "camembert", "mpnet", "data2vec-text", "deberta", "deberta-v2", "big_bird", "ibert", "esm", "modernbert"}
 LAYOUT = {
@@ -309,3 +309,12 @@ def test_encoder_part_mask_must_be_one_of_its_inputs() -> None:
 
     with pytest.raises(SpecError, match="not one of its inputs"):
         EncoderPart(inputs=IMAGE_ENCODER.inputs, hidden_axes=IMAGE_ENCODER.hidden_axes, mask="attention_mask")
+
+
+def test_nystromformer_with_fewer_landmarks_than_its_segment_length_is_refused() -> None:
+    from onnxspec.errors import ConfigError
+
+    config = CONFIGS["nystromformer"]()
+    config.num_landmarks = 4  # below segment_means_seq_len (64): defined only for inputs of exactly 64 tokens
+    with pytest.raises(ConfigError, match="segment_means_seq_len"):
+        bind(spec_for(REGISTRY, "nystromformer", "feature-extraction"), config)
