@@ -8,6 +8,9 @@ shape composes a new piece in ``families.py`` / ``generators.py`` rather than su
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
+
 from onnxspec import generators, normalizers
 from onnxspec.axes import Kind, spec
 from onnxspec.families import (
@@ -33,7 +36,7 @@ from onnxspec.registry import ModelEntry, Registry, build_registry, entry
 from onnxspec.spec import Call
 from onnxspec.tasks import TASKS
 
-__all__ = ["ENTRIES", "REGISTRY"]
+__all__ = ["ENTRIES", "REGISTRY", "UNSUPPORTED"]
 
 _ENCODER_TASKS = (
     "feature-extraction",
@@ -343,3 +346,29 @@ ENTRIES: tuple[ModelEntry, ...] = (
 
 REGISTRY: Registry = build_registry(ENTRIES)
 """Every supported model type, built once from :data:`ENTRIES`."""
+
+UNSUPPORTED: Mapping[tuple[str, str], str] = MappingProxyType(
+    {
+        ("vit_mae", "feature-extraction"): (
+            "ViTMAE shuffles its patches by fresh torch.rand noise on every forward (random_masking, even at mask_ratio 0), so "
+            "its outputs are random and no graph can agree with PyTorch; Optimum's contract (pixel_values only) has no noise input"
+        ),
+        ("longformer", "*"): (
+            "its sliding-window attention pads the sequence to a multiple of attention_window behind Python branches "
+            "(`if padding_len > 0`) and chunks it by sizes computed in Python, so a trace fixes one sequence length "
+            "(a graph traced at 16 tokens fails at 1 token: Reshape {1,1,1} -> {1,1,4,1}); no patch makes it dynamic yet"
+        ),
+        ("maskformer", "image-segmentation"): (
+            "MaskFormerForInstanceSegmentation builds its training loss when constructed, which needs scipy "
+            "(not a dependency of onnxspec); the feature-extraction graph is supported"
+        ),
+        **{
+            (t, "time-series-forecasting"): (
+                f"{head} is in no transformers auto class, and models are loaded only through the task's auto classes; "
+                "the feature-extraction graph is supported"
+            )
+            for t, head in (("patchtst", "PatchTSTForPrediction"), ("patchtsmixer", "PatchTSMixerForPrediction"))
+        },
+    }
+)
+"""(model type, task) pairs Optimum registers that onnxspec refuses, with the reason (``"*"``: every task)."""

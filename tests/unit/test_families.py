@@ -318,3 +318,12 @@ def test_nystromformer_with_fewer_landmarks_than_its_segment_length_is_refused()
     config.num_landmarks = 4  # below segment_means_seq_len (64): defined only for inputs of exactly 64 tokens
     with pytest.raises(ConfigError, match="segment_means_seq_len"):
         bind(spec_for(REGISTRY, "nystromformer", "feature-extraction"), config)
+
+
+def test_unsupported_pairs_are_not_registered_and_say_why() -> None:
+    from onnxspec.models import UNSUPPORTED
+
+    for (model_type, task), reason in UNSUPPORTED.items():
+        registered = REGISTRY[model_type].tasks if model_type in REGISTRY else ()
+        assert task not in registered and not (task == "*" and registered), (model_type, task)
+        assert len(reason) > 40, (model_type, task)
