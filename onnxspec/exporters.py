@@ -177,6 +177,11 @@ def _export_dynamo(module: torch.nn.Module, args: tuple[torch.Tensor, ...], spec
     shapes = tuple({i: dyn for i in t.dynamic_axes} or None for t in spec.inputs)
     path = os.path.join(workdir, "dynamo_export.onnx")
     with _quiet(), torch.no_grad():
+        # One eager call first: modules that build state on their first call would build it
+        # inside the trace, where torch.export captures it wrongly. transformers' LongRoPE
+        # (phi3) creates ``long_inv_freq`` that way; traced cold, the graph's logits were off by
+        # 4e-3 beyond original_max_position_embeddings, warmed they pass on both sides.
+        module(*args)
         program = torch.onnx.export(
             module,
             args,

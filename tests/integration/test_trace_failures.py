@@ -124,3 +124,14 @@ def test_a_spec_chooses_its_backend_and_the_caller_wins(bert_folder: str, tmp_pa
     assert all(g.fallback == "" for g in report.graphs)
     report = export(bert_folder, tmp_path / "b", spec=spec, backend="torchscript")
     assert report.passed and [g.backend for g in report.graphs] == ["torchscript"]
+
+
+@needs_dynamo
+def test_longrope_traced_by_dynamo_is_right_on_both_sides_of_the_switch(phi3_folder: str, tmp_path: Path) -> None:
+    # validation sets: 1 token after 3 (4 positions, short factors), 23 tokens and 1 after 13 (long);
+    # traced cold, the lazily built long_inv_freq was captured wrongly (logits off by 4e-3 at 23 tokens)
+    report = export(phi3_folder, tmp_path / "out", task=TASK, backend="dynamo")
+    [graph] = report.graphs
+    assert report.passed and graph.backend == "dynamo" and graph.fallback == ""
+    sizes = {c.shape_set: c.torch_shape for c in graph.checks if c.output == "logits"}
+    assert sizes == {"small": (1, 1, 100), "large": (3, 23, 100), "decode": (3, 1, 100)}
