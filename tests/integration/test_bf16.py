@@ -93,3 +93,13 @@ def test_a_wrong_bf16_graph_fails(exported, tmp_path: Path) -> None:  # type: ig
     main = [c for c in checks if c.output == output]
     assert not problems and main and not any(c.passed for c in main), [(c.error, c.bound) for c in main]
     assert min(c.error / c.bound for c in main) > 2
+
+
+def test_a_bf16_seq2seq_and_its_merged_decoder_validate(tmp_path: Path) -> None:
+    task = "text2text-generation-with-past"
+    report = export(tiny_model("t5", task), tmp_path / "out", task=task, dtypes=BF16)
+    assert report.passed
+    assert [g.filename for g in report.graphs] == [
+        "encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx", "decoder_model_merged.onnx"]
+    assert all(g.runtime == "onnx.reference" and g.checks for g in report.graphs)
+    assert {c.shape_set for c in report.graphs[-1].checks} >= {"small/no-cache", "decode/cache"}
