@@ -132,11 +132,12 @@ def _closeness(check: OutputCheck) -> float:
 def criteria_legend(report: ExportReport) -> str:
     """One or two lines saying what the error and bound columns of the table mean."""
     checks = [c for g in report.graphs for c in g.checks]
+    runtime = " / ".join(sorted({getattr(g, "runtime", "onnxruntime") for g in report.graphs})) or "onnxruntime"
     lines = []
     if any(c.reference == "float64" for c in checks):
-        lines.append("f64: error = max |onnxruntime - PyTorch in float64|, bound = k x PyTorch's own error")
+        lines.append(f"f64: error = max |{runtime} - PyTorch in float64|, bound = k x PyTorch's own error")
     if any(c.reference != "float64" for c in checks):
-        lines.append("torch: error = |onnxruntime - PyTorch|, bound = atol + rtol x |PyTorch| (worst element)")
+        lines.append(f"torch: error = |{runtime} - PyTorch|, bound = atol + rtol x |PyTorch| (worst element)")
         notes = sorted({c.note for c in checks if c.note})
         lines += [f"  ({n})" for n in notes]
     return "\n".join(lines)
