@@ -541,12 +541,12 @@ def _validate(job: _Job, split: Split, sub: ExportSpec, state: _State) -> _State
     request, graph = job.request, state.graph
     runtime = runtime_for(request.dtypes)
     if graph.interface_ok:
-        session = _session(graph.path, runtime)
+        # the session opens only once PyTorch's references are made (float64 included), so the
+        # graph's weights and the reference run are not in memory at the same time
         checks, run_problems, seconds = validate(
-            session, graph.module, sub, request.shapes, request.dtypes, request.seed, split.filename,  # type: ignore[arg-type]
-            shape_sets=request.validation_shapes,
+            lambda: _session(graph.path, runtime), graph.module, sub, request.shapes, request.dtypes, request.seed,  # type: ignore[arg-type]
+            split.filename, shape_sets=request.validation_shapes,
         )
-        del session
     else:  # the graph cannot be fed the spec's inputs; the check's problems say why
         checks, run_problems, seconds = (), _NOT_RUN, 0.0
     report = GraphReport(
