@@ -138,8 +138,8 @@ def criteria_legend(report: ExportReport) -> str:
         lines.append(f"f64: error = max |{runtime} - PyTorch in float64|, bound = k x PyTorch's own error")
     if any(c.reference != "float64" for c in checks):
         lines.append(f"torch: error = |{runtime} - PyTorch|, bound = atol + rtol x |PyTorch| (worst element)")
-        notes = sorted({c.note for c in checks if c.note})
-        lines += [f"  ({n})" for n in notes]
+    notes = sorted({c.note for c in checks if c.note})
+    lines += [f"  ({n})" for n in notes]
     return "\n".join(lines)
 
 

@@ -96,3 +96,16 @@ def test_noise_bound_rejects_bad_numbers(field: str) -> None:
     good = dict(factor=64.0, floor=1e-6, fallback=Tolerance(atol=1e-4))
     with pytest.raises(SpecError, match=f"NoiseBound.{field}"):
         NoiseBound(**{**good, field: -1.0})
+
+
+def test_an_ill_conditioned_output_cannot_widen_the_bound_past_the_cap() -> None:
+    """A near tie decided differently by float32 and float64 (a top-k of queries) makes PyTorch's
+    own 'noise' as large as the output: the bound stops at cap x the output's size, so a graph
+    that picks other boxes fails instead of hiding behind that noise."""
+    exact = np.array([0.25, 0.5, 0.75, 1.0])
+    torch32 = exact[::-1].copy()  # float32 chose the other query: 0.75 off
+    onnx = np.array([0.9, 0.1, 0.3, 0.2])
+    v = judge(torch32, onnx, BOUND, exact)
+    assert v.bound == pytest.approx(2.0**-10 * 1.0) and "ill-conditioned" in v.note
+    assert not v.passed
+    assert judge(exact, exact, BOUND, exact).note == ""  # a well-conditioned output is not capped
