@@ -67,7 +67,7 @@ from onnxspec.loading import (
     save_gguf_tokenizer,
 )
 from onnxspec.merge import BRANCH_INPUT, Merge, merge_decoders, merged_interface, merges_for, stamp_interface
-from onnxspec.models import REGISTRY
+from onnxspec.models import REGISTRY, UNSUPPORTED
 from onnxspec.output import check_output_dir, keep_failed, make_workdir, move_into_place, recover_stale, remove_created
 from onnxspec.patches import patched
 from onnxspec.registry import Registry, lookup, spec_for
@@ -384,6 +384,17 @@ def _choose_backend(requested: Backend | str | None, spec: ExportSpec, dtypes: D
     return chosen, named is not None
 
 
+def _refuse_unsupported(model_type: str, task: str | None) -> None:
+    """Refuse, with the reason, a pair onnxspec knows it cannot export correctly (models.UNSUPPORTED)."""
+    name = parse_task(task).name if task is not None else None
+    for (mt, t), reason in UNSUPPORTED.items():
+        if mt == model_type and (t == "*" or t == name or (name is None and mt not in REGISTRY)):
+            what = f"{model_type}/{name}" if name else model_type
+            raise UnsupportedTaskError(
+                f"{what} cannot be exported correctly: {reason}. Run `onnxspec models` for what is supported"
+            )
+
+
 def _resolve(request: _Request, state: _State) -> _State:
     """Check the output folder and the arguments, read the config, pick the spec, plan the files."""
     recover_stale(os.path.abspath(request.output_dir))
@@ -400,6 +411,7 @@ def _resolve(request: _Request, state: _State) -> _State:
     model_type = config_json["model_type"]
     spec = request.spec
     if spec is None:
+        _refuse_unsupported(model_type, task)
         lookup(registry, model_type)
         config = request.model.config if source is None else config_from_json(config_json)  # type: ignore[union-attr]
         spec = resolve_spec(

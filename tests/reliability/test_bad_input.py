@@ -452,3 +452,13 @@ def test_cli_debug_shows_the_traceback(tmp_path: Path) -> None:
     done = cli("--model", str(tmp_path / "nope"), "--task", TASK, "--debug", str(tmp_path / "out"))
     assert done.returncode == 2
     assert "Traceback" in done.stderr
+
+
+@pytest.mark.parametrize(("model_type", "task", "why"), [("vit_mae", "feature-extraction", "shuffles its patches"), ("longformer", None, "sliding-window")])
+def test_a_pair_known_to_be_unexportable_is_refused_with_its_reason(model_type: str, task: str | None, why: str, tmp_path: Path) -> None:
+    """Optimum registers these pairs; onnxspec says why it cannot export them correctly instead of 'unknown model type'."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": model_type}))
+    e = refused(UnsupportedTaskError, folder, tmp_path / "out", task=task)
+    says(e, model_type, "cannot be exported correctly", why)
