@@ -44,7 +44,7 @@ import os
 import platform
 import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -78,7 +78,7 @@ from onnxspec.sidefiles import copy_side_files, side_files
 from onnxspec.spec import Behavior, ExportSpec, Split, bind, check_versions, contract, with_behavior, with_tolerance
 from onnxspec.stages import STAGES, Fault, Progress, Stage, run_stages
 from onnxspec.tasks import TASKS, infer_task, parse_task
-from onnxspec.validate import check_graph, runtime_for, stamp, validate, validate_merged
+from onnxspec.validate import References, check_graph, runtime_for, stamp, validate_merged, validate_with_references
 from onnxspec.wrappers import graph_module
 
 __all__ = [
@@ -358,6 +358,9 @@ class _State:
     graph: _InFlight = attrs.field(factory=_InFlight)
     reports: tuple[GraphReport, ...] = ()
     report: ExportReport | None = None
+    references: Mapping[str, References] = attrs.field(factory=dict)
+    """PyTorch's runs from validating a graph a merged decoder is built from, by file name; kept
+    until the last merge that needs them is validated (they may be large)."""
 
 
 def _choose_backend(requested: Backend | str | None, spec: ExportSpec, dtypes: DTypes) -> tuple[Backend, bool]:
@@ -555,12 +558,16 @@ def _validate(job: _Job, split: Split, sub: ExportSpec, state: _State) -> _State
     if graph.interface_ok:
         # the session opens only once PyTorch's references are made (float64 included), so the
         # graph's weights and the reference run are not in memory at the same time
-        checks, run_problems, seconds = validate(
+        checks, run_problems, seconds, ran = validate_with_references(
             lambda: _session(graph.path, runtime), graph.module, sub, request.shapes, request.dtypes, request.seed,  # type: ignore[arg-type]
             split.filename, shape_sets=request.validation_shapes,
         )
     else:  # the graph cannot be fed the spec's inputs; the check's problems say why
-        checks, run_problems, seconds = (), _NOT_RUN, 0.0
+        checks, run_problems, seconds, ran = (), _NOT_RUN, 0.0, None
+    references = dict(state.references)
+    if ran is not None and _merges_needing(job.resolved.merges, split.filename):
+        references[split.filename] = ran  # a merged decoder's branch is fed these very inputs
+    del ran
     report = GraphReport(
         filename=split.filename,
         behavior=sub.behavior.value,
@@ -577,7 +584,12 @@ def _validate(job: _Job, split: Split, sub: ExportSpec, state: _State) -> _State
         checks=checks,
         problems=graph.problems + run_problems,
     )
-    return attrs.evolve(state, graph=_InFlight(), reports=(*state.reports, report))
+    return attrs.evolve(state, graph=_InFlight(), reports=(*state.reports, report), references=references)
+
+
+def _merges_needing(merges: Sequence[Merge], filename: str) -> tuple[Merge, ...]:
+    """The merged decoders built from the graph ``filename``."""
+    return tuple(m for m in merges if filename in (m.no_past, m.with_past))
 
 
 def _branches(job: _Job, merge: Merge) -> tuple[ExportSpec, ExportSpec, Any]:
@@ -622,10 +634,15 @@ def _validate_merged(job: _Job, merge: Merge, state: _State) -> _State:
         checks, run_problems, seconds = validate_merged(
             session, branches, request.shapes, request.dtypes, request.seed, merge.filename, BRANCH_INPUT,
             shape_sets=request.validation_shapes,
+            reuse=(state.references.get(merge.no_past), state.references.get(merge.with_past)),
         )
         del session
     else:
         checks, run_problems, seconds = (), _NOT_RUN, 0.0
+    later_merges = job.resolved.merges[job.resolved.merges.index(merge) + 1 :]
+    references = {
+        name: kept for name, kept in state.references.items() if any(name in (m.no_past, m.with_past) for m in later_merges)
+    }
     report = GraphReport(
         filename=merge.filename,
         behavior=later.behavior.value,
@@ -641,7 +658,7 @@ def _validate_merged(job: _Job, merge: Merge, state: _State) -> _State:
         checks=checks,
         problems=graph.problems + run_problems,
     )
-    return attrs.evolve(state, graph=_InFlight(), reports=(*state.reports, report))
+    return attrs.evolve(state, graph=_InFlight(), reports=(*state.reports, report), references=references)
 
 
 def _write(job: _Job, state: _State) -> _State:

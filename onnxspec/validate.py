@@ -35,8 +35,8 @@ from onnxspec.shapes import DTypes, Shapes, size_table, torch_dtype, validation_
 from onnxspec.spec import ExportSpec, contract_json, tolerance_for
 
 __all__ = [
-    "RUNTIMES", "check_graph", "compare", "reference_session", "runtime_for", "stamp", "validate", "validate_merged",
-    "SHAPE_SET_NAMES",
+    "RUNTIMES", "References", "check_graph", "compare", "reference_session", "runtime_for", "stamp", "validate",
+    "validate_merged", "validate_with_references", "SHAPE_SET_NAMES",
 ]
 
 _ONNX_DTYPE = {
@@ -282,6 +282,61 @@ def _references(
         return None, f"no float64 reference: the model failed in float64 ({type(e).__name__}: {str(e)[:200]})"
 
 
+@attrs.frozen(kw_only=True, eq=False)
+class References:
+    """PyTorch's side of one graph's validation, kept so a merged decoder's branch fed the very
+    same inputs need not run the module again: the inputs fed at each shape set, PyTorch's
+    outputs at the export dtype, and its float64 outputs (or ``None`` and the reason there are
+    none), with what made the inputs (seed, shape sets, dtypes, the spec's input names)."""
+
+    seed: int
+    sets: tuple[Shapes, ...]
+    dtypes: DTypes
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    feeds: tuple[Mapping[str, torch.Tensor], ...]
+    expected: tuple[tuple[np.ndarray, ...], ...]
+    float64: tuple[tuple[np.ndarray, ...], ...] | None
+    why_not: str = ""
+    reused: bool = False
+    """True when these references were taken from an earlier validation, not computed."""
+
+    def fits(self, seed: int, sets: Sequence[Shapes], dtypes: DTypes, spec: ExportSpec,
+             feeds: Sequence[Mapping[str, torch.Tensor]], wanted: bool) -> bool:
+        """Whether these are PyTorch's runs at exactly ``feeds`` (same seed, shape sets, dtypes,
+        inputs and outputs, every tensor equal), with float64 outputs if ``wanted``."""
+        if (self.seed != seed or self.sets != tuple(sets) or self.dtypes != dtypes or self.inputs != tuple(names(spec.inputs))
+                or self.outputs != tuple(names(spec.outputs)) or len(self.feeds) != len(feeds)):
+            return False
+        if wanted and self.float64 is None and not self.why_not:
+            return False
+        for kept, fed in zip(self.feeds, feeds):
+            if list(kept) != list(fed):
+                return False
+            for name, tensor in fed.items():
+                other = kept[name]
+                if other.dtype != tensor.dtype or other.shape != tensor.shape or not torch.equal(other, tensor):
+                    return False
+        return True
+
+
+def _pytorch_runs(
+    module: torch.nn.Module, spec: ExportSpec, sets: Sequence[Shapes], dtypes: DTypes, seed: int, wanted: bool,
+    feeds: Sequence[Mapping[str, torch.Tensor]],
+) -> References:
+    """PyTorch's outputs at ``feeds`` at the export dtype, and in float64 if ``wanted``."""
+    expected: list[tuple[np.ndarray, ...]] = []
+    for dummies in feeds:
+        with torch.no_grad():
+            expected.append(tuple(_to_numpy(t) for t in module(*dummies.values())))
+    references, why_not = _references(module, feeds, wanted, torch_dtype(Kind.FLOAT, dtypes))
+    return References(
+        seed=seed, sets=tuple(sets), dtypes=dtypes, inputs=tuple(names(spec.inputs)), outputs=tuple(names(spec.outputs)),
+        feeds=tuple(feeds), expected=tuple(expected),
+        float64=None if references is None else tuple(tuple(r) for r in references), why_not=why_not,
+    )
+
+
 def validate(
     session: object,
     module: torch.nn.Module,
@@ -298,23 +353,46 @@ def validate(
     :class:`~onnxspec.criteria.NoiseBound`, again in float64 (:mod:`onnxspec.reference`); only
     then is onnxruntime run. ``session`` may be a callable returning the session, so it opens
     after the references are made. Returns the per-output checks, problems found across runs
-    (a frozen dynamic axis), and the seconds spent.
+    (a frozen dynamic axis), and the seconds spent (:func:`validate_with_references` also
+    returns PyTorch's runs).
+    """
+    checks, problems, seconds, _ = validate_with_references(session, module, spec, traced, dtypes, seed, graph, shape_sets)
+    return checks, problems, seconds
+
+
+def validate_with_references(
+    session: object,
+    module: torch.nn.Module,
+    spec: ExportSpec,
+    traced: Shapes,
+    dtypes: DTypes,
+    seed: int,
+    graph: str,
+    shape_sets: Sequence[Shapes] | None = None,
+    *,
+    reuse: References | None = None,
+) -> tuple[tuple[OutputCheck, ...], tuple[str, ...], float, References]:
+    """:func:`validate`, also returning PyTorch's runs (:class:`References`).
+
+    ``reuse``: PyTorch's runs from an earlier validation; used (and the module not run) only if
+    they were made at exactly the inputs this validation feeds (:meth:`References.fits`), else
+    the module runs as usual.
     """
     start = time.perf_counter()
     sets = tuple(shape_sets) if shape_sets is not None else validation_shapes(traced)
     labels = [SHAPE_SET_NAMES[k] if k < len(SHAPE_SET_NAMES) and shape_sets is None else f"set{k}" for k in range(len(sets))]
     out_names = list(names(spec.outputs))
     criteria = [tolerance_for(spec, t.name, dtypes) for t in spec.outputs]
+    wanted = any(isinstance(c, NoiseBound) for c in criteria)
     feeds: list[dict[str, torch.Tensor]] = []
-    expected: list[list[np.ndarray]] = []
     for k, shapes in enumerate(sets):
         ctx = context(shapes, dtypes, spec.dims, past=spec.past, padding_side=spec.padding_side)
-        dummies = make_dummies(spec.inputs, spec.generators, ctx, seed + 1 + k)
-        with torch.no_grad():
-            expected.append([_to_numpy(t) for t in module(*dummies.values())])
-        feeds.append(dummies)
-    float_dtype = torch_dtype(Kind.FLOAT, dtypes)
-    references, why_not = _references(module, feeds, any(isinstance(c, NoiseBound) for c in criteria), float_dtype)
+        feeds.append(make_dummies(spec.inputs, spec.generators, ctx, seed + 1 + k))
+    if reuse is not None and reuse.fits(seed, sets, dtypes, spec, feeds, wanted):
+        runs_of_torch = attrs.evolve(reuse, reused=True)
+    else:
+        runs_of_torch = _pytorch_runs(module, spec, sets, dtypes, seed, wanted, feeds)
+    expected, references, why_not = runs_of_torch.expected, runs_of_torch.float64 if wanted else None, runs_of_torch.why_not
     if callable(session) and not hasattr(session, "run"):
         session = session()
     checks: list[OutputCheck] = []
@@ -328,7 +406,7 @@ def validate(
             ref = references[k][i] if references is not None else None
             checks.append(compare(graph, t, labels[k], exp, np.asarray(act), keep, criteria[i], ref, no_reference=why_not))
     problems = tuple(_frozen_outputs(spec, runs))
-    return tuple(checks), problems, time.perf_counter() - start
+    return tuple(checks), problems, time.perf_counter() - start, runs_of_torch
 
 
 _NUMPY_FLOAT = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
@@ -374,6 +452,8 @@ def validate_merged(
     graph: str,
     branch_input: str = "use_cache_branch",
     shape_sets: Sequence[Shapes] | None = None,
+    *,
+    reuse: Sequence[References | None] = (),
 ) -> tuple[tuple[OutputCheck, ...], tuple[str, ...], float]:
     """:func:`validate` a merged decoder once per branch, against that branch's own graph.
 
@@ -382,15 +462,18 @@ def validate_merged(
     the branch flag, and stand-ins for the other branch's inputs (an empty past, or zero
     encoder states); checks are labelled ``<shape set>/<tag>``. Outputs the spec lacks (the
     cross-attention cache of the cache branch) must equal the matching cache inputs exactly.
+    ``reuse``: per branch, PyTorch's runs from that branch's own graph's validation
+    (:func:`validate_with_references`), used where they were made at the same inputs.
     """
     start = time.perf_counter()
+    kept = list(reuse) + [None] * (len(branches) - len(reuse))
     if callable(session) and not hasattr(session, "run"):
         session = session()
     declared = {i.name: (list(i.shape), i.type) for i in session.get_inputs()}  # type: ignore[attr-defined]
     every_output = [o.name for o in session.get_outputs()]  # type: ignore[attr-defined]
     checks: list[OutputCheck] = []
     problems: list[str] = []
-    for branch, tag, module, spec in branches:
+    for (branch, tag, module, spec), earlier in zip(branches, kept):
         runs: list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]] = []
 
         def run(out_names: list[str], feed: Mapping[str, np.ndarray], branch: bool = branch,
@@ -401,7 +484,9 @@ def validate_merged(
             runs.append((full, dict(zip(others, got[len(out_names):]))))
             return got[: len(out_names)]
 
-        found, trouble, _ = validate(SimpleNamespace(run=run), module, spec, traced, dtypes, seed, graph, shape_sets)
+        found, trouble, _, _ = validate_with_references(
+            SimpleNamespace(run=run), module, spec, traced, dtypes, seed, graph, shape_sets, reuse=earlier
+        )
         labels = list(dict.fromkeys(c.shape_set for c in found))
         checks += [attrs.evolve(c, shape_set=f"{c.shape_set}/{tag}") for c in found]
         problems += [f"{tag} branch: {p}" for p in trouble]

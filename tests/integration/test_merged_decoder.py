@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import onnx
 import pytest
 
@@ -104,3 +105,50 @@ def test_merged_decoder_with_external_data(t5_folder: str, tmp_path) -> None:
     assert "decoder_model_merged.onnx.data" in report.files
     model = onnx.load(tmp_path / "out" / "decoder_model_merged.onnx", load_external_data=False)
     assert any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+
+
+@pytest.mark.integration
+def test_merged_validation_reuses_the_decoders_pytorch_runs(t5_folder: str, tmp_path, monkeypatch) -> None:
+    """The merged file's branches are fed the inputs decoder_model and decoder_with_past were
+    validated at: PyTorch runs once per graph file (not again per branch), and only where the
+    inputs are the same; a record made at other inputs is not used."""
+    from types import SimpleNamespace
+
+    from onnxspec import validate as validate_module
+
+    calls: list[tuple[tuple, object]] = []
+    real = validate_module._pytorch_runs
+
+    def counting(*args, **kwargs):
+        made = real(*args, **kwargs)
+        calls.append((args, made))
+        return made
+
+    monkeypatch.setattr(validate_module, "_pytorch_runs", counting)
+    report = export(t5_folder, tmp_path / "out", task=TASK)
+    assert report.passed
+    assert [g.filename for g in report.graphs][-1] == "decoder_model_merged.onnx"
+    assert len(calls) == 3  # encoder, decoder, decoder with past; none for the merged file's two branches
+    merged = next(g for g in report.graphs if g.filename == "decoder_model_merged.onnx")
+    tags = {c.shape_set.split("/")[1] for c in merged.checks}
+    assert tags == {"no-cache", "cache"} and all(c.passed for c in merged.checks)
+    assert any(c.output.startswith("present.") and ".encoder." in c.output and c.shape_set.endswith("/cache") for c in merged.checks)
+
+    (module, spec, sets, dtypes, seed, wanted, feeds), record = calls[1]
+    assert record.float64 is not None and not record.reused
+    assert record.fits(seed, sets, dtypes, spec, feeds, wanted)
+    assert not record.fits(seed + 1, sets, dtypes, spec, feeds, wanted)
+    calls.clear()
+
+    def run(names, feed):
+        return [np.zeros(1)] * len(names)
+
+    traced = sets[0]  # unused: the shape sets are given
+    *_, again = validate_module.validate_with_references(
+        SimpleNamespace(run=run), module, spec, traced, dtypes, seed, "decoder_model.onnx", sets, reuse=record
+    )
+    assert again.reused and calls == []
+    *_, other = validate_module.validate_with_references(
+        SimpleNamespace(run=run), module, spec, traced, dtypes, seed + 1, "decoder_model.onnx", sets, reuse=record
+    )
+    assert not other.reused and len(calls) == 1
