@@ -33,6 +33,7 @@ from onnxspec.families import (
     vision,
 )
 from onnxspec.registry import ModelEntry, Registry, build_registry, entry
+from onnxspec.patches import Patch
 from onnxspec.spec import Call
 from onnxspec.tasks import TASKS
 
@@ -93,6 +94,26 @@ _FEATURE_MAP = {"normalizer": normalizers.VISION_BACKBONE, "feature_map": True}
 """Convolutional backbones: no ``hidden_size`` / ``image_size`` needed, ``last_hidden_state`` is ``[b, c, h, w]``."""
 _LAYOUT = {"bbox": True, "normalizer": normalizers.LAYOUT}
 """Document layout encoders: every token also has a bounding box on the page."""
+
+def _batched_experts(original):  # type: ignore[no-untyped-def]
+    def get_interface(self, experts_implementation, default):  # type: ignore[no-untyped-def]
+        return original(self, "batched_mm" if experts_implementation == "grouped_mm" else experts_implementation, default)
+
+    return get_interface
+
+
+_BATCHED_EXPERTS = Patch(
+    target="transformers.integrations.moe:ExpertsInterface",
+    attribute="get_interface",
+    wrap=_batched_experts,
+    reason=(
+        "transformers' default grouped_mm experts sort the token-expert pairs and count them with aten::histc, then call "
+        "torch._grouped_mm (no ONNX op, and strides the exporter rejects); batched_mm gathers each pair's expert weights "
+        "and multiplies them batched: the same sums, static shapes"
+    ),
+)
+_DYNAMO = {"backend": "dynamo", "patches": (_BATCHED_EXPERTS,)}
+"""Mixture-of-experts decoders: TorchScript cannot trace their routing; torch.export traces the batched experts."""
 _BS = {0: "batch_size", 1: "sequence_length"}
 _BV = {0: "batch_size", 1: "visual_seq_length"}
 _TRAJECTORY = {
@@ -210,6 +231,12 @@ ENTRIES: tuple[ModelEntry, ...] = (
     *(entry(t, text_decoder, _DECODER_TOKEN_TASKS, **_NO_POSITIONS) for t in ("bloom", "mpt")),
     *(entry(t, text_decoder, _DECODER_TASKS) for t in ("llama", "mistral", "qwen3", "phi3", "phi", "gpt_neox", "gpt_neo", "smollm3")),
     *(entry(t, text_decoder, _DECODER_TASKS, **_NO_POSITIONS) for t in ("gemma", "gemma2")),
+    # mixture-of-experts decoders (Optimum lists qwen3_moe; the others get llama's decoder tasks)
+    entry("qwen3_moe", text_decoder, _DECODER_TOKEN_TASKS, **_DYNAMO),
+    *(entry(t, text_decoder, _DECODER_TASKS, **_DYNAMO) for t in ("mixtral", "qwen2_moe", "phimoe")),
+    *(entry(t, text_decoder, _CAUSAL_LM_TASKS, **_DYNAMO) for t in ("olmoe", "granitemoe")),  # no classification head
+    entry("gpt_oss", text_decoder, _CAUSAL_LM_TASKS, **_DYNAMO, **_NO_POSITIONS),  # Optimum's base: Gemma's
+    entry("deepseek_v3", text_decoder, _CAUSAL_LM_TASKS, normalizer=normalizers.LATENT_ATTENTION, **_DYNAMO),
     *(entry(t, text_decoder, (*_DECODER_TASKS, "question-answering")) for t in ("gptj", "opt")),
     *(entry(t, text_decoder, _CAUSAL_LM_TASKS) for t in ("codegen", "olmo", "olmo2", "granite", "stablelm", "arcee")),
     *(entry(t, text_decoder, _CAUSAL_LM_TASKS, **_NO_POSITIONS) for t in ("gemma3_text", "nemotron")),

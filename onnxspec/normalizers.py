@@ -6,7 +6,7 @@ from onnxspec.errors import ConfigError
 from onnxspec.normalize import Normalizer, derive, normalizer
 
 __all__ = [
-    "AST", "AUDIO", "CLIP", "DECISION_TRANSFORMER", "ENCODER_DECODER", "IMAGE_TEXT_TO_TEXT", "LAYOUT", "LAYOUT_IMAGE", "MARKUP", "MOONSHINE", "MULTI_QUERY", "NYSTROM", "PERCEIVER", "PIX2STRUCT", "SEQ2SEQ",
+    "AST", "AUDIO", "CLIP", "DECISION_TRANSFORMER", "ENCODER_DECODER", "IMAGE_TEXT_TO_TEXT", "LATENT_ATTENTION", "LAYOUT", "LAYOUT_IMAGE", "MARKUP", "MOONSHINE", "MULTI_QUERY", "NYSTROM", "PERCEIVER", "PIX2STRUCT", "SEQ2SEQ",
     "SEQ2SEQ_DECODER", "SPEECH_TO_TEXT", "T5", "TIME_SERIES", "TROCR", "TEXT", "VISION", "VISION_BACKBONE", "VISION_ENCODER_DECODER", "VISUAL_BERT", "VITPOSE", "WHISPER", "within",
 ]
 
@@ -42,6 +42,22 @@ MULTI_QUERY: Normalizer = normalizer(
 )
 """Falcon, GPTBigCode: how many key/value heads the cache has depends on architecture flags
 (``multi_query``: one shared head; Falcon's ``new_decoder_architecture``: ``num_kv_heads``)."""
+
+
+@derive("1: every head reads the one compressed latent")
+def _one_latent_head(found):  # type: ignore[no-untyped-def]
+    return 1
+
+
+LATENT_ATTENTION: Normalizer = normalizer(
+    TEXT,
+    num_key_value_heads=_one_latent_head,
+    head_dim=("kv_lora_rank",),
+    value_head_dim=("qk_rope_head_dim",),
+)
+"""Multi-head latent attention (DeepSeek V3): the cache keeps the compressed latent, one head for all: its "key" is
+the ``kv_lora_rank``-wide content latent, its "value" the ``qk_rope_head_dim``-wide rotary key (both heads are
+expanded from them inside the graph), so key and value widths differ."""
 
 
 LAYOUT: Normalizer = normalizer(TEXT, max_2d_position_embeddings=("max_2d_position_embeddings",), optional={"max_2d_position_embeddings"})

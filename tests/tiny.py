@@ -126,6 +126,24 @@ CONFIGS: dict[str, Callable[[], T.PretrainedConfig]] = {
     "mistral": lambda: T.MistralConfig(**_GQA, sliding_window=None),
     "qwen2": lambda: T.Qwen2Config(**_GQA),
     "qwen3": lambda: T.Qwen3Config(**_GQA, head_dim=16),
+    # mixture-of-experts decoders: 4 experts, 2 per token; expert widths a multiple of 4 (torch._grouped_mm, PyTorch's
+    # reference on CPU, wants 16-byte strides)
+    "qwen3_moe": lambda: T.Qwen3MoeConfig(**_GQA, head_dim=16, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=20, decoder_sparse_step=1),
+    "mixtral": lambda: T.MixtralConfig(**dict(_GQA, intermediate_size=40), num_local_experts=4, num_experts_per_tok=2, sliding_window=None),
+    "qwen2_moe": lambda: T.Qwen2MoeConfig(**_GQA, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=20, shared_expert_intermediate_size=24, decoder_sparse_step=1),
+    "olmoe": lambda: T.OlmoeConfig(**dict(_GQA, intermediate_size=40), num_experts=4, num_experts_per_tok=2),
+    "granitemoe": lambda: T.GraniteMoeConfig(**dict(_GQA, intermediate_size=40), num_local_experts=4, num_experts_per_tok=2),
+    "phimoe": lambda: T.PhimoeConfig(**dict(_GQA, intermediate_size=40), num_local_experts=4, num_experts_per_tok=2, sliding_window=None),
+    "gpt_oss": lambda: T.GptOssConfig(
+        **dict(_GQA, intermediate_size=40), head_dim=16, num_local_experts=4, num_experts_per_tok=2, sliding_window=8,
+        layer_types=["sliding_attention", "full_attention"],
+        rope_parameters={"rope_type": "yarn", "factor": 2.0, "beta_fast": 32.0, "beta_slow": 1.0, "truncate": False, "original_max_position_embeddings": 32, "rope_theta": 10000.0},
+    ),
+    "deepseek_v3": lambda: T.DeepseekV3Config(
+        **dict(_DECODER, intermediate_size=40), num_key_value_heads=4, q_lora_rank=16, kv_lora_rank=24, qk_rope_head_dim=8,
+        qk_nope_head_dim=8, v_head_dim=12, n_routed_experts=4, num_experts_per_tok=2, n_shared_experts=1, moe_intermediate_size=20,
+        first_k_dense_replace=1, n_group=2, topk_group=1,
+    ),
     "phi3": lambda: T.Phi3Config(**_GQA),
     "phi": lambda: T.PhiConfig(**_DECODER),
     "gemma": lambda: T.GemmaConfig(**_GQA, head_dim=16),

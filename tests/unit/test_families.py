@@ -70,8 +70,10 @@ DECODERS_ALONE = {"trocr"}  # Optimum registers TrOCR as the decoder of vision-e
 DECODER_ONLY = {
     "gpt2", "llama", "mistral", "qwen2", "qwen3", "phi3", "phi", "gpt_neox", "gpt_neo", "gptj", "codegen", "opt", "falcon",
     "olmo", "olmo2", "granite", "stablelm", "arcee", "smollm3", "gpt_bigcode", "cohere", "glm", "helium",
+    "qwen3_moe", "mixtral", "qwen2_moe", "olmoe", "granitemoe", "phimoe", "deepseek_v3",
 }
-DECODER_ONLY_NO_POSITIONS = {"gemma", "gemma2", "gemma3_text", "gemma3", "nemotron", "bloom", "mpt"}
+DECODER_ONLY_NO_POSITIONS = {"gemma", "gemma2", "gemma3_text", "gemma3", "nemotron", "bloom", "mpt", "gpt_oss"}
+LATENT_CACHE = {"deepseek_v3"}  # the cache holds the compressed latent: 1 head, keys kv_lora_rank wide, values qk_rope_head_dim
 MULTI_QUERY = {"falcon": 1, "gpt_bigcode": 1}  # tiny configs keep the default multi_query=True: one shared key/value head
 TEXT_WITH_SEGMENTS = {
     "bert", "electra", "albert", "roformer", "mobilebert", "xlm", "flaubert", "convbert", "squeezebert", "megatron-bert", "rembert",
@@ -259,6 +261,9 @@ def test_cache_layout_comes_from_the_config(model_type: str) -> None:
     assert s.past is not None and s.past.num_layers == 2
     assert s.past.kind is (PastKind.SEQ2SEQ if model_type in SEQ2SEQ else PastKind.DECODER_ONLY)
     config = CONFIGS[model_type]().get_text_config()  # a vision-language config keeps its decoder's dims in text_config
+    if model_type in LATENT_CACHE:
+        assert (s.past.num_heads, s.past.key_dim, s.past.value_dim) == (1, config.kv_lora_rank, config.qk_rope_head_dim)
+        return
     heads = MULTI_QUERY.get(model_type) or getattr(config, "num_key_value_heads", None) or getattr(config, "decoder_attention_heads", None) or getattr(config, "num_heads", None) or getattr(config, "num_attention_heads", None) or config.n_head
     assert s.past.num_heads == heads
     explicit = getattr(config, "head_dim", None) or getattr(config, "d_kv", None)
