@@ -91,7 +91,7 @@ def _left_padded_prompt(vocab: int, pad: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("model_type", ["gpt2", "llama"])
+@pytest.mark.parametrize("model_type", ["gpt2", "llama", "qwen3_moe", "mixtral"])
 def test_decoder_only_greedy_decoding_matches_generate(model_type: str, tmp_path) -> None:
     model, out, report = _export(model_type, "text-generation-with-past", tmp_path)
     logits = [c for c in report.graphs[0].checks if c.output == "logits"]
