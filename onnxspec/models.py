@@ -113,6 +113,34 @@ _BATCHED_EXPERTS = Patch(
     ),
 )
 _DYNAMO = {"backend": "dynamo", "patches": (_BATCHED_EXPERTS,)}
+
+
+def _phimoe_rope_forward(original):  # type: ignore[no-untyped-def]
+    def forward(self, x, position_ids=None):  # type: ignore[no-untyped-def]
+        import torch
+
+        rope = self.config.rope_parameters
+        if rope["rope_type"] == "default":
+            return original(self, x, position_ids)
+        seq_len = torch.max(position_ids) + 1
+        inv_freq, _ = self.rope_init_fn(self.config)
+        mscale = torch.where(seq_len > rope["original_max_position_embeddings"], rope["long_mscale"], rope["short_mscale"])
+        freqs = position_ids[..., None].float() * inv_freq.to(device=x.device, dtype=torch.float)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return (emb.cos() * mscale).to(x.dtype), (emb.sin() * mscale).to(x.dtype)
+
+    return forward
+
+
+_PHIMOE_ROPE = Patch(
+    target="transformers.models.phimoe.modeling_phimoe:PhimoeRotaryEmbedding",
+    attribute="forward",
+    wrap=_phimoe_rope_forward,
+    reason=(
+        "PhimoeRotaryEmbedding picks LongRoPE's short or long mscale by a Python `if` on torch.max(position_ids), "
+        "which torch.export cannot guard on and TorchScript freezes at the trace's length; torch.where picks the same scale"
+    ),
+)
 """Mixture-of-experts decoders: TorchScript cannot trace their routing; torch.export traces the batched experts."""
 _BS = {0: "batch_size", 1: "sequence_length"}
 _BV = {0: "batch_size", 1: "visual_seq_length"}
@@ -233,7 +261,8 @@ ENTRIES: tuple[ModelEntry, ...] = (
     *(entry(t, text_decoder, _DECODER_TASKS, **_NO_POSITIONS) for t in ("gemma", "gemma2")),
     # mixture-of-experts decoders (Optimum lists qwen3_moe; the others get llama's decoder tasks)
     entry("qwen3_moe", text_decoder, _DECODER_TOKEN_TASKS, **_DYNAMO),
-    *(entry(t, text_decoder, _DECODER_TASKS, **_DYNAMO) for t in ("mixtral", "qwen2_moe", "phimoe")),
+    *(entry(t, text_decoder, _DECODER_TASKS, **_DYNAMO) for t in ("mixtral", "qwen2_moe")),
+    entry("phimoe", text_decoder, _DECODER_TASKS, **{**_DYNAMO, "patches": (_BATCHED_EXPERTS, _PHIMOE_ROPE)}),
     *(entry(t, text_decoder, _CAUSAL_LM_TASKS, **_DYNAMO) for t in ("olmoe", "granitemoe")),  # no classification head
     entry("gpt_oss", text_decoder, _CAUSAL_LM_TASKS, **_DYNAMO, **_NO_POSITIONS),  # Optimum's base: Gemma's
     entry("deepseek_v3", text_decoder, _CAUSAL_LM_TASKS, normalizer=normalizers.LATENT_ATTENTION, **_DYNAMO),

@@ -133,7 +133,14 @@ CONFIGS: dict[str, Callable[[], T.PretrainedConfig]] = {
     "qwen2_moe": lambda: T.Qwen2MoeConfig(**_GQA, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=20, shared_expert_intermediate_size=24, decoder_sparse_step=1),
     "olmoe": lambda: T.OlmoeConfig(**dict(_GQA, intermediate_size=40), num_experts=4, num_experts_per_tok=2),
     "granitemoe": lambda: T.GraniteMoeConfig(**dict(_GQA, intermediate_size=40), num_local_experts=4, num_experts_per_tok=2),
-    "phimoe": lambda: T.PhimoeConfig(**dict(_GQA, intermediate_size=40), num_local_experts=4, num_experts_per_tok=2, sliding_window=None),
+    # Phi-3.5-MoE's LongRoPE: short factors and mscale up to 16 positions, long beyond (the large shape set crosses it)
+    "phimoe": lambda: T.PhimoeConfig(
+        **dict(_GQA, intermediate_size=40), num_local_experts=4, num_experts_per_tok=2, sliding_window=None,
+        rope_parameters={
+            "rope_type": "longrope", "rope_theta": 10000.0, "short_factor": [1.0, 1.1, 1.2, 1.3], "long_factor": [2.0, 2.5, 3.0, 3.5],
+            "original_max_position_embeddings": 16, "short_mscale": 1.1, "long_mscale": 1.2,
+        },
+    ),
     "gpt_oss": lambda: T.GptOssConfig(
         **dict(_GQA, intermediate_size=40), head_dim=16, num_local_experts=4, num_experts_per_tok=2, sliding_window=8,
         layer_types=["sliding_attention", "full_attention"],
