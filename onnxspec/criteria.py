@@ -63,10 +63,13 @@ class NoiseBound:
     floor: float = attrs.field(validator=_non_negative)
     fallback: Tolerance
     cap: float = attrs.field(default=2.0**-10, validator=_positive)
-    """The bound never exceeds ``cap * max|f64|``. Where PyTorch's own float error is that large
+    """The bound never exceeds ``max(cap * max|f64|, tiny)``. Where PyTorch's own float error is that large
     the output is ill-conditioned at these inputs (a top-k or arg-max decided by a near tie: a
     float32 and a float64 run pick different queries), the noise says nothing about the graph,
     and a graph whose result differs by as much must fail."""
+    tiny: float = attrs.field(default=2.0**-126, validator=_positive)
+    """The smallest normal number of the export dtype: values below it are zero (or denormal) in
+    that dtype, so the cap never goes below it (a tiny random model's activations can fade there)."""
 
 
 Criterion = Tolerance | NoiseBound
@@ -84,7 +87,7 @@ DEFAULT_CRITERIA: Mapping[str, Criterion] = MappingProxyType(
         # float16: PyTorch's CPU float16 kernels round more than onnxruntime's (measured error /
         # noise of correct graphs: 0.5-3.0 on 19 tiny models, about 3 on gemma-3), so 16 is room
         # enough; 64 would let a 2% error pass on real caches.
-        "fp16": NoiseBound(factor=16.0, floor=2.0**-9, fallback=Tolerance(atol=1e-2, rtol=1e-2), cap=2.0**-5),
+        "fp16": NoiseBound(factor=16.0, floor=2.0**-9, fallback=Tolerance(atol=1e-2, rtol=1e-2), cap=2.0**-5, tiny=2.0**-14),
         "bf16": NoiseBound(factor=16.0, floor=2.0**-6, fallback=Tolerance(atol=5e-2, rtol=5e-2), cap=2.0**-3),
     }
 )
@@ -155,8 +158,9 @@ def judge(
     scale = float(np.abs(ref).max())
     bound = criterion.factor * noise + criterion.floor * scale
     note = ""
-    if scale > 0 and bound > criterion.cap * scale:
-        bound = criterion.cap * scale
+    ceiling = max(criterion.cap * scale, criterion.tiny)
+    if bound > ceiling:
+        bound = ceiling
         note = (f"bound capped at {criterion.cap:.3g} x the output's size: PyTorch's own float error is that large, "
                 "so the output is ill-conditioned at these inputs")
     return Verdict(

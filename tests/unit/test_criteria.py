@@ -109,3 +109,13 @@ def test_an_ill_conditioned_output_cannot_widen_the_bound_past_the_cap() -> None
     assert v.bound == pytest.approx(2.0**-10 * 1.0) and "ill-conditioned" in v.note
     assert not v.passed
     assert judge(exact, exact, BOUND, exact).note == ""  # a well-conditioned output is not capped
+
+
+def test_outputs_below_the_dtype_range_are_not_capped_to_nothing() -> None:
+    """A tiny random model's activations can fade below float32's smallest normal: float32 says 0,
+    float64 says 3e-50. Both onnxruntime and PyTorch are right for float32; the cap stops at tiny."""
+    exact = np.full(8, 3e-50)
+    zeros = np.zeros(8)
+    v = judge(zeros, zeros, BOUND, exact)
+    assert v.passed and v.error == pytest.approx(3e-50)
+    assert not judge(zeros, zeros + 1e-30, BOUND, exact).passed  # above tiny, the cap still holds
