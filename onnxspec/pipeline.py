@@ -71,8 +71,8 @@ from onnxspec.models import REGISTRY, UNSUPPORTED
 from onnxspec.output import check_output_dir, keep_failed, make_workdir, move_into_place, recover_stale, remove_created
 from onnxspec.patches import patched
 from onnxspec.registry import Registry, lookup, spec_for
-from onnxspec.report import ExportReport, GraphReport, report_json
-from onnxspec.axes import Kind
+from onnxspec.report import ExportReport, GraphReport, OutputCheck, report_json
+from onnxspec.axes import Kind, TensorSpec
 from onnxspec.shapes import DTypes, FloatDtype, Shapes, torch_dtype
 from onnxspec.sidefiles import copy_side_files, side_files
 from onnxspec.spec import Behavior, ExportSpec, Split, bind, check_versions, contract, with_behavior, with_tolerance
@@ -568,23 +568,42 @@ def _validate(job: _Job, split: Split, sub: ExportSpec, state: _State) -> _State
     if ran is not None and _merges_needing(job.resolved.merges, split.filename):
         references[split.filename] = ran  # a merged decoder's branch is fed these very inputs
     del ran
-    report = GraphReport(
-        filename=split.filename,
-        behavior=sub.behavior.value,
-        use_past=sub.use_past,
-        use_past_in_inputs=sub.use_past_in_inputs,
-        backend=graph.backend or job.resolved.backend.value,
+    report = _graph_report(
+        request, graph, split.filename, sub, (sub.inputs, sub.outputs), (checks, run_problems, seconds),
+        backend=graph.backend or job.resolved.backend.value, runtime=runtime,
+    )
+    return attrs.evolve(state, graph=_InFlight(), reports=(*state.reports, report), references=references)
+
+
+def _graph_report(
+    request: _Request,
+    graph: _InFlight,
+    filename: str,
+    spec: ExportSpec,
+    interface: tuple[Sequence[TensorSpec], Sequence[TensorSpec]],
+    outcome: tuple[tuple[OutputCheck, ...], tuple[str, ...], float],
+    *,
+    backend: str,
+    runtime: str,
+) -> GraphReport:
+    """The report of one written graph: how it was traced, its interface, what validation found."""
+    checks, run_problems, seconds = outcome
+    return GraphReport(
+        filename=filename,
+        behavior=spec.behavior.value,
+        use_past=spec.use_past,
+        use_past_in_inputs=spec.use_past_in_inputs,
+        backend=backend,
         fallback=graph.fallback,
         runtime=runtime,
         trace_shapes={k: v for k, v in attrs.asdict(request.shapes).items()},
         export_seconds=round(graph.export_seconds, 4),
         validate_seconds=round(seconds, 4),
-        inputs=tuple(t.name for t in sub.inputs),
-        outputs=tuple(t.name for t in sub.outputs),
+        inputs=tuple(t.name for t in interface[0]),
+        outputs=tuple(t.name for t in interface[1]),
         checks=checks,
         problems=graph.problems + run_problems,
     )
-    return attrs.evolve(state, graph=_InFlight(), reports=(*state.reports, report), references=references)
 
 
 def _merges_needing(merges: Sequence[Merge], filename: str) -> tuple[Merge, ...]:
@@ -643,20 +662,9 @@ def _validate_merged(job: _Job, merge: Merge, state: _State) -> _State:
     references = {
         name: kept for name, kept in state.references.items() if any(name in (m.no_past, m.with_past) for m in later_merges)
     }
-    report = GraphReport(
-        filename=merge.filename,
-        behavior=later.behavior.value,
-        use_past=True,
-        use_past_in_inputs=True,
-        backend=job.resolved.backend.value,
-        runtime=runtime,
-        trace_shapes={k: v for k, v in attrs.asdict(request.shapes).items()},
-        export_seconds=round(graph.export_seconds, 4),
-        validate_seconds=round(seconds, 4),
-        inputs=tuple(t.name for t in interface.inputs),
-        outputs=tuple(t.name for t in interface.outputs),
-        checks=checks,
-        problems=graph.problems + run_problems,
+    report = _graph_report(  # the cache branch's spec: use_past and use_past_in_inputs are both true
+        request, graph, merge.filename, later, (interface.inputs, interface.outputs), (checks, run_problems, seconds),
+        backend=job.resolved.backend.value, runtime=runtime,
     )
     return attrs.evolve(state, graph=_InFlight(), reports=(*state.reports, report), references=references)
 
