@@ -1,7 +1,7 @@
 """Runs in the project's venv and prints one JSON line of measurements (imports excluded).
 
 Modes:
-  inproc  MODEL_DIR TASK OUT_DIR        seconds inside ``onnxspec.pipeline.export`` (with validation),
+  inproc  MODEL_DIR TASK OUT_DIR        seconds inside ``onnxspec.pipeline.core.export`` (with validation),
                                         first and second call in the process
   floor   MODEL_DIR TASK WORK_DIR RUNS  pipeline export without validation vs plain torch.onnx.export
                                         of the same modules and inputs, interleaved, after a warm-up
@@ -35,7 +35,7 @@ def inproc(folder: str, task: str, out: str) -> dict[str, Any]:
     import onnxruntime  # noqa: F401  (imports are excluded on both sides: Optimum's worker
     import transformers  # noqa: F401  imports main_export, which pulls these in, before its clock)
 
-    from onnxspec.pipeline import export
+    from onnxspec.pipeline.core import export
 
     start = time.perf_counter()
     report = export(folder, out, task=task, overwrite=True)
@@ -64,7 +64,7 @@ def merged_export(folder: str, task: str, out: str, merged: bool) -> dict[str, A
     import onnxruntime  # noqa: F401
     import transformers  # noqa: F401
 
-    from onnxspec.pipeline import export
+    from onnxspec.pipeline.core import export
 
     stages: dict[str, float] = {}  # seconds per stage kind (load, dummies, trace, check, validate, write), summed over graphs
     merge_seconds = [0.0]  # seconds in the merged decoder's own stages (its trace = the merge, check, validate)
@@ -97,9 +97,9 @@ def merged_export(folder: str, task: str, out: str, merged: bool) -> dict[str, A
 
 def _prepare(folder: str, task: str) -> tuple[Any, Any]:
     """The model loaded as the pipeline loads it, and the pipeline's plan (file, sub-graph spec)."""
-    from onnxspec.models import REGISTRY
-    from onnxspec.pipeline import load_model, plan, resolve_spec
-    from onnxspec.tasks import parse_task
+    from onnxspec.catalog.models import REGISTRY
+    from onnxspec.pipeline.core import load_model, plan, resolve_spec
+    from onnxspec.pieces.tasks import parse_task
 
     model = load_model(folder, parse_task(task).name)
     spec = resolve_spec(model.config.model_type, model.config, task, REGISTRY)
@@ -113,11 +113,11 @@ def _raw_export(model: Any, graphs: Any, work: str) -> float:
     opset); returns their seconds. Files go to ``work`` and are removed."""
     import torch
 
-    from onnxspec.axes import axes_view
-    from onnxspec.generators import context, make_dummies
-    from onnxspec.patches import patched
-    from onnxspec.shapes import DTypes, Shapes
-    from onnxspec.wrappers import graph_module
+    from onnxspec.pieces.axes import axes_view
+    from onnxspec.pieces.generators import context, make_dummies
+    from onnxspec.pieces.patches import patched
+    from onnxspec.pieces.shapes import DTypes, Shapes
+    from onnxspec.build.wrappers import graph_module
 
     os.makedirs(work, exist_ok=True)
     spent = 0.0
@@ -170,7 +170,7 @@ def stage_peaks(folder: str, task: str, out: str) -> dict[str, Any]:
     20 ms; the progress callback says which stage runs), to show where an export's memory goes."""
     import threading
 
-    from onnxspec.pipeline import export
+    from onnxspec.pipeline.core import export
 
     current = ["imports"]
     peaks: dict[str, int] = {}
@@ -205,7 +205,7 @@ def stage_peaks(folder: str, task: str, out: str) -> dict[str, Any]:
 def floor(folder: str, task: str, work: str, runs: int, warm_up: bool = True) -> dict[str, Any]:
     """Time ``export(model, validation_shapes=())`` against the bare ``torch.onnx.export`` calls it
     makes (same module, same dummy inputs, same names, axes and opset), interleaved."""
-    from onnxspec.pipeline import export
+    from onnxspec.pipeline.core import export
 
     model, graphs = _prepare(folder, task)
     os.makedirs(work, exist_ok=True)

@@ -123,7 +123,7 @@ def markdown(results: dict[str, Any]) -> str:
 
     if results.get("inproc"):
         lines += ["", "## 2a. In-process export with validation (imports excluded)", "",
-                  "Seconds inside `onnxspec.pipeline.export(folder, ...)` vs inside Optimum's `main_export(...)` (load, trace, "
+                  "Seconds inside `onnxspec.pipeline.core.export(folder, ...)` vs inside Optimum's `main_export(...)` (load, trace, "
                   "validate, write), each in a fresh process with torch, transformers, onnxruntime and the exporter imported "
                   "before the clock. *first call*: still pays the lazy imports done inside the call (model classes, and for "
                   "onnxspec onnxscript) and torch's first-trace warm-up; *second call*: the same export again in the same process, "

@@ -62,7 +62,7 @@ def onnxspec_cli(m: BenchModel, out: str) -> list[str]:
     """How a user exports with onnxspec: the console script (or the pipeline, before it existed)."""
     if os.path.exists(os.path.join(ROOT, "onnxspec", "cli.py")) and os.path.exists(PROJECT_CLI):
         return [PROJECT_CLI, "export", "--model", model_dir(m), "--task", m.task, out]
-    code = "import sys; from onnxspec.pipeline import export; export(sys.argv[1], sys.argv[3], task=sys.argv[2])"
+    code = "import sys; from onnxspec.pipeline.core import export; export(sys.argv[1], sys.argv[3], task=sys.argv[2])"
     return [PROJECT_PYTHON, "-c", code, model_dir(m), m.task, out]
 
 
@@ -344,8 +344,8 @@ IMPORT_PROBES = {
         "torch": "import torch",
         "torch + transformers' BERT model module": "import torch, transformers.models.bert.modeling_bert",
         "torch + onnxscript": "import torch, onnxscript",
-        "onnxspec.pipeline": "import onnxspec.pipeline",
-        "all a CLI export of BERT loads": "import onnxspec.pipeline, onnxruntime, transformers.models.bert.modeling_bert",
+        "onnxspec.pipeline.core": "import onnxspec.pipeline.core",
+        "all a CLI export of BERT loads": "import onnxspec.pipeline.core, onnxruntime, transformers.models.bert.modeling_bert",
     },
     "optimum": {
         "torch": "import torch",
@@ -459,7 +459,7 @@ def _pair(sides: dict[str, dict[str, list]], with_peer: bool) -> dict[str, Any]:
 
 
 def project_versions() -> dict[str, str]:
-    code = "import json; from onnxspec.pipeline import versions; print(json.dumps(versions()))"
+    code = "import json; from onnxspec.pipeline.core import versions; print(json.dumps(versions()))"
     out = subprocess.run([PROJECT_PYTHON, "-c", code], capture_output=True, text=True, check=True, env=common.child_env()).stdout
     versions = json.loads(out.strip().splitlines()[-1])
     try:
@@ -547,7 +547,7 @@ def main(argv: list[str] | None = None) -> int:
         log("checking the Optimum venv")
         peer.ensure()
     results.setdefault("versions", {"project": {} if smoke else project_versions(), **({"peer": peer.versions()} if with_peer else {})})
-    results["onnxspec_command"] = "onnxspec export --model DIR --task TASK OUT" if onnxspec_cli(tiny[0], "OUT")[0] == PROJECT_CLI else "python -c 'onnxspec.pipeline.export(...)'"
+    results["onnxspec_command"] = "onnxspec export --model DIR --task TASK OUT" if onnxspec_cli(tiny[0], "OUT")[0] == PROJECT_CLI else "python -c 'onnxspec.pipeline.core.export(...)'"
 
     log(f"building {len(tiny)} tiny model folders")
     results["models"] = results.get("models", {}) | {m.name: build_model(m) for m in tiny}

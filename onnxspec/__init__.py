@@ -22,13 +22,13 @@ __version__ = "0.1.0"
 
 # Where each public name lives: one module per kind of piece.
 _FROM: dict[str, tuple[str, ...]] = {
-    "axes": ("Kind", "TensorSpec", "axes_view", "merge_specs", "rename", "symbol_size"),
-    "shapes": ("DTypes", "FloatDtype", "IntDtype", "Shapes", "validation_shapes"),
-    "normalize": ("Dims", "Normalizer"),
-    "generators": ("DummyContext", "make_dummies"),
-    "past": ("Direction", "PastKind", "PastLayout", "add_past_key_values", "past_specs"),
-    "patches": ("Patch", "patched"),
-    "spec": (
+    "pieces.axes": ("Kind", "TensorSpec", "axes_view", "merge_specs", "rename", "symbol_size"),
+    "pieces.shapes": ("DTypes", "FloatDtype", "IntDtype", "Shapes", "validation_shapes"),
+    "pieces.normalize": ("Dims", "Normalizer"),
+    "pieces.generators": ("DummyContext", "make_dummies"),
+    "pieces.past": ("Direction", "PastKind", "PastLayout", "add_past_key_values", "past_specs"),
+    "pieces.patches": ("Patch", "patched"),
+    "pieces.spec": (
         "Behavior",
         "Call",
         "ExportSpec",
@@ -45,14 +45,14 @@ _FROM: dict[str, tuple[str, ...]] = {
         "with_past",
         "with_tolerance",
     ),
-    "criteria": ("DEFAULT_CRITERIA", "NoiseBound", "Tolerance", "Verdict", "judge"),
-    "tasks": ("SYNONYMS", "TASKS", "infer_task", "parse_task"),
-    "registry": ("ModelEntry", "build_registry", "entry", "lookup", "spec_for", "supported_tasks"),
-    "models": ("ENTRIES", "REGISTRY"),
-    "exporters": ("Backend",),
-    "report": ("ExportReport", "GraphReport", "OutputCheck", "report_json"),
-    "loading": ("ModelSource", "load_model", "read_source"),
-    "pipeline": ("STAGES", "export"),
+    "pieces.criteria": ("DEFAULT_CRITERIA", "NoiseBound", "Tolerance", "Verdict", "judge"),
+    "pieces.tasks": ("SYNONYMS", "TASKS", "infer_task", "parse_task"),
+    "catalog.registry": ("ModelEntry", "build_registry", "entry", "lookup", "spec_for", "supported_tasks"),
+    "catalog.models": ("ENTRIES", "REGISTRY"),
+    "build.exporters": ("Backend",),
+    "judge.report": ("ExportReport", "GraphReport", "OutputCheck", "report_json"),
+    "pipeline.loading": ("ModelSource", "load_model", "read_source"),
+    "pipeline.core": ("STAGES", "export"),
     "errors": (
         "ConfigError",
         "ExportError",
@@ -65,7 +65,7 @@ _FROM: dict[str, tuple[str, ...]] = {
         "ValidationError",
     ),
 }
-_SUBMODULES = ("errors", "families", "generators", "normalizers")
+_SUBMODULES = {"errors": "errors", "families": "catalog.families", "generators": "pieces.generators", "normalizers": "catalog.normalizers"}
 _LAZY = {name: module for module, names in _FROM.items() for name in names}
 
 __all__ = sorted([*_LAZY, *_SUBMODULES, "__version__"])
@@ -76,7 +76,7 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         value = getattr(importlib.import_module(f"onnxspec.{_LAZY[name]}"), name)
     elif name in _SUBMODULES:
-        value = importlib.import_module(f"onnxspec.{name}")
+        value = importlib.import_module(f"onnxspec.{_SUBMODULES[name]}")
     else:
         raise AttributeError(f"module 'onnxspec' has no attribute {name!r}")
     globals()[name] = value
@@ -88,8 +88,10 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazily
-    from onnxspec import errors, families, generators, normalizers
-    from onnxspec.axes import Kind, TensorSpec, axes_view, merge_specs, rename, symbol_size
+    from onnxspec import errors
+    from onnxspec.catalog import families, normalizers
+    from onnxspec.pieces import generators
+    from onnxspec.pieces.axes import Kind, TensorSpec, axes_view, merge_specs, rename, symbol_size
     from onnxspec.errors import (
         ConfigError,
         ExportError,
@@ -101,18 +103,18 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
         UnsupportedTaskError,
         ValidationError,
     )
-    from onnxspec.exporters import Backend
-    from onnxspec.generators import DummyContext, make_dummies
-    from onnxspec.loading import ModelSource, load_model, read_source
-    from onnxspec.models import ENTRIES, REGISTRY
-    from onnxspec.normalize import Dims, Normalizer
-    from onnxspec.past import Direction, PastKind, PastLayout, add_past_key_values, past_specs
-    from onnxspec.patches import Patch, patched
-    from onnxspec.pipeline import STAGES, export
-    from onnxspec.registry import ModelEntry, build_registry, entry, lookup, spec_for, supported_tasks
-    from onnxspec.report import ExportReport, GraphReport, OutputCheck, report_json
-    from onnxspec.shapes import DTypes, FloatDtype, IntDtype, Shapes, validation_shapes
-    from onnxspec.spec import (
+    from onnxspec.build.exporters import Backend
+    from onnxspec.pieces.generators import DummyContext, make_dummies
+    from onnxspec.pipeline.loading import ModelSource, load_model, read_source
+    from onnxspec.catalog.models import ENTRIES, REGISTRY
+    from onnxspec.pieces.normalize import Dims, Normalizer
+    from onnxspec.pieces.past import Direction, PastKind, PastLayout, add_past_key_values, past_specs
+    from onnxspec.pieces.patches import Patch, patched
+    from onnxspec.pipeline.core import STAGES, export
+    from onnxspec.catalog.registry import ModelEntry, build_registry, entry, lookup, spec_for, supported_tasks
+    from onnxspec.judge.report import ExportReport, GraphReport, OutputCheck, report_json
+    from onnxspec.pieces.shapes import DTypes, FloatDtype, IntDtype, Shapes, validation_shapes
+    from onnxspec.pieces.spec import (
         Behavior,
         Call,
         ExportSpec,
@@ -129,5 +131,5 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
         with_past,
         with_tolerance,
     )
-    from onnxspec.criteria import DEFAULT_CRITERIA, NoiseBound, Tolerance, Verdict, judge
-    from onnxspec.tasks import SYNONYMS, TASKS, infer_task, parse_task
+    from onnxspec.pieces.criteria import DEFAULT_CRITERIA, NoiseBound, Tolerance, Verdict, judge
+    from onnxspec.pieces.tasks import SYNONYMS, TASKS, infer_task, parse_task

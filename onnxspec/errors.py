@@ -8,8 +8,12 @@ line prints them without a traceback.
 from __future__ import annotations
 
 import difflib
+import errno
 from collections.abc import Iterable
 from typing import Any
+
+NO_SPACE = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+"""The errno values of a full disk or an exhausted quota: a write that fails with one is reported as such."""
 
 
 class OnnxSpecError(Exception):
@@ -77,7 +81,7 @@ class TraceError(ExportError):
     reason (in the order tried) and the fix; ``details`` holds the exporters' full output.
 
     Raised by the ``trace`` stage without its place (``stage`` and ``done`` empty);
-    :func:`onnxspec.stages.run_stages` puts it in place with :meth:`located`.
+    :func:`onnxspec.pipeline.stages.run_stages` puts it in place with :meth:`located`.
     """
 
     def __init__(

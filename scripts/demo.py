@@ -71,7 +71,7 @@ def main() -> int:
     from rich.console import Console
 
     from onnxspec import ValidationError, export
-    from onnxspec.cli import print_report, stage_printer
+    from onnxspec.cli.commands import print_report, stage_printer
 
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 110)
     folder = model_folder()

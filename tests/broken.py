@@ -2,12 +2,12 @@
 
 Each :class:`Variant` turns a correct export into a wrong one, in one of two ways:
 
-* ``trace-patch``: a :class:`onnxspec.patches.Patch` added to the spec's ``patches``. The
+* ``trace-patch``: a :class:`onnxspec.pieces.patches.Patch` added to the spec's ``patches``. The
   pipeline applies patches only while tracing, so the graph is wrong while PyTorch's reference
   (run unpatched) stays right: ``export`` must raise :class:`onnxspec.errors.ValidationError`.
 * ``onnx-edit``: a correct export's graph file is edited with the ``onnx`` package, then
-  validated again exactly as the pipeline does (``onnxspec.validate.validate`` with the module of
-  ``onnxspec.wrappers.graph_module``): some check must fail or some problem be reported.
+  validated again exactly as the pipeline does (``onnxspec.judge.validate.validate`` with the module of
+  ``onnxspec.build.wrappers.graph_module``): some check must fail or some problem be reported.
 
 The variants are pure functions of a :class:`Subject` (a model folder, its task, its loaded
 model and bound spec), so they apply to any folder: the tiny random models of the tests, or a
@@ -53,7 +53,7 @@ Measured on the tiny random models of the tests (hidden 32, weights of std 0.02,
 embedding LayerNorm sees a variance of ~1e-3; biases and norm weights random, see
 :func:`tiny_live_folder`), every norm of every graph edited, worst max abs error over outputs
 and shape sets; "old" is the fixed bound ``1e-4 + 1e-3 |torch|``, "noise" the noise-bound
-criterion of the validation redesign (``onnxspec.criteria``, error against float64):
+criterion of the validation redesign (``onnxspec.pieces.criteria``, error against float64):
 
 ========================  ======  ===========  =============  ======  =====================
 model                     config  graph        max abs error  old     noise (error / bound)
@@ -124,14 +124,14 @@ import torch
 from onnx import helper, numpy_helper
 
 from onnxspec.errors import ValidationError
-from onnxspec.models import REGISTRY
-from onnxspec.patches import Patch
-from onnxspec.pipeline import export, load_model, plan, resolve_spec
-from onnxspec.shapes import DTypes, Shapes
-from onnxspec.spec import ExportSpec, Split, with_tolerance
-from onnxspec.tasks import read_config_json
-from onnxspec.validate import validate
-from onnxspec.wrappers import graph_module
+from onnxspec.catalog.models import REGISTRY
+from onnxspec.pieces.patches import Patch
+from onnxspec.pipeline.core import export, load_model, plan, resolve_spec
+from onnxspec.pieces.shapes import DTypes, Shapes
+from onnxspec.pieces.spec import ExportSpec, Split, with_tolerance
+from onnxspec.pieces.tasks import read_config_json
+from onnxspec.judge.validate import validate
+from onnxspec.build.wrappers import graph_module
 
 __all__ = [
     "CRITERIA",
@@ -199,8 +199,8 @@ def load_subject(folder: str | os.PathLike[str], task: str, *, label: str | None
     (a transformers checkpoint, or a folder holding one GGUF file)."""
     folder = os.fspath(folder)
     try:
-        from onnxspec.loading import config_from_json, load_source_model, read_source
-    except ImportError:  # before onnxspec.loading: transformers checkpoints only
+        from onnxspec.pipeline.loading import config_from_json, load_source_model, read_source
+    except ImportError:  # before onnxspec.pipeline.loading: transformers checkpoints only
         import transformers
 
         config_json = read_config_json(folder)

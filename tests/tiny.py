@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 import transformers as T
 
-from onnxspec.tasks import TASKS, parse_task
+from onnxspec.pieces.tasks import TASKS, parse_task
 
 _TEXT = dict(vocab_size=100, max_position_embeddings=64)
 _ENCODER = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, **_TEXT)

@@ -17,14 +17,14 @@ import onnx
 import pytest
 import torch
 
-from onnxspec.exporters import Backend, available_backends
-from onnxspec.models import REGISTRY
-from onnxspec.pipeline import export, plan
-from onnxspec.registry import spec_for
-from onnxspec.shapes import DTypes, Shapes
-from onnxspec.spec import bind
-from onnxspec.validate import reference_session, runtime_for, validate
-from onnxspec.wrappers import graph_module
+from onnxspec.build.exporters import Backend, available_backends
+from onnxspec.catalog.models import REGISTRY
+from onnxspec.pipeline.core import export, plan
+from onnxspec.catalog.registry import spec_for
+from onnxspec.pieces.shapes import DTypes, Shapes
+from onnxspec.pieces.spec import bind
+from onnxspec.judge.validate import reference_session, runtime_for, validate
+from onnxspec.build.wrappers import graph_module
 from tests.tiny import tiny_model
 
 pytestmark = pytest.mark.skipif(Backend.DYNAMO not in available_backends(), reason="bf16 is exported with dynamo only")

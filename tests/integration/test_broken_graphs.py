@@ -28,10 +28,10 @@ import os
 import pytest
 
 from onnxspec.errors import ValidationError
-from onnxspec.models import REGISTRY
-from onnxspec.registry import spec_for
-from onnxspec.shapes import DTypes
-from onnxspec.spec import tolerance_for
+from onnxspec.catalog.models import REGISTRY
+from onnxspec.catalog.registry import spec_for
+from onnxspec.pieces.shapes import DTypes
+from onnxspec.pieces.spec import tolerance_for
 from tests import broken as corpus
 
 pytestmark = pytest.mark.integration
@@ -189,7 +189,7 @@ def test_the_harmless_twin_of_a_trace_patch_exports_fine(lab: Lab, label: str, n
     because of what it bakes in, not because a forward was wrapped."""
     import attrs
 
-    from onnxspec.pipeline import export
+    from onnxspec.pipeline.core import export
 
     subject, _report, _control = lab.subject(label)
     make = {"frozen-axis": corpus.frozen_axis_patches, "rotary-beyond-trace": corpus.rotary_patches}[name]

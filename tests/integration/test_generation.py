@@ -18,16 +18,16 @@ import pytest
 import torch
 from transformers import GenerationConfig
 
-from onnxspec.cache_names import is_cache_input, is_cache_output, is_cross, to_past
-from onnxspec.generators import context, make_dummies
-from onnxspec.merge import BRANCH_INPUT
-from onnxspec.models import REGISTRY
-from onnxspec.pipeline import export, load_model
-from onnxspec.registry import spec_for
-from onnxspec.report import ExportReport
-from onnxspec.shapes import DTypes, Shapes
-from onnxspec.spec import Behavior, bind, with_behavior
-from onnxspec.tasks import parse_task
+from onnxspec.pieces.cache_names import is_cache_input, is_cache_output, is_cross, to_past
+from onnxspec.pieces.generators import context, make_dummies
+from onnxspec.build.merge import BRANCH_INPUT
+from onnxspec.catalog.models import REGISTRY
+from onnxspec.pipeline.core import export, load_model
+from onnxspec.catalog.registry import spec_for
+from onnxspec.judge.report import ExportReport
+from onnxspec.pieces.shapes import DTypes, Shapes
+from onnxspec.pieces.spec import Behavior, bind, with_behavior
+from onnxspec.pieces.tasks import parse_task
 from tests.tiny import CONFIGS, tiny_folder
 
 STEPS = 4
@@ -413,8 +413,8 @@ def test_replaced_by_cache_is_checked() -> None:
     import attrs
 
     from onnxspec.errors import SpecError
-    from onnxspec.past import PastKind
-    from onnxspec.spec import GraphIO
+    from onnxspec.pieces.past import PastKind
+    from onnxspec.pieces.spec import GraphIO
 
     t5 = spec_for(REGISTRY, "t5", "text2text-generation-with-past")
     decoder = t5.graphs[Behavior.DECODER]

@@ -17,7 +17,7 @@ import torch
 import transformers
 
 from onnxspec import export
-from onnxspec.cli import EXIT_OK, EXIT_USAGE, main
+from onnxspec.cli.commands import EXIT_OK, EXIT_USAGE, main
 from onnxspec.errors import ModelLoadError, UnsupportedTaskError
 from tests.tiny import tiny_folder
 from tests.tiny_gguf import tiny_llama, write_gguf

@@ -9,9 +9,9 @@ import numpy as np
 import onnx
 import pytest
 
-from onnxspec import pipeline
+from onnxspec.pipeline import core as pipeline
 from onnxspec.errors import ExportError, SpecError, ValidationError
-from onnxspec.pipeline import export
+from onnxspec.pipeline.core import export
 from tests.tiny import tiny_folder
 
 TASK = "text2text-generation-with-past"
@@ -114,8 +114,7 @@ def test_merged_validation_reuses_the_decoders_pytorch_runs(t5_folder: str, tmp_
     inputs are the same; a record made at other inputs is not used."""
     from types import SimpleNamespace
 
-    from onnxspec import validate as validate_module
-
+    from onnxspec.judge import validate as validate_module
     calls: list[tuple[tuple, object]] = []
     real = validate_module._pytorch_runs
 

@@ -7,7 +7,7 @@ import onnx
 import pytest
 
 from onnxspec.errors import SpecError
-from onnxspec.pipeline import export
+from onnxspec.pipeline.core import export
 from tests.tiny import tiny_folder
 
 pytestmark = pytest.mark.integration

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import pytest
 
-from onnxspec.pipeline import export
+from onnxspec.pipeline.core import export
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = REPO / "benchmarks" / ".work" / "optimum-venv" / "bin" / "python"

@@ -9,8 +9,8 @@ import os
 import onnx
 import pytest
 
-from onnxspec.models import REGISTRY
-from onnxspec.pipeline import export
+from onnxspec.catalog.models import REGISTRY
+from onnxspec.pipeline.core import export
 from tests.tiny import CONFIGS, tiny_folder
 
 CASES = [(mt, task) for mt, e in REGISTRY.items() for task in e.tasks]

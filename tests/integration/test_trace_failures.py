@@ -18,13 +18,13 @@ import pytest
 import torch
 import transformers
 
-from onnxspec import pipeline
-from onnxspec.cli import EXIT_EXPORT, EXIT_OK, main
+from onnxspec.pipeline import core as pipeline
+from onnxspec.cli.commands import EXIT_EXPORT, EXIT_OK, main
 from onnxspec.errors import BackendError, TraceError
-from onnxspec.exporters import Backend, available_backends
-from onnxspec.models import REGISTRY
-from onnxspec.pipeline import export
-from onnxspec.registry import spec_for
+from onnxspec.build.exporters import Backend, available_backends
+from onnxspec.catalog.models import REGISTRY
+from onnxspec.pipeline.core import export
+from onnxspec.catalog.registry import spec_for
 from tests.tiny import tiny_folder
 
 TASK = "text-generation-with-past"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import transformers
 
-from onnxspec.pipeline import export
+from onnxspec.pipeline.core import export
 from tests.tiny import VISION_PAIRS
 
 

@@ -1,5 +1,5 @@
 """Wrong specs must fail loudly: a misnamed output, a dynamic axis the graph froze, a tolerance
-the graph cannot meet. Each case exports a tiny model folder through ``onnxspec.pipeline.export``
+the graph cannot meet. Each case exports a tiny model folder through ``onnxspec.pipeline.core.export``
 with an explicit ``spec=``, and checks the error names what is wrong and nothing is written."""
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ import os
 import attrs
 import pytest
 
-from onnxspec.axes import spec as tensor
+from onnxspec.pieces.axes import spec as tensor
 from onnxspec.errors import OnnxSpecError, ValidationError
-from onnxspec.models import REGISTRY
-from onnxspec.pipeline import export
-from onnxspec.registry import spec_for
-from onnxspec.spec import Behavior, ExportSpec, bind, with_graph, with_tolerance
+from onnxspec.catalog.models import REGISTRY
+from onnxspec.pipeline.core import export
+from onnxspec.catalog.registry import spec_for
+from onnxspec.pieces.spec import Behavior, ExportSpec, bind, with_graph, with_tolerance
 from tests.tiny import CONFIGS, tiny_folder
 
 pytestmark = pytest.mark.integration
@@ -101,8 +101,8 @@ def test_an_unmeetable_cache_tolerance_names_the_present_outputs(tmp_path) -> No
 def test_an_input_the_model_ignores_is_reported_not_crashed_on(tmp_path) -> None:
     """The exporter drops inputs the model never reads; the check names the missing input and
     validation is not attempted with a feed the graph cannot take."""
-    from onnxspec import generators
-    from onnxspec.axes import Kind
+    from onnxspec.pieces import generators
+    from onnxspec.pieces.axes import Kind
 
     folder, good = _bert(tmp_path)
     graph = attrs.evolve(good.graph, inputs=(*good.graph.inputs, tensor("unused_ids", {0: "batch_size", 1: "sequence_length"}, Kind.INT)))

@@ -1,7 +1,7 @@
 """The bad-input catalogue of issue 4: one test per case.
 
 Each test asserts the error type and that the message names the problem and the fix, through
-the Python API (``onnxspec.pipeline.export`` or the record constructors the API builds on);
+the Python API (``onnxspec.pipeline.core.export`` or the record constructors the API builds on);
 a representative subset also runs the command line (exit code 2, ``error: ...`` on stderr, no
 traceback). Every refused export must leave no output folder and no temporary folder behind.
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-from onnxspec.axes import Kind, TensorSpec
+from onnxspec.pieces.axes import Kind, TensorSpec
 from onnxspec.errors import (
     ExportError,
     ModelLoadError,
@@ -31,12 +31,12 @@ from onnxspec.errors import (
     UnsupportedTaskError,
     ValidationError,
 )
-from onnxspec.models import REGISTRY
-from onnxspec.pipeline import MIN_OPSET, export, max_opset
-from onnxspec.exporters import Backend
-from onnxspec.registry import spec_for
-from onnxspec.shapes import DTypes, Shapes
-from onnxspec.spec import Behavior, ExportSpec, GraphIO, Tolerance, with_behavior, with_graph
+from onnxspec.catalog.models import REGISTRY
+from onnxspec.pipeline.core import MIN_OPSET, export, max_opset
+from onnxspec.build.exporters import Backend
+from onnxspec.catalog.registry import spec_for
+from onnxspec.pieces.shapes import DTypes, Shapes
+from onnxspec.pieces.spec import Behavior, ExportSpec, GraphIO, Tolerance, with_behavior, with_graph
 from tests.reliability.conftest import TASK, leftovers, snapshot
 from tests.tiny import tiny_model
 

@@ -15,10 +15,10 @@ import pytest
 import torch
 
 from onnxspec.errors import ExportError
-from onnxspec.models import REGISTRY
-from onnxspec.pipeline import export
-from onnxspec.registry import spec_for
-from onnxspec.shapes import DTypes, FloatDtype
+from onnxspec.catalog.models import REGISTRY
+from onnxspec.pipeline.core import export
+from onnxspec.catalog.registry import spec_for
+from onnxspec.pieces.shapes import DTypes, FloatDtype
 from tests.reliability.conftest import TASK
 from tests.tiny import tiny_model
 

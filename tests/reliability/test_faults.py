@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from onnxspec.errors import ExportError, ValidationError
-from onnxspec.pipeline import STAGES, export
+from onnxspec.pipeline.core import STAGES, export
 from tests.reliability.conftest import TASK, leftovers, snapshot
 from tests.tiny import tiny_model
 
@@ -127,7 +127,7 @@ _CHILD = """
 import sys
 sys.path.insert(0, {repo!r})
 from tests import conftest  # offline settings
-from onnxspec.pipeline import export
+from onnxspec.pipeline.core import export
 export({folder!r}, {out!r}, task={task!r})
 print("FINISHED")
 """

@@ -20,13 +20,13 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from onnxspec.axes import Kind, TensorSpec
+from onnxspec.pieces.axes import Kind, TensorSpec
 from onnxspec.errors import SpecError
-from onnxspec.models import REGISTRY
-from onnxspec.past import Direction, PastKind, PastLayout, add_past_key_values
-from onnxspec.registry import spec_for
-from onnxspec.shapes import DTypes, FloatDtype, IntDtype, Shapes
-from onnxspec.spec import (
+from onnxspec.catalog.models import REGISTRY
+from onnxspec.pieces.past import Direction, PastKind, PastLayout, add_past_key_values
+from onnxspec.catalog.registry import spec_for
+from onnxspec.pieces.shapes import DTypes, FloatDtype, IntDtype, Shapes
+from onnxspec.pieces.spec import (
     Behavior,
     ExportSpec,
     GraphIO,

@@ -20,7 +20,7 @@ import onnxruntime
 import pytest
 
 import onnxspec
-from onnxspec.pipeline import export
+from onnxspec.pipeline.core import export
 from tests.reliability.conftest import TASK
 from tests.tiny import tiny_folder
 
@@ -42,7 +42,7 @@ _CHILD = """
 import sys
 sys.path.insert(0, {repo!r})
 from tests import conftest  # offline settings
-from onnxspec.pipeline import export
+from onnxspec.pipeline.core import export
 export({folder!r}, {out!r}, task={task!r}, seed=3)
 """
 

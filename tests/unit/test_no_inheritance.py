@@ -59,16 +59,16 @@ def _problems(cls: type) -> list[str]:
 
 def test_the_walk_finds_the_classes_it_must_judge() -> None:
     found = {f"{c.__module__}.{c.__qualname__}" for c in _classes()}
-    for name in ("onnxspec.spec.ExportSpec", "onnxspec.axes.TensorSpec", "onnxspec.errors.SpecError", "onnxspec.axes.Kind"):
+    for name in ("onnxspec.pieces.spec.ExportSpec", "onnxspec.pieces.axes.TensorSpec", "onnxspec.errors.SpecError", "onnxspec.pieces.axes.Kind"):
         assert name in found
     assert len(found) >= 30
 
 
 def test_the_trace_wrapper_is_a_plain_module_instance() -> None:
-    from onnxspec.models import REGISTRY
-    from onnxspec.registry import spec_for
-    from onnxspec.spec import bind
-    from onnxspec.wrappers import graph_module
+    from onnxspec.catalog.models import REGISTRY
+    from onnxspec.catalog.registry import spec_for
+    from onnxspec.pieces.spec import bind
+    from onnxspec.build.wrappers import graph_module
     from tests.tiny import CONFIGS, tiny_model
 
     spec = bind(spec_for(REGISTRY, "bert", "feature-extraction"), CONFIGS["bert"]())
@@ -82,7 +82,7 @@ def test_no_class_in_onnxspec_inherits_beyond_the_allowed_bases() -> None:
 
 
 def test_the_checker_catches_inheritance() -> None:
-    from onnxspec.axes import TensorSpec
+    from onnxspec.pieces.axes import TensorSpec
     from onnxspec.errors import SpecError
 
     bad = type("Sub", (TensorSpec,), {"__module__": "onnxspec.fake"})

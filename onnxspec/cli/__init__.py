@@ -1,0 +1,6 @@
+"""The command line: ``onnxspec export``, ``models``, ``tasks``, ``describe``, ``inspect``
+(:mod:`onnxspec.cli.commands`), and the reading of export folders (:mod:`onnxspec.cli.inspection`)."""
+
+from onnxspec.cli.commands import main
+
+__all__ = ["main"]

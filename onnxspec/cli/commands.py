@@ -1,0 +1,751 @@
+"""The ``onnxspec`` command line: ``export``, ``models``, ``tasks``, ``describe`` and ``inspect``.
+
+Modelled on ``optimum-cli export onnx``::
+
+    onnxspec export --model ./my-bert --task text-classification ./my-bert-onnx
+
+Exit codes: 0 success; 1 the export ran but disagrees with PyTorch (the validation table and
+the failures are printed); 3 the export failed in a stage (no backend could trace a graph, the
+disk filled up: every :class:`~onnxspec.errors.ExportError`), printed as an ``error:`` line
+(the exporters' output only under ``--debug``); 2 a usage error (bad option, unknown task,
+existing output folder, unreadable model folder ... every other
+:class:`~onnxspec.errors.OnnxSpecError`), printed as ``error: <message>`` without a traceback
+unless ``--debug``.
+
+Heavy modules (torch, transformers, onnx) are imported only by the commands that need them, so
+``onnxspec tasks`` and ``--help`` answer at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from rich import box
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from onnxspec.pieces.cache_names import OUTPUT_PATTERN, is_cache_output
+from onnxspec.errors import ConfigError, ExportError, OnnxSpecError, ValidationError, close_matches
+
+if TYPE_CHECKING:
+    from onnxspec.judge.report import ExportReport, OutputCheck
+
+__all__ = ["build_parser", "cli_message", "files_table", "inspect_tables", "main", "models_table", "print_report", "stage_printer", "tasks_table", "validation_table"]
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_EXPORT = 0, 1, 2, 3
+
+
+
+# --------------------------------------------------------------------------------------------
+# tables (reused by scripts/demo.py)
+
+
+def _num(value: float) -> str:
+    return "nan" if isinstance(value, float) and math.isnan(value) else f"{value:.2e}"
+
+
+def _shape(shape: Sequence[int]) -> str:
+    return "(" + ", ".join(str(d) for d in shape) + ")"
+
+
+def _row_checks(checks: Sequence[OutputCheck], collapse_cache: bool) -> list[tuple[str, list[OutputCheck]]]:
+    """Checks grouped into table rows: one per output, cache outputs folded per shape set."""
+    rows: list[tuple[str, list[OutputCheck]]] = []
+    folded: dict[tuple[str, str], list[OutputCheck]] = {}
+    for c in checks:
+        if collapse_cache and c.passed and is_cache_output(c.output):
+            key = (c.graph, c.shape_set)
+            if key not in folded:
+                folded[key] = []
+                rows.append((OUTPUT_PATTERN, folded[key]))
+            folded[key].append(c)
+        else:
+            rows.append((c.output, [c]))
+    return rows
+
+
+def validation_table(report: ExportReport, *, collapse_cache: bool = True) -> Table:
+    """The per-output validation table of ``report``: one row per (graph, output, shape set).
+
+    With ``collapse_cache`` the passing ``present.*`` outputs of one graph and shape set share
+    a row (their worst errors are shown), so a 32-layer decoder stays readable; failing cache
+    outputs keep their own rows.
+    """
+    checks = [c for g in report.graphs for c in g.checks]
+    failed = sum(not c.passed for c in checks)
+    table = Table(
+        title=f"Validation of {escape(report.model_type)} / {escape(report.task)} against PyTorch ({report.backend})",
+        box=box.SIMPLE_HEAD,
+        caption=(
+            "NOT VALIDATED: no shape set was run"
+            if not report.validated
+            else f"{len(checks)} checks, all passed"
+            if not failed and report.passed
+            else f"{failed} of {len(checks)} checks FAILED"
+        ),
+    )
+    for name, justify in (
+        ("graph", "left"),
+        ("output", "left"),
+        ("set", "left"),
+        ("shape", "left"),
+        ("error", "right"),
+        ("bound", "right"),
+        ("vs", "left"),
+        ("result", "center"),
+    ):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for output, group in _row_checks(checks, collapse_cache):
+        worst = max(group, key=_closeness)
+        label = output if len(group) == 1 else f"{output} ({len(group)} outputs)"
+        ok = all(c.passed for c in group)
+        table.add_row(
+            escape(worst.graph),
+            escape(label),
+            worst.shape_set,
+            _shape(worst.onnx_shape),
+            _num(worst.error),
+            _num(worst.bound),
+            "f64" if worst.reference == "float64" else "torch",
+            "[green]pass[/green]" if ok else "[bold red]FAIL[/bold red]",
+        )
+    return table
+
+
+def _closeness(check: OutputCheck) -> float:
+    """How close a check came to its bound (a failure, or NaN, ranks first)."""
+    if not check.passed or math.isnan(check.error):
+        return math.inf
+    return check.error / check.bound if check.bound > 0 else 0.0
+
+
+def criteria_legend(report: ExportReport) -> str:
+    """One or two lines saying what the error and bound columns of the table mean."""
+    checks = [c for g in report.graphs for c in g.checks]
+    runtime = " / ".join(sorted({getattr(g, "runtime", "onnxruntime") for g in report.graphs})) or "onnxruntime"
+    lines = []
+    if any(c.reference == "float64" for c in checks):
+        lines.append(f"f64: error = max |{runtime} - PyTorch in float64|, bound = k x PyTorch's own error")
+    if any(c.reference != "float64" for c in checks):
+        lines.append(f"torch: error = |{runtime} - PyTorch|, bound = atol + rtol x |PyTorch| (worst element)")
+    notes = sorted({c.note for c in checks if c.note})
+    lines += [f"  ({n})" for n in notes]
+    return "\n".join(lines)
+
+
+def files_table(report: ExportReport) -> Table:
+    """The files an export wrote, with their sizes."""
+    table = Table(box=box.SIMPLE_HEAD)
+    table.add_column("file")
+    table.add_column("size", justify="right")
+    for name in report.files:
+        path = os.path.join(report.output_dir, name)
+        size = os.path.getsize(path) if os.path.isfile(path) else None
+        table.add_row(escape(name), "?" if size is None else _size(size))
+    return table
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    raise AssertionError("unreachable")
+
+
+def print_report(console: Console, report: ExportReport, *, files: bool = True) -> None:
+    """Print the validation table, graph-level problems and failures, then the files written."""
+    console.print(validation_table(report))
+    legend = criteria_legend(report)
+    if legend:
+        console.print(escape(legend), style="dim")
+    problems = report.failures
+    if problems:
+        console.print("[bold red]Failures:[/bold red]")
+        for p in problems:
+            console.print(f"  - {escape(p)}")
+    if files and report.files and os.path.isdir(report.output_dir):
+        console.print(f"Files written to {escape(report.output_dir)}:")
+        console.print(files_table(report))
+    for note in report.notes:
+        console.print(f"[yellow]warning:[/yellow] {escape(note)}")
+
+
+def models_table(registry: Any) -> Table:
+    """Supported model types, their family and tasks (``-with-past``: also with a KV cache)."""
+    table = Table(title="Supported model types", box=box.SIMPLE_HEAD, caption="tasks marked +past also export with a KV cache (--task <task>-with-past)")
+    table.add_column("model type")
+    table.add_column("family")
+    table.add_column("tasks")
+    for model_type in sorted(registry):
+        e = registry[model_type]
+        plain = [t for t in e.tasks if not t.endswith("-with-past")]
+        tasks = ", ".join(t + (" +past" if f"{t}-with-past" in e.tasks else "") for t in plain)
+        table.add_row(model_type, getattr(e.family, "__name__", str(e.family)), tasks)
+    return table
+
+
+def tasks_table() -> Table:
+    """Every task, its synonyms, the outputs it exports and the model heads it loads."""
+    from onnxspec.pieces.tasks import SYNONYMS, TASKS
+
+    table = Table(title="Tasks", box=box.SIMPLE_HEAD, caption="append -with-past to a task to export it with a KV cache")
+    table.add_column("task")
+    table.add_column("synonyms")
+    table.add_column("outputs (dynamic axes)")
+    table.add_column("model heads")
+    for name, info in TASKS.items():
+        synonyms = ", ".join(s for s, t in SYNONYMS.items() if t == name)
+        outputs = "\n".join(f"{o.name} {dict(o.axes)}" for o in info.outputs)
+        table.add_row(name, synonyms, escape(outputs), ", ".join(info.auto_classes))
+    return table
+
+
+def _axes(shape: tuple[int | str, ...] | None) -> str:
+    return "?" if shape is None else "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+_LAYER = re.compile(r"\.\d+\.")
+
+
+def _io_rows(tensors: Sequence[Any], fold: bool) -> list[tuple[str, str, str]]:
+    """(name, dtype, axes) rows; with ``fold`` the cache tensors of one kind share a row
+    (``present.*.decoder.* (4)``: its first tensor's dtype and axes)."""
+    from onnxspec.pieces.cache_names import parse
+
+    rows: list[tuple[str, str, str]] = []
+    groups: dict[str, list[Any]] = {}
+    for t in tensors:
+        if fold and parse(t.name) is not None:
+            key = _LAYER.sub(".*.", t.name).rsplit(".", 1)[0] + ".*"
+            if key not in groups:
+                groups[key] = []
+                rows.append((key, "", ""))
+            groups[key].append(t)
+        else:
+            rows.append((t.name, t.dtype, _axes(t.shape)))
+    out = []
+    for name, dtype, axes in rows:
+        if name in groups:
+            first = groups[name][0]
+            name, dtype, axes = f"{name} ({len(groups[name])})", first.dtype, _axes(first.shape)
+        out.append((name, dtype, axes))
+    return out
+
+
+def _contract_title(contract: Any) -> str:
+    if contract is None:
+        return "no onnxspec contract"
+    cache = "cache in and out" if contract.get("use_past_in_inputs") else "cache out" if contract.get("use_past") else "no cache"
+    return f"contract: {contract.get('model_type')} / {contract.get('task')}, {contract.get('behavior')}, {cache}"
+
+
+def inspect_tables(info: Any, *, fold: bool = True) -> list[Any]:
+    """What ``onnxspec inspect`` prints for a :class:`~onnxspec.cli.inspection.FolderInfo`: a header,
+    the graphs, the validation summary, each graph's inputs and outputs, versions (each table
+    fits 80 columns: long cells wrap, numbers are never cut)."""
+    parts: list[Any] = []
+    report, total = info.report, _size(info.total_size)
+    parts.append(f"[bold]{escape(info.folder)}[/bold]: {len(info.graphs)} graph(s), {len(info.files)} files, {total}")
+    if report is not None:
+        verdict = (
+            "[green]validated against PyTorch, passed[/green]" if report.get("passed")
+            else "[bold red]NOT validated[/bold red]" if not report.get("validated")
+            else "[bold red]validation FAILED[/bold red]"
+        )
+        parts.append(f"onnxspec export of {escape(str(report.get('model_type')))} / {escape(str(report.get('task')))} "
+                     f"({escape(str(report.get('backend')))}): {verdict}")
+    elif info.written_by_onnxspec:
+        parts.append("[yellow]no onnxspec_report.json: the graphs carry onnxspec contracts, but the validation report is missing[/yellow]")
+    else:
+        parts.append("[yellow]not written by onnxspec: no onnxspec_report.json and no embedded contract (Optimum's layout or "
+                     "another tool's); what follows is read from the ONNX files alone, nothing says they were validated[/yellow]")
+    if info.config is not None:
+        archs = ", ".join(info.config.get("architectures") or ()) or "-"
+        parts.append(f"config.json: model_type {escape(str(info.config.get('model_type')))}, architectures {escape(archs)}")
+
+    graphs = Table(title="Graphs", box=box.SIMPLE_HEAD, title_justify="left")
+    for name, justify in (("file", "left"), ("size", "right"), ("external data", "left"), ("opset", "right"), ("contract", "left")):
+        graphs.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
+    for g in info.graphs:
+        contract = "none" if g.contract is None else "[bold red]differs[/bold red]" if g.contract_problems else "matches"
+        graphs.add_row(escape(g.file), _size(g.size), escape(", ".join(g.external_data)) or "-", str(g.opset or "?"), contract)
+    parts.append(graphs)
+    for g in info.graphs:
+        parts += [f"  [bold red]{escape(g.file)}[/bold red]: {escape(p)}" for p in g.contract_problems]
+
+    if any(g.summary is not None for g in info.graphs):
+        checks = Table(title="Validation (onnxspec_report.json)", box=box.SIMPLE_HEAD, title_justify="left",
+                       caption="error, bound: the check closest to its bound")
+        checks.add_column("graph", no_wrap=True)
+        for name, justify in (("checks", "left"), ("error", "right"), ("bound", "right"), ("set", "left")):
+            checks.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
+        for g in info.graphs:
+            s = g.summary
+            if s is None:
+                checks.add_row(escape(g.file), "[yellow]not in report[/yellow]", "", "", "")
+                continue
+            result = (f"[green]{s.checks} pass[/green]" if s.passed
+                      else f"[bold red]{s.failed} of {s.checks} FAIL[/bold red]" if s.failed else "[yellow]none run[/yellow]")
+            checks.add_row(
+                escape(g.file), result,
+                "" if s.worst_error is None else _num(s.worst_error),
+                "" if s.worst_bound is None else _num(s.worst_bound),
+                escape(s.worst_set),
+            )
+        parts.append(checks)
+
+    for g in info.graphs:
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+        table.add_column("", style="dim")
+        table.add_column("name", no_wrap=True, overflow="fold")
+        table.add_column("dtype", no_wrap=True)
+        table.add_column("axes", overflow="fold")
+        for side, tensors in (("in", g.inputs), ("out", g.outputs)):
+            for i, (name, dtype, axes) in enumerate(_io_rows(tensors, fold)):
+                table.add_row(side if i == 0 else "", escape(name), dtype, escape(axes))
+        parts += ["", f"[bold]{escape(g.file)}[/bold]: {escape(_contract_title(g.contract))}", table]
+
+    parts.append("")
+    if report is not None and report.get("versions"):
+        parts.append("versions: " + escape(", ".join(f"{k} {v}" for k, v in report["versions"].items())))
+    producers = sorted({g.producer for g in info.graphs if g.producer})
+    if producers:
+        parts.append("produced by: " + escape(", ".join(producers)))
+    for note in (report or {}).get("notes", ()):
+        parts.append(f"[yellow]warning:[/yellow] {escape(str(note))}")
+    others = [n for n, _ in info.files if not n.endswith(".onnx") and not any(n.endswith("/" + e) or n == e for g in info.graphs for e in g.external_data)]
+    if others:
+        parts.append("other files: " + escape(", ".join(others)))
+    parts.append(f"total size: {total}")
+    return parts
+
+
+def _run_inspect(args: argparse.Namespace, out: Console) -> int:
+    from onnxspec.cli.inspection import inspect_folder
+
+    for part in inspect_tables(inspect_folder(args.folder), fold=not args.all):
+        out.print(part, highlight=False)
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------------------------
+# progress
+
+
+def stage_printer(console: Console) -> tuple[Callable[[str, str], None], Callable[[bool], None]]:
+    """A ``progress(stage, detail)`` callback for :func:`onnxspec.export`, and a ``finish(ok)``.
+
+    Each stage gets a line with its duration when the next one starts; on a terminal a spinner
+    shows the stage running.
+    """
+    status = console.status("starting", spinner="dots") if console.is_terminal else None
+    current: dict[str, Any] = {}
+
+    def close(ok: bool) -> None:
+        if current:
+            mark = "[green]✓[/green]" if ok else "[bold red]✗[/bold red]"
+            seconds = time.perf_counter() - current["start"]
+            detail = current["detail"] if len(current["detail"]) <= 32 else "…" + current["detail"][-31:]
+            console.print(f"  {mark} {current['stage']:<9} {escape(detail):<32} {seconds:7.2f}s", highlight=False)
+            current.clear()
+
+    def progress(stage: str, detail: str) -> None:
+        close(True)
+        current.update(stage=stage, detail=detail, start=time.perf_counter())
+        if status is not None:
+            status.update(f"{stage} {escape(detail)}")
+            status.start()
+
+    def finish(ok: bool) -> None:
+        if status is not None:
+            status.stop()
+        close(ok)
+
+    return progress, finish
+
+
+# --------------------------------------------------------------------------------------------
+# parser
+
+
+def _spellings(name: str) -> list[str]:
+    """``--a_b`` and ``--a-b`` for a multi-word option (first spelling shown in help)."""
+    dash, under = "--" + name.replace("_", "-"), "--" + name.replace("-", "_")
+    return [dash] if dash == under else [dash, under]
+
+
+def _shape_fields() -> tuple[tuple[str, int], ...]:
+    """(name, default) of every :class:`~onnxspec.pieces.shapes.Shapes` knob, read from the record."""
+    from onnxspec.pieces.shapes import Shapes
+
+    return tuple((f.name, f.default) for f in attrs.fields(Shapes))
+
+
+def _add_export(sub: Any, shapes: bool) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "export",
+        help="export a local model folder to ONNX and validate it against PyTorch",
+        description=(
+            "Export a local Hugging Face model folder to ONNX, validate every graph against PyTorch with "
+            "onnxruntime at shapes other than the traced ones, and write the files atomically."
+        ),
+        allow_abbrev=False,
+    )
+    p.add_argument("output", metavar="OUTPUT_DIR", help="folder to write the ONNX files to (created; see --overwrite)")
+    p.add_argument("-m", "--model", required=True,
+                   help="local model folder (holding config.json and the weights, or a .gguf file); nothing is downloaded")
+    p.add_argument(*_spellings("gguf_file"), dest="gguf_file", default=None, metavar="NAME",
+                   help="export this GGUF file of the model folder (default: its only .gguf file when it has no config.json)")
+    p.add_argument(
+        "--task",
+        default=None,
+        help="task to export (see `onnxspec tasks`); add -with-past for a KV cache. Default: inferred from config.json",
+    )
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the spec's, 18)")
+    p.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default="fp32", help="floating dtype of the model and its float inputs (default fp32)")
+    p.add_argument(*_spellings("int_dtype"), dest="int_dtype", choices=("int64", "int32", "int8"), default="int64",
+                   help="dtype of token ids, masks and positions (default int64)")
+    p.add_argument("--atol", type=float, default=None, help="absolute tolerance for every output (default: the spec's per output)")
+    p.add_argument("--monolith", action="store_true", help="export an encoder-decoder model as one graph instead of split files")
+    p.add_argument("--no-merged", dest="merged", action="store_const", const=False, default=None,
+                   help="seq2seq -with-past: skip decoder_model_merged.onnx (the two decoders in one graph with use_cache_branch)")
+    p.add_argument(*_spellings("trust_remote_code"), dest="trust_remote_code", action="store_true",
+                   help="allow running the model folder's own code (config.json auto_map)")
+    p.add_argument("--backend", choices=("torchscript", "dynamo"), default=None,
+                   help="torch exporter (default: torchscript while torch has it, else dynamo)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUTPUT_DIR if it exists and is not empty")
+    p.add_argument("--seed", type=int, default=0, help="seed of the dummy inputs (default 0)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks and library warnings")
+    if not shapes:
+        return p
+    group = p.add_argument_group("dummy shapes", "sizes of the dummy inputs used to trace (validation uses other sizes)")
+    for name, default in _shape_fields():
+        group.add_argument(*_spellings(name), dest=name, type=int, default=None, metavar="N", help=f"default {default}")
+    return p
+
+
+def build_parser(*, export_shapes: bool = True) -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The top-level parser and its sub-parsers by command name.
+
+    The shape flags of ``export`` are generated from :class:`~onnxspec.pieces.shapes.Shapes`, whose
+    module imports torch; ``export_shapes=False`` leaves them out so other commands start fast.
+    """
+    from onnxspec import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="onnxspec",
+        description="Export Hugging Face transformers models to ONNX from composable specs, and prove every export correct.",
+        allow_abbrev=False,
+    )
+    parser.add_argument("--version", action="version", version=f"onnxspec {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands = {"export": _add_export(sub, export_shapes)}
+    commands["models"] = sub.add_parser("models", help="list supported model types and their tasks", allow_abbrev=False)
+    commands["tasks"] = sub.add_parser("tasks", help="list tasks, their synonyms and outputs", allow_abbrev=False)
+    d = sub.add_parser(
+        "describe",
+        help="print the spec of a model type and task: graphs, inputs, outputs, axes",
+        allow_abbrev=False,
+    )
+    d.add_argument("model_type", help="a model type from `onnxspec models`")
+    d.add_argument("task", help="a task from `onnxspec tasks` (-with-past for a KV cache)")
+    d.add_argument("-m", "--model", default=None,
+                   help="a local model folder whose config.json (or GGUF file) sets the dimensions (layers, heads)")
+    d.add_argument(*_spellings("gguf_file"), dest="gguf_file", default=None, metavar="NAME",
+                   help="read the dimensions from this GGUF file of the --model folder")
+    d.add_argument("--debug", action="store_true", help="show tracebacks")
+    commands["describe"] = d
+    i = sub.add_parser(
+        "inspect",
+        help="show what an export folder holds: graphs, inputs and outputs, contract, report, sizes",
+        description="Show an export folder's graphs (sizes, external data, opset), their inputs and outputs with dtypes "
+                    "and axes, the embedded contract, the validation report's summary, versions and sizes. Weights are "
+                    "not loaded. Works on folders written by other tools (Optimum's layout) too.",
+        allow_abbrev=False,
+    )
+    i.add_argument("folder", metavar="FOLDER", help="a folder an export wrote")
+    i.add_argument("--all", action="store_true", help="list every cache tensor (default: one row per kind)")
+    i.add_argument("--debug", action="store_true", help="show tracebacks")
+    commands["inspect"] = i
+    return parser, commands
+
+
+def _canonical_options(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """Every long option spelling of ``parser`` -> the spelling shown in help."""
+    table: dict[str, str] = {}
+    for action in parser._actions:
+        longs = [s for s in action.option_strings if s.startswith("--")]
+        table.update((s, longs[0]) for s in longs)
+    return table
+
+
+OPTIMUM_FLAGS: dict[str, str] = {
+    "--cache-dir": "onnxspec downloads nothing, so it has no cache: pass --model a local folder (a snapshot in the "
+                   "Hugging Face cache works: ~/.cache/huggingface/hub/models--ORG--NAME/snapshots/REVISION)",
+    "--device": "onnxspec traces and validates on the CPU only (the graphs it writes run on any onnxruntime "
+                "provider); drop --device",
+    "--fp16": "use --dtype fp16 (the model is exported and validated in float16, on the CPU)",
+    "--optimize": "onnxspec writes the graph it validated against PyTorch and does not optimize it (an optimized graph "
+                  "would be a different, unvalidated graph); drop --optimize",
+    "--no-post-process": "onnxspec's only post-processing is the merged seq2seq decoder (decoder_model_merged.onnx): "
+                         "use --no-merged to skip it",
+    "--framework": "onnxspec exports PyTorch models only; drop --framework",
+    "--library-name": "onnxspec exports transformers models (read from config.json, or a GGUF file); drop --library-name",
+    "--pad-token-id": "onnxspec reads pad_token_id from config.json; set it there if the model needs one",
+    "--legacy": "onnxspec always writes Optimum's current layout (split seq2seq graphs plus decoder_model_merged.onnx); "
+                "--no-merged drops the merged decoder, --monolith exports one graph",
+    "--no-dynamic-axes": "onnxspec's graphs always keep their batch and sequence axes dynamic, and validation runs them "
+                         "at shapes other than the traced ones; drop --no-dynamic-axes",
+    "--for-ort": "deprecated in Optimum too: onnxspec's folders load in Optimum's ORTModel classes as written; drop --for-ort",
+    "--variant": "onnxspec exports the weights of the model folder as they are; drop --variant",
+    "--model-kwargs": "onnxspec does not pass extra arguments to the model's forward; compose a spec in Python "
+                      "(with_behavior, a Patch) for a custom call",
+    "--no-constant-folding": "onnxspec chooses the exporter's settings itself and validates the graph it writes; "
+                             "drop --no-constant-folding",
+    "--slim": "onnxspec does not run onnxslim: it writes the graph it validated; drop --slim",
+}
+"""``optimum-cli export onnx`` flags with no onnxspec equivalent -> what onnxspec does instead
+(keys in dash spelling; ``--cache_dir`` and ``--pad_token_id`` are found too)."""
+
+
+def _optimum_flag(option: str) -> str | None:
+    """The message for an Optimum flag onnxspec lacks, or ``None``."""
+    what = OPTIMUM_FLAGS.get(option.replace("_", "-"))
+    return None if what is None else f"{option} is an optimum-cli option with no onnxspec equivalent: {what}"
+
+
+PARAMETER_FLAGS: dict[str, str] = {
+    "overwrite": "--overwrite",
+    "trust_remote_code": "--trust-remote-code",
+    "monolith": "--monolith",
+    "gguf_file": "--gguf-file",
+    "backend": "--backend",
+    "opset": "--opset",
+    "atol": "--atol",
+    "task": "--task",
+    "seed": "--seed",
+}
+"""Keyword arguments of :func:`onnxspec.export` -> the flag that sets them."""
+
+_PARAM = "|".join(PARAMETER_FLAGS)
+_WITH_FLAG = re.compile(rf"\b(?:{_PARAM})=\S+? \((--[\w-]+(?: [^()]*)?)\)")
+_BARE = re.compile(rf"\b({_PARAM})=('[^']*'|\"[^\"]*\"|True)")
+
+
+def cli_message(message: str) -> str:
+    """A library error message in command-line words: ``pass overwrite=True (--overwrite)`` ->
+    ``pass --overwrite``, ``backend='dynamo'`` -> ``--backend dynamo``, ``merged=False`` ->
+    ``--no-merged``; other text is unchanged.
+
+    >>> cli_message("pass overwrite=True (--overwrite) to replace it")
+    'pass --overwrite to replace it'
+    """
+    message = _WITH_FLAG.sub(lambda m: m.group(1), message)
+    message = message.replace("merged=False", "--no-merged").replace(" as gguf_file (--gguf-file NAME)", " as --gguf-file NAME")
+
+    def flag(m: re.Match[str]) -> str:
+        name, value = m.group(1), m.group(2).strip("'\"")
+        return PARAMETER_FLAGS[name] if value == "True" else f"{PARAMETER_FLAGS[name]} {value}"
+
+    return _BARE.sub(flag, message)
+
+
+def _unknown_option(parser: argparse.ArgumentParser, argv: Sequence[str]) -> str | None:
+    """An error message for the first long option in ``argv`` that ``parser`` does not know
+    (an Optimum flag of ``export`` gets what onnxspec does instead, not a "did you mean")."""
+    known = _canonical_options(parser)
+    for arg in argv:
+        if arg == "--":
+            break
+        option = arg.split("=", 1)[0]
+        if option.startswith("--") and option not in known and parser.prog.endswith(" export") and _optimum_flag(option):
+            return _optimum_flag(option)
+        if option.startswith("--") and option not in known:
+            hint = list(dict.fromkeys(known[m] for m in close_matches(option, known)))
+            return f"unrecognized option {option}" + (f"; did you mean {' or '.join(hint)}?" if hint else f" (see {parser.prog} --help)")
+    return None
+
+
+def _parse(argv: Sequence[str]) -> argparse.Namespace:
+    """Parse ``argv``; misspelled commands and options exit 2 with a "did you mean" hint."""
+    positional = next((a for a in argv if not a.startswith("-")), None)
+    parser, commands = build_parser(export_shapes=positional == "export")
+    if positional is not None and positional not in commands and not any(a in ("-h", "--help", "--version") for a in argv):
+        hint = close_matches(positional, commands)
+        parser.error(
+            f"unknown command {positional!r}"
+            + (f"; did you mean {' or '.join(repr(h) for h in hint)}?" if hint else "")
+            + f" (commands: {', '.join(commands)})"
+        )
+    target = commands.get(positional or "", parser)
+    message = _unknown_option(target, argv[argv.index(positional) + 1 :] if positional in commands else argv)
+    if message:
+        target.error(message)
+    return parser.parse_args(argv)
+
+
+# --------------------------------------------------------------------------------------------
+# commands
+
+
+def _console(stderr: bool = False) -> Console:
+    """A console on stdout (or stderr), wide enough for the tables when not on a terminal."""
+    console = Console(stderr=stderr, highlight=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(stderr=stderr, highlight=False, width=120)
+    return console
+
+
+def _quiet_libraries(debug: bool) -> None:
+    """Keep transformers' own log lines out of the output unless ``--debug``."""
+    if not debug:
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' GGUF reader draws its own progress bar
+
+
+def _run_export(args: argparse.Namespace, out: Console, err: Console) -> int:
+    if args.task is not None:
+        from onnxspec.pieces.tasks import parse_task
+
+        parse_task(args.task)  # fail fast, before torch is imported
+    from onnxspec.pipeline.core import export
+    from onnxspec.pieces.shapes import DTypes, Shapes
+
+    shapes = Shapes(**{name: getattr(args, name) for name, _ in _shape_fields() if getattr(args, name) is not None})
+    dtypes = DTypes(int_dtype=args.int_dtype, float_dtype=args.dtype)
+    err.print(f"Exporting [bold]{escape(args.model)}[/bold] -> {escape(args.output)}", highlight=False)
+    progress, finish = stage_printer(err)
+    try:
+        report = export(
+            args.model,
+            args.output,
+            task=args.task,
+            shapes=shapes,
+            dtypes=dtypes,
+            backend=args.backend,
+            opset=args.opset,
+            atol=args.atol,
+            monolith=args.monolith,
+            merged=args.merged,
+            overwrite=args.overwrite,
+            trust_remote_code=args.trust_remote_code,
+            gguf_file=args.gguf_file,
+            seed=args.seed,
+            progress=progress,
+        )
+    except BaseException:
+        finish(False)
+        raise
+    finish(True)
+    print_report(out, report)
+    if report.source.get("format") == "gguf":
+        out.print(f"Read from the GGUF file {escape(report.source['gguf_file'])} (weights dequantized to float32); "
+                  f"tokenizer: {escape(report.source.get('tokenizer', 'not saved'))}")
+    for graph in report.graphs:
+        if graph.fallback:
+            first, _, why = graph.fallback.partition(": ")
+            out.print(f"{escape(graph.filename)}: the {first} exporter failed ({escape(why)}); exported with {graph.backend} instead",
+                      highlight=False)
+    out.print(f"[green]Exported {report.model_type} / {report.task} and validated it in {report.seconds:.1f}s.[/green]")
+    return EXIT_OK
+
+
+def _run_describe(args: argparse.Namespace, out: Console) -> int:
+    import transformers
+
+    from onnxspec.pipeline.loading import config_from_json, read_source
+    from onnxspec.catalog.models import REGISTRY
+    from onnxspec.catalog.registry import spec_for
+    from onnxspec.pieces.spec import bind, describe, with_behavior
+
+    spec = spec_for(REGISTRY, args.model_type, args.task)
+    if args.model is not None:
+        # config.json, or the config of the folder's GGUF file; only the config is read (no code runs)
+        found = read_source(args.model, args.gguf_file, trust_remote_code=True)
+        config_json = found.config_json
+        if config_json["model_type"] != spec.model_type:
+            gguf = f" --gguf-file {args.gguf_file}" if args.gguf_file else ""
+            raise ConfigError(
+                f"{args.model!r} holds a {config_json['model_type']!r} model, not {spec.model_type!r}; "
+                f"run `onnxspec describe {config_json['model_type']} {args.task} --model {args.model}{gguf}`"
+            )
+        config = config_from_json(config_json)
+        source = f"the config of {found.path}"
+    else:
+        config = transformers.AutoConfig.for_model(spec.model_type)
+        source = f"transformers' default {type(config).__name__} (pass --model FOLDER for a real one)"
+    spec = bind(spec, config)
+    dims = {k: v for k, v in (spec.dims.values.items() if spec.dims is not None else ()) if v is not None}
+    out.print(f"dimensions from {escape(source)}: {escape(str(dims))}", highlight=False)
+    for split in spec.splits:
+        sub = with_behavior(spec, split.behavior, use_past=split.use_past, use_past_in_inputs=split.use_past_in_inputs)
+        out.print(f"[bold]{escape(split.filename)}[/bold]")
+        out.print(escape(describe(sub)), highlight=False)
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    _quiet_libraries("--debug" in argv)  # before parsing: the export parser imports torch, which imports tqdm
+    try:
+        args = _parse(argv)
+    except SystemExit as e:  # argparse: 0 for --help/--version, 2 for misuse
+        return int(e.code or 0) if not isinstance(e.code, str) else EXIT_USAGE
+    out, err = _console(), _console(stderr=True)
+    debug = bool(getattr(args, "debug", False))
+    try:
+        if args.command == "export":
+            return _run_export(args, out, err)
+        if args.command == "models":
+            from onnxspec.catalog.models import REGISTRY
+
+            out.print(models_table(REGISTRY))
+            return EXIT_OK
+        if args.command == "tasks":
+            out.print(tasks_table())
+            return EXIT_OK
+        if args.command == "describe":
+            return _run_describe(args, out)
+        if args.command == "inspect":
+            return _run_inspect(args, out)
+        raise AssertionError(f"unhandled command {args.command!r}")
+    except ValidationError as e:
+        if e.report is not None:
+            print_report(out, e.report, files=False)
+        err.print(f"[bold red]error:[/bold red] {escape(str(e))}", highlight=False)
+        if debug:
+            traceback.print_exc()
+        return EXIT_INVALID
+    except ExportError as e:  # a stage failed at run time: not a usage error
+        if debug:
+            traceback.print_exc()
+            if getattr(e, "details", ""):
+                print(e.details, file=sys.stderr)  # type: ignore[attr-defined]
+        print(f"error: {cli_message(str(e))}", file=sys.stderr)
+        return EXIT_EXPORT
+    except OnnxSpecError as e:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {cli_message(str(e))}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

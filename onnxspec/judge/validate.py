@@ -1,0 +1,505 @@
+"""Checking an exported graph: its structure against the spec, then its values against PyTorch.
+
+``check_graph`` compares input and output names, dtypes and dynamic axes with the spec (an axis
+the spec declares dynamic that the graph fixed to a number is an error) and ``stamp`` renames
+the graph's symbolic dims to the spec's symbols. ``validate`` runs the graph with onnxruntime
+and the module with PyTorch at shape sets that differ from the trace shapes, and compares every
+output where the attention mask keeps a position: its shape, then its values by the output's
+criterion (:mod:`onnxspec.pieces.criteria`; by default the error against a float64 run of the same
+module, bounded by a multiple of PyTorch's own rounding noise).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from types import SimpleNamespace
+from typing import Any
+
+import attrs
+import numpy as np
+import onnx
+import torch
+
+from onnxspec.pieces.axes import Kind, TensorSpec, names, symbol_size
+from onnxspec.pieces.axes import spec as tensor_spec
+from onnxspec.pieces.cache_names import Part, Which, cache_name, is_cache_input, is_cache_output, to_past
+from onnxspec.pieces.criteria import Criterion, NoiseBound, Tolerance, judge
+from onnxspec.errors import SpecError
+from onnxspec.pieces.generators import context, make_dummies
+from onnxspec.build.merge import Interface, stamp_interface
+from onnxspec.pieces.patches import patched
+from onnxspec.judge.reference import finfo_of, float64_room, in_float64, to_float64
+from onnxspec.judge.report import OutputCheck
+from onnxspec.pieces.shapes import DTypes, Shapes, size_table, torch_dtype, validation_shapes
+from onnxspec.pieces.spec import ExportSpec, contract_json, tolerance_for
+
+__all__ = [
+    "RUNTIMES", "References", "check_graph", "compare", "reference_session", "runtime_for", "stamp", "validate",
+    "validate_merged", "validate_with_references", "SHAPE_SET_NAMES",
+]
+
+_ONNX_DTYPE = {
+    torch.float32: onnx.TensorProto.FLOAT,
+    torch.float16: onnx.TensorProto.FLOAT16,
+    torch.bfloat16: onnx.TensorProto.BFLOAT16,
+    torch.int64: onnx.TensorProto.INT64,
+    torch.int32: onnx.TensorProto.INT32,
+    torch.int8: onnx.TensorProto.INT8,
+    torch.bool: onnx.TensorProto.BOOL,
+}
+
+SHAPE_SET_NAMES = ("small", "large", "decode")
+
+RUNTIMES = ("onnxruntime", "onnx.reference")
+"""What can run a graph for validation: onnxruntime's CPU provider, or onnx's reference evaluator."""
+
+
+def runtime_for(dtypes: DTypes) -> str:
+    """The runtime that validates graphs of ``dtypes``: onnxruntime, except for bf16.
+
+    onnxruntime's CPU provider has no bf16 kernels for the ops a transformer needs (``MatMul``
+    and others fail to load: NOT_IMPLEMENTED), so bf16 graphs run in onnx's reference evaluator,
+    which computes each op in numpy on ``ml_dtypes.bfloat16`` arrays. It is slow (numpy, one op
+    at a time), fine for the tiny models the tests use, not for real checkpoints.
+    """
+    return "onnx.reference" if torch_dtype(Kind.FLOAT, dtypes) is torch.bfloat16 else "onnxruntime"
+
+
+@attrs.frozen(kw_only=True)
+class _Port:
+    """An input or output as onnxruntime's session describes it (``name``, ``shape``, ``type``)."""
+
+    name: str
+    shape: tuple[str | int | None, ...]
+    type: str
+
+
+def _ports(values: Sequence[onnx.ValueInfoProto]) -> tuple[_Port, ...]:
+    def dim(d: onnx.TensorShapeProto.Dimension) -> str | int | None:
+        return d.dim_param or (d.dim_value if d.HasField("dim_value") else None)
+
+    kinds = {onnx.TensorProto.BFLOAT16: "bfloat16", onnx.TensorProto.FLOAT: "float", onnx.TensorProto.FLOAT16: "float16",
+             onnx.TensorProto.DOUBLE: "double"}
+    return tuple(
+        _Port(
+            name=v.name,
+            shape=tuple(dim(d) for d in v.type.tensor_type.shape.dim),
+            type=f"tensor({kinds.get(v.type.tensor_type.elem_type, onnx.TensorProto.DataType.Name(v.type.tensor_type.elem_type).lower())})",
+        )
+        for v in values
+    )
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class ReferenceSession:
+    """onnx's reference evaluator behind onnxruntime's ``run(names, feed)`` interface.
+
+    Feeds are cast to the dtype each graph input declares (a bf16 input arrives as the float32
+    numpy copy of a bf16 tensor, so the cast is exact) and bf16 outputs come back as float32
+    (exact too): the arithmetic in between is the graph's own, in bf16.
+    """
+
+    evaluator: Any
+    input_types: Mapping[str, np.dtype]
+    inputs: tuple[_Port, ...]
+    outputs: tuple[_Port, ...]
+
+    def get_inputs(self) -> tuple[_Port, ...]:
+        return self.inputs
+
+    def get_outputs(self) -> tuple[_Port, ...]:
+        return self.outputs
+
+    def run(self, names: Sequence[str] | None, feed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        cast = {n: np.asarray(a).astype(self.input_types[n], copy=False) if n in self.input_types else a for n, a in feed.items()}
+        got = self.evaluator.run(None if names is None else list(names), cast)
+        return [_widened(np.asarray(a)) for a in got]
+
+
+def _widened(array: np.ndarray) -> np.ndarray:
+    """bf16 (``ml_dtypes.bfloat16``) as float32, exactly; other arrays unchanged."""
+    return array.astype(np.float32) if array.dtype.name == "bfloat16" else array
+
+
+def reference_session(path: str) -> ReferenceSession:
+    """A :class:`ReferenceSession` running the ONNX file at ``path`` with ``onnx.reference``."""
+    from onnx.reference import ReferenceEvaluator
+
+    model = onnx.load(path, load_external_data=True)
+    types = {v.name: onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type) for v in model.graph.input}
+    return ReferenceSession(
+        evaluator=ReferenceEvaluator(model), input_types=types, inputs=_ports(model.graph.input), outputs=_ports(model.graph.output)
+    )
+
+
+def _dims(value: onnx.ValueInfoProto) -> list[onnx.TensorShapeProto.Dimension]:
+    return list(value.type.tensor_type.shape.dim)
+
+
+def check_graph(model: onnx.ModelProto, spec: ExportSpec, dtypes: DTypes) -> list[str]:
+    """Every way the graph's interface departs from the spec (an empty list when none)."""
+    problems: list[str] = []
+    for where, graph_values, specs in (
+        ("input", list(model.graph.input), spec.inputs),
+        ("output", list(model.graph.output), spec.outputs),
+    ):
+        got = [v.name for v in graph_values]
+        want = list(names(specs))
+        if got != want:
+            missing = [n for n in want if n not in got]
+            extra = [n for n in got if n not in want]
+            problems.append(
+                f"graph {where}s differ from the spec: expected {want}, got {got}"
+                + (f" (missing {missing})" if missing else "")
+                + (f" (unexpected {extra})" if extra else "")
+            )
+            continue
+        for value, t in zip(graph_values, specs):
+            expected = _ONNX_DTYPE[torch_dtype(t.kind, dtypes)]
+            elem = value.type.tensor_type.elem_type
+            if elem != expected:
+                problems.append(
+                    f"{where} {t.name!r} has dtype {onnx.TensorProto.DataType.Name(elem)}, the spec says "
+                    f"{onnx.TensorProto.DataType.Name(expected)}"
+                )
+            dims = _dims(value)
+            if t.rank is not None and dims and len(dims) != t.rank:
+                problems.append(f"{where} {t.name!r} has rank {len(dims)}, the spec says {t.rank}")
+            for index, symbol in t.axes:
+                if index >= len(dims):
+                    if dims:
+                        problems.append(f"{where} {t.name!r}: dynamic axis {index} ({symbol!r}) is beyond the graph's rank {len(dims)}")
+                    continue
+                if dims[index].HasField("dim_value"):
+                    problems.append(
+                        f"{where} {t.name!r}: axis {index} is declared dynamic ({symbol!r}) but the graph froze it "
+                        f"to {dims[index].dim_value}; trace with sizes that differ per axis, or declare the axis static"
+                    )
+    return problems
+
+
+def stamp(model: onnx.ModelProto, spec: ExportSpec, dtypes: DTypes, extra_metadata: Mapping[str, str] | None = None) -> None:
+    """Rename the graph interface's symbolic dims to the spec's symbols and embed the I/O
+    contract in the model's metadata. Changes ``model`` in place (it may hold gigabytes)."""
+    metadata = {"onnxspec.contract": contract_json(spec, dtypes), **(extra_metadata or {})}
+    stamp_interface(model, Interface(inputs=spec.inputs, outputs=spec.outputs), metadata)
+
+
+def _mask_for(output: TensorSpec, array: np.ndarray, feed: Mapping[str, np.ndarray], spec: ExportSpec) -> np.ndarray | None:
+    """Which elements of ``output`` to compare: positions the attention mask keeps.
+
+    Applies to outputs whose axis 1 (or, for cache tensors, axis 2) runs over the tokens the
+    graph's ``attention_mask`` covers; the mask's last columns are the current tokens.
+    """
+    mask = feed.get("attention_mask")
+    if mask is None or mask.ndim != 2 or array.ndim < 2 or array.shape[0] != mask.shape[0]:
+        return None
+    axis = 2 if is_cache_output(output.name) else 1
+    symbol = output.dynamic_axes.get(axis, "")
+    if "sequence_length" not in symbol or "encoder" in symbol or "decoder" in symbol:
+        return None
+    length = array.shape[axis]
+    if length > mask.shape[1]:
+        return None
+    keep = mask[:, mask.shape[1] - length :].astype(bool)
+    shape = [1] * array.ndim
+    shape[0], shape[axis] = keep.shape
+    return np.broadcast_to(keep.reshape(shape), array.shape)
+
+
+def compare(
+    graph: str,
+    output: TensorSpec,
+    shape_set: str,
+    expected: np.ndarray,
+    got: np.ndarray,
+    keep: np.ndarray | None,
+    criterion: Criterion,
+    reference: np.ndarray | None = None,
+    *,
+    no_reference: str = "",
+) -> OutputCheck:
+    """One output at one shape set: same shape, finite, and within ``criterion``
+    (:func:`onnxspec.pieces.criteria.judge`) where ``keep`` marks the compared elements."""
+    base = dict(graph=graph, output=output.name, shape_set=shape_set, torch_shape=tuple(expected.shape), onnx_shape=tuple(got.shape))
+    fixed = criterion if isinstance(criterion, Tolerance) else criterion.fallback
+    nan = float("nan")
+    if expected.shape != got.shape:
+        return OutputCheck(**base, max_abs=nan, max_rel=nan, atol=fixed.atol, rtol=fixed.rtol, compared=0, passed=False,
+                           problem=f"shape {tuple(got.shape)} differs from PyTorch's {tuple(expected.shape)}")
+    if reference is not None and reference.shape != expected.shape:
+        reference, no_reference = None, f"the float64 run gave shape {tuple(reference.shape)}"
+    if keep is not None:
+        expected, got = expected[keep], got[keep]
+        reference = reference[keep] if reference is not None else None
+    if not np.all(np.isfinite(got)) or not np.all(np.isfinite(expected)):
+        bad = "onnxruntime" if not np.all(np.isfinite(got)) else "PyTorch"
+        return OutputCheck(**base, max_abs=nan, max_rel=nan, atol=fixed.atol, rtol=fixed.rtol, compared=int(expected.size),
+                           passed=False, problem=f"{bad} produced non-finite values")
+    if reference is not None and not np.all(np.isfinite(reference)):
+        reference, no_reference = None, "the float64 run produced non-finite values"
+    v = judge(expected, got, criterion, reference, no_reference=no_reference)
+    return OutputCheck(
+        **base, max_abs=v.max_abs, max_rel=v.max_rel, atol=fixed.atol, rtol=fixed.rtol, compared=int(expected.size),
+        passed=v.passed, criterion=v.criterion, reference=v.reference, error=v.error, bound=v.bound, noise=v.noise,
+        note=v.note,
+    )
+
+
+def _frozen_outputs(spec: ExportSpec, runs: Sequence[tuple[Shapes, Mapping[str, np.ndarray]]]) -> list[str]:
+    """Outputs whose declared dynamic axis kept one size while its symbol's size changed."""
+    problems = []
+    for t in spec.outputs:
+        for axis, symbol in t.axes:
+            try:
+                wanted = {symbol_size(symbol, size_table(shapes)) for shapes, _ in runs}
+            except SpecError:  # a size the model derives (feature frames, queries): no expectation to hold it to
+                continue
+            seen = {arrays[t.name].shape[axis] for _, arrays in runs if axis < arrays[t.name].ndim}
+            if len(wanted) > 1 and len(seen) == 1:
+                problems.append(
+                    f"output {t.name!r}: axis {axis} is declared dynamic ({symbol!r}) but stayed {seen.pop()} "
+                    f"while {symbol} took sizes {sorted(wanted)}; declare the axis static or fix the spec"
+                )
+    return problems
+
+
+def _references(
+    module: torch.nn.Module, feeds: Sequence[Mapping[str, torch.Tensor]], wanted: bool, dtype: torch.dtype
+) -> tuple[list[list[np.ndarray]] | None, str]:
+    """PyTorch's outputs in float64 at every feed, with ``dtype``'s limits for the constants the
+    model takes from ``torch.finfo``; or ``None`` and the reason there are none."""
+    if not wanted:
+        return None, ""
+    room = float64_room(module)
+    if room:
+        return None, f"no float64 reference: {room}"
+    try:
+        with in_float64(module), patched([finfo_of(dtype)]), torch.no_grad():
+            return [[t.detach().numpy() for t in module(*to_float64(tuple(d.values())))] for d in feeds], ""
+    except Exception as e:  # a model that cannot run in float64 (a hard-coded float32 tensor...)
+        return None, f"no float64 reference: the model failed in float64 ({type(e).__name__}: {str(e)[:200]})"
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class References:
+    """PyTorch's side of one graph's validation, kept so a merged decoder's branch fed the very
+    same inputs need not run the module again: the inputs fed at each shape set, PyTorch's
+    outputs at the export dtype, and its float64 outputs (or ``None`` and the reason there are
+    none), with what made the inputs (seed, shape sets, dtypes, the spec's input names)."""
+
+    seed: int
+    sets: tuple[Shapes, ...]
+    dtypes: DTypes
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    feeds: tuple[Mapping[str, torch.Tensor], ...]
+    expected: tuple[tuple[np.ndarray, ...], ...]
+    float64: tuple[tuple[np.ndarray, ...], ...] | None
+    why_not: str = ""
+    reused: bool = False
+    """True when these references were taken from an earlier validation, not computed."""
+
+    def fits(self, seed: int, sets: Sequence[Shapes], dtypes: DTypes, spec: ExportSpec,
+             feeds: Sequence[Mapping[str, torch.Tensor]], wanted: bool) -> bool:
+        """Whether these are PyTorch's runs at exactly ``feeds`` (same seed, shape sets, dtypes,
+        inputs and outputs, every tensor equal), with float64 outputs if ``wanted``."""
+        if (self.seed != seed or self.sets != tuple(sets) or self.dtypes != dtypes or self.inputs != tuple(names(spec.inputs))
+                or self.outputs != tuple(names(spec.outputs)) or len(self.feeds) != len(feeds)):
+            return False
+        if wanted and self.float64 is None and not self.why_not:
+            return False
+        for kept, fed in zip(self.feeds, feeds):
+            if list(kept) != list(fed):
+                return False
+            for name, tensor in fed.items():
+                other = kept[name]
+                if other.dtype != tensor.dtype or other.shape != tensor.shape or not torch.equal(other, tensor):
+                    return False
+        return True
+
+
+def _pytorch_runs(
+    module: torch.nn.Module, spec: ExportSpec, sets: Sequence[Shapes], dtypes: DTypes, seed: int, wanted: bool,
+    feeds: Sequence[Mapping[str, torch.Tensor]],
+) -> References:
+    """PyTorch's outputs at ``feeds`` at the export dtype, and in float64 if ``wanted``."""
+    expected: list[tuple[np.ndarray, ...]] = []
+    for dummies in feeds:
+        with torch.no_grad():
+            expected.append(tuple(_to_numpy(t) for t in module(*dummies.values())))
+    references, why_not = _references(module, feeds, wanted, torch_dtype(Kind.FLOAT, dtypes))
+    return References(
+        seed=seed, sets=tuple(sets), dtypes=dtypes, inputs=tuple(names(spec.inputs)), outputs=tuple(names(spec.outputs)),
+        feeds=tuple(feeds), expected=tuple(expected),
+        float64=None if references is None else tuple(tuple(r) for r in references), why_not=why_not,
+    )
+
+
+def validate(
+    session: object,
+    module: torch.nn.Module,
+    spec: ExportSpec,
+    traced: Shapes,
+    dtypes: DTypes,
+    seed: int,
+    graph: str,
+    shape_sets: Sequence[Shapes] | None = None,
+) -> tuple[tuple[OutputCheck, ...], tuple[str, ...], float]:
+    """Run ``session`` (onnxruntime) and ``module`` (PyTorch) at each shape set and compare.
+
+    PyTorch runs first, at the export dtype and, where an output is judged by a
+    :class:`~onnxspec.pieces.criteria.NoiseBound`, again in float64 (:mod:`onnxspec.judge.reference`); only
+    then is onnxruntime run. ``session`` may be a callable returning the session, so it opens
+    after the references are made. Returns the per-output checks, problems found across runs
+    (a frozen dynamic axis), and the seconds spent (:func:`validate_with_references` also
+    returns PyTorch's runs).
+    """
+    checks, problems, seconds, _ = validate_with_references(session, module, spec, traced, dtypes, seed, graph, shape_sets)
+    return checks, problems, seconds
+
+
+def validate_with_references(
+    session: object,
+    module: torch.nn.Module,
+    spec: ExportSpec,
+    traced: Shapes,
+    dtypes: DTypes,
+    seed: int,
+    graph: str,
+    shape_sets: Sequence[Shapes] | None = None,
+    *,
+    reuse: References | None = None,
+) -> tuple[tuple[OutputCheck, ...], tuple[str, ...], float, References]:
+    """:func:`validate`, also returning PyTorch's runs (:class:`References`).
+
+    ``reuse``: PyTorch's runs from an earlier validation; used (and the module not run) only if
+    they were made at exactly the inputs this validation feeds (:meth:`References.fits`), else
+    the module runs as usual.
+    """
+    start = time.perf_counter()
+    sets = tuple(shape_sets) if shape_sets is not None else validation_shapes(traced)
+    labels = [SHAPE_SET_NAMES[k] if k < len(SHAPE_SET_NAMES) and shape_sets is None else f"set{k}" for k in range(len(sets))]
+    out_names = list(names(spec.outputs))
+    criteria = [tolerance_for(spec, t.name, dtypes) for t in spec.outputs]
+    wanted = any(isinstance(c, NoiseBound) for c in criteria)
+    feeds: list[dict[str, torch.Tensor]] = []
+    for k, shapes in enumerate(sets):
+        ctx = context(shapes, dtypes, spec.dims, past=spec.past, padding_side=spec.padding_side)
+        feeds.append(make_dummies(spec.inputs, spec.generators, ctx, seed + 1 + k))
+    if reuse is not None and reuse.fits(seed, sets, dtypes, spec, feeds, wanted):
+        runs_of_torch = attrs.evolve(reuse, reused=True)
+    else:
+        runs_of_torch = _pytorch_runs(module, spec, sets, dtypes, seed, wanted, feeds)
+    expected, references, why_not = runs_of_torch.expected, runs_of_torch.float64 if wanted else None, runs_of_torch.why_not
+    if callable(session) and not hasattr(session, "run"):
+        session = session()
+    checks: list[OutputCheck] = []
+    runs: list[tuple[Shapes, dict[str, np.ndarray]]] = []
+    for k, shapes in enumerate(sets):
+        feed = {n: _to_numpy(t) for n, t in feeds[k].items()}
+        got = session.run(out_names, feed)  # type: ignore[attr-defined]
+        runs.append((shapes, dict(zip(out_names, got))))
+        for i, (t, exp, act) in enumerate(zip(spec.outputs, expected[k], got)):
+            keep = _mask_for(t, exp, feed, spec)
+            ref = references[k][i] if references is not None else None
+            checks.append(compare(graph, t, labels[k], exp, np.asarray(act), keep, criteria[i], ref, no_reference=why_not))
+    problems = tuple(_frozen_outputs(spec, runs))
+    return tuple(checks), problems, time.perf_counter() - start, runs_of_torch
+
+
+_NUMPY_FLOAT = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+                "tensor(bfloat16)": np.float32}  # bf16 stand-ins are zeros, cast exactly by the reference session
+_PASSED_THROUGH = Tolerance(atol=1e-30)
+"""Outputs the cache branch passes through unchanged are compared exactly (the atol only
+keeps the bound positive)."""
+
+
+def _branch_feed(declared: Mapping[str, tuple[list[Any], str]], feed: Mapping[str, np.ndarray], branch: bool,
+                 branch_input: str) -> dict[str, np.ndarray]:
+    """The inputs of a merged decoder that one branch's spec does not feed.
+
+    The first step (``branch`` false) gets cache inputs of past length 0; later steps get an
+    ``encoder_hidden_states`` of zeros (the cross-attention cache stands in for it), as long
+    as the fed cross cache. Sizes the graph fixed are read from its declared shapes.
+    """
+    batch = next(iter(feed.values())).shape[0]
+    cross = feed.get(cache_name(0, Which.KEY, part=Part.CROSS))
+    extra: dict[str, np.ndarray] = {branch_input: np.array([branch])}
+    for name, (shape, kind) in declared.items():
+        if name in feed or name == branch_input:
+            continue
+        if kind not in _NUMPY_FLOAT:
+            raise SpecError(f"merged decoder input {name!r} ({kind}) has no stand-in in the {'cache' if branch else 'no-cache'} branch")
+        if is_cache_input(name):
+            dynamic = {0: batch, 2: 0}
+        else:
+            dynamic = {0: batch, 1: cross.shape[2] if cross is not None else 1}
+        dims = [dynamic.get(k, d) for k, d in enumerate(shape)]
+        if not all(isinstance(d, int) for d in dims):
+            raise SpecError(f"merged decoder input {name!r}: cannot size a stand-in for its shape {shape}")
+        extra[name] = np.zeros(dims, _NUMPY_FLOAT[kind])
+    return extra
+
+
+def validate_merged(
+    session: object,
+    branches: Sequence[tuple[bool, str, torch.nn.Module, ExportSpec]],
+    traced: Shapes,
+    dtypes: DTypes,
+    seed: int,
+    graph: str,
+    branch_input: str = "use_cache_branch",
+    shape_sets: Sequence[Shapes] | None = None,
+    *,
+    reuse: Sequence[References | None] = (),
+) -> tuple[tuple[OutputCheck, ...], tuple[str, ...], float]:
+    """:func:`validate` a merged decoder once per branch, against that branch's own graph.
+
+    ``branches``: ``(branch value, tag, module, spec)`` per branch, e.g.
+    ``(False, "no-cache", first_step_module, decoder_spec)``. Each run feeds the spec's inputs,
+    the branch flag, and stand-ins for the other branch's inputs (an empty past, or zero
+    encoder states); checks are labelled ``<shape set>/<tag>``. Outputs the spec lacks (the
+    cross-attention cache of the cache branch) must equal the matching cache inputs exactly.
+    ``reuse``: per branch, PyTorch's runs from that branch's own graph's validation
+    (:func:`validate_with_references`), used where they were made at the same inputs.
+    """
+    start = time.perf_counter()
+    kept = list(reuse) + [None] * (len(branches) - len(reuse))
+    if callable(session) and not hasattr(session, "run"):
+        session = session()
+    declared = {i.name: (list(i.shape), i.type) for i in session.get_inputs()}  # type: ignore[attr-defined]
+    every_output = [o.name for o in session.get_outputs()]  # type: ignore[attr-defined]
+    checks: list[OutputCheck] = []
+    problems: list[str] = []
+    for (branch, tag, module, spec), earlier in zip(branches, kept):
+        runs: list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]] = []
+
+        def run(out_names: list[str], feed: Mapping[str, np.ndarray], branch: bool = branch,
+                runs: list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]] = runs) -> list[np.ndarray]:
+            full = {**feed, **_branch_feed(declared, feed, branch, branch_input)}
+            others = [n for n in every_output if n not in out_names]
+            got = session.run([*out_names, *others], full)  # type: ignore[attr-defined]
+            runs.append((full, dict(zip(others, got[len(out_names):]))))
+            return got[: len(out_names)]
+
+        found, trouble, _, _ = validate_with_references(
+            SimpleNamespace(run=run), module, spec, traced, dtypes, seed, graph, shape_sets, reuse=earlier
+        )
+        labels = list(dict.fromkeys(c.shape_set for c in found))
+        checks += [attrs.evolve(c, shape_set=f"{c.shape_set}/{tag}") for c in found]
+        problems += [f"{tag} branch: {p}" for p in trouble]
+        for label, (full, others) in zip(labels, runs):
+            for name, got in others.items():
+                source = to_past(name) if is_cache_output(name) else None
+                if source is None or source not in full:
+                    problems.append(f"{tag} branch: output {name!r} is neither checked against PyTorch nor a cache input passed through")
+                    continue
+                checks.append(compare(graph, tensor_spec(name, {}), f"{label}/{tag}", full[source], np.asarray(got), None, _PASSED_THROUGH))
+    return tuple(checks), tuple(problems), time.perf_counter() - start
+
+
+def _to_numpy(tensor: torch.Tensor) -> np.ndarray:
+    tensor = tensor.detach().cpu()
+    return tensor.float().numpy() if tensor.dtype is torch.bfloat16 else tensor.numpy()

@@ -1,0 +1,937 @@
+"""The export pipeline: stages as values, run by one runner, with atomic output.
+
+``export(model_or_folder, output_dir, task=..., spec=...)`` runs::
+
+    resolve -> load -> (for each sub-graph: dummies -> trace -> check -> validate)
+            -> (for each merged decoder: trace -> check -> validate) -> write
+
+Each step is a :class:`~onnxspec.pipeline.stages.Stage` value (a name, the file it works on, and a
+function from one state to the next) run by :func:`~onnxspec.pipeline.stages.run_stages`, which names a
+failing stage and the stages done before it and chains the cause. ``export`` itself only
+checks its arguments into a :class:`_Request`, runs the ``resolve`` stage (which reads the
+config, picks the spec and plans the files), builds the remaining stage tuple from that plan
+with :func:`export_stages`, and runs it. Resolution comes first and alone because the
+per-graph stages are data built from its plan; the second run carries on the stages done.
+
+The state handed from stage to stage is a frozen record (:class:`_State`): a stage is a step
+from one record to the next, and what it reads and adds is in its signature; what stays fixed
+for a run (the request, the resolved spec and plan, the temporary folder) is bound into the
+stages (:class:`_Job`), not carried in the state. One thing is handed over mutably, and only
+between two stages: the traced ``onnx.ModelProto`` travels from ``trace`` to ``check`` in a
+one-element list that ``check`` empties, so the graph is freed before the checker reads the
+saved file back (a frozen field would keep it alive through the previous state, which the
+runner still holds: up to 1.8 GB more at the peak).
+
+Files are built in a temporary folder beside ``output_dir`` (:mod:`onnxspec.pipeline.output`) and moved
+into place only when every graph validated; a failed export leaves the destination as it was.
+The temporary folder is named ``.<name>.onnxspec-tmp-<pid>-<random>``: if the process is
+killed, the next export to the same destination removes it (and puts back a previous output
+caught mid-swap). A validation failure is an error; its graphs and report are kept in
+``<output_dir>.onnxspec-failed``.
+
+The pipeline never changes a model it is given: the training flag of each submodule and the
+attention implementation of each config are put back when ``export`` returns or fails, and an
+fp16 or bf16 export converts a copy (``copy.deepcopy``), since fp32 -> fp16 -> fp32 is lossy. That copy
+costs the model's size again in fp32 while it is made (the fp16 copy then keeps half of it)
+for the length of the export. A model loaded from a folder is the pipeline's own.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import platform
+import shutil
+import time
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
+from typing import Any
+
+import attrs
+import onnx
+import torch
+
+from onnxspec import __version__
+from onnxspec.errors import BackendError, ExportError, SpecError, TraceError, UnsupportedTaskError, ValidationError
+from onnxspec.build.exporters import Backend, available_backends, backends_to_try, export_graph, resolve_backend
+from onnxspec.pieces.generators import context, make_dummies
+from onnxspec.pipeline.loading import (
+    ModelSource,
+    config_from_json,
+    default_task,
+    exported_config_json,
+    load_model,  # re-exported: onnxspec.pipeline.core.load_model predates onnxspec.pipeline.loading
+    load_source_model,
+    read_source,
+    save_gguf_tokenizer,
+)
+from onnxspec.build.merge import BRANCH_INPUT, Merge, merge_decoders, merged_interface, merges_for, stamp_interface
+from onnxspec.catalog.models import REGISTRY, UNSUPPORTED
+from onnxspec.pipeline.output import check_output_dir, keep_failed, make_workdir, move_into_place, recover_stale, remove_created
+from onnxspec.pieces.patches import patched
+from onnxspec.catalog.registry import Registry, lookup, spec_for
+from onnxspec.judge.report import ExportReport, GraphReport, OutputCheck, report_json
+from onnxspec.pieces.axes import Kind, TensorSpec
+from onnxspec.pieces.shapes import DTypes, FloatDtype, Shapes, torch_dtype
+from onnxspec.pipeline.sidefiles import copy_side_files, side_files
+from onnxspec.pieces.spec import Behavior, ExportSpec, Split, bind, check_versions, contract, with_behavior, with_tolerance
+from onnxspec.pipeline.stages import STAGES, Fault, Progress, Stage, run_stages
+from onnxspec.pieces.tasks import TASKS, infer_task, parse_task
+from onnxspec.judge.validate import References, check_graph, runtime_for, stamp, validate_merged, validate_with_references
+from onnxspec.build.wrappers import graph_module
+
+__all__ = [
+    "MIN_OPSET",
+    "STAGES",
+    "export",
+    "export_stages",
+    "load_model",
+    "max_opset",
+    "plan",
+    "plan_merges",
+    "resolve_spec",
+    "versions",
+]
+
+EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+"""Graphs whose weights exceed this many bytes are saved with external data (protobuf caps at 2 GB)."""
+
+
+MIN_OPSET = 14
+"""Lowest opset onnxspec exports at: the attention of every registered model traces to
+``aten::scaled_dot_product_attention``, which the torch exporter supports from opset 14 on
+(measured on bert, gpt2, llama, t5 and vit: opsets 9, 11 and 13 fail in tracing)."""
+
+
+def versions() -> dict[str, str]:
+    """Versions of everything that shapes an export, recorded in every report."""
+    import onnxruntime
+    import transformers
+
+    return {
+        "onnxspec": __version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def _exporter_max_opset(backend: Backend) -> int:
+    from torch.onnx import _constants
+
+    if backend is Backend.TORCHSCRIPT:
+        return int(getattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", 20))
+    return int(getattr(_constants, "ONNX_MAX_OPSET", 23))
+
+
+def max_opset(backend: Backend) -> int:
+    """The highest opset both the installed onnx and the torch exporter ``backend`` support."""
+    return min(onnx.defs.onnx_opset_version(), _exporter_max_opset(backend))
+
+
+def _check_opset(opset: int, backend: Backend, who: str) -> None:
+    """Refuse an opset below :data:`MIN_OPSET` or above what onnx and the exporter support."""
+    top = max_opset(backend)
+    if opset < MIN_OPSET:
+        raise SpecError(
+            f"{who}: opset {opset} is too low: attention (aten::scaled_dot_product_attention) needs opset {MIN_OPSET} "
+            f"or higher; pass an opset between {MIN_OPSET} and {top}, or leave it out to use the spec's default"
+        )
+    if opset > top:
+        raise SpecError(
+            f"{who}: opset {opset} is higher than this installation supports (onnx {onnx.__version__} goes up to "
+            f"{onnx.defs.onnx_opset_version()}, the torch {backend.value} exporter up to {_exporter_max_opset(backend)}); "
+            f"pass an opset between {MIN_OPSET} and {top}"
+        )
+
+
+def resolve_spec(
+    model_type: str,
+    config: Any,
+    task: str | None,
+    registry: Registry,
+    *,
+    inferred_from: Mapping[str, Any] | None = None,
+    default_task: str = "feature-extraction",
+) -> ExportSpec:
+    """The bound spec for a model type and config; ``task=None`` infers it from ``architectures``
+    (``default_task`` when there is none; a task the model type lacks falls back to
+    ``feature-extraction``)."""
+    if task is None:
+        e = lookup(registry, model_type)
+        name = infer_task(inferred_from or {}, e.architecture_tasks, default=default_task)
+        if name not in {parse_task(t).name for t in e.tasks}:
+            name = "feature-extraction"
+        task = f"{name}-with-past" if f"{name}-with-past" in e.tasks else name
+    return bind(spec_for(registry, model_type, task), config)
+
+
+def plan(spec: ExportSpec, *, monolith: bool = False) -> tuple[tuple[Split, ExportSpec], ...]:
+    """The files to write and the sub-graph spec of each (``monolith``: one graph)."""
+    splits = spec.splits
+    if monolith and len(splits) > 1:
+        if Behavior.MONOLITH not in spec.graphs:
+            raise SpecError(f"spec {spec.model_type}/{spec.task} has no single-graph form; export it split")
+        if any(s.use_past for s in splits):
+            raise SpecError(
+                f"spec {spec.model_type}/{spec.task}: the single graph of the monolith option takes no KV cache, but a "
+                "cache was asked for; drop '-with-past' to export one graph, or drop the monolith option to get "
+                "encoder / decoder / decoder-with-past graphs"
+            )
+        splits = (Split(filename="model.onnx", behavior=Behavior.MONOLITH),)
+    return tuple(
+        (s, with_behavior(spec, s.behavior, use_past=s.use_past, use_past_in_inputs=s.use_past_in_inputs)) for s in splits
+    )
+
+
+def plan_merges(
+    spec: ExportSpec, graphs: tuple[tuple[Split, ExportSpec], ...], *, merged: bool | None = None, monolith: bool = False
+) -> tuple[Merge, ...]:
+    """The merged decoders to write beside ``graphs`` (the files :func:`plan` chose).
+
+    ``merged=None`` (default): one for each sub-graph exported both without and with cache
+    inputs (seq2seq ``-with-past`` tasks: ``decoder_model_merged.onnx``), none otherwise.
+    ``False``: none. ``True``: the same, but a plan without such a pair is an error.
+    """
+    if merged is False:
+        return ()
+    who = f"spec {spec.model_type}/{spec.task}"
+    if merged and monolith:
+        raise SpecError(
+            f"{who}: a merged decoder (merged=True, decoder_model_merged.onnx) joins the decoders with and without cache, "
+            "but monolith=True exports one graph without cache; drop one of the two options"
+        )
+    found = merges_for(s for s, _ in graphs)
+    if merged and not found:
+        decoder_only = any(s.use_past_in_inputs for s, _ in graphs)
+        raise SpecError(
+            f"{who}: merged=True asks for decoder_model_merged.onnx, but this export has no decoder pair with and without "
+            "cache inputs to merge"
+            + (
+                " (a decoder-only model's model.onnx already serves every step: feed an empty past on the first one)"
+                if decoder_only
+                else "; export a seq2seq task with '-with-past' (e.g. text2text-generation-with-past)"
+            )
+            + "; or leave merged out (--no-merged skips it)"
+        )
+    return found
+
+
+def _merged_contract(first: ExportSpec, later: ExportSpec, dtypes: DTypes) -> dict[str, Any]:
+    """The I/O contract of a merged decoder, from those of its two branches."""
+    a, b = contract(first, dtypes), contract(later, dtypes)
+    inputs = a["inputs"] + [t for t in b["inputs"] if t["name"] not in {x["name"] for x in a["inputs"]}]
+    inputs.append({"name": BRANCH_INPUT, "dtype": "bool", "dynamic_axes": {}, "rank": 1})
+    later_outputs = {t["name"]: t for t in b["outputs"]}
+    return {
+        **b,
+        "merged": {"branch_input": BRANCH_INPUT, "false": "first step (empty past)", "true": "later steps (the cache)"},
+        "inputs": inputs,
+        "outputs": [later_outputs.get(t["name"], t) for t in a["outputs"]],
+    }
+
+
+def _task_heads(task: str, model_type: str) -> set[str]:
+    """Names of the model classes the auto classes of ``task`` load for ``model_type``."""
+    import transformers
+
+    names: set[str] = set()
+    for auto_name in TASKS[task].auto_classes:
+        mapping = getattr(transformers, auto_name, None)
+        table = getattr(getattr(mapping, "_model_mapping", None), "_model_mapping", {})
+        found = table.get(model_type)
+        names.update(found if isinstance(found, (list, tuple)) else ([found] if found else []))
+    return names
+
+
+def _check_head(config_json: Mapping[str, Any], task: str, model_type: str, registry: Registry) -> None:
+    """Refuse a folder whose saved head is for another task (its new head would be random).
+
+    A saved head passes when the task's own auto classes load that very class (a semantic
+    segmentation head serves ``image-segmentation`` too).
+    """
+    if task == "feature-extraction" or not config_json.get("architectures"):
+        return
+    saved = infer_task(config_json, lookup(registry, model_type).architecture_tasks)
+    if saved in ("feature-extraction", task) or config_json["architectures"][0] in _task_heads(task, model_type):
+        return
+    raise UnsupportedTaskError(
+        f"the model in this folder has a {saved!r} head ({config_json['architectures'][0]}), but task {task!r} needs "
+        f"another one, which would be randomly initialised; export with --task {saved} (or feature-extraction)"
+    )
+
+
+def _check_gguf_head(source: ModelSource, task: str) -> None:
+    """Refuse a task whose head a GGUF file cannot hold: llama.cpp's files keep a language model's
+    head (or none), so any other head would be randomly initialised."""
+    saved = default_task(source)
+    if task not in ("feature-extraction", saved):
+        raise UnsupportedTaskError(
+            f"the GGUF file {source.gguf_file!r} holds a language model (a {saved!r} head), but task {task!r} needs "
+            f"another head, which would be randomly initialised; export with --task {saved} (or feature-extraction)"
+        )
+
+
+def _save(model: onnx.ModelProto, path: str, threshold: int) -> None:
+    weights = sum(len(t.raw_data) for t in model.graph.initializer)
+    if weights > threshold:
+        onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=os.path.basename(path) + ".data", size_threshold=1024)
+    else:
+        onnx.save_model(model, path)
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class _Request:
+    """What :func:`export` was asked for: its arguments, as given (checked in ``resolve``)."""
+
+    model: torch.nn.Module | None
+    folder: str | None
+    output_dir: str
+    task: str | None
+    spec: ExportSpec | None
+    shapes: Shapes
+    dtypes: DTypes
+    backend: Backend | str | None
+    opset: int | None
+    atol: float | None
+    monolith: bool
+    merged: bool | None
+    overwrite: bool
+    trust_remote_code: bool
+    gguf_file: str | None
+    seed: int
+    registry: Registry
+    validation_shapes: tuple[Shapes, ...] | None
+    external_data_threshold: int
+    start: float
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class _Resolved:
+    """What ``resolve`` decided: the bound spec, where the model is read from, the backend, and
+    the plan (the graphs to export and the merged decoders to build from them)."""
+
+    spec: ExportSpec
+    source: ModelSource | None
+    backend: Backend
+    graphs: tuple[tuple[Split, ExportSpec], ...]
+    merges: tuple[Merge, ...]
+    tries: tuple[Backend, ...] = ()
+    """The backends each graph's trace tries, in order (``backend``, then any fallback)."""
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class _Job:
+    """What stays fixed once resolved, bound into every later stage."""
+
+    request: _Request
+    resolved: _Resolved
+    workdir: str
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class _InFlight:
+    """One graph between its stages: what ``dummies``, ``trace`` and ``check`` leave for the next."""
+
+    module: torch.nn.Module | None = None
+    dummies: Mapping[str, torch.Tensor] = attrs.field(factory=dict)
+    proto: list[onnx.ModelProto] = attrs.field(factory=list)  # at most one; ``check`` empties it (see the module docstring)
+    export_seconds: float = 0.0
+    problems: tuple[str, ...] = ()
+    interface_ok: bool = False
+    path: str = ""
+    backend: str = ""
+    fallback: str = ""
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class _State:
+    """The state stages pass on: the plan (after ``resolve``), the model (after ``load``), the
+    graph in flight and the reports of the graphs done (then the export's, after ``write``)."""
+
+    resolved: _Resolved | None = None
+    model: torch.nn.Module | None = None
+    graph: _InFlight = attrs.field(factory=_InFlight)
+    reports: tuple[GraphReport, ...] = ()
+    report: ExportReport | None = None
+    references: Mapping[str, References] = attrs.field(factory=dict)
+    """PyTorch's runs from validating a graph a merged decoder is built from, by file name; kept
+    until the last merge that needs them is validated (they may be large)."""
+
+
+def _choose_backend(requested: Backend | str | None, spec: ExportSpec, dtypes: DTypes) -> tuple[Backend, bool]:
+    """The backend to trace with, and whether someone named it (then it gets no fallback).
+
+    The caller's backend wins; else the spec's (``ExportSpec.backend``); else dynamo for fp16
+    and bf16, TorchScript otherwise (while torch has it). bf16 needs dynamo: TorchScript's
+    exporter has no bf16 path through the LayerNormalization and attention it writes.
+    """
+    named = requested if requested is not None else spec.backend
+    chosen = resolve_backend(named)
+    low_precision = dtypes.float_dtype in (FloatDtype.FP16, FloatDtype.BF16)
+    if named is None and low_precision and Backend.DYNAMO in available_backends():
+        # TorchScript writes LayerNormalization with mixed fp16/fp32 operands, which
+        # onnxruntime refuses to load; torch.export's exporter keeps them consistent.
+        chosen = Backend.DYNAMO
+    if dtypes.float_dtype is FloatDtype.BF16 and chosen is not Backend.DYNAMO:
+        by = "you asked for" if requested is not None else f"spec {spec.model_type}/{spec.task} asks for"
+        raise SpecError(
+            f"float dtype bf16 is exported with the dynamo backend only, but {by} {chosen.value!r}"
+            + ("" if Backend.DYNAMO in available_backends() else " and dynamo is not installed (install onnxscript and onnx-ir)")
+            + "; leave the backend out (or pass --backend dynamo), or export fp32 / fp16"
+        )
+    return chosen, named is not None
+
+
+def _refuse_unsupported(model_type: str, task: str | None) -> None:
+    """Refuse, with the reason, a pair onnxspec knows it cannot export correctly (models.UNSUPPORTED)."""
+    name = parse_task(task).name if task is not None else None
+    for (mt, t), reason in UNSUPPORTED.items():
+        if mt == model_type and (t == "*" or t == name or (name is None and mt not in REGISTRY)):
+            what = f"{model_type}/{name}" if name else model_type
+            raise UnsupportedTaskError(
+                f"{what} cannot be exported correctly: {reason}. Run `onnxspec models` for what is supported"
+            )
+
+
+def _resolve(request: _Request, state: _State) -> _State:
+    """Check the output folder and the arguments, read the config, pick the spec, plan the files."""
+    recover_stale(os.path.abspath(request.output_dir))
+    check_output_dir(request.output_dir, request.overwrite)
+    dtypes, folder, gguf_file, registry, task = request.dtypes, request.folder, request.gguf_file, request.registry, request.task
+    resolve_backend(request.backend)  # an unknown or missing backend is refused before any model is read
+    if folder is None and gguf_file is not None:
+        raise SpecError(
+            f"gguf_file={gguf_file!r} names a file in a model folder, but a torch.nn.Module was passed; "
+            "pass the folder holding the GGUF file instead of a model, or leave gguf_file out"
+        )
+    source = read_source(folder, gguf_file, trust_remote_code=request.trust_remote_code) if folder is not None else None
+    config_json = source.config_json if source is not None else request.model.config.to_dict()  # type: ignore[union-attr]
+    model_type = config_json["model_type"]
+    spec = request.spec
+    if spec is None:
+        _refuse_unsupported(model_type, task)
+        lookup(registry, model_type)
+        config = request.model.config if source is None else config_from_json(config_json)  # type: ignore[union-attr]
+        spec = resolve_spec(
+            model_type,
+            config,
+            task,
+            registry,
+            inferred_from=config_json,
+            default_task="feature-extraction" if source is None else default_task(source),
+        )
+    elif spec.dims is None:
+        spec = bind(spec, request.model.config if folder is None else config_json)  # type: ignore[union-attr]
+    if source is not None and source.is_gguf:
+        _check_gguf_head(source, spec.task)
+    elif source is not None:
+        _check_head(config_json, spec.task, model_type, registry)
+    chosen_backend, named = _choose_backend(request.backend, spec, dtypes)
+    if request.opset is not None:
+        spec = attrs.evolve(spec, opset=request.opset)
+    _check_opset(spec.opset, chosen_backend, f"{spec.model_type}/{spec.task}")
+    if request.atol is not None:
+        spec = with_tolerance(spec, request.atol, outputs=["*"])
+    if chosen_backend is Backend.DYNAMO and spec.attn_implementation is None and model_type == "t5":
+        spec = attrs.evolve(spec, attn_implementation="eager")
+    check_versions(spec, versions())
+    graphs = plan(spec, monolith=request.monolith)
+    merges = plan_merges(spec, graphs, merged=request.merged, monolith=request.monolith)
+    resolved = _Resolved(
+        spec=spec, source=source, backend=chosen_backend, graphs=graphs, merges=merges,
+        tries=backends_to_try(chosen_backend, named=named),
+    )
+    return attrs.evolve(state, resolved=resolved)
+
+
+def _load(job: _Job, state: _State) -> _State:
+    """The model to trace: the caller's (a copy for fp16 and bf16) or the one loaded from the folder."""
+    request, spec, source = job.request, job.resolved.spec, job.resolved.source
+    low = request.dtypes.float_dtype in (FloatDtype.FP16, FloatDtype.BF16)
+    if source is None:
+        model = copy.deepcopy(request.model) if low else request.model
+        model = model.eval()  # type: ignore[union-attr]
+    else:
+        model = load_source_model(source, spec.task, trust_remote_code=request.trust_remote_code)
+    if spec.attn_implementation is not None and hasattr(model, "set_attn_implementation"):
+        model.set_attn_implementation(spec.attn_implementation)
+    if low:
+        model = model.to(torch_dtype(Kind.FLOAT, request.dtypes))
+    return attrs.evolve(state, model=model)
+
+
+def _dummies(job: _Job, split: Split, sub: ExportSpec, state: _State) -> _State:
+    """The graph's dummy inputs, and the module calling the model as the graph does."""
+    request = job.request
+    ctx = context(request.shapes, request.dtypes, sub.dims, past=sub.past, padding_side=sub.padding_side)
+    dummies = make_dummies(sub.inputs, sub.generators, ctx, request.seed)
+    return attrs.evolve(state, graph=_InFlight(module=graph_module(state.model, sub), dummies=dummies))  # type: ignore[arg-type]
+
+
+def _trace(job: _Job, split: Split, sub: ExportSpec, state: _State) -> _State:
+    """Trace the graph's module at its dummies with the chosen exporter, or its fallback.
+
+    The fallback is per graph: a graph TorchScript traces keeps its (much faster) export, and
+    only a graph it cannot trace pays for torch.export. No backend left raises
+    :class:`TraceError`, naming each failure in one line and the fix.
+    """
+    t0 = time.perf_counter()
+    tries = job.resolved.tries or (job.resolved.backend,)
+    failures: list[BackendError] = []
+    for backend in tries:
+        try:
+            with patched(sub.patches):
+                proto = export_graph(state.graph.module, tuple(state.graph.dummies.values()), sub, backend, job.workdir)  # type: ignore[arg-type]
+        except BackendError as e:
+            failures.append(e)
+            continue
+        fallback = f"{failures[0].backend}: {failures[0].reason}" if failures else ""
+        graph = attrs.evolve(state.graph, proto=[proto], export_seconds=time.perf_counter() - t0, backend=backend.value,
+                             fallback=fallback)
+        return attrs.evolve(state, graph=graph)
+    raise TraceError(f"{sub.model_type}/{sub.task}", split.filename, tuple(failures), _trace_fix(job, tries)) from failures[-1]
+
+
+def _trace_fix(job: _Job, tries: tuple[Backend, ...]) -> str:
+    """What to do when every backend in ``tries`` failed."""
+    debug = "--debug shows the exporters' full output"
+    if tries == (Backend.TORCHSCRIPT,):
+        if Backend.DYNAMO not in available_backends():
+            return f"install onnxscript and onnx-ir so that onnxspec can fall back to the dynamo exporter; {debug}"
+        return (f"export with backend='dynamo' (--backend dynamo), or leave the backend out so that onnxspec falls back "
+                f"to it; {debug}")
+    if tries == (Backend.DYNAMO,) and Backend.TORCHSCRIPT in available_backends() and job.request.dtypes.float_dtype is FloatDtype.FP32:
+        return (f"try backend='torchscript' (--backend torchscript), or give the spec a Patch replacing the code the "
+                f"exporter cannot trace (README: Adding an architecture); {debug}")
+    return (f"the model's code cannot be traced as is: give its spec a Patch replacing the part the exporters refuse "
+            f"(README: Adding an architecture); {debug}")
+
+
+def _checked(job: _Job, filename: str, state: _State, interface: Any, stamp_with: Callable[[onnx.ModelProto], None]) -> _State:
+    """The ``check`` stage's work on the traced graph: check it against ``interface`` (a spec, or
+    a merged decoder's interface), stamp it, save it as ``filename``, run onnx's checker."""
+    proto = state.graph.proto.pop()
+    problems = check_graph(proto, interface, job.request.dtypes)
+    interface_ok = [v.name for v in proto.graph.input] == [t.name for t in interface.inputs] and [
+        v.name for v in proto.graph.output
+    ] == [t.name for t in interface.outputs]
+    stamp_with(proto)
+    path = os.path.join(job.workdir, filename)
+    _save(proto, path, job.request.external_data_threshold)
+    del proto
+    onnx.checker.check_model(path)
+    return attrs.evolve(state, graph=attrs.evolve(state.graph, problems=tuple(problems), interface_ok=interface_ok, path=path))
+
+
+def _check(job: _Job, split: Split, sub: ExportSpec, state: _State) -> _State:
+    """Check the graph against its spec, stamp its contract, save it, run onnx's checker."""
+    metadata = {"onnxspec.version": __version__, "onnxspec.backend": state.graph.backend or job.resolved.backend.value}
+    return _checked(job, split.filename, state, sub, lambda proto: stamp(proto, sub, job.request.dtypes, metadata))
+
+
+def _session(path: str, runtime: str = "onnxruntime") -> Any:
+    """The runtime that validates the graph at ``path``: onnxruntime's CPU provider, or onnx's
+    reference evaluator for what onnxruntime cannot run (bf16: :func:`onnxspec.judge.validate.runtime_for`)."""
+    if runtime != "onnxruntime":
+        from onnxspec.judge.validate import reference_session
+
+        return reference_session(path)
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    return onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+_NOT_RUN = ("not run against PyTorch: the graph's interface differs from the spec",)
+
+
+def _validate(job: _Job, split: Split, sub: ExportSpec, state: _State) -> _State:
+    """Run the saved graph with onnxruntime against the PyTorch module at the validation shapes."""
+    request, graph = job.request, state.graph
+    runtime = runtime_for(request.dtypes)
+    if graph.interface_ok:
+        # the session opens only once PyTorch's references are made (float64 included), so the
+        # graph's weights and the reference run are not in memory at the same time
+        checks, run_problems, seconds, ran = validate_with_references(
+            lambda: _session(graph.path, runtime), graph.module, sub, request.shapes, request.dtypes, request.seed,  # type: ignore[arg-type]
+            split.filename, shape_sets=request.validation_shapes,
+        )
+    else:  # the graph cannot be fed the spec's inputs; the check's problems say why
+        checks, run_problems, seconds, ran = (), _NOT_RUN, 0.0, None
+    references = dict(state.references)
+    if ran is not None and _merges_needing(job.resolved.merges, split.filename):
+        references[split.filename] = ran  # a merged decoder's branch is fed these very inputs
+    del ran
+    report = _graph_report(
+        request, graph, split.filename, sub, (sub.inputs, sub.outputs), (checks, run_problems, seconds),
+        backend=graph.backend or job.resolved.backend.value, runtime=runtime,
+    )
+    return attrs.evolve(state, graph=_InFlight(), reports=(*state.reports, report), references=references)
+
+
+def _graph_report(
+    request: _Request,
+    graph: _InFlight,
+    filename: str,
+    spec: ExportSpec,
+    interface: tuple[Sequence[TensorSpec], Sequence[TensorSpec]],
+    outcome: tuple[tuple[OutputCheck, ...], tuple[str, ...], float],
+    *,
+    backend: str,
+    runtime: str,
+) -> GraphReport:
+    """The report of one written graph: how it was traced, its interface, what validation found."""
+    checks, run_problems, seconds = outcome
+    return GraphReport(
+        filename=filename,
+        behavior=spec.behavior.value,
+        use_past=spec.use_past,
+        use_past_in_inputs=spec.use_past_in_inputs,
+        backend=backend,
+        fallback=graph.fallback,
+        runtime=runtime,
+        trace_shapes={k: v for k, v in attrs.asdict(request.shapes).items()},
+        export_seconds=round(graph.export_seconds, 4),
+        validate_seconds=round(seconds, 4),
+        inputs=tuple(t.name for t in interface[0]),
+        outputs=tuple(t.name for t in interface[1]),
+        checks=checks,
+        problems=graph.problems + run_problems,
+    )
+
+
+def _merges_needing(merges: Sequence[Merge], filename: str) -> tuple[Merge, ...]:
+    """The merged decoders built from the graph ``filename``."""
+    return tuple(m for m in merges if filename in (m.no_past, m.with_past))
+
+
+def _branches(job: _Job, merge: Merge) -> tuple[ExportSpec, ExportSpec, Any]:
+    """The specs of a merged decoder's two branches and the merged graph's interface."""
+    graphs = job.resolved.graphs
+    first, later = _sub_of(graphs, merge.no_past), _sub_of(graphs, merge.with_past)
+    return first, later, merged_interface(first.inputs, first.outputs, later.inputs, later.outputs)
+
+
+def _merge(job: _Job, merge: Merge, state: _State) -> _State:
+    """The ``trace`` stage of a merged decoder: join the two decoders already written and validated."""
+    t0 = time.perf_counter()
+    proto = merge_decoders(
+        onnx.load(os.path.join(job.workdir, merge.no_past)), onnx.load(os.path.join(job.workdir, merge.with_past))
+    )
+    return attrs.evolve(state, graph=_InFlight(proto=[proto], export_seconds=time.perf_counter() - t0))
+
+
+def _check_merged(job: _Job, merge: Merge, state: _State) -> _State:
+    """Check a merged decoder against its interface, stamp its contract, save it, run onnx's checker."""
+    first, later, interface = _branches(job, merge)
+    metadata = {
+        "onnxspec.contract": json.dumps(_merged_contract(first, later, job.request.dtypes), indent=2, sort_keys=True),
+        "onnxspec.version": __version__,
+        "onnxspec.backend": job.resolved.backend.value,
+        "onnxspec.merged_from": f"{merge.no_past} (use_cache_branch=False), {merge.with_past} (use_cache_branch=True)",
+    }
+    return _checked(job, merge.filename, state, interface, lambda proto: stamp_interface(proto, interface, metadata))
+
+
+def _validate_merged(job: _Job, merge: Merge, state: _State) -> _State:
+    """Run each branch of a merged decoder against the PyTorch module of the graph it came from."""
+    request, graph = job.request, state.graph
+    first, later, interface = _branches(job, merge)
+    runtime = runtime_for(request.dtypes)
+    if graph.interface_ok:
+        session = _session(graph.path, runtime)
+        branches = (
+            (False, "no-cache", graph_module(state.model, first), first),  # type: ignore[arg-type]
+            (True, "cache", graph_module(state.model, later), later),  # type: ignore[arg-type]
+        )
+        checks, run_problems, seconds = validate_merged(
+            session, branches, request.shapes, request.dtypes, request.seed, merge.filename, BRANCH_INPUT,
+            shape_sets=request.validation_shapes,
+            reuse=(state.references.get(merge.no_past), state.references.get(merge.with_past)),
+        )
+        del session
+    else:
+        checks, run_problems, seconds = (), _NOT_RUN, 0.0
+    later_merges = job.resolved.merges[job.resolved.merges.index(merge) + 1 :]
+    references = {
+        name: kept for name, kept in state.references.items() if any(name in (m.no_past, m.with_past) for m in later_merges)
+    }
+    report = _graph_report(  # the cache branch's spec: use_past and use_past_in_inputs are both true
+        request, graph, merge.filename, later, (interface.inputs, interface.outputs), (checks, run_problems, seconds),
+        backend=job.resolved.backend.value, runtime=runtime,
+    )
+    return attrs.evolve(state, graph=_InFlight(), reports=(*state.reports, report), references=references)
+
+
+def _write(job: _Job, state: _State) -> _State:
+    """Write the report, the contract and the model's side files into the temporary folder.
+
+    A report with failures moves the folder to ``<output_dir>.onnxspec-failed`` and raises
+    :class:`ValidationError`; moving a good folder into place is left to :func:`export`, after
+    the stage is done (the ``fault`` seam runs before anything reaches the destination).
+    """
+    request, resolved = job.request, job.resolved
+    spec, graphs, merges, dtypes = resolved.spec, resolved.graphs, resolved.merges, request.dtypes
+    report = ExportReport(
+        model_type=spec.model_type,
+        task=spec.task + ("-with-past" if any(s.use_past for s in spec.splits) else ""),
+        backend=resolved.backend.value,
+        output_dir=os.path.abspath(request.output_dir),
+        graphs=state.reports,
+        versions=versions(),
+        seed=request.seed,
+        seconds=round(time.perf_counter() - request.start, 3),
+        source=_source_record(resolved.source),
+    )
+    merged_contracts = {
+        m.filename: _merged_contract(_sub_of(graphs, m.no_past), _sub_of(graphs, m.with_past), dtypes) for m in merges
+    }
+    files, notes = _write_side_files(job.workdir, resolved.source, state.model, list(graphs), dtypes, merged_contracts)  # type: ignore[arg-type]
+    warning = notes.pop("warning", "")
+    report = attrs.evolve(report, files=tuple(sorted(files)), source={**report.source, **notes}, notes=(warning,) if warning else ())
+    with open(os.path.join(job.workdir, "onnxspec_report.json"), "w", encoding="utf-8") as f:
+        f.write(report_json(report))
+    if report.failures:  # an export run with no shape set is written, marked not validated
+        failed_dir = keep_failed(job.workdir, request.output_dir)
+        raise ValidationError(
+            f"{spec.model_type}/{spec.task}: the exported graphs disagree with PyTorch:\n  - "
+            + "\n  - ".join(report.failures)
+            + f"\nNothing was written to {request.output_dir!r}; the graphs and the full report are in {failed_dir!r}",
+            report,
+        )
+    return attrs.evolve(state, report=report)
+
+
+_GRAPH_STAGES: tuple[tuple[str, Callable[..., _State]], ...] = (
+    ("dummies", _dummies),
+    ("trace", _trace),
+    ("check", _check),
+    ("validate", _validate),
+)
+"""The stages of each planned graph, as ``(name, step(job, split, sub, state))``."""
+_MERGE_STAGES: tuple[tuple[str, Callable[..., _State]], ...] = (
+    ("trace", _merge),
+    ("check", _check_merged),
+    ("validate", _validate_merged),
+)
+"""The stages of each merged decoder, as ``(name, step(job, merge, state))``."""
+
+
+def export_stages(job: _Job) -> tuple[Stage[_State], ...]:
+    """The stages after ``resolve``, as data: ``load``; ``dummies``, ``trace``, ``check``,
+    ``validate`` for each planned graph; ``trace`` (the merge), ``check``, ``validate`` for each
+    merged decoder; ``write``. Per-graph stages carry the graph's file name as their detail."""
+    request, resolved = job.request, job.resolved
+    source = resolved.source
+    load = Stage(
+        name="load",
+        detail=type(request.model).__name__ if source is None else source.path,
+        run=partial(_load, job),
+    )
+    per_graph = tuple(
+        Stage(name=name, detail=split.filename, run=partial(step, job, split, sub))
+        for split, sub in resolved.graphs
+        for name, step in _GRAPH_STAGES
+    )
+    per_merge = tuple(
+        Stage(name=name, detail=merge.filename, run=partial(step, job, merge))
+        for merge in resolved.merges
+        for name, step in _MERGE_STAGES
+    )
+    return (load, *per_graph, *per_merge, Stage(name="write", run=partial(_write, job)))
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class _Saved:
+    """What the pipeline may change on a caller's model, as it was: each submodule's training
+    flag and each config's attention implementation (``set_attn_implementation`` sets
+    ``_attn_implementation_internal`` on the model's config, its sub-configs and those of its
+    sub-models)."""
+
+    training: tuple[tuple[torch.nn.Module, bool], ...]
+    attention: tuple[tuple[Any, Any], ...]
+
+
+_ATTN = "_attn_implementation_internal"
+
+
+def _configs(model: torch.nn.Module) -> list[Any]:
+    """Every config reachable from ``model``: its submodules' and their sub-configs, once each."""
+    found: dict[int, Any] = {}
+    todo = [getattr(m, "config", None) for m in model.modules()]
+    while todo:
+        config = todo.pop()
+        if config is None or id(config) in found or not hasattr(config, _ATTN):
+            continue
+        found[id(config)] = config
+        todo += [getattr(config, key, None) for key in getattr(config, "sub_configs", {}) or {}]
+    return list(found.values())
+
+
+def _remember(model: torch.nn.Module) -> _Saved:
+    return _Saved(
+        training=tuple((m, m.training) for m in model.modules()),
+        attention=tuple((c, getattr(c, _ATTN)) for c in _configs(model)),
+    )
+
+
+def _restore(saved: _Saved) -> None:
+    for module, training in saved.training:
+        module.training = training
+    for config, attention in saved.attention:
+        setattr(config, _ATTN, attention)
+
+
+def export(
+    model_or_folder: str | os.PathLike[str] | torch.nn.Module,
+    output_dir: str | os.PathLike[str],
+    *,
+    task: str | None = None,
+    spec: ExportSpec | None = None,
+    shapes: Shapes = Shapes(),
+    dtypes: DTypes = DTypes(),
+    backend: Backend | str | None = None,
+    opset: int | None = None,
+    atol: float | None = None,
+    monolith: bool = False,
+    merged: bool | None = None,
+    overwrite: bool = False,
+    trust_remote_code: bool = False,
+    gguf_file: str | None = None,
+    seed: int = 0,
+    registry: Registry = REGISTRY,
+    validation_shapes: tuple[Shapes, ...] | None = None,
+    external_data_threshold: int = EXTERNAL_DATA_THRESHOLD,
+    progress: Progress | None = None,
+    _fault: Fault | None = None,
+) -> ExportReport:
+    """Export a model (or a local model folder) to ONNX, validate every graph, write atomically.
+
+    Returns the :class:`ExportReport`. Raises :class:`ValidationError` (carrying the report)
+    when any graph disagrees with PyTorch, :class:`ExportError` naming the stage on other
+    failures, and the input errors of :mod:`onnxspec.errors` on bad input; in every failure
+    the destination is left as it was.
+
+    A folder is read as a transformers checkpoint (``config.json`` and weights) or as a GGUF
+    file: ``gguf_file`` names one, and a folder without ``config.json`` holding a single
+    ``*.gguf`` file reads that one (see :mod:`onnxspec.pipeline.loading`).
+
+    A ``torch.nn.Module`` given is left as it was (training flags, attention implementation,
+    weights and dtypes); an fp16 or bf16 export works on a copy of it (see the module docstring).
+    bf16 graphs are traced with dynamo and validated with onnx's reference evaluator, since
+    onnxruntime's CPU provider cannot run them (``GraphReport.runtime`` says which ran).
+
+    Seq2seq ``-with-past`` exports also write ``decoder_model_merged.onnx`` (the two decoders
+    in one graph, validated on both branches); ``merged=False`` skips it, ``merged=True``
+    insists on it (see :func:`plan_merges`).
+    """
+    module = model_or_folder if isinstance(model_or_folder, torch.nn.Module) else None
+    request = _Request(
+        model=module,
+        folder=None if module is not None else os.fspath(model_or_folder),  # type: ignore[arg-type]
+        output_dir=os.fspath(output_dir),
+        task=task,
+        spec=spec,
+        shapes=shapes,
+        dtypes=dtypes,
+        backend=backend,
+        opset=opset,
+        atol=atol,
+        monolith=monolith,
+        merged=merged,
+        overwrite=overwrite,
+        trust_remote_code=trust_remote_code,
+        gguf_file=gguf_file,
+        seed=seed,
+        registry=registry,
+        validation_shapes=validation_shapes,
+        external_data_threshold=external_data_threshold,
+        start=time.perf_counter(),
+    )
+    saved = _remember(module) if module is not None else None
+    workdir, created, finished = "", [], False
+    try:
+        resolved = run_stages((Stage(name="resolve", run=partial(_resolve, request)),), _State(), progress=progress, fault=_fault)
+        workdir, created = make_workdir(request.output_dir)
+        job = _Job(request=request, resolved=resolved.state.resolved, workdir=workdir)  # type: ignore[arg-type]
+        ran = run_stages(export_stages(job), resolved.state, progress=progress, fault=_fault, done=resolved.done)
+        try:
+            move_into_place(workdir, request.output_dir)
+        except OSError as e:
+            raise ExportError("write", ran.done, f"cannot move the finished export into {request.output_dir!r}: {e}") from e
+        finished = True
+        return ran.state.report  # type: ignore[return-value]
+    finally:
+        if workdir and not finished:
+            shutil.rmtree(workdir, ignore_errors=True)
+            remove_created(created)
+        if saved is not None:
+            _restore(saved)
+
+
+def _sub_of(graphs: tuple[tuple[Split, ExportSpec], ...], filename: str) -> ExportSpec:
+    return next(sub for s, sub in graphs if s.filename == filename)
+
+
+def _source_record(source: ModelSource | None) -> dict[str, str]:
+    """What the report says the model was read from."""
+    if source is None:
+        return {"format": "module"}
+    if source.gguf_file is None:
+        return {"format": "transformers", "folder": os.path.abspath(source.folder)}
+    return {
+        "format": "gguf",
+        "folder": os.path.abspath(source.folder),
+        "gguf_file": source.gguf_file,
+        "weights": "dequantized to float32 when loaded",
+    }
+
+
+def _write_side_files(
+    workdir: str,
+    source: ModelSource | None,
+    model: torch.nn.Module,
+    graphs: list[tuple[Split, ExportSpec]],
+    dtypes: DTypes,
+    merged_contracts: Mapping[str, dict[str, Any]] | None = None,
+) -> tuple[list[str], dict[str, str]]:
+    """Write the files beside the graphs; return every file name and notes for the report.
+
+    A transformers folder's config, tokenizer and processor files are copied. A GGUF file holds
+    them all as metadata: its config (without the quantization marks), generation config and
+    tokenizer are written from what transformers rebuilt, so the folder is usable by a runtime.
+    """
+    files = [s.filename for s, _ in graphs] + list(merged_contracts or {})
+    notes: dict[str, str] = {}
+    if source is not None and not source.is_gguf:
+        side = side_files(source.folder, source.config_json)
+        files += copy_side_files(side, workdir)
+        if side.warning:
+            notes["warning"] = side.warning
+    if source is not None and source.is_gguf:
+        generation_config = getattr(model, "generation_config", None)
+        if generation_config is not None:
+            generation_config.to_json_file(os.path.join(workdir, "generation_config.json"))
+            files.append("generation_config.json")
+        written, problem = save_gguf_tokenizer(source, workdir)
+        files += [n for n in written if n not in files]
+        notes["tokenizer"] = problem or "saved from the GGUF metadata: " + ", ".join(written)
+    if "config.json" not in files:
+        with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+            json.dump(exported_config_json(model), f, indent=2, sort_keys=True)
+            f.write("\n")
+        files.append("config.json")
+    contracts = {**{s.filename: contract(sub, dtypes) for s, sub in graphs}, **(merged_contracts or {})}
+    with open(os.path.join(workdir, "onnxspec_contract.json"), "w", encoding="utf-8") as f:
+        json.dump(contracts, f, indent=2, sort_keys=True)
+    files += ["onnxspec_contract.json", "onnxspec_report.json"]
+    files += [n for n in os.listdir(workdir) if n.endswith(".onnx.data")]
+    return files, notes
+
+

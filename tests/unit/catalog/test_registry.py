@@ -1,0 +1,95 @@
+"""The registry: built once from entries, refuses duplicates, looks up with close matches."""
+
+from __future__ import annotations
+
+import pytest
+
+from onnxspec.errors import SpecError, UnknownNameError, UnsupportedTaskError
+from onnxspec.catalog.families import text_decoder, text_encoder
+from onnxspec.catalog.models import ENTRIES, REGISTRY
+from onnxspec.catalog.registry import build_registry, entry, lookup, spec_for, supported_tasks
+
+
+def test_the_default_registry_is_read_only_and_holds_every_entry_once() -> None:
+    assert list(REGISTRY) == [e.model_type for e in ENTRIES]
+    assert len(set(REGISTRY)) == len(ENTRIES)
+    with pytest.raises(TypeError):
+        REGISTRY["new"] = ENTRIES[0]  # type: ignore[index]
+
+
+def test_build_registry_refuses_duplicates() -> None:
+    first = entry("toy", text_encoder, ["feature-extraction"])
+    second = entry("toy", text_decoder, ["text-generation"])
+    with pytest.raises(SpecError, match="'toy' is registered twice"):
+        build_registry([first, second])
+    with pytest.raises(SpecError, match="'bert' is registered twice"):
+        build_registry([*ENTRIES, ENTRIES[0]])
+
+
+def test_entries_need_tasks_written_canonically() -> None:
+    with pytest.raises(SpecError, match="lists no task"):
+        entry("toy", text_encoder, [])
+    with pytest.raises(SpecError, match="'causal-lm' is not canonical; write 'text-generation'"):
+        entry("toy", text_decoder, ["causal-lm"])
+    with pytest.raises(UnknownNameError):
+        entry("toy", text_decoder, ["no-such-task"])
+
+
+def test_spec_for_an_unsupported_task_lists_the_supported_ones() -> None:
+    with pytest.raises(UnsupportedTaskError) as info:
+        spec_for(REGISTRY, "vit", "text-generation")
+    message = str(info.value)
+    assert "'vit'" in message and "'text-generation'" in message
+    for task in REGISTRY["vit"].tasks:
+        assert task in message
+
+
+def test_spec_for_with_past_where_no_cache_is_registered_says_how_to_fix() -> None:
+    with pytest.raises(UnsupportedTaskError, match="drop '-with-past'"):
+        spec_for(REGISTRY, "bert", "feature-extraction-with-past")
+    with pytest.raises(UnsupportedTaskError, match="'text-classification-with-past' is not among"):
+        spec_for(REGISTRY, "gpt2", "text-classification", use_past=True)
+
+
+def test_unknown_model_type_suggests_close_matches() -> None:
+    with pytest.raises(UnknownNameError) as info:
+        spec_for(REGISTRY, "berts", "feature-extraction")
+    assert "bert" in info.value.suggestions and "Did you mean 'bert'" in str(info.value)
+    with pytest.raises(UnknownNameError) as info:
+        lookup(REGISTRY, "wav2vec")
+    assert info.value.suggestions[0] == "wav2vec2"
+    assert "onnxspec models" in str(info.value)
+
+
+def test_lookup_tolerates_dashes_for_underscores() -> None:
+    registry = build_registry([entry("big_bird", text_encoder, ["feature-extraction"])])
+    assert lookup(registry, "big-bird").model_type == "big_bird"
+    assert supported_tasks(REGISTRY, "bert") == REGISTRY["bert"].tasks
+
+
+def test_spec_for_accepts_synonyms_and_the_use_past_override() -> None:
+    a = spec_for(REGISTRY, "gpt2", "causal-lm-with-past")
+    assert (a.task, a.use_past, a.use_past_in_inputs) == ("text-generation", True, True)
+    b = spec_for(REGISTRY, "gpt2", "text-generation-with-past", use_past=False)
+    assert not b.use_past
+    assert spec_for(REGISTRY, "t5", "summarization").task == "text2text-generation"
+
+
+def test_task_families_and_options_apply_to_their_task_only() -> None:
+    causal = spec_for(REGISTRY, "bart", "text-generation")
+    seq2seq = spec_for(REGISTRY, "bart", "text2text-generation")
+    assert causal.family == "text-decoder" and seq2seq.family == "text-seq2seq"
+    assert "position_ids" not in [t.name for t in causal.graph.inputs]
+
+
+def test_every_registered_task_builds_a_spec() -> None:
+    for model_type, e in REGISTRY.items():
+        for task in e.tasks:
+            s = spec_for(REGISTRY, model_type, task)
+            assert s.model_type == model_type and s.task == task.removesuffix("-with-past")
+            assert any(sp.use_past for sp in s.splits) == task.endswith("-with-past")
+
+
+def test_build_registry_refuses_names_lookup_cannot_tell_apart() -> None:
+    with pytest.raises(SpecError, match="'big_bird' and 'big-bird' differ only in '-' versus '_'"):
+        build_registry([entry("big_bird", text_encoder, ["feature-extraction"]), entry("big-bird", text_encoder, ["feature-extraction"])])
