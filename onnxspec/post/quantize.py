@@ -1,0 +1,66 @@
+"""Quantization of exported graphs with onnxruntime's quantization tools.
+
+``int8``: dynamic quantization (``onnxruntime.quantization.quantize_dynamic``): the weights of
+``MatMul``, ``Gemm``, ``Gather`` ... are stored as signed 8-bit integers with one scale per
+output channel, the activations are quantized at run time. ``int4``: weight-only 4-bit
+quantization of the ``MatMul`` weights into ``MatMulNBits`` nodes (blocks of 32 values along
+the input axis, symmetric, round to nearest), which onnxruntime's CPU provider runs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import onnx
+
+from onnxspec.errors import UnknownNameError
+
+__all__ = ["METHODS", "quantize_file"]
+
+METHODS = ("int8", "int4")
+"""The quantization methods :func:`quantize_file` knows."""
+
+INT4_BLOCK_SIZE = 32
+"""Values of one row of a ``MatMul`` weight sharing a 4-bit scale (onnxruntime accepts 16 and up,
+powers of two); 32 fits the tiny test models, whose widths are 32 and up."""
+
+_EXTERNAL_ABOVE = 1_800_000_000
+"""Bytes of weights above which the quantized graph keeps them in ``<file>.data`` (protobuf
+cannot hold 2 GB in one message)."""
+
+
+def _weights_bytes(model: onnx.ModelProto) -> int:
+    return sum(len(t.raw_data) for t in model.graph.initializer)
+
+
+def _save(model: onnx.ModelProto, dst: Path) -> None:
+    if _weights_bytes(model) > _EXTERNAL_ABOVE:
+        onnx.save_model(model, os.fspath(dst), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=dst.name + ".data", size_threshold=1024)
+    else:
+        onnx.save_model(model, os.fspath(dst))
+
+
+def quantize_file(src: Path, dst: Path, *, method: str = "int8") -> None:
+    """Quantize the graph ``src`` (external data beside it is read) into ``dst`` with ``method``.
+
+    ``dst`` is written whole or not at all is the caller's concern (it is meant to be written
+    in a temporary folder); its weights go to ``<dst>.data`` when they exceed 1.8 GB. Raises
+    :class:`UnknownNameError` for a method other than ``int8`` or ``int4``.
+    """
+    if method not in METHODS:
+        raise UnknownNameError("quantization method", method, METHODS, "Use --method int8 or --method int4.")
+    src, dst = Path(src), Path(dst)
+    model = onnx.load(os.fspath(src))
+    if method == "int8":
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantize_dynamic(model, dst, per_channel=True, weight_type=QuantType.QInt8,
+                         use_external_data_format=_weights_bytes(model) > _EXTERNAL_ABOVE)
+        return
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    quantizer = MatMulNBitsQuantizer(model, bits=4, block_size=INT4_BLOCK_SIZE, is_symmetric=True)
+    quantizer.process()
+    _save(quantizer.model.model, dst)
