@@ -219,6 +219,29 @@ _PERCEIVER_IMAGE = {"inputs": _IMAGE, "outputs": _LATENT_LOGITS, "normalizer": n
 _WAVEFORM_CLASSIFIER = {"architecture_tasks": {"ForSequenceClassification": "audio-classification"}}
 """Raw-audio models: a ``ForSequenceClassification`` checkpoint means audio classification, not text."""
 
+_TEXT_QUERIES = {0: "text_batch_size", 1: "sequence_length"}
+_OPEN_VOCABULARY_DETECTION = {
+    # text rows are the images' queries, image-major: (images * queries, tokens)
+    "inputs": (
+        spec("input_ids", _TEXT_QUERIES, Kind.INT),
+        spec("pixel_values", {0: "image_batch_size"}, Kind.FLOAT, rank=4),
+        spec("attention_mask", _TEXT_QUERIES, Kind.INT),
+    ),
+    # one box per image patch (static: images of the config's size); one score per patch and query
+    "outputs": (
+        spec("logits", {0: "image_batch_size", 2: "num_queries"}),
+        spec("pred_boxes", {0: "image_batch_size"}),
+        spec("text_embeds", {0: "image_batch_size", 1: "num_queries"}),
+        spec("image_embeds", {0: "image_batch_size"}),
+    ),
+    "generators": {
+        "input_ids": generators.queries_per_image(generators.token_ids),
+        "attention_mask": generators.queries_per_image(generators.attention_mask),
+    },
+    "normalizer": normalizers.CLIP,
+}
+"""OWL-ViT / OWLv2 detection: text queries for each image -> per-patch boxes and per-query scores."""
+
 ENTRIES: tuple[ModelEntry, ...] = (
     # text encoders
     entry("bert", text_encoder, _ENCODER_TASKS),
@@ -399,6 +422,11 @@ ENTRIES: tuple[ModelEntry, ...] = (
     entry("chinese_clip", text_and_vision, _DUAL_ENCODER_TASKS),
     entry("groupvit", text_and_vision, ("feature-extraction",)),
     entry("siglip", text_and_vision, _DUAL_ENCODER_TASKS, attention_mask=False),
+    *(
+        entry(t, text_and_vision, ("feature-extraction", "zero-shot-object-detection"), task_families={"zero-shot-object-detection": tensors},
+              task_options={"zero-shot-object-detection": _OPEN_VOCABULARY_DETECTION})
+        for t in ("owlvit", "owlv2")
+    ),
 )
 
 REGISTRY: Registry = build_registry(ENTRIES)

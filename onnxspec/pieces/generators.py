@@ -42,6 +42,7 @@ __all__ = [
     "make_dummies",
     "past_tensor",
     "pixel_values",
+    "queries_per_image",
     "position_ids",
     "token_ids",
     "spectrogram",
@@ -313,6 +314,21 @@ def flattened_patches(tensor: TensorSpec, ctx: DummyContext, rng: torch.Generato
     side = max(1, min(int(positions) - 1, 8))
     index = torch.randint(1, side + 1, (batch, patches, 2), generator=rng).to(_float(ctx))
     return torch.cat([index, _randn((batch, patches, int(width)), ctx, rng)], dim=-1)
+
+
+def queries_per_image(base: Generator) -> Generator:
+    """``base`` over text rows that are the queries of each image, image-major: its
+    ``text_batch_size`` is ``image_batch_size * batch_size`` (``batch_size`` queries per image).
+
+    Zero-shot detectors (OWL-ViT) read ``(images * queries, tokens)`` ids and split them per image.
+    """
+
+    def generate(tensor: TensorSpec, ctx: DummyContext, rng: torch.Generator, made: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        rows = ctx.sizes["image_batch_size"] * ctx.sizes["batch_size"]
+        return base(tensor, attrs.evolve(ctx, sizes={**ctx.sizes, "text_batch_size": rows}), rng, made)
+
+    generate.__doc__ = f"{(base.__doc__ or base.__name__).splitlines()[0]} Text rows: batch_size queries per image."
+    return generate
 
 
 def past_tensor(tensor: TensorSpec, ctx: DummyContext, rng: torch.Generator, made: Mapping[str, torch.Tensor]) -> torch.Tensor:
