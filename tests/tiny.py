@@ -359,6 +359,13 @@ CONFIGS: dict[str, Callable[[], T.PretrainedConfig]] = {
     "owlv2": lambda: T.Owlv2Config(
         text_config=dict(_TOWER, **_TEXT), vision_config=dict(_TOWER, image_size=32, patch_size=8), projection_dim=32
     ),
+    # no sampled noise (a VITS that samples it cannot be validated: see normalizers.VITS)
+    "vits": lambda: T.VitsConfig(
+        vocab_size=40, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, ffn_dim=37, flow_size=16, spectrogram_bins=17,
+        upsample_initial_channel=16, upsample_rates=[2, 2], upsample_kernel_sizes=[4, 4], resblock_kernel_sizes=[3], resblock_dilation_sizes=[[1, 3]],
+        duration_predictor_filter_channels=16, duration_predictor_num_flows=2, prior_encoder_num_flows=2, prior_encoder_num_wavenet_layers=2,
+        posterior_encoder_num_wavenet_layers=2, noise_scale=0.0, noise_scale_duration=0.0,
+    ),
     "swin2sr": lambda: T.Swin2SRConfig(image_size=16, patch_size=1, embed_dim=16, depths=[1, 1], num_heads=[2, 2], window_size=4, upscale=2),
 }
 

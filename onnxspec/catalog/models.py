@@ -242,6 +242,17 @@ _OPEN_VOCABULARY_DETECTION = {
 }
 """OWL-ViT / OWLv2 detection: text queries for each image -> per-patch boxes and per-query scores."""
 
+_SPEECH_SYNTHESIS = {
+    "inputs": (spec("input_ids", {0: "text_batch_size", 1: "sequence_length"}, Kind.INT), spec("attention_mask", {0: "text_batch_size", 1: "sequence_length"}, Kind.INT)),
+    # as long as the durations the model predicts from the text: sizes no input has
+    "outputs": (
+        spec("waveform", {0: "text_batch_size", 1: "n_samples"}),
+        spec("spectrogram", {0: "text_batch_size", 2: "n_frames"}),
+    ),
+    "normalizer": normalizers.VITS,
+}
+"""VITS: text -> the waveform and the spectrogram the vocoder read, of predicted lengths."""
+
 ENTRIES: tuple[ModelEntry, ...] = (
     # text encoders
     entry("bert", text_encoder, _ENCODER_TASKS),
@@ -427,6 +438,7 @@ ENTRIES: tuple[ModelEntry, ...] = (
               task_options={"zero-shot-object-detection": _OPEN_VOCABULARY_DETECTION})
         for t in ("owlvit", "owlv2")
     ),
+    entry("vits", tensors, ("text-to-audio",), **_SPEECH_SYNTHESIS),
 )
 
 REGISTRY: Registry = build_registry(ENTRIES)

@@ -7,7 +7,7 @@ from onnxspec.pieces.normalize import Normalizer, derive, normalizer
 
 __all__ = [
     "AST", "AUDIO", "CLIP", "DECISION_TRANSFORMER", "ENCODER_DECODER", "IMAGE_TEXT_TO_TEXT", "LATENT_ATTENTION", "LAYOUT", "LAYOUT_IMAGE", "MARKUP", "MOONSHINE", "MULTI_QUERY", "NYSTROM", "PERCEIVER", "PIX2STRUCT", "SEQ2SEQ",
-    "SEQ2SEQ_DECODER", "SPEECH_TO_TEXT", "T5", "TIME_SERIES", "TROCR", "TEXT", "VISION", "VISION_BACKBONE", "VISION_ENCODER_DECODER", "VISUAL_BERT", "VITPOSE", "WHISPER", "within",
+    "SEQ2SEQ_DECODER", "SPEECH_TO_TEXT", "T5", "TIME_SERIES", "TROCR", "TEXT", "VISION", "VISION_BACKBONE", "VISION_ENCODER_DECODER", "VISUAL_BERT", "VITPOSE", "VITS", "WHISPER", "within",
 ]
 
 _OPTIONAL_TEXT = {"num_key_value_heads", "head_dim", "type_vocab_size", "max_position_embeddings"}
@@ -272,3 +272,26 @@ NYSTROM: Normalizer = normalizer(
     segment_means_seq_len=("segment_means_seq_len",),
 )
 """Nystromformer: text dims; a config whose landmarks are fewer than ``segment_means_seq_len`` is refused."""
+
+
+@derive("0, refused otherwise: noise_scale and noise_scale_duration must be 0")
+def _no_sampled_noise(found):  # type: ignore[no-untyped-def]
+    noise = {k: found[k] for k in ("noise_scale", "noise_scale_duration") if found[k]}
+    if noise:
+        settings = ", ".join(f"{k}={v}" for k, v in noise.items())
+        raise ConfigError(
+            f"vits: {settings}: this model draws fresh random noise on every call (its durations and its latents are "
+            "sampled), so no graph can agree with PyTorch and the export cannot be validated (the waveform's very length "
+            "is random). Set noise_scale and noise_scale_duration to 0 in config.json to export the deterministic model "
+            "(durations and latents at zero noise: the same voice, without the random variation between calls)"
+        )
+    return 0
+
+
+VITS: Normalizer = normalizer(
+    TEXT,
+    noise=_no_sampled_noise,
+    noise_scale=("noise_scale",),
+    noise_scale_duration=("noise_scale_duration",),
+)
+"""VITS: text dims; a config that samples noise (``noise_scale`` or ``noise_scale_duration`` not 0) is refused."""

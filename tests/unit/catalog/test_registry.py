@@ -93,3 +93,27 @@ def test_every_registered_task_builds_a_spec() -> None:
 def test_build_registry_refuses_names_lookup_cannot_tell_apart() -> None:
     with pytest.raises(SpecError, match="'big_bird' and 'big-bird' differ only in '-' versus '_'"):
         build_registry([entry("big_bird", text_encoder, ["feature-extraction"]), entry("big-bird", text_encoder, ["feature-extraction"])])
+
+
+def test_open_vocabulary_detection_and_speech_synthesis_keep_optimums_names() -> None:
+    for model_type in ("owlvit", "owlv2"):
+        s = spec_for(REGISTRY, model_type, "zero-shot-object-detection")
+        assert [t.name for t in s.inputs] == ["input_ids", "pixel_values", "attention_mask"]
+        assert [t.name for t in s.outputs] == ["logits", "pred_boxes", "text_embeds", "image_embeds"]
+        assert s.inputs[0].dynamic_axes == {0: "text_batch_size", 1: "sequence_length"}  # images * queries rows
+    vits = spec_for(REGISTRY, "vits", "text-to-audio")
+    assert [t.name for t in vits.outputs] == ["waveform", "spectrogram"]
+
+
+def test_vits_that_samples_noise_is_refused_with_the_fix() -> None:
+    import transformers
+
+    from onnxspec.errors import ConfigError
+    from onnxspec.pieces.spec import bind
+
+    vits = spec_for(REGISTRY, "vits", "text-to-audio")
+    quiet = transformers.VitsConfig(noise_scale=0.0, noise_scale_duration=0.0)
+    assert bind(vits, quiet).dims["noise"] == 0
+    for noisy in ({"noise_scale": 0.667}, {"noise_scale_duration": 0.8}):
+        with pytest.raises(ConfigError, match="Set noise_scale and noise_scale_duration to 0 in config.json"):
+            bind(vits, transformers.VitsConfig(**{**quiet.to_dict(), **noisy}))
