@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import errno
+import time
 
 import attrs
+import numpy as np
 import pytest
 
 from onnxspec.errors import ExportError, SpecError
@@ -14,7 +16,7 @@ from onnxspec.build.exporters import Backend
 from onnxspec.pipeline.core import STAGES, _Job, _Request, _Resolved, export_stages, plan, plan_merges
 from onnxspec.catalog.registry import spec_for
 from onnxspec.pieces.shapes import DTypes, Shapes
-from onnxspec.pipeline.stages import Ran, Stage, run_stages
+from onnxspec.pipeline.stages import Stage, high_water, resident, run_stages, watch_memory
 
 
 def _add(n: int):
@@ -25,7 +27,7 @@ def test_stages_run_in_order_and_are_listed_done() -> None:
     seen: list[tuple[str, str]] = []
     stages = (Stage(name="resolve", run=_add(1)), Stage(name="trace", detail="model.onnx", run=_add(2)))
     ran = run_stages(stages, (), progress=lambda s, d: seen.append((s, d)))
-    assert ran == Ran(state=(1, 2), done=("resolve", "trace:model.onnx"))
+    assert (ran.state, ran.done) == ((1, 2), ("resolve", "trace:model.onnx"))
     assert seen == [("resolve", ""), ("trace", "model.onnx")]
 
 
@@ -91,6 +93,44 @@ def test_the_fault_seam_fails_the_stage_after_its_work() -> None:
 def test_a_stage_name_must_be_known() -> None:
     with pytest.raises(ValueError, match="'traec' is not a stage"):
         Stage(name="traec", run=_add(1))
+
+
+def _hold(megabytes: int, seconds: float):
+    """A stage that allocates (and touches) ``megabytes`` MiB, holds them, then frees them."""
+
+    def run(state: tuple[int, ...]) -> tuple[int, ...]:
+        block = np.ones(megabytes * 2**20, dtype=np.uint8)
+        time.sleep(seconds)
+        del block
+        return state
+
+    return run
+
+
+def test_each_stage_reports_its_own_peak_memory_and_a_second_run_carries_them_on() -> None:
+    if resident() is None:
+        pytest.skip("no /proc: the system does not report resident memory")
+    first = run_stages((Stage(name="resolve", run=_add(1)),), ())
+    stages = (
+        Stage(name="load", detail="m", run=_hold(300, 0.1)),  # freed before the stage ends
+        Stage(name="trace", detail="a.onnx", run=_add(2)),
+    )
+    start = resident()
+    ran = run_stages(stages, first.state, done=first.done, memory=first.memory)
+    assert list(ran.memory) == ["resolve", "load:m", "trace:a.onnx"]
+    assert ran.memory["load:m"] >= start + 300 * 2**20 * 0.95  # the block was seen although gone at the end
+    assert ran.memory["trace:a.onnx"] < ran.memory["load:m"] - 200 * 2**20  # a stage's own peak, not the process's
+    assert ran.memory["trace:a.onnx"] >= resident() * 0.9
+
+
+def test_a_brief_new_peak_is_exact_from_the_high_water_mark() -> None:
+    """A spike shorter than the sampling interval is still seen when it is the process's new peak."""
+    if high_water() is None:
+        pytest.skip("no /proc: the system does not report resident memory")
+    spike = (high_water() - resident()) // 2**20 + 200  # above the process's peak so far
+    with watch_memory(every=3600.0) as peak:  # the thread never samples: only the high-water mark can see it
+        _hold(spike, 0.0)(())
+    assert peak() >= high_water() - 2**20 and peak() >= resident() + 150 * 2**20
 
 
 def _job(model_type: str, task: str) -> _Job:
