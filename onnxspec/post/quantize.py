@@ -5,6 +5,10 @@
 output channel, the activations are quantized at run time. ``int4``: weight-only 4-bit
 quantization of the ``MatMul`` weights into ``MatMulNBits`` nodes (blocks of 32 values along
 the input axis, symmetric, round to nearest), which onnxruntime's CPU provider runs.
+
+:func:`quantize_file` quantizes one graph; :func:`quantize` a whole export folder into a new
+one, each graph then judged against PyTorch by agreement (:mod:`onnxspec.post.agreement`:
+cosine, top-1, greedy tokens) and the figures written to ``onnxspec_post.json``.
 """
 
 from __future__ import annotations
@@ -15,8 +19,10 @@ from pathlib import Path
 import onnx
 
 from onnxspec.errors import UnknownNameError
+from onnxspec.post.agreement import DEFAULTS, Thresholds
+from onnxspec.post.folder import PostReport, transform_folder
 
-__all__ = ["METHODS", "quantize_file"]
+__all__ = ["METHODS", "quantize", "quantize_file"]
 
 METHODS = ("int8", "int4")
 """The quantization methods :func:`quantize_file` knows."""
@@ -64,3 +70,35 @@ def quantize_file(src: Path, dst: Path, *, method: str = "int8") -> None:
     quantizer = MatMulNBitsQuantizer(model, bits=4, block_size=INT4_BLOCK_SIZE, is_symmetric=True)
     quantizer.process()
     _save(quantizer.model.model, dst)
+
+
+def quantize(
+    folder: str | os.PathLike[str],
+    output_dir: str | os.PathLike[str],
+    *,
+    method: str = "int8",
+    model: str | os.PathLike[str] | None = None,
+    thresholds: Thresholds | None = None,
+    overwrite: bool = False,
+) -> PostReport:
+    """Quantize every graph of the export ``folder`` into ``output_dir`` and judge each against PyTorch.
+
+    ``model``: the model folder to compare with (default: the folder the export read, if it
+    still exists). ``thresholds``: the least agreement to reach (default:
+    ``agreement.DEFAULTS[method]``). Returns the :class:`PostReport`, also written as
+    ``onnxspec_post.json``; raises :class:`~onnxspec.errors.ValidationError` when a graph falls
+    below a threshold (nothing is written to ``output_dir`` then).
+    """
+    if method not in METHODS:
+        raise UnknownNameError("quantization method", method, METHODS, "Use --method int8 or --method int4.")
+    settings = {"kind": "quantize", "method": method}
+    if method == "int8":
+        settings.update(quantizer="onnxruntime.quantization.quantize_dynamic", weights="int8, per channel, symmetric",
+                        activations="uint8, dynamic")
+    else:
+        settings.update(quantizer="onnxruntime.quantization.matmul_nbits_quantizer.MatMulNBitsQuantizer",
+                        weights=f"int4, blocks of {INT4_BLOCK_SIZE}, symmetric (MatMul only)")
+    return transform_folder(
+        folder, output_dir, lambda src, dst: quantize_file(src, dst, method=method), transformation=settings,
+        judged_by="agreement", thresholds=thresholds or DEFAULTS[method], model=model, overwrite=overwrite,
+    )

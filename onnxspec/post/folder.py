@@ -1,0 +1,478 @@
+"""Transform every graph of an export folder into a new folder, and judge the result against PyTorch.
+
+:func:`transform_folder` is what :func:`onnxspec.post.quantize.quantize` and
+:func:`onnxspec.post.optimize.optimize` run: it reads what the export recorded
+(``onnxspec_report.json``: model type, task, seed, trace shapes, the model folder; the graphs'
+contract: the dtypes), loads the PyTorch model (``model=``, else the folder the report names),
+applies a file-level transformation to each graph in a temporary folder beside the destination,
+copies the other files (config, tokenizer, contract), and judges each new graph:
+
+- ``"lossless"``: the export's own validation (:func:`onnxspec.judge.validate.validate`, and
+  :func:`~onnxspec.judge.validate.validate_merged` for a merged decoder), at the export's
+  validation shape sets, with the same bounds;
+- ``"agreement"``: the measures of :mod:`onnxspec.post.agreement` (cosine, top-1, greedy).
+
+The :class:`PostReport` is written as ``onnxspec_post.json`` beside the graphs. A result that
+fails is an error (:class:`~onnxspec.errors.ValidationError`): nothing reaches the destination,
+the files are kept in ``<output_dir>.onnxspec-failed``. The export's ``onnxspec_report.json``
+is not copied (it judged the graphs before the transformation); ``onnxspec_post.json`` carries
+what a later transformation of the new folder needs (its ``export`` section).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import attrs
+import numpy as np
+import torch
+
+from onnxspec.errors import ConfigError, ExportError, ModelLoadError, OnnxSpecError, ValidationError
+from onnxspec.judge.report import OutputCheck, _plain
+from onnxspec.judge.validate import _branch_feed, _mask_for, validate, validate_merged
+from onnxspec.pieces.axes import Kind
+from onnxspec.pieces.cache_names import is_cache_input
+from onnxspec.build.merge import BRANCH_INPUT
+from onnxspec.pieces.generators import context, make_dummies
+from onnxspec.pieces.shapes import DTypes, Shapes, torch_dtype, validation_shapes
+from onnxspec.pipeline.output import check_output_dir, keep_failed, make_workdir, move_into_place, recover_stale, remove_created
+from onnxspec.post.agreement import Measure, Thresholds, cosine_similarity, greedy_agreement, greedy_ids, measure, top1_agreement
+
+__all__ = ["ExportFolder", "GraphResult", "PostReport", "graph_bytes", "post_json", "read_export_folder", "transform_folder"]
+
+REPORT = "onnxspec_report.json"
+POST = "onnxspec_post.json"
+SHAPE_SET_NAMES = ("small", "large", "decode")
+
+
+@attrs.frozen(kw_only=True)
+class ExportFolder:
+    """What an export folder records about how it was made."""
+
+    folder: str
+    model_type: str
+    task: str
+    graphs: tuple[str, ...]
+    seed: int
+    trace_shapes: Shapes
+    dtypes: DTypes
+    model_folder: str | None
+    """The model folder the export read, if it was one (``source.folder`` of the report)."""
+    export: Mapping[str, Any] = attrs.field(converter=dict, hash=False)
+    """The export's record carried into every transformed folder (``onnxspec_post.json``)."""
+
+
+def _read_json(path: str) -> Mapping[str, Any] | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot read {path!r}: {e}; export the model again with `onnxspec export`") from e
+
+
+_FLOAT = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
+
+
+def _dtypes(folder: str, graphs: Sequence[str]) -> DTypes:
+    """The export's dtypes, read from the contract of its graphs (``onnxspec_contract.json``)."""
+    contracts = _read_json(os.path.join(folder, "onnxspec_contract.json")) or {}
+    tensors = [t for g in graphs for part in ("inputs", "outputs") for t in contracts.get(g, {}).get(part, ())]
+    floats = [_FLOAT[t["dtype"]] for t in tensors if t.get("dtype") in _FLOAT]
+    ints = [t["dtype"] for t in tensors if t.get("name") == "input_ids" and t.get("dtype") in ("int64", "int32", "int8")]
+    return DTypes(int_dtype=ints[0] if ints else "int64", float_dtype=floats[0] if floats else "fp32")
+
+
+def read_export_folder(folder: str | os.PathLike[str]) -> ExportFolder:
+    """Read an export folder's record: ``onnxspec_report.json`` (written by ``onnxspec export``),
+    or the ``export`` section of ``onnxspec_post.json`` (a folder this module wrote)."""
+    folder = os.fspath(folder)
+    if not os.path.isdir(folder):
+        raise ModelLoadError(f"export folder {folder!r} does not exist; give a folder written by `onnxspec export`")
+    report = _read_json(os.path.join(folder, REPORT))
+    if report is None:
+        post = _read_json(os.path.join(folder, POST))
+        report = post.get("export") if post is not None else None
+    if report is None:
+        raise ModelLoadError(
+            f"{folder!r} has no {REPORT}: it was not written by `onnxspec export`, so nothing records which model and "
+            "task its graphs come from; export the model with `onnxspec export` first"
+        )
+    if not report.get("passed", False):
+        raise ValidationError(f"{folder!r}: its {REPORT} says the export did not pass validation; fix the export first")
+    graphs = tuple(g["filename"] for g in report["graphs"])
+    missing = [g for g in graphs if not os.path.isfile(os.path.join(folder, g))]
+    if missing:
+        raise ModelLoadError(f"{folder!r}: the graphs {missing} its report lists are missing; export the model again")
+    trace = report["graphs"][0].get("trace_shapes", {})
+    known = {a.name for a in attrs.fields(Shapes)}
+    source = report.get("source", {})
+    record = {k: report[k] for k in ("passed", "model_type", "task", "backend", "seed", "source", "versions", "graphs") if k in report}
+    record["graphs"] = [{"filename": g["filename"], "trace_shapes": g.get("trace_shapes", {})} for g in report["graphs"]]
+    return ExportFolder(
+        folder=folder,
+        model_type=report["model_type"],
+        task=report["task"],
+        graphs=graphs,
+        seed=int(report.get("seed", 0)),
+        trace_shapes=Shapes(**{k: v for k, v in trace.items() if k in known}),
+        dtypes=_dtypes(folder, graphs),
+        model_folder=source.get("folder") if source.get("format") == "transformers" else None,
+        export=record,
+    )
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class PyTorchSide:
+    """The model an export folder came from, and the spec of each of its graphs by file name
+    (a merged decoder's holds its two ``branches``)."""
+
+    model: torch.nn.Module
+    folder: str
+    subs: Mapping[str, Any]
+
+
+def pytorch_side(info: ExportFolder, model: str | os.PathLike[str] | None) -> PyTorchSide:
+    """Load the model to compare with: ``model``, else the folder the export read."""
+    from onnxspec.catalog.models import REGISTRY
+    from onnxspec.pipeline.core import plan, resolve_spec
+    from onnxspec.pipeline.loading import config_from_json, load_source_model, read_source
+
+    folder = os.fspath(model) if model is not None else info.model_folder
+    if folder is None:
+        raise ModelLoadError(
+            f"{info.folder!r} was exported from a model in memory, not a folder, so there is no PyTorch model to compare "
+            "with; pass the model folder with --model FOLDER (model=...)"
+        )
+    if not os.path.isdir(folder):
+        raise ModelLoadError(
+            f"the model folder {folder!r} the export read no longer exists; pass the model folder with --model FOLDER (model=...)"
+        )
+    source = read_source(folder)
+    if source.config_json.get("model_type") != info.model_type:
+        raise ConfigError(
+            f"{folder!r} holds a {source.config_json.get('model_type')!r} model, but {info.folder!r} is an export of "
+            f"{info.model_type!r}; pass the model folder it was exported from with --model FOLDER"
+        )
+    spec = resolve_spec(info.model_type, config_from_json(source.config_json), info.task, REGISTRY)
+    files = plan(spec)
+    if not set(info.graphs) <= {g.filename for g in files}:
+        files = plan(spec, monolith=True)
+    subs = {g.filename: g for g in files}
+    unknown = [g for g in info.graphs if g not in subs]
+    if unknown:
+        raise ConfigError(f"{info.folder!r}: no graph of the spec {spec.model_type}/{spec.task} is named {unknown}; export the model again")
+    loaded = load_source_model(source, spec.task)
+    if spec.attn_implementation is not None and hasattr(loaded, "set_attn_implementation"):
+        loaded.set_attn_implementation(spec.attn_implementation)
+    if info.dtypes.float_dtype.value != "fp32":
+        loaded = loaded.to(torch_dtype(Kind.FLOAT, info.dtypes))
+    return PyTorchSide(model=loaded.eval(), folder=folder, subs={k: v for k, v in subs.items() if k in info.graphs})
+
+
+@attrs.frozen(kw_only=True)
+class GraphResult:
+    """One transformed graph: its sizes (with external data) before and after, and how it was judged:
+    ``checks`` (lossless: the export's validation) or ``measures`` (agreement)."""
+
+    filename: str
+    bytes_before: int
+    bytes_after: int
+    checks: tuple[OutputCheck, ...] = ()
+    measures: tuple[Measure, ...] = ()
+    problems: tuple[str, ...] = ()
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        judged = bool(self.checks) or bool(self.measures)
+        return judged and not self.problems and all(c.passed for c in self.checks) and all(m.passed for m in self.measures)
+
+
+@attrs.frozen(kw_only=True)
+class PostReport:
+    """The outcome of transforming an export folder (written as ``onnxspec_post.json``)."""
+
+    transformation: Mapping[str, Any] = attrs.field(converter=dict, hash=False)
+    """What was done: ``kind`` (``quantize``, ``optimize``) and its settings."""
+    judged_by: str
+    """``lossless`` (the export's validation) or ``agreement`` (cosine, top-1, greedy)."""
+    thresholds: Thresholds | None
+    source_dir: str
+    output_dir: str
+    model_folder: str
+    model_type: str
+    task: str
+    graphs: tuple[GraphResult, ...]
+    seconds: float
+    export: Mapping[str, Any] = attrs.field(converter=dict, hash=False)
+    versions: Mapping[str, str] = attrs.field(converter=dict, hash=False)
+    files: tuple[str, ...] = ()
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.graphs) and all(g.passed for g in self.graphs)
+
+    @property
+    def failures(self) -> tuple[str, ...]:
+        out = [f"{g.filename}: {p}" for g in self.graphs for p in g.problems]
+        out += [f"{c.graph}: output {c.output!r} at {c.shape_set}: {c.problem or f'error {c.error:.3g} > bound {c.bound:.3g}'}"
+                for g in self.graphs for c in g.checks if not c.passed]
+        out += [f"{m.graph}: {m.output} at {m.shape_set}: {m.problem}" for g in self.graphs for m in g.measures if not m.passed]
+        return tuple(out)
+
+
+def post_json(report: PostReport) -> str:
+    """The report as JSON text, the verdict first; ``export`` keeps the export's own record."""
+    data = {"passed": report.passed, **_plain(report)}
+    return json.dumps(data, indent=2)
+
+
+def graph_bytes(path: str | os.PathLike[str]) -> int:
+    """Bytes of a graph file and of the external data files it names."""
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+
+    path = os.fspath(path)
+    total = os.path.getsize(path)
+    model = onnx.load(path, load_external_data=False)
+    locations = {
+        entry.value for t in model.graph.initializer if uses_external_data(t) for entry in t.external_data if entry.key == "location"
+    }
+    return total + sum(os.path.getsize(os.path.join(os.path.dirname(path), loc)) for loc in locations)
+
+
+def _is_graph_file(name: str) -> bool:
+    return name.endswith(".onnx") or name.endswith(".onnx.data") or name.endswith(".onnx_data")
+
+
+def _copy_side_files(src: str, dst: str) -> list[str]:
+    """Copy everything but the graphs, their external data and the export's report."""
+    copied = []
+    for name in sorted(os.listdir(src)):
+        path = os.path.join(src, name)
+        if _is_graph_file(name) or name in (REPORT, POST) or not os.path.isfile(path):
+            continue
+        shutil.copy2(path, os.path.join(dst, name))
+        copied.append(name)
+    return copied
+
+
+def _session(path: str) -> Any:
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    return onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+def _to_numpy(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.detach().cpu().float().numpy() if tensor.dtype.is_floating_point else tensor.detach().cpu().numpy()
+
+
+def _feeds(spec: Any, info: ExportFolder) -> list[tuple[str, dict[str, torch.Tensor]]]:
+    """The inputs of the export's validation shape sets, named as its report names them."""
+    out = []
+    for k, shapes in enumerate(validation_shapes(info.trace_shapes)):
+        ctx = context(shapes, info.dtypes, spec.dims, past=spec.past, padding_side=spec.padding_side)
+        out.append((SHAPE_SET_NAMES[k], make_dummies(spec.inputs, spec.generators, ctx, info.seed + 1 + k)))
+    return out
+
+
+def _agreement(
+    run: Callable[[Sequence[str], Mapping[str, np.ndarray]], list[np.ndarray]],
+    module: torch.nn.Module,
+    spec: Any,
+    info: ExportFolder,
+    graph: str,
+    thresholds: Thresholds,
+    tag: str = "",
+) -> list[Measure]:
+    """Cosine of every float output at each validation shape set, and top-1 of ``logits`` over
+    the positions of all shape sets together (one set may hold a single position)."""
+    measures = []
+    agree, rows_seen = 0.0, 0
+    out_names = [t.name for t in spec.outputs]
+    for label, feed in _feeds(spec, info):
+        label = f"{label}/{tag}" if tag else label
+        with torch.no_grad():
+            expected = [_to_numpy(t) for t in module(*feed.values())]
+        arrays = {n: _to_numpy(t) for n, t in feed.items()}
+        got = run(out_names, arrays)
+        for t, exp, act in zip(spec.outputs, expected, got):
+            act = np.asarray(act)
+            if not np.issubdtype(exp.dtype, np.floating):
+                continue
+            if exp.shape != act.shape:
+                measures.append(measure(graph, t.name, label, "cosine", float("nan"), thresholds.cosine, 0))
+                continue
+            keep = _mask_for(t, exp, arrays, spec)
+            e, a = (exp[keep], act[keep]) if keep is not None else (exp, act)
+            measures.append(measure(graph, t.name, label, "cosine", cosine_similarity(e, a), thresholds.cosine, int(e.size)))
+            if t.name == "logits":
+                value, n = top1_agreement(exp, act, keep[..., 0] if keep is not None else None)
+                agree, rows_seen = agree + value * n, rows_seen + n
+    if rows_seen:
+        label = f"all/{tag}" if tag else "all"
+        measures.append(measure(graph, "logits", label, "top1", agree / rows_seen, thresholds.top1, rows_seen))
+    return measures
+
+
+def _empty_past(spec: Any, info: ExportFolder, batch: int) -> dict[str, np.ndarray]:
+    """Cache inputs of past length 0 for ``batch`` prompts."""
+    shapes = attrs.evolve(info.trace_shapes, batch_size=batch, sequence_length=1, past_sequence_length=1)
+    ctx = context(shapes, info.dtypes, spec.dims, past=spec.past, padding_side=spec.padding_side)
+    dummies = make_dummies(spec.inputs, spec.generators, ctx, info.seed)
+    past = {}
+    for t in spec.inputs:
+        if is_cache_input(t.name):
+            axis = next(a for a, symbol in t.axes if "past" in symbol)
+            array = _to_numpy(dummies[t.name])
+            past[t.name] = np.take(array, np.arange(0), axis=axis)
+    return past
+
+
+def _greedy(session: Any, module: torch.nn.Module, spec: Any, info: ExportFolder, graph: str, thresholds: Thresholds) -> Measure:
+    """Greedy decoding through the graph against PyTorch, from the same prompts."""
+    batch, length = 4, 6
+    shapes = attrs.evolve(info.trace_shapes, batch_size=batch, sequence_length=length, past_sequence_length=0)
+    ctx = context(shapes, info.dtypes, spec.dims, past=spec.past, padding_side=spec.padding_side)
+    prompt = _to_numpy(make_dummies(spec.inputs, spec.generators, ctx, info.seed + 11)["input_ids"])
+    names = tuple(t.name for t in spec.inputs)
+    out_names = [t.name for t in spec.outputs]
+    past = _empty_past(spec, info, batch)
+
+    def torch_step(feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with torch.no_grad():
+            got = module(*(torch.from_numpy(np.ascontiguousarray(feed[n])) for n in names))
+        return {n: _to_numpy(t) for n, t in zip(out_names, got)}
+
+    def onnx_step(feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(out_names, session.run(out_names, dict(feed))))
+
+    steps = thresholds.greedy_steps
+    expected = greedy_ids(torch_step, prompt, past, names, steps)
+    got = greedy_ids(onnx_step, prompt, past, names, steps)
+    return measure(graph, "generated ids", f"{steps} steps", "greedy", greedy_agreement(expected, got), thresholds.greedy,
+                   int(expected.size))
+
+
+def _decoder_only(spec: Any) -> bool:
+    """Whether the graph is a decoder fed its own cache and nothing but ids, mask and positions."""
+    plain = {"input_ids", "attention_mask", "position_ids"}
+    return spec.use_past_in_inputs and all(t.name in plain or is_cache_input(t.name) for t in spec.inputs)
+
+
+def _judge(
+    path: str, graph: str, side: PyTorchSide, info: ExportFolder, judged_by: str, thresholds: Thresholds | None
+) -> tuple[tuple[OutputCheck, ...], tuple[Measure, ...], tuple[str, ...]]:
+    from onnxspec.build.wrappers import graph_module
+
+    session = _session(path)
+    spec = side.subs[graph]
+    if spec.branches:
+        first, later = spec.branches
+        branches = ((False, "no-cache", graph_module(side.model, first), first), (True, "cache", graph_module(side.model, later), later))
+        if judged_by == "lossless":
+            checks, problems, _ = validate_merged(session, branches, info.trace_shapes, info.dtypes, info.seed, graph, BRANCH_INPUT)
+            return checks, (), problems
+        declared = {i.name: (list(i.shape), i.type) for i in session.get_inputs()}
+        measures: list[Measure] = []
+        for flag, tag, module, spec in branches:
+            def run(names: Sequence[str], feed: Mapping[str, np.ndarray], flag: bool = flag) -> list[np.ndarray]:
+                return session.run(list(names), {**feed, **_branch_feed(declared, feed, flag, BRANCH_INPUT)})
+
+            measures += _agreement(run, module, spec, info, graph, thresholds, tag)  # type: ignore[arg-type]
+        return (), tuple(measures), ()
+    module = graph_module(side.model, spec)
+    if judged_by == "lossless":
+        checks, problems, _ = validate(session, module, spec, info.trace_shapes, info.dtypes, info.seed, graph)
+        return checks, (), problems
+    measures = _agreement(lambda names, feed: session.run(list(names), dict(feed)), module, spec, info, graph, thresholds)  # type: ignore[arg-type]
+    if _decoder_only(spec):
+        measures.append(_greedy(session, module, spec, info, graph, thresholds))  # type: ignore[arg-type]
+    return (), tuple(measures), ()
+
+
+def transform_folder(
+    folder: str | os.PathLike[str],
+    output_dir: str | os.PathLike[str],
+    transform: Callable[[Path, Path], None],
+    *,
+    transformation: Mapping[str, Any],
+    judged_by: str,
+    thresholds: Thresholds | None = None,
+    model: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+) -> PostReport:
+    """Apply ``transform(src, dst)`` to every graph of ``folder``, judge each result, write
+    ``output_dir`` atomically (see the module docstring). Raises :class:`ValidationError`
+    (carrying the :class:`PostReport`) when a result fails."""
+    from onnxspec.pipeline.core import versions
+
+    start = time.perf_counter()
+    folder, output_dir = os.fspath(folder), os.fspath(output_dir)
+    if os.path.abspath(folder) == os.path.abspath(output_dir):
+        raise ConfigError(f"the output folder {output_dir!r} is the export folder itself; choose another output folder")
+    info = read_export_folder(folder)
+    recover_stale(os.path.abspath(output_dir))
+    check_output_dir(output_dir, overwrite)
+    side = pytorch_side(info, model)
+    workdir, created = make_workdir(output_dir)
+    finished = False
+    try:
+        files = _copy_side_files(folder, workdir)
+        results = []
+        for graph in info.graphs:
+            t0 = time.perf_counter()
+            src, dst = Path(folder) / graph, Path(workdir) / graph
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                transform(src, dst)
+            except OnnxSpecError:
+                raise
+            except Exception as e:  # onnxruntime's tools fail with their own exceptions
+                kind = transformation.get("kind", "transform")
+                raise ExportError(
+                    f"{kind} ({graph})", tuple(r.filename for r in results),
+                    f"onnxruntime's tools failed on {graph} ({type(e).__name__}: {str(e)[:300]}); nothing was written to "
+                    f"{output_dir!r}: run with --debug for the traceback, or choose another --method / --level",
+                ) from e
+            checks, measures, problems = _judge(os.fspath(dst), graph, side, info, judged_by, thresholds)
+            results.append(GraphResult(
+                filename=graph, bytes_before=graph_bytes(src), bytes_after=graph_bytes(dst), checks=checks, measures=measures,
+                problems=problems, seconds=round(time.perf_counter() - t0, 3),
+            ))
+        files += [n for n in sorted(os.listdir(workdir)) if _is_graph_file(n)]
+        report = PostReport(
+            transformation=transformation, judged_by=judged_by, thresholds=thresholds, source_dir=os.path.abspath(folder),
+            output_dir=os.path.abspath(output_dir), model_folder=os.path.abspath(side.folder), model_type=info.model_type,
+            task=info.task, graphs=tuple(results), seconds=round(time.perf_counter() - start, 3), export=info.export,
+            versions=versions(), files=tuple(sorted([*files, POST])),
+        )
+        with open(os.path.join(workdir, POST), "w", encoding="utf-8") as f:
+            f.write(post_json(report))
+        if not report.passed:
+            failed = keep_failed(workdir, output_dir)
+            finished = True
+            raise ValidationError(
+                f"{info.model_type}/{info.task}: the {transformation.get('kind', 'transformed')} graphs disagree with PyTorch "
+                f"beyond the thresholds:\n  - " + "\n  - ".join(report.failures)
+                + f"\nNothing was written to {output_dir!r}; the graphs and {POST} are in {failed!r}",
+                report,
+            )
+        move_into_place(workdir, output_dir)
+        finished = True
+        return report
+    finally:
+        if not finished:
+            shutil.rmtree(workdir, ignore_errors=True)
+            remove_created(created)

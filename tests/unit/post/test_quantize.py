@@ -1,0 +1,128 @@
+"""The agreement measures a quantized graph is judged by, on arrays; and quantize_file on a small graph."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from onnxspec.errors import SpecError, UnknownNameError
+from onnxspec.post.agreement import (
+    DEFAULTS,
+    Thresholds,
+    cosine_similarity,
+    greedy_agreement,
+    greedy_ids,
+    measure,
+    top1_agreement,
+)
+from onnxspec.post.quantize import quantize_file
+
+
+def test_cosine_is_one_for_scaled_copies_and_falls_for_disagreeing_arrays() -> None:
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(3, 50)).astype(np.float32)
+    assert cosine_similarity(a, 2 * a) == pytest.approx(1.0)
+    assert cosine_similarity(a, -a) == pytest.approx(-1.0)
+    noisy = a + 0.5 * rng.normal(size=a.shape)
+    assert 0.5 < cosine_similarity(a, noisy) < 0.99
+    assert cosine_similarity(a, rng.normal(size=a.shape)) < 0.5
+    assert cosine_similarity(np.zeros(4), np.zeros(4)) == 1.0
+    assert cosine_similarity(np.zeros(4), np.ones(4)) == 0.0
+    with pytest.raises(SpecError):
+        cosine_similarity(np.ones(3), np.ones(4))
+
+
+def test_top1_counts_rows_whose_argmax_differs_and_honours_the_mask() -> None:
+    expected = np.array([[[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]], [[0.0, 0.0, 1.0], [0.0, 1.0, 0.0]]])
+    assert top1_agreement(expected, expected + 0.01) == (1.0, 4)
+    got = expected.copy()
+    got[0, 1] = [0.0, 2.0, 0.0]  # one row of four picks another class
+    assert top1_agreement(expected, got) == (0.75, 4)
+    keep = np.array([[True, False], [True, True]])
+    assert top1_agreement(expected, got, keep) == (1.0, 3)  # the differing row is masked out
+    assert top1_agreement(expected, got, ~keep) == (0.0, 1)
+    with pytest.raises(SpecError):
+        top1_agreement(expected, expected[:1])
+
+
+def test_greedy_agreement_is_the_agreeing_prefix_per_row() -> None:
+    a = np.array([[5, 6, 7, 8], [1, 2, 3, 4]])
+    assert greedy_agreement(a, a) == 1.0
+    b = a.copy()
+    b[0, 1] = 9  # row 0 diverges at step 1: later matches do not count
+    b[1, 3] = 0  # row 1 at step 3
+    assert greedy_agreement(a, b) == pytest.approx((1 / 4 + 3 / 4) / 2)
+    assert greedy_agreement(a, np.zeros_like(a)) == 0.0
+    with pytest.raises(SpecError):
+        greedy_agreement(a, a[:, :2])
+
+
+def test_greedy_ids_feeds_the_cache_back_and_picks_the_argmax() -> None:
+    calls = []
+
+    def step(feed):  # a fake decoder: the next token is the last token + 1 + past length
+        calls.append({k: v.shape for k, v in feed.items()})
+        past = feed["past_key_values.0.key"]
+        logits = np.zeros((2, feed["input_ids"].shape[1], 20), np.float32)
+        nxt = feed["input_ids"][:, -1] + 1 + past.shape[2]
+        logits[np.arange(2), -1, nxt % 20] = 1.0
+        grown = np.concatenate([past, np.zeros((2, 1, feed["input_ids"].shape[1], 4), np.float32)], axis=2)
+        return {"logits": logits, "present.0.key": grown}
+
+    names = ("input_ids", "attention_mask", "position_ids", "past_key_values.0.key")
+    ids = greedy_ids(step, np.array([[1, 2, 3], [4, 5, 6]]), {"past_key_values.0.key": np.zeros((2, 1, 0, 4), np.float32)}, names, 3)
+    assert ids.tolist() == [[4, 8, 13], [7, 11, 16]]
+    assert calls[1] == {"input_ids": (2, 1), "attention_mask": (2, 4), "position_ids": (2, 1), "past_key_values.0.key": (2, 1, 3, 4)}
+    with pytest.raises(SpecError, match="token_type_ids"):
+        greedy_ids(step, np.ones((2, 3), np.int64), {}, ("input_ids", "token_type_ids"), 1)
+
+
+def test_measure_fails_below_its_threshold_and_on_nan() -> None:
+    assert measure("g", "logits", "small", "cosine", 0.995, 0.99, 10).passed
+    low = measure("g", "logits", "small", "cosine", 0.98, 0.99, 10)
+    assert not low.passed and "below the threshold" in low.problem
+    assert not measure("g", "logits", "small", "cosine", float("nan"), 0.0, 10).passed
+    assert DEFAULTS["int4"].cosine < DEFAULTS["int8"].cosine
+    with pytest.raises(SpecError):
+        Thresholds(cosine=1.5)
+    with pytest.raises(SpecError):
+        Thresholds(greedy_steps=0)
+
+
+def _matmul_graph(path: Path) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(64, 48)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 48])],
+        [numpy_helper.from_array(w, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    helper.set_model_props(model, {"onnxspec.contract": "{}"})
+    onnx.save(model, path)
+    return w
+
+
+@pytest.mark.parametrize(("method", "op", "least"), [("int8", "MatMulInteger", 0.999), ("int4", "MatMulNBits", 0.98)])
+def test_quantize_file_writes_a_smaller_graph_that_computes_nearly_the_same(tmp_path: Path, method: str, op: str, least: float) -> None:
+    w = _matmul_graph(tmp_path / "m.onnx")
+    quantize_file(tmp_path / "m.onnx", tmp_path / "q.onnx", method=method)
+    model = onnx.load(tmp_path / "q.onnx")
+    assert op in {n.op_type for n in model.graph.node}
+    assert {p.key for p in model.metadata_props} >= {"onnxspec.contract"}  # the contract travels with the graph
+    assert (tmp_path / "q.onnx").stat().st_size < (tmp_path / "m.onnx").stat().st_size / 2
+    x = np.random.default_rng(1).normal(size=(5, 64)).astype(np.float32)
+    got = onnxruntime.InferenceSession(str(tmp_path / "q.onnx"), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert least < cosine_similarity(x @ w, got) < 1.0  # close, and really quantized
+
+
+def test_quantize_file_refuses_an_unknown_method(tmp_path: Path) -> None:
+    _matmul_graph(tmp_path / "m.onnx")
+    with pytest.raises(UnknownNameError, match="int8"):
+        quantize_file(tmp_path / "m.onnx", tmp_path / "q.onnx", method="int3")
