@@ -1,4 +1,8 @@
-"""Loading models and their configs from local folders (never from the Hub).
+"""Loading models and their configs from local folders, or Hub IDs resolved to one.
+
+A model argument that is no local path but a Hub ID (``org/name``) is first resolved to its
+snapshot folder in the Hugging Face cache, downloaded or found there
+(:func:`onnxspec.pipeline.hub.model_folder`); a local folder of the same name always wins.
 
 A model folder holds a transformers checkpoint (``config.json`` and weights), or a GGUF file
 (llama.cpp's format; transformers reads it with the ``gguf`` and ``accelerate`` packages).
@@ -31,6 +35,7 @@ import attrs
 import torch
 
 from onnxspec.errors import ModelLoadError, UnsupportedTaskError, close_matches
+from onnxspec.pipeline.hub import model_folder
 from onnxspec.pieces.tasks import TASKS, read_config_json
 
 __all__ = [
@@ -167,11 +172,13 @@ def read_source(
 ) -> ModelSource:
     """What an export of ``folder`` reads (see :func:`choose_gguf_file`) and its config.
 
+    ``folder`` may be a Hub ID (``org/name``): it is resolved to its snapshot folder (see
+    :mod:`onnxspec.pipeline.hub`), which is the ``folder`` of the source returned.
     A transformers checkpoint's config is its ``config.json`` (one that needs custom code is
     refused unless ``trust_remote_code``); a GGUF file's is the config transformers reads from
     its metadata.
     """
-    folder = os.fspath(folder)
+    folder = model_folder(folder, gguf_file=gguf_file)
     chosen = choose_gguf_file(folder, gguf_file)
     if chosen is None:
         config_json = read_config_json(folder)
