@@ -30,9 +30,10 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 from rich import box
-from rich.console import Console
+from rich.console import Console, Group
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from onnxspec.pieces.cache_names import OUTPUT_PATTERN, is_cache_output
 from onnxspec.errors import ConfigError, ExportError, OnnxSpecError, ValidationError, close_matches
@@ -40,7 +41,7 @@ from onnxspec.errors import ConfigError, ExportError, OnnxSpecError, ValidationE
 if TYPE_CHECKING:
     from onnxspec.judge.report import ExportReport, OutputCheck
 
-__all__ = ["build_parser", "cli_message", "files_table", "inspect_tables", "main", "models_table", "print_report", "stage_printer", "tasks_table", "validation_table"]
+__all__ = ["build_parser", "cli_message", "files_table", "inspect_tables", "main", "models_table", "print_report", "runtimes_table", "stage_printer", "tasks_table", "validation_table"]
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_EXPORT = 0, 1, 2, 3
 
@@ -51,7 +52,17 @@ EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_EXPORT = 0, 1, 2, 3
 
 
 def _num(value: float) -> str:
-    return "nan" if isinstance(value, float) and math.isnan(value) else f"{value:.2e}"
+    """A number in 8 characters at most (``1.79e-07``): never cut by a table (its column does not wrap)."""
+    if isinstance(value, float) and math.isnan(value):
+        return "nan"
+    return "inf" if isinstance(value, float) and math.isinf(value) else f"{value:.2e}"
+
+
+def _ratio(value: float) -> str:
+    """``error / bound`` in 7 characters at most: ``0.013``, ``1.6e-05``, ``19``, ``1.4e+06``."""
+    if math.isnan(value):
+        return "nan"
+    return "inf" if math.isinf(value) else f"{value:.2g}"
 
 
 def _shape(shape: Sequence[int]) -> str:
@@ -74,52 +85,73 @@ def _row_checks(checks: Sequence[OutputCheck], collapse_cache: bool) -> list[tup
     return rows
 
 
-def validation_table(report: ExportReport, *, collapse_cache: bool = True) -> Table:
-    """The per-output validation table of ``report``: one row per (graph, output, shape set).
+_CHECK_COLUMNS = (("output", "left"), ("set", "left"), ("shape", "left"), ("error", "right"), ("bound", "right"),
+                  ("ratio", "right"), ("vs", "left"), ("result", "left"))
+"""The columns of a check row; ``ratio`` is ``error / bound``, what the verdict judges (<= 1 passes)."""
 
-    With ``collapse_cache`` the passing ``present.*`` outputs of one graph and shape set share
-    a row (their worst errors are shown), so a 32-layer decoder stays readable; failing cache
-    outputs keep their own rows.
-    """
-    checks = [c for g in report.graphs for c in g.checks]
-    failed = sum(not c.passed for c in checks)
-    table = Table(
-        title=f"Validation of {escape(report.model_type)} / {escape(report.task)} against PyTorch ({report.backend})",
-        box=box.SIMPLE_HEAD,
-        caption=(
-            "NOT VALIDATED: no shape set was run"
-            if not report.validated
-            else f"{len(checks)} checks, all passed"
-            if not failed and report.passed
-            else f"{failed} of {len(checks)} checks FAILED"
-        ),
-    )
-    for name, justify in (
-        ("graph", "left"),
-        ("output", "left"),
-        ("set", "left"),
-        ("shape", "left"),
-        ("error", "right"),
-        ("bound", "right"),
-        ("vs", "left"),
-        ("result", "center"),
-    ):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+
+def _checks_table(checks: Sequence[OutputCheck], collapse_cache: bool, graph_column: bool, **table: Any) -> Table:
+    """Check rows in a table. Text columns fold onto more lines when the console is narrow; the
+    numbers and the graph names never wrap, so they are never cut."""
+    t = Table(box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False, **table)
+    if graph_column:
+        t.add_column("graph", no_wrap=True)
+    for name, justify in _CHECK_COLUMNS:
+        text = name in ("output", "shape")
+        t.add_column(name, justify=justify, no_wrap=not text, overflow="fold")  # type: ignore[arg-type]
     for output, group in _row_checks(checks, collapse_cache):
         worst = max(group, key=_closeness)
-        label = output if len(group) == 1 else f"{output} ({len(group)} outputs)"
+        label = output if len(group) == 1 else f"{output} ({len(group)})"
         ok = all(c.passed for c in group)
-        table.add_row(
-            escape(worst.graph),
+        row = [
             escape(label),
             worst.shape_set,
             _shape(worst.onnx_shape),
             _num(worst.error),
             _num(worst.bound),
+            _ratio(worst.error_over_bound),
             "f64" if worst.reference == "float64" else "torch",
             "[green]pass[/green]" if ok else "[bold red]FAIL[/bold red]",
-        )
-    return table
+        ]
+        t.add_row(*([escape(worst.graph)] if graph_column else []), *row)
+    return t
+
+
+def _fits(table: Table, width: int) -> bool:
+    from rich.measure import Measurement
+
+    wide = Console(width=10_000)  # a measurement is clamped to the console's width
+    return Measurement.get(wide, wide.options, table).maximum <= width
+
+
+def validation_table(report: ExportReport, *, collapse_cache: bool = True, width: int = 80) -> Group:
+    """The per-output validation table of ``report``: one row per (graph, output, shape set),
+    fitted to ``width`` columns without cutting a number or a graph name.
+
+    With ``collapse_cache`` the passing ``present.*`` outputs of one graph and shape set share
+    a row (the one closest to its bound is shown), so a 32-layer decoder stays readable; failing
+    cache outputs keep their own rows. When one table with a ``graph`` column is wider than
+    ``width``, each graph gets its own table under its name; narrower still, the output and
+    shape cells fold onto more lines.
+    """
+    checks = [c for g in report.graphs for c in g.checks]
+    failed = sum(not c.passed for c in checks)
+    title = f"Validation of {escape(report.model_type)} / {escape(report.task)} against PyTorch ({report.backend})"
+    caption = (
+        "NOT VALIDATED: no shape set was run"
+        if not report.validated
+        else f"{len(checks)} checks, all passed"
+        if not failed and report.passed
+        else f"{failed} of {len(checks)} checks FAILED"
+    )
+    whole = _checks_table(checks, collapse_cache, True, title=title, caption=caption)
+    if _fits(whole, width):
+        return Group(whole)
+    parts: list[Any] = [Text.from_markup(f"[italic]{title}[/italic]", justify="center")]
+    for g in report.graphs:
+        if g.checks:
+            parts += ["", Text(g.filename, style="bold"), _checks_table(g.checks, collapse_cache, False)]
+    return Group(*parts, Text(caption, justify="center", style="italic"))
 
 
 def _closeness(check: OutputCheck) -> float:
@@ -130,7 +162,7 @@ def _closeness(check: OutputCheck) -> float:
 
 
 def criteria_legend(report: ExportReport) -> str:
-    """One or two lines saying what the error and bound columns of the table mean."""
+    """A few lines saying what the error, bound and ratio columns of the table mean."""
     checks = [c for g in report.graphs for c in g.checks]
     runtime = " / ".join(sorted({getattr(g, "runtime", "onnxruntime") for g in report.graphs})) or "onnxruntime"
     lines = []
@@ -138,16 +170,18 @@ def criteria_legend(report: ExportReport) -> str:
         lines.append(f"f64: error = max |{runtime} - PyTorch in float64|, bound = k x PyTorch's own error")
     if any(c.reference != "float64" for c in checks):
         lines.append(f"torch: error = |{runtime} - PyTorch|, bound = atol + rtol x |PyTorch| (worst element)")
+    if checks:
+        lines.append("ratio = error / bound: a check passes when it is at most 1")
     notes = sorted({c.note for c in checks if c.note})
     lines += [f"  ({n})" for n in notes]
     return "\n".join(lines)
 
 
 def files_table(report: ExportReport) -> Table:
-    """The files an export wrote, with their sizes."""
-    table = Table(box=box.SIMPLE_HEAD)
-    table.add_column("file")
-    table.add_column("size", justify="right")
+    """The files an export wrote, with their sizes (names fold, never cut)."""
+    table = Table(box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False)
+    table.add_column("file", overflow="fold")
+    table.add_column("size", justify="right", no_wrap=True)
     for name in report.files:
         path = os.path.join(report.output_dir, name)
         size = os.path.getsize(path) if os.path.isfile(path) else None
@@ -163,9 +197,32 @@ def _size(n: int) -> str:
     raise AssertionError("unreachable")
 
 
+def _seconds(report: ExportReport) -> str:
+    took = f"export {report.seconds:.1f}s"
+    if report.process_seconds is not None:
+        took += f", {report.process_seconds:.1f}s since the process started (start-up and imports included)"
+    return took
+
+
+def runtimes_table(report: ExportReport) -> Table:
+    """What loads the folder: each runtime, its class or call, and what the folder lacks for it."""
+    table = Table(box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False)
+    table.add_column("runtime", no_wrap=True)
+    table.add_column("loads it", no_wrap=True)
+    table.add_column("as written?", overflow="fold")
+    for r in report.runtimes:
+        ready = "yes" if not r.needs or r.name == "onnxruntime" else f"needs {r.needs}"
+        if r.name == "onnxruntime" and r.needs:
+            ready = f"yes; {r.needs}"
+        table.add_row(r.name, escape(r.loader), escape(ready))
+    return table
+
+
 def print_report(console: Console, report: ExportReport, *, files: bool = True) -> None:
-    """Print the validation table, graph-level problems and failures, then the files written."""
-    console.print(validation_table(report))
+    """Print the validation table, graph-level problems and failures, then the files written,
+    their size, the time taken and how to run the folder (a snippet for the first runtime that
+    loads it as written)."""
+    console.print(validation_table(report, width=console.width))
     legend = criteria_legend(report)
     if legend:
         console.print(escape(legend), style="dim")
@@ -175,8 +232,17 @@ def print_report(console: Console, report: ExportReport, *, files: bool = True) 
         for p in problems:
             console.print(f"  - {escape(p)}")
     if files and report.files and os.path.isdir(report.output_dir):
-        console.print(f"Files written to {escape(report.output_dir)}:")
+        size = "" if report.total_bytes is None else f" ({_size(report.total_bytes)} in all)"
+        console.print(f"Files written to {escape(report.output_dir)}{size}:")
         console.print(files_table(report))
+        console.print(f"Took: {_seconds(report)}.")
+        if report.runtimes:
+            console.print("Run it with:")
+            console.print(runtimes_table(report))
+            ready = next((r for r in report.runtimes if not r.needs or r.name == "onnxruntime"), None)
+            if ready is not None:
+                # printed as is: a long path runs past the edge rather than breaking a line of code
+                console.print(ready.snippet, markup=False, highlight=False, soft_wrap=True)
     for note in report.notes:
         console.print(f"[yellow]warning:[/yellow] {escape(note)}")
 

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+import math
+import os
+import time
 from collections.abc import Mapping
 from typing import Any
 
 import attrs
+import psutil
 
-__all__ = ["ExportReport", "GraphReport", "OutputCheck", "report_json"]
+from onnxspec.judge.runtimes import Runtime, main_graph, runtimes_for
+
+__all__ = ["ExportReport", "GraphReport", "OutputCheck", "folder_bytes", "process_seconds", "report_json", "write_report"]
 
 
 @attrs.frozen(kw_only=True)
@@ -41,6 +47,14 @@ class OutputCheck:
     noise: float = float("nan")
     note: str = ""
 
+    @property
+    def error_over_bound(self) -> float:
+        """``error / bound``: what the verdict judges (``passed`` is this <= 1). Unlike ``max_rel``,
+        it stays meaningful on outputs whose values are near 0."""
+        if math.isnan(self.error) or math.isnan(self.bound):
+            return math.nan
+        return self.error / self.bound if self.bound > 0 else (0.0 if self.error == 0 else math.inf)
+
 
 @attrs.frozen(kw_only=True)
 class GraphReport:
@@ -48,6 +62,8 @@ class GraphReport:
 
     filename: str
     behavior: str
+    kind: str = ""
+    """The file's graph kind (``encoder``, ``decoder-with-past``, ``merged-decoder``...)."""
     use_past: bool
     use_past_in_inputs: bool
     backend: str
@@ -94,6 +110,14 @@ class ExportReport:
     folder, the GGUF file, notes (``tokenizer``: saved, or why not)."""
     notes: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     """Warnings that do not fail the export (e.g. no tokenizer or preprocessor to copy)."""
+    total_bytes: int | None = None
+    """The size of every file in the output folder, this report included (``None``: not measured)."""
+    process_seconds: float | None = None
+    """Wall time from the start of the process to the report: the interpreter's start-up and the
+    imports as well as ``seconds``, the export itself. In a long-lived process (a notebook) it also
+    counts what ran before."""
+    runtimes: tuple[Runtime, ...] = attrs.field(default=(), converter=tuple)
+    """What loads the folder, each with a snippet to run it (:func:`~onnxspec.judge.runtimes.runtimes_for`)."""
 
     @property
     def validated(self) -> bool:
@@ -126,6 +150,9 @@ def _why(c: OutputCheck) -> str:
 
 
 def _plain(value: Any) -> Any:
+    if isinstance(value, OutputCheck):
+        data = {k: _plain(v) for k, v in attrs.asdict(value, recurse=False).items()}
+        return {**data, "error_over_bound": _plain(value.error_over_bound)}
     if attrs.has(type(value)):
         return {k: _plain(v) for k, v in attrs.asdict(value, recurse=False).items()}
     if isinstance(value, Mapping):
@@ -134,6 +161,8 @@ def _plain(value: Any) -> Any:
         return [_plain(v) for v in value]
     if isinstance(value, float) and value != value:
         return "nan"
+    if isinstance(value, float) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
     return value
 
 
@@ -141,3 +170,39 @@ def report_json(report: ExportReport | GraphReport) -> str:
     """The report as JSON text, with the overall verdict first."""
     data = {"passed": report.passed, "validated": report.validated, **_plain(report)}
     return json.dumps(data, indent=2, sort_keys=False)
+
+
+def process_seconds() -> float:
+    """Wall time since this process started (interpreter start-up and imports included)."""
+    return time.time() - psutil.Process().create_time()
+
+
+def folder_bytes(folder: str) -> int:
+    """The total size of the files under ``folder``."""
+    return sum(os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(folder) for name in names)
+
+
+def write_report(report: ExportReport, folder: str) -> ExportReport:
+    """Fill the runtimes, the wall time and the folder's size into ``report`` and write it to
+    ``folder/onnxspec_report.json``; return the report written.
+
+    ``folder`` is where the files are now (the export's temporary folder); the snippets name
+    ``report.output_dir``, where they end up. The size counts the report itself: it is written
+    again until the size it states is the size of the folder.
+    """
+    graphs = [g.filename for g in report.graphs]
+    main = next((g for g in report.graphs if g.filename == main_graph(graphs)), None)
+    report = attrs.evolve(
+        report,
+        runtimes=runtimes_for(report.task, report.output_dir, graphs, main.inputs if main is not None else ()),
+        process_seconds=round(process_seconds(), 3),
+    )
+    path = os.path.join(folder, "onnxspec_report.json")
+    for _ in range(5):
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(report_json(report))
+        size = folder_bytes(folder)
+        if size == report.total_bytes:
+            return report
+        report = attrs.evolve(report, total_bytes=size)
+    raise AssertionError(f"the size of {folder!r} did not settle while writing its report")  # the digits of a size settle in 2 writes

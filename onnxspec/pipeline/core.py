@@ -71,7 +71,7 @@ from onnxspec.catalog.models import REGISTRY, UNSUPPORTED
 from onnxspec.pipeline.output import check_output_dir, keep_failed, make_workdir, move_into_place, recover_stale, remove_created
 from onnxspec.pieces.patches import patched
 from onnxspec.catalog.registry import Registry, lookup, spec_for
-from onnxspec.judge.report import ExportReport, GraphReport, OutputCheck, report_json
+from onnxspec.judge.report import ExportReport, GraphReport, OutputCheck, write_report
 from onnxspec.pieces.axes import Kind, TensorSpec
 from onnxspec.pieces.shapes import DTypes, FloatDtype, Shapes, torch_dtype
 from onnxspec.pipeline.sidefiles import copy_side_files, side_files
@@ -695,8 +695,7 @@ def _write(job: _Job, state: _State) -> _State:
     files, notes = _write_side_files(job.workdir, resolved.source, state.model, list(graphs), dtypes, merged_contracts)  # type: ignore[arg-type]
     warning = notes.pop("warning", "")
     report = attrs.evolve(report, files=tuple(sorted(files)), source={**report.source, **notes}, notes=(warning,) if warning else ())
-    with open(os.path.join(job.workdir, "onnxspec_report.json"), "w", encoding="utf-8") as f:
-        f.write(report_json(report))
+    report = write_report(report, job.workdir)  # with its runtimes, wall time and the folder's size
     if report.failures:  # an export run with no shape set is written, marked not validated
         failed_dir = keep_failed(job.workdir, request.output_dir)
         raise ValidationError(

@@ -1,0 +1,187 @@
+"""Which runtimes load an export folder, and the three lines that run it.
+
+The facts are data: :data:`OPTIMUM` (task -> the ``optimum.onnxruntime`` class whose
+``from_pretrained`` loads the folder, as optimum-onnx 0.1.0's pipelines map them),
+:data:`TRANSFORMERS_JS` (task -> the task name transformers.js's ``pipeline()`` knows),
+:data:`GENAI_TASKS` (what onnxruntime-genai runs: decoder-only language models with a cache).
+onnxruntime's ``InferenceSession`` runs every graph of every folder.
+
+:func:`runtimes_for` turns them into :class:`Runtime` records for one export (its task, files
+and graph inputs): the loader, a snippet to paste, and ``needs``, what the folder lacks for that
+runtime (empty when it loads the folder as written).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+
+import attrs
+
+__all__ = ["GENAI_TASKS", "main_graph", "OPTIMUM", "OPTIMUM_GENERATES", "Runtime", "TRANSFORMERS_JS", "runtimes_for"]
+
+
+@attrs.frozen(kw_only=True)
+class Runtime:
+    """One way to run an export folder."""
+
+    name: str
+    """``"optimum"``, ``"transformers.js"``, ``"onnxruntime-genai"`` or ``"onnxruntime"``."""
+    loader: str
+    """What loads the folder: a class (``ORTModelForCausalLM``), a call (``pipeline('fill-mask')``)."""
+    language: str
+    """The snippet's language: ``"python"`` or ``"javascript"``."""
+    snippet: str
+    """Three lines to paste: import, load the folder, run it on ``inputs``."""
+    needs: str = ""
+    """What the folder lacks for this runtime (or, for onnxruntime, the other graphs to open);
+    empty when the snippet runs the folder as written."""
+
+
+OPTIMUM: Mapping[str, str] = {
+    "feature-extraction": "ORTModelForFeatureExtraction",
+    "sentence-similarity": "ORTModelForFeatureExtraction",
+    "fill-mask": "ORTModelForMaskedLM",
+    "text-generation": "ORTModelForCausalLM",
+    "text2text-generation": "ORTModelForSeq2SeqLM",
+    "text-classification": "ORTModelForSequenceClassification",
+    "token-classification": "ORTModelForTokenClassification",
+    "multiple-choice": "ORTModelForMultipleChoice",
+    "question-answering": "ORTModelForQuestionAnswering",
+    "image-classification": "ORTModelForImageClassification",
+    "image-segmentation": "ORTModelForSemanticSegmentation",
+    "semantic-segmentation": "ORTModelForSemanticSegmentation",
+    "image-to-image": "ORTModelForImageToImage",
+    "image-to-text": "ORTModelForVision2Seq",
+    "automatic-speech-recognition": "ORTModelForSpeechSeq2Seq",
+    "audio-classification": "ORTModelForAudioClassification",
+    "audio-frame-classification": "ORTModelForAudioFrameClassification",
+    "audio-xvector": "ORTModelForAudioXVector",
+    "zero-shot-image-classification": "ORTModelForZeroShotImageClassification",
+}
+"""onnxspec task (without ``-with-past``) -> Optimum's ORTModel class. Speech recognition by a
+single CTC graph (no ``encoder_model.onnx``) is ``ORTModelForCTC`` instead (see
+:func:`runtimes_for`)."""
+
+OPTIMUM_GENERATES = frozenset({"ORTModelForCausalLM", "ORTModelForSeq2SeqLM", "ORTModelForSpeechSeq2Seq", "ORTModelForVision2Seq"})
+"""The classes run with ``generate()``; they take ``use_cache=False`` for a folder without a cache."""
+
+_OPTIMUM_SEQ2SEQ = frozenset({"ORTModelForSeq2SeqLM", "ORTModelForSpeechSeq2Seq", "ORTModelForVision2Seq"})
+"""Classes that load ``encoder_model.onnx`` and a decoder: a ``--monolith`` folder is not theirs."""
+
+TRANSFORMERS_JS: Mapping[str, str] = {
+    "feature-extraction": "feature-extraction",
+    "fill-mask": "fill-mask",
+    "text-generation": "text-generation",
+    "text2text-generation": "text2text-generation",
+    "text-classification": "text-classification",
+    "token-classification": "token-classification",
+    "question-answering": "question-answering",
+    "image-classification": "image-classification",
+    "image-segmentation": "image-segmentation",
+    "semantic-segmentation": "image-segmentation",
+    "image-to-image": "image-to-image",
+    "image-to-text": "image-to-text",
+    "automatic-speech-recognition": "automatic-speech-recognition",
+    "audio-classification": "audio-classification",
+    "zero-shot-image-classification": "zero-shot-image-classification",
+    "object-detection": "object-detection",
+    "zero-shot-object-detection": "zero-shot-object-detection",
+    "depth-estimation": "depth-estimation",
+    "text-to-audio": "text-to-audio",
+}
+"""onnxspec task -> the task transformers.js's ``pipeline()`` runs it as (feature extraction
+from images is its ``image-feature-extraction``)."""
+
+GENAI_TASKS = frozenset({"text-generation-with-past"})
+"""onnxruntime-genai runs decoder-only language models with a cache."""
+
+_MAIN_GRAPHS = ("model.onnx", "encoder_model.onnx", "decoder_model_merged.onnx")
+
+
+def main_graph(graphs: Sequence[str]) -> str:
+    """The graph a snippet opens: ``model.onnx``, else the encoder (it runs first), else the first."""
+    return next((g for g in _MAIN_GRAPHS if g in graphs), graphs[0] if graphs else "model.onnx")
+
+
+def _session(folder: str, graphs: Sequence[str]) -> Runtime:
+    graph = main_graph(graphs)
+    others = [g for g in graphs if g != graph]
+    snippet = (
+        "import onnxruntime\n"
+        f"session = onnxruntime.InferenceSession({json.dumps(os.path.join(folder, graph))})\n"
+        "outputs = session.run(None, inputs)  # inputs: {name: numpy array}"
+    )
+    needs = f"one session per graph: {', '.join(others)} too" if others else ""
+    return Runtime(name="onnxruntime", loader="onnxruntime.InferenceSession", language="python", snippet=snippet, needs=needs)
+
+
+def _optimum(base: str, with_past: bool, folder: str, graphs: Sequence[str]) -> Runtime | None:
+    cls = OPTIMUM.get(base)
+    seq2seq = "encoder_model.onnx" in graphs
+    if base == "automatic-speech-recognition" and not seq2seq:
+        cls = "ORTModelForCTC"
+    if cls is None:
+        return None
+    needs = ""
+    if cls in _OPTIMUM_SEQ2SEQ and not seq2seq:
+        needs = f"{cls} loads encoder_model.onnx and a decoder: export without --monolith"
+    generates = cls in OPTIMUM_GENERATES
+    options = "" if with_past or not generates else ", use_cache=False"
+    run = ("ids = model.generate(**inputs)" if generates else "outputs = model(**inputs)") + (
+        "  # inputs: processor(..., return_tensors=\"pt\")")
+    snippet = (
+        f"from optimum.onnxruntime import {cls}\n"
+        f"model = {cls}.from_pretrained({json.dumps(folder)}{options})\n"
+        f"{run}"
+    )
+    return Runtime(name="optimum", loader=cls, language="python", snippet=snippet, needs=needs)
+
+
+def _transformers_js(base: str, with_past: bool, folder: str, graphs: Sequence[str], inputs: Sequence[str]) -> Runtime | None:
+    task = TRANSFORMERS_JS.get(base)
+    if task == "feature-extraction" and "pixel_values" in inputs:
+        task = "image-feature-extraction"
+    if task is None:
+        return None
+    parent, name = os.path.split(os.path.abspath(folder))
+    needs = ["the graphs in an onnx/ subfolder, where it reads them"]
+    if "encoder_model.onnx" in graphs and "decoder_model_merged.onnx" not in graphs:
+        needs.append("decoder_model_merged.onnx (export with --task ...-with-past, without --no-merged)")
+    elif base == "text-generation" and not with_past:
+        needs.append("a graph with a cache (export with --task text-generation-with-past)")
+    snippet = (
+        "import { env, pipeline } from '@huggingface/transformers';\n"
+        f"env.localModelPath = {json.dumps(parent + os.sep)}; env.allowRemoteModels = false;\n"
+        f"const pipe = await pipeline('{task}', {json.dumps(name)}, {{ dtype: 'fp32' }});"
+    )
+    return Runtime(name="transformers.js", loader=f"pipeline('{task}')", language="javascript", snippet=snippet,
+                   needs="; ".join(needs))
+
+
+def _genai(task: str, folder: str, graphs: Sequence[str]) -> Runtime | None:
+    if task not in GENAI_TASKS or "model.onnx" not in graphs:
+        return None
+    snippet = (
+        "import onnxruntime_genai as og\n"
+        f"model = og.Model({json.dumps(folder)})\n"
+        "generator = og.Generator(model, og.GeneratorParams(model))"
+    )
+    return Runtime(name="onnxruntime-genai", loader="onnxruntime_genai.Model", language="python", snippet=snippet,
+                   needs="a genai_config.json beside the graphs (onnxspec does not write one)")
+
+
+def runtimes_for(task: str, folder: str, graphs: Sequence[str], inputs: Sequence[str] = ()) -> tuple[Runtime, ...]:
+    """The runtimes that load an export of ``task`` (``-with-past`` included) written to ``folder``
+    with the graph files ``graphs``; ``inputs`` are the input names of :func:`main_graph`. Optimum first
+    when it has a class for the task, plain onnxruntime always last."""
+    with_past = task.endswith("-with-past")
+    base = task.removesuffix("-with-past")
+    found = [
+        _optimum(base, with_past, folder, graphs),
+        _transformers_js(base, with_past, folder, graphs, inputs),
+        _genai(task, folder, graphs),
+        _session(folder, graphs),
+    ]
+    return tuple(r for r in found if r is not None)
