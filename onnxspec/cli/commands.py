@@ -491,6 +491,10 @@ def _add_export(sub: Any, shapes: bool) -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=("torchscript", "dynamo"), default=None,
                    help="torch exporter (default: torchscript while torch has it, else dynamo)")
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT_DIR if it exists and is not empty")
+    p.add_argument("--layout", choices=("flat", "transformers.js", "genai"), default="flat",
+                   help="folder layout: flat (default: the graphs beside config.json, as Optimum loads them); transformers.js "
+                        "(graphs in onnx/ with model_fp16.onnx, an fp16 export also validated, and model_quantized.onnx, int8); "
+                        "genai (adds genai_config.json for onnxruntime-genai; --task text-generation-with-past)")
     p.add_argument("--seed", type=int, default=0, help="seed of the dummy inputs (default 0)")
     p.add_argument("--debug", action="store_true", help="show tracebacks and library warnings")
     if not shapes:
@@ -694,8 +698,10 @@ def _run_export(args: argparse.Namespace, out: Console, err: Console) -> int:
     dtypes = DTypes(int_dtype=args.int_dtype, float_dtype=args.dtype)
     err.print(f"Exporting [bold]{escape(args.model)}[/bold] -> {escape(args.output)}", highlight=False)
     progress, finish = stage_printer(err)
+    laid_out: list[Any] = []  # the LayoutResult of a --layout other than flat
+    run = export if args.layout == "flat" else _layout_export(args.layout, laid_out)
     try:
-        report = export(
+        report = run(
             args.model,
             args.output,
             task=args.task,
@@ -717,6 +723,8 @@ def _run_export(args: argparse.Namespace, out: Console, err: Console) -> int:
         raise
     finish(True)
     print_report(out, report)
+    for result in laid_out:
+        _print_layout(out, result)
     if report.source.get("format") == "gguf":
         out.print(f"Read from the GGUF file {escape(report.source['gguf_file'])} (weights dequantized to float32); "
                   f"tokenizer: {escape(report.source.get('tokenizer', 'not saved'))}")
@@ -729,13 +737,36 @@ def _run_export(args: argparse.Namespace, out: Console, err: Console) -> int:
     return EXIT_OK
 
 
+def _layout_export(layout: str, results: list[Any]) -> Callable[..., ExportReport]:
+    """``export`` writing ``layout`` (:func:`onnxspec.post.layouts.export_with_layout`): returns the
+    main export's report listing the laid-out files, and appends the whole result to ``results``."""
+    from onnxspec.post.layouts import export_with_layout
+
+    def run(model: str, output: str, **options: Any) -> ExportReport:
+        result = export_with_layout(model, output, layout, **options)
+        results.append(result)
+        return attrs.evolve(result.report, files=result.files)
+
+    return run
+
+
+def _print_layout(out: Console, result: Any) -> None:
+    """The validation of the fp16 variant (when the layout has one) and what each graph file is."""
+    for name, report in result.reports.items():
+        if name != "main":
+            out.print(validation_table(report))
+    out.print(f"Layout {escape(result.layout.name)}: the graphs and how each was checked (onnxspec_layout.json):")
+    for name, what in result.graphs.items():
+        out.print(f"  {escape(name)}: {escape(what)}", highlight=False)
+
+
 def _run_describe(args: argparse.Namespace, out: Console) -> int:
     import transformers
 
     from onnxspec.pipeline.loading import config_from_json, read_source
     from onnxspec.catalog.models import REGISTRY
     from onnxspec.catalog.registry import spec_for
-    from onnxspec.pieces.spec import bind, describe, with_behavior
+    from onnxspec.pieces.spec import bind, describe, plan
 
     spec = spec_for(REGISTRY, args.model_type, args.task)
     if args.model is not None:

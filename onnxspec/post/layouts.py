@@ -92,10 +92,11 @@ class Layout:
     config_file: str | None = None
     """A runtime config file the layout writes at the top."""
     runtime: str = ""
+    """The runtime that loads the folder as written (as :mod:`onnxspec.judge.runtimes` names it)."""
 
 
 LAYOUTS: Mapping[str, Layout] = {
-    "flat": Layout(name="flat", runtime="onnxruntime, Optimum's ORTModel classes"),
+    "flat": Layout(name="flat", runtime="optimum"),
     "transformers.js": Layout(name="transformers.js", graph_dir="onnx", variants=("fp16", "q8"), runtime="transformers.js"),
     "genai": Layout(name="genai", config_file="genai_config.json", runtime="onnxruntime-genai"),
 }
@@ -558,25 +559,32 @@ def export_with_layout(
     recover_stale(output_dir)
     check_output_dir(output_dir, overwrite)
     staging, created = make_workdir(output_dir)
+    name = os.path.basename(os.path.abspath(output_dir))
     try:
-        runs = {"main": dtypes}
+        # each export sits in a folder named like the destination, so what its report says about
+        # where it is reads right once the temporary parent is replaced by the destination's
+        runs = {"main": (dtypes, staging)}
         if "fp16" in variants:
-            runs["fp16"] = attrs.evolve(dtypes, float_dtype=FloatDtype.FP16)
+            runs["fp16"] = (attrs.evolve(dtypes, float_dtype=FloatDtype.FP16), os.path.join(staging, "fp16"))
         reports: dict[str, Any] = {}
-        for run, run_dtypes in runs.items():
+        for run, (run_dtypes, parent) in runs.items():
             step = progress if progress is None or run == "main" else _prefixed(progress, run)
+            folder = os.path.join(parent, name)
             try:
-                reports[run] = export(model_or_folder, os.path.join(staging, run), dtypes=run_dtypes, progress=step, **export_options)
+                reports[run] = export(model_or_folder, folder, dtypes=run_dtypes, progress=step, **export_options)
             except ValidationError:
-                failed = os.path.join(staging, run) + ".onnxspec-failed"
-                if os.path.isdir(failed):
-                    keep_failed(failed, output_dir)
+                if os.path.isdir(folder + ".onnxspec-failed"):
+                    keep_failed(folder + ".onnxspec-failed", output_dir)
                 raise
         if progress is not None:
             progress("layout", layout.name)
         built = os.path.join(staging, "layout")
-        graphs = write_layout(os.path.join(staging, "main"), built, layout, fp16=os.path.join(staging, "fp16") if "fp16" in runs else None,
-                              variants=variants, move=True)
+        graphs = write_layout(os.path.join(staging, name), built, layout,
+                              fp16=os.path.join(staging, "fp16", name) if "fp16" in runs else None, variants=variants, move=True)
+        destination = os.path.dirname(os.path.abspath(output_dir))
+        reports = {run: _relocated(reports[run], runs[run][1], destination, output_dir, layout) for run in reports}
+        for run in reversed(list(reports)):  # the main report last: the folder's size it states is final
+            reports[run] = _rewrite_report(Path(built), REPORT if run == "main" else _renamed(REPORT, run), reports[run])
         files = tuple(sorted(p.relative_to(built).as_posix() for p in Path(built).rglob("*") if p.is_file()))
         move_into_place(built, output_dir)
     except BaseException:
@@ -584,8 +592,46 @@ def export_with_layout(
         remove_created(created)
         raise
     shutil.rmtree(staging, ignore_errors=True)
-    reports = {k: attrs.evolve(r, output_dir=output_dir) for k, r in reports.items()}
     return LayoutResult(layout=layout, output_dir=output_dir, reports=reports, graphs=graphs, files=files)
+
+
+def _relocated(report: Any, parent: str, destination: str, output_dir: str, layout: Layout) -> Any:
+    """``report`` of an export written in ``parent``, now part of ``output_dir`` in ``layout``:
+    its folder, and the ways to run it (when the report lists them) for the laid-out folder:
+    the layout's runtime needs nothing more; a layout that moved the graphs keeps only it."""
+    changes: dict[str, Any] = {"output_dir": output_dir}
+    runtimes = getattr(report, "runtimes", None)
+    if runtimes:
+        kept = []
+        for runtime in runtimes:
+            texts = {f.name: getattr(runtime, f.name).replace(parent, destination) for f in attrs.fields(type(runtime))
+                     if isinstance(getattr(runtime, f.name), str)}
+            runtime = attrs.evolve(runtime, **texts)
+            if runtime.name == layout.runtime:
+                kept.append(attrs.evolve(runtime, needs=""))
+            elif not layout.graph_dir:
+                kept.append(runtime)
+        changes["runtimes"] = tuple(kept)
+    return attrs.evolve(report, **changes)
+
+
+def _rewrite_report(folder: Path, name: str, report: Any) -> Any:
+    """Write ``report`` over the export's ``folder/name`` (its folder and runtimes as laid out,
+    and, when the report states it, the size of the whole laid-out folder); return it."""
+    from onnxspec.judge.report import report_json
+
+    path = folder / name
+    if not path.is_file():
+        return report
+    for _ in range(5):
+        path.write_text(report_json(report))
+        if not hasattr(report, "total_bytes"):
+            return report
+        size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+        if report.total_bytes == size:
+            return report
+        report = attrs.evolve(report, total_bytes=size)
+    return report
 
 
 def _prefixed(progress: Callable[[str, str], None], run: str) -> Callable[[str, str], None]:
