@@ -384,6 +384,15 @@ def tiny_model(model_type: str, task: str, seed: int = 0) -> torch.nn.Module:
     raise LookupError(f"no head among {errors} for {model_type}")
 
 
+    ),
+    # a PaliGemma of a Gemma and a SigLIP tower: (16 / 8) ** 2 = 4 image tokens, the image placeholder inside the vocabulary
+    "colpali": lambda: T.ColPaliConfig(
+        vlm_config=T.PaliGemmaConfig(
+            text_config=dict(_GQA, model_type="gemma", head_dim=8, max_position_embeddings=128),
+            vision_config=dict(_TOWER, model_type="siglip_vision_model", image_size=16, patch_size=8),
+            image_token_id=99, projection_dim=32,
+        ),
+        embedding_dim=16,
 def tiny_folder(model_type: str, task: str, folder: str | os.PathLike[str], seed: int = 0) -> str:
     """Save a tiny random model of ``model_type`` for ``task`` to ``folder``; return its path."""
     model = tiny_model(model_type, task, seed)

@@ -254,6 +254,25 @@ _SPEECH_SYNTHESIS = {
 """VITS: text -> the waveform and the spectrogram the vocoder read, of predicted lengths."""
 
 ENTRIES: tuple[ModelEntry, ...] = (
+_IMAGE_PROMPT = {
+    # Optimum's default (image) variant: a page image and its prompt, which starts with one placeholder per image patch;
+    # the sequence counts them
+    "inputs": (
+        spec("input_ids", _BS, Kind.INT),
+        spec("attention_mask", _BS, Kind.INT),
+        spec("token_type_ids", _BS, Kind.INT),
+        spec("pixel_values", {0: "batch_size"}, Kind.FLOAT, rank=4),
+    ),
+    "outputs": (spec("embeddings", _BS),),
+    "generators": {
+        "input_ids": generators.image_token_ids,
+        "attention_mask": generators.image_prefix_mask,
+        "token_type_ids": generators.image_prefix_token_types,
+    },
+    "normalizer": normalizers.COLPALI,
+}
+"""ColPali: one embedding per image patch and prompt token (late-interaction retrieval)."""
+
     # text encoders
     entry("bert", text_encoder, _ENCODER_TASKS),
     entry("roberta", text_encoder, _ENCODER_TASKS, **_NO_SEGMENTS),
@@ -440,6 +459,7 @@ ENTRIES: tuple[ModelEntry, ...] = (
     ),
     entry("vits", tensors, ("text-to-audio",), **_SPEECH_SYNTHESIS),
 )
+    entry("colpali", tensors, ("feature-extraction",), **_IMAGE_PROMPT),
 
 REGISTRY: Registry = build_registry(ENTRIES)
 """Every supported model type, built once from :data:`ENTRIES`."""
