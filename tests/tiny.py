@@ -366,6 +366,15 @@ CONFIGS: dict[str, Callable[[], T.PretrainedConfig]] = {
         duration_predictor_filter_channels=16, duration_predictor_num_flows=2, prior_encoder_num_flows=2, prior_encoder_num_wavenet_layers=2,
         posterior_encoder_num_wavenet_layers=2, noise_scale=0.0, noise_scale_duration=0.0,
     ),
+    # a PaliGemma of a Gemma and a SigLIP tower: (16 / 8) ** 2 = 4 image tokens, the image placeholder inside the vocabulary
+    "colpali": lambda: T.ColPaliConfig(
+        vlm_config=T.PaliGemmaConfig(
+            text_config=dict(_GQA, model_type="gemma", head_dim=8, max_position_embeddings=128),
+            vision_config=dict(_TOWER, model_type="siglip_vision_model", image_size=16, patch_size=8),
+            image_token_id=99, projection_dim=32,
+        ),
+        embedding_dim=16,
+    ),
     "swin2sr": lambda: T.Swin2SRConfig(image_size=16, patch_size=1, embed_dim=16, depths=[1, 1], num_heads=[2, 2], window_size=4, upscale=2),
 }
 
@@ -384,15 +393,6 @@ def tiny_model(model_type: str, task: str, seed: int = 0) -> torch.nn.Module:
     raise LookupError(f"no head among {errors} for {model_type}")
 
 
-    ),
-    # a PaliGemma of a Gemma and a SigLIP tower: (16 / 8) ** 2 = 4 image tokens, the image placeholder inside the vocabulary
-    "colpali": lambda: T.ColPaliConfig(
-        vlm_config=T.PaliGemmaConfig(
-            text_config=dict(_GQA, model_type="gemma", head_dim=8, max_position_embeddings=128),
-            vision_config=dict(_TOWER, model_type="siglip_vision_model", image_size=16, patch_size=8),
-            image_token_id=99, projection_dim=32,
-        ),
-        embedding_dim=16,
 def tiny_folder(model_type: str, task: str, folder: str | os.PathLike[str], seed: int = 0) -> str:
     """Save a tiny random model of ``model_type`` for ``task`` to ``folder``; return its path."""
     model = tiny_model(model_type, task, seed)

@@ -253,7 +253,6 @@ _SPEECH_SYNTHESIS = {
 }
 """VITS: text -> the waveform and the spectrogram the vocoder read, of predicted lengths."""
 
-ENTRIES: tuple[ModelEntry, ...] = (
 _IMAGE_PROMPT = {
     # Optimum's default (image) variant: a page image and its prompt, which starts with one placeholder per image patch;
     # the sequence counts them
@@ -273,6 +272,7 @@ _IMAGE_PROMPT = {
 }
 """ColPali: one embedding per image patch and prompt token (late-interaction retrieval)."""
 
+ENTRIES: tuple[ModelEntry, ...] = (
     # text encoders
     entry("bert", text_encoder, _ENCODER_TASKS),
     entry("roberta", text_encoder, _ENCODER_TASKS, **_NO_SEGMENTS),
@@ -458,8 +458,8 @@ _IMAGE_PROMPT = {
         for t in ("owlvit", "owlv2")
     ),
     entry("vits", tensors, ("text-to-audio",), **_SPEECH_SYNTHESIS),
-)
     entry("colpali", tensors, ("feature-extraction",), **_IMAGE_PROMPT),
+)
 
 REGISTRY: Registry = build_registry(ENTRIES)
 """Every supported model type, built once from :data:`ENTRIES`."""

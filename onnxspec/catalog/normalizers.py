@@ -6,7 +6,7 @@ from onnxspec.errors import ConfigError
 from onnxspec.pieces.normalize import Normalizer, derive, normalizer
 
 __all__ = [
-    "AST", "AUDIO", "CLIP", "DECISION_TRANSFORMER", "ENCODER_DECODER", "IMAGE_TEXT_TO_TEXT", "LATENT_ATTENTION", "LAYOUT", "LAYOUT_IMAGE", "MARKUP", "MOONSHINE", "MULTI_QUERY", "NYSTROM", "PERCEIVER", "PIX2STRUCT", "SEQ2SEQ",
+    "AST", "AUDIO", "CLIP", "COLPALI", "DECISION_TRANSFORMER", "ENCODER_DECODER", "IMAGE_TEXT_TO_TEXT", "LATENT_ATTENTION", "LAYOUT", "LAYOUT_IMAGE", "MARKUP", "MOONSHINE", "MULTI_QUERY", "NYSTROM", "PERCEIVER", "PIX2STRUCT", "SEQ2SEQ",
     "SEQ2SEQ_DECODER", "SPEECH_TO_TEXT", "T5", "TIME_SERIES", "TROCR", "TEXT", "VISION", "VISION_BACKBONE", "VISION_ENCODER_DECODER", "VISUAL_BERT", "VITPOSE", "VITS", "WHISPER", "within",
 ]
 
@@ -295,3 +295,14 @@ VITS: Normalizer = normalizer(
     noise_scale_duration=("noise_scale_duration",),
 )
 """VITS: text dims; a config that samples noise (``noise_scale`` or ``noise_scale_duration`` not 0) is refused."""
+
+COLPALI: Normalizer = normalizer(
+    hidden_size=("vlm_config.text_config.hidden_size",),
+    vocab_size=("vlm_config.text_config.vocab_size",),
+    image_size=("vlm_config.vision_config.image_size",),
+    num_channels=("vlm_config.vision_config.num_channels",),
+    num_image_tokens=("vlm_config.text_config.num_image_tokens",),
+    image_token_id=("vlm_config.image_token_id",),
+)
+"""ColPali: a PaliGemma (``vlm_config``) whose prompts start with ``num_image_tokens`` placeholders
+(``image_token_id``), one per patch of an image of ``image_size``."""

@@ -39,6 +39,9 @@ __all__ = [
     "ids_below",
     "flattened_patches",
     "ids_per_token",
+    "image_prefix_mask",
+    "image_prefix_token_types",
+    "image_token_ids",
     "make_dummies",
     "past_tensor",
     "pixel_values",
@@ -314,6 +317,33 @@ def flattened_patches(tensor: TensorSpec, ctx: DummyContext, rng: torch.Generato
     side = max(1, min(int(positions) - 1, 8))
     index = torch.randint(1, side + 1, (batch, patches, 2), generator=rng).to(_float(ctx))
     return torch.cat([index, _randn((batch, patches, int(width)), ctx, rng)], dim=-1)
+
+
+def image_token_ids(tensor: TensorSpec, ctx: DummyContext, rng: torch.Generator, made: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """A prompt of ``num_image_tokens`` image placeholders (``image_token_id``), then
+    ``sequence_length`` text tokens that are not the placeholder: the image's features replace the
+    placeholders (PaliGemma and ColPali check that there are as many as the image has patches)."""
+    count, image = (int(d) for d in ctx.dims.require("num_image_tokens", "image_token_id"))
+    ids = token_ids(tensor, ctx, rng, made)
+    ids = torch.where(ids == image, (ids + 1) % int(ctx.dims["vocab_size"]), ids)
+    return torch.cat([torch.full((ids.shape[0], count), image, dtype=ids.dtype), ids], dim=1)
+
+
+def image_prefix_mask(tensor: TensorSpec, ctx: DummyContext, rng: torch.Generator, made: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """The mask of an :func:`image_token_ids` prompt: every image placeholder kept, then an
+    :func:`attention_mask` over the text tokens."""
+    (count,) = ctx.dims.require("num_image_tokens")
+    text = attention_mask(tensor, ctx, rng, made)
+    return torch.cat([torch.ones((text.shape[0], int(count)), dtype=text.dtype), text], dim=1)
+
+
+def image_prefix_token_types(tensor: TensorSpec, ctx: DummyContext, rng: torch.Generator, made: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """The segment ids of an :func:`image_token_ids` prompt that is all prefix (0), as PaliGemma
+    processors mark a prompt with no suffix: its tokens attend to one another both ways."""
+    ids = made.get("input_ids")
+    if ids is None:
+        raise SpecError(f"tensor {tensor.name!r}: its shape follows input_ids, which must come first among the inputs")
+    return torch.zeros_like(ids)
 
 
 def queries_per_image(base: Generator) -> Generator:

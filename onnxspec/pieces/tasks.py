@@ -50,8 +50,9 @@ def _task(name: str, outputs: tuple[TensorSpec, ...], *auto: str) -> tuple[str, 
 TASKS: Mapping[str, TaskInfo] = MappingProxyType(
     dict(
         [
-            # a model type with no bare model (TrOCR: only a causal LM) is read from its causal LM
-            _task("feature-extraction", (spec("last_hidden_state", _BS),), "AutoModel", "AutoModelForCausalLM"),
+            # a model type with no bare model is read from its causal LM (TrOCR) or its pre-training model (ColPali's
+            # retrieval model, whose features are its multi-vector embeddings)
+            _task("feature-extraction", (spec("last_hidden_state", _BS),), "AutoModel", "AutoModelForCausalLM", "AutoModelForPreTraining"),
             _task("fill-mask", (spec("logits", _BS),), "AutoModelForMaskedLM"),
             _task("text-generation", (spec("logits", _BS),), "AutoModelForCausalLM"),
             _task(

@@ -95,7 +95,7 @@ def test_build_registry_refuses_names_lookup_cannot_tell_apart() -> None:
         build_registry([entry("big_bird", text_encoder, ["feature-extraction"]), entry("big-bird", text_encoder, ["feature-extraction"])])
 
 
-def test_open_vocabulary_detection_and_speech_synthesis_keep_optimums_names() -> None:
+def test_open_vocabulary_detection_speech_synthesis_and_retrieval_keep_optimums_names() -> None:
     for model_type in ("owlvit", "owlv2"):
         s = spec_for(REGISTRY, model_type, "zero-shot-object-detection")
         assert [t.name for t in s.inputs] == ["input_ids", "pixel_values", "attention_mask"]
@@ -103,6 +103,10 @@ def test_open_vocabulary_detection_and_speech_synthesis_keep_optimums_names() ->
         assert s.inputs[0].dynamic_axes == {0: "text_batch_size", 1: "sequence_length"}  # images * queries rows
     vits = spec_for(REGISTRY, "vits", "text-to-audio")
     assert [t.name for t in vits.outputs] == ["waveform", "spectrogram"]
+    # ColPali: Optimum's image variant, plus the segment ids PaliGemma's processor gives (its prompt attends both ways)
+    colpali = spec_for(REGISTRY, "colpali", "feature-extraction")
+    assert [t.name for t in colpali.inputs] == ["input_ids", "attention_mask", "token_type_ids", "pixel_values"]
+    assert [t.name for t in colpali.outputs] == ["embeddings"]
 
 
 def test_vits_that_samples_noise_is_refused_with_the_fix() -> None:
