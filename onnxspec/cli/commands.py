@@ -405,6 +405,107 @@ def _run_inspect(args: argparse.Namespace, out: Console) -> int:
     return EXIT_OK
 
 
+def post_tables(report: Any) -> list[Any]:
+    """The tables of a quantize / optimize report: sizes, then the figures it was judged by
+    (cache outputs folded per shape set into their worst row)."""
+    sizes = Table(box=box.SIMPLE_HEAD, title="Sizes")
+    for name in ("graph", "before", "after", "after / before"):
+        sizes.add_column(name, justify="left" if name == "graph" else "right")
+    for g in report.graphs:
+        sizes.add_row(escape(g.filename), _size(g.bytes_before), _size(g.bytes_after), f"{g.bytes_after / max(g.bytes_before, 1):.2f}")
+    judged = Table(box=box.SIMPLE_HEAD, title=f"Against PyTorch ({report.judged_by})")
+    worst: dict[tuple[str, str, str, str], Any] = {}
+    if report.judged_by == "agreement":
+        for name in ("graph", "output", "set", "metric", "value", "threshold", "result"):
+            judged.add_column(name, justify="right" if name in ("value", "threshold") else "left")
+        for g in report.graphs:
+            for m in g.measures:
+                key = (m.graph, "present.*" if is_cache_output(m.output) else m.output, m.shape_set, m.metric)
+                if key not in worst or (m.passed, m.value) < (worst[key].passed, worst[key].value):
+                    worst[key] = m
+        for (graph, output, shape_set, metric), m in worst.items():
+            judged.add_row(escape(graph), escape(output), escape(shape_set), metric, f"{m.value:.4f}", f"{m.threshold:.4f}",
+                           "pass" if m.passed else "[red]FAIL[/red]")
+    else:
+        for name in ("graph", "output", "set", "error", "bound", "result"):
+            judged.add_column(name, justify="right" if name in ("error", "bound") else "left")
+        for g in report.graphs:
+            for c in g.checks:
+                key = (c.graph, "present.*" if is_cache_output(c.output) else c.output, c.shape_set, "")
+                if key not in worst or (c.passed, -_closeness(c)) < (worst[key].passed, -_closeness(worst[key])):
+                    worst[key] = c
+        for (graph, output, shape_set, _), c in worst.items():
+            judged.add_row(escape(graph), escape(output), escape(shape_set), _num(c.error), _num(c.bound),
+                           "pass" if c.passed else "[red]FAIL[/red]")
+    return [sizes, judged]
+
+
+def _thresholds(args: argparse.Namespace, method: str) -> Any:
+    """The default thresholds of ``method`` with the ones given as flags."""
+    from onnxspec.post.agreement import DEFAULTS
+
+    given = {k: getattr(args, k) for k in ("cosine", "top1", "greedy", "greedy_steps") if getattr(args, k) is not None}
+    return attrs.evolve(DEFAULTS[method], **given)
+
+
+def _run_post(args: argparse.Namespace, out: Console, err: Console, run: Callable[[], Any], what: str) -> int:
+    err.print(f"{what} [bold]{escape(args.folder)}[/bold] -> {escape(args.output)}, then comparing with PyTorch", highlight=False)
+    try:
+        report = run()
+    except ValidationError as e:  # its report is a post report: print its tables, not the export's
+        if e.report is not None:
+            for part in post_tables(e.report):
+                out.print(part, highlight=False)
+        raise ValidationError(str(e)) from e
+    for part in post_tables(report):
+        out.print(part, highlight=False)
+    out.print(f"Files written to {escape(report.output_dir)} (figures in onnxspec_post.json); compared with the model in "
+              f"{escape(report.model_folder)}", highlight=False)
+    out.print(f"[green]{what} {report.model_type} / {report.task}: every graph agrees with PyTorch ({report.seconds:.1f}s).[/green]")
+    return EXIT_OK
+
+
+def _run_quantize(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from onnxspec.post.quantize import quantize
+
+    def run() -> Any:
+        return quantize(args.folder, args.output, method=args.method, model=args.model, overwrite=args.overwrite,
+                        thresholds=_thresholds(args, args.method))
+
+    return _run_post(args, out, err, run, f"Quantizing ({args.method})")
+
+
+def _run_optimize(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from onnxspec.post.optimize import optimize
+
+    def run() -> Any:
+        return optimize(args.folder, args.output, level=args.level, fp16=args.fp16, fusions=args.fusions, model=args.model,
+                        overwrite=args.overwrite, thresholds=_thresholds(args, "fp16") if args.fp16 else None)
+
+    return _run_post(args, out, err, run, "Optimizing")
+
+
+def _add_post(sub: Any, name: str, help: str, description: str) -> argparse.ArgumentParser:
+    """The arguments ``quantize`` and ``optimize`` share."""
+    p = sub.add_parser(name, help=help, description=description, allow_abbrev=False)
+    p.add_argument("folder", metavar="FOLDER", help="a folder `onnxspec export` wrote")
+    p.add_argument("output", metavar="OUTPUT_DIR", help="the folder to write (refused if it exists and is not empty, "
+                                                        "unless --overwrite)")
+    p.add_argument("-m", "--model", default=None, metavar="FOLDER",
+                   help="the model folder to compare with (default: the one the export read, if it still exists)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUTPUT_DIR if it exists and is not empty")
+    p.add_argument("--min-cosine", dest="cosine", type=float, default=None, metavar="X",
+                   help="least cosine similarity of each float output with PyTorch's (lossy results)")
+    p.add_argument("--min-top1", dest="top1", type=float, default=None, metavar="X",
+                   help="least fraction of positions whose top-1 logit is PyTorch's (lossy results)")
+    p.add_argument("--min-greedy", dest="greedy", type=float, default=None, metavar="X",
+                   help="least mean agreeing prefix of greedy decoding, over the steps (lossy results, decoders)")
+    p.add_argument("--greedy-steps", dest="greedy_steps", type=int, default=None, metavar="N",
+                   help="tokens decoded greedily for --min-greedy (default 8)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
 # --------------------------------------------------------------------------------------------
 # progress
 
@@ -548,6 +649,22 @@ def build_parser(*, export_shapes: bool = True) -> tuple[argparse.ArgumentParser
     i.add_argument("--all", action="store_true", help="list every cache tensor (default: one row per kind)")
     i.add_argument("--debug", action="store_true", help="show tracebacks")
     commands["inspect"] = i
+    q = _add_post(sub, "quantize", "quantize an export folder (int8 or int4) and compare the result with PyTorch",
+                  "Quantize every graph of an export folder with onnxruntime (int8: dynamic, per channel; int4: weight-only "
+                  "MatMulNBits) into a new folder, and compare each with the PyTorch model: cosine similarity, top-1 "
+                  "agreement, greedy tokens for decoders. A figure below its threshold exits 1 and writes nothing.")
+    q.add_argument("--method", choices=("int8", "int4"), default="int8", help="int8 (default) or int4")
+    commands["quantize"] = q
+    o = _add_post(sub, "optimize", "optimize an export folder (graph levels, fusions, fp16) and validate it again",
+                  "Optimize every graph of an export folder with onnxruntime into a new folder, and validate each against "
+                  "the PyTorch model again: graph levels and fusions with the export's own bounds, fp16 by agreement.")
+    o.add_argument("--level", choices=("basic", "extended", "all"), default=None,
+                   help="onnxruntime's graph optimization level to write out (default basic when nothing else is asked)")
+    o.add_argument("--fp16", action="store_true", help="convert the weights and computation to float16 (inputs and "
+                                                        "outputs stay float32)")
+    o.add_argument("--fusions", default=None, metavar="MODEL_TYPE",
+                   help="run onnxruntime's transformer optimizer for this model type (bert, gpt2, ...)")
+    commands["optimize"] = o
     return parser, commands
 
 
@@ -819,6 +936,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_describe(args, out)
         if args.command == "inspect":
             return _run_inspect(args, out)
+        if args.command == "quantize":
+            return _run_quantize(args, out, err)
+        if args.command == "optimize":
+            return _run_optimize(args, out, err)
         raise AssertionError(f"unhandled command {args.command!r}")
     except ValidationError as e:
         if e.report is not None:
