@@ -21,11 +21,13 @@ what a later transformation of the new folder needs (its ``export`` section).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -45,7 +47,9 @@ from onnxspec.pieces.shapes import DTypes, Shapes, torch_dtype, validation_shape
 from onnxspec.pipeline.output import check_output_dir, keep_failed, make_workdir, move_into_place, recover_stale, remove_created
 from onnxspec.post.agreement import Measure, Thresholds, cosine_similarity, greedy_agreement, greedy_ids, measure, top1_agreement
 
-__all__ = ["ExportFolder", "GraphResult", "PostReport", "graph_bytes", "post_json", "read_export_folder", "transform_folder"]
+__all__ = [
+    "ExportFolder", "GraphResult", "PostReport", "graph_bytes", "post_json", "quiet_tools", "read_export_folder", "transform_folder",
+]
 
 REPORT = "onnxspec_report.json"
 POST = "onnxspec_post.json"
@@ -67,6 +71,18 @@ class ExportFolder:
     """The model folder the export read, if it was one (``source.folder`` of the report)."""
     export: Mapping[str, Any] = attrs.field(converter=dict, hash=False)
     """The export's record carried into every transformed folder (``onnxspec_post.json``)."""
+
+
+@contextlib.contextmanager
+def quiet_tools() -> Iterator[None]:
+    """Keep the log lines of onnxruntime's quantization and optimization tools (one INFO line per
+    node, advice at WARNING) out of the output while they run; errors still show."""
+    before = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(before)
 
 
 def _read_json(path: str) -> Mapping[str, Any] | None:
@@ -436,7 +452,8 @@ def transform_folder(
             src, dst = Path(folder) / graph, Path(workdir) / graph
             dst.parent.mkdir(parents=True, exist_ok=True)
             try:
-                transform(src, dst)
+                with quiet_tools():
+                    transform(src, dst)
             except OnnxSpecError:
                 raise
             except Exception as e:  # onnxruntime's tools fail with their own exceptions

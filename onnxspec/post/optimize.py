@@ -32,7 +32,7 @@ import onnx
 
 from onnxspec.errors import SpecError, UnknownNameError
 from onnxspec.post.agreement import DEFAULTS, Thresholds
-from onnxspec.post.folder import PostReport, transform_folder
+from onnxspec.post.folder import PostReport, quiet_tools, transform_folder
 
 __all__ = ["LEVELS", "fusion_types", "optimize", "optimize_file"]
 
@@ -98,7 +98,11 @@ def optimize_file(
     _check(level, fusions)
     if level is None and not fp16 and fusions is None:
         raise SpecError("nothing to do: ask for a graph level (--level), fp16 (--fp16) or fusions (--fusions MODEL_TYPE)")
-    src, dst = Path(src), Path(dst)
+    with quiet_tools():
+        _optimize(Path(src), Path(dst), level, fp16, fusions, num_heads, hidden_size)
+
+
+def _optimize(src: Path, dst: Path, level: str | None, fp16: bool, fusions: str | None, num_heads: int, hidden_size: int) -> None:
     if fusions is None and not fp16:
         _write_level(src, dst, level)  # type: ignore[arg-type]
         return

@@ -20,7 +20,7 @@ import onnx
 
 from onnxspec.errors import UnknownNameError
 from onnxspec.post.agreement import DEFAULTS, Thresholds
-from onnxspec.post.folder import PostReport, transform_folder
+from onnxspec.post.folder import PostReport, quiet_tools, transform_folder
 
 __all__ = ["METHODS", "quantize", "quantize_file"]
 
@@ -58,6 +58,11 @@ def quantize_file(src: Path, dst: Path, *, method: str = "int8") -> None:
     if method not in METHODS:
         raise UnknownNameError("quantization method", method, METHODS, "Use --method int8 or --method int4.")
     src, dst = Path(src), Path(dst)
+    with quiet_tools():
+        _quantize(src, dst, method)
+
+
+def _quantize(src: Path, dst: Path, method: str) -> None:
     model = onnx.load(os.fspath(src))
     if method == "int8":
         from onnxruntime.quantization import QuantType, quantize_dynamic
