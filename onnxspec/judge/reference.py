@@ -19,13 +19,18 @@ the exported graph holds.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
+import attrs
 import torch
 
 from onnxspec.pieces.patches import Patch
 
-__all__ = ["available_memory", "finfo_of", "float64_bytes", "float64_room", "in_float64", "to_float64"]
+__all__ = [
+    "Streamed", "available_memory", "finfo_of", "float64_bytes", "float64_plan", "float64_room", "in_float64", "streamed_float64",
+    "to_float64",
+]
 
 
 def _floating(module: torch.nn.Module) -> Iterator[torch.Tensor]:
@@ -54,13 +59,33 @@ def available_memory() -> int | None:
     return None
 
 
-def float64_room(module: torch.nn.Module, *, headroom: float = 0.75) -> str:
+def _own(module: torch.nn.Module) -> list[torch.Tensor]:
+    """The floating parameters and buffers ``module`` registers itself (not its children's)."""
+    tensors = (*module.parameters(recurse=False), *module.buffers(recurse=False))
+    return [t for t in tensors if t is not None and t.is_floating_point()]
+
+
+def _streamed_need(module: torch.nn.Module) -> int:
+    """Extra bytes a streamed float64 run may hold at once: a call path's modules' own tensors
+    in float64 (bounded by twice the largest module's), plus one tensor copied for a use outside
+    its owner."""
+    per_module = [sum(t.numel() * 8 for t in _own(m)) for m in module.modules()]
+    largest = max((t.numel() * 8 for t in _floating(module)), default=0)
+    return 2 * max(per_module, default=0) + largest
+
+
+def float64_room(module: torch.nn.Module, *, headroom: float = 0.75, streamed: bool = False) -> str:
     """Why a float64 copy of ``module`` does not fit now, or ``""`` when it does.
 
-    The conversion frees each float32 tensor as its float64 copy is made, so the extra memory is
-    the float64 size minus the current size; it must stay under ``headroom`` of what is free.
+    In place (:func:`in_float64`), the conversion frees each float32 tensor as its float64 copy
+    is made, so the extra memory is the float64 size minus the current size; ``streamed``
+    (:func:`streamed_float64`), it is a few modules' tensors at a time. It must stay under
+    ``headroom`` of what is free.
     """
-    need = float64_bytes(module) - sum(t.numel() * t.element_size() for t in _floating(module))
+    if streamed:
+        need = _streamed_need(module)
+    else:
+        need = float64_bytes(module) - sum(t.numel() * t.element_size() for t in _floating(module))
     free = available_memory()
     if free is None or need <= headroom * free:
         return ""
@@ -79,6 +104,140 @@ def in_float64(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
     finally:
         for tensor, dtype in reversed(saved):
             tensor.data = tensor.data.to(dtype)
+
+
+def float64_plan(module: torch.nn.Module) -> str:
+    """Why ``module`` cannot run in float64 one module at a time, or ``""`` when it can."""
+    scripted = [name or "the model" for name, m in module.named_modules() if isinstance(m, torch.jit.ScriptModule)]
+    if scripted:
+        return f"TorchScript modules take no forward hooks ({', '.join(scripted[:3])})"
+    return ""
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class Streamed:
+    """What a :func:`streamed_float64` run saw: the names of the tensors used outside their own
+    module's forward (each converted per call by the torch function mode), filled as it runs."""
+
+    outside: set[str] = attrs.field(factory=set)
+
+
+_METADATA = frozenset(
+    f
+    for f in (
+        *(getattr(torch.Tensor, a).__get__ for a in ("data", "shape", "device", "requires_grad", "is_leaf", "grad", "layout", "ndim")),
+        torch.Tensor.data.__set__, torch.Tensor.size, torch.Tensor.dim, torch.Tensor.numel, torch.Tensor.is_floating_point,
+        torch.Tensor.__len__, torch.Tensor.__hash__, torch.Tensor.__format__, torch.Tensor.__repr__,
+    )
+)
+"""Torch functions that read no values of a tensor and do not depend on its dtype: a tensor used
+outside its owner's forward is given to them as it is."""
+_DTYPE = torch.Tensor.dtype.__get__
+_EMBEDDING = torch.nn.functional.embedding
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class _Outside:
+    """A torch function mode: every torch function given a tensor of the model that is not
+    float64 at that moment (used outside its owner's forward) runs on a float64 copy of it, made
+    for that call; its ``dtype`` reads float64. Each such tensor's name is added to ``seen``.
+
+    Any object with a ``__torch_function__`` method can sit on torch's function-mode stack
+    (:func:`_mode` pushes it as :class:`torch.overrides.TorchFunctionMode` pushes itself), so this
+    record needs no base class; while its method runs, torch takes it off the stack.
+    """
+
+    names: dict[int, str]
+    seen: set[str]
+
+    def _stale(self, value: Any) -> bool:
+        return isinstance(value, torch.Tensor) and id(value) in self.names and value.dtype is not torch.float64
+
+    def _widen(self, value: Any) -> Any:
+        if self._stale(value):
+            self.seen.add(self.names[id(value)])
+            return value.detach().to(torch.float64)
+        if isinstance(value, (list, tuple)) and any(self._stale(v) for v in value):
+            return type(value)(self._widen(v) for v in value)
+        return value
+
+    def __torch_function__(self, func: Callable[..., Any], types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        values = (*args, *kwargs.values())
+        if not any(self._stale(v) or (isinstance(v, (list, tuple)) and any(self._stale(w) for w in v)) for v in values):
+            return func(*args, **kwargs)
+        if func is _DTYPE:
+            return torch.float64
+        if func in _METADATA:
+            return func(*args, **kwargs)
+        if func is _EMBEDDING and len(args) >= 2 and self._stale(args[1]) and not any(self._stale(v) for v in (args[0], *args[2:])):
+            # the lookup copies rows exactly: gather them in the weight's dtype, then widen only them
+            self.seen.add(self.names[id(args[1])])
+            return func(*args, **kwargs).to(torch.float64)
+        return func(*(self._widen(a) for a in args), **{k: self._widen(v) for k, v in kwargs.items()})
+
+
+@contextlib.contextmanager
+def _mode(mode: _Outside) -> Iterator[None]:
+    """``mode`` on torch's function-mode stack while the block runs (what
+    :class:`torch.overrides.TorchFunctionMode`'s ``__enter__`` and ``__exit__`` do)."""
+    torch.overrides._push_mode(mode)
+    try:
+        yield
+    finally:
+        torch.overrides._pop_mode()
+
+
+@contextlib.contextmanager
+def streamed_float64(module: torch.nn.Module) -> Iterator[Streamed]:
+    """``module`` running in float64 one module at a time (see the module's docstring); every
+    tensor holds its own storage again on exit, even on error. Check :func:`float64_plan` first."""
+    names: dict[int, str] = {}
+    for name, tensor in (*module.named_parameters(remove_duplicate=True), *module.named_buffers(remove_duplicate=True)):
+        if tensor.is_floating_point() and tensor.dtype is not torch.float64:
+            names.setdefault(id(tensor), name)
+    held: dict[int, tuple[torch.Tensor, torch.Tensor, int]] = {}  # id -> (tensor, original data, modules holding it)
+
+    def widen(owner: torch.nn.Module, *_: Any) -> None:
+        for tensor in _own(owner):
+            key = id(tensor)
+            if key not in names:
+                continue
+            if key in held:
+                t, original, count = held[key]
+                held[key] = (t, original, count + 1)
+                continue
+            original = tensor.data
+            held[key] = (tensor, original, 1)
+            tensor.data = original.to(torch.float64)
+
+    def narrow(owner: torch.nn.Module, *_: Any) -> None:
+        for tensor in _own(owner):
+            key = id(tensor)
+            if key not in held:
+                continue
+            t, original, count = held[key]
+            if count > 1:
+                held[key] = (t, original, count - 1)
+                continue
+            del held[key]
+            tensor.data = original
+
+    owners = [m for m in module.modules() if any(id(t) in names for t in _own(m))]
+    handles = []
+    seen = Streamed()
+    try:
+        for owner in owners:
+            handles.append(owner.register_forward_pre_hook(widen))
+            handles.append(owner.register_forward_hook(narrow, always_call=True))
+        with _mode(_Outside(names=names, seen=seen.outside)):
+            yield seen
+    finally:
+        for handle in handles:
+            handle.remove()
+        for tensor, original, _ in held.values():  # a forward that raised between its hooks
+            tensor.data = original
+        held.clear()
 
 
 def to_float64(tensors: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:

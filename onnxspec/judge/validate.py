@@ -29,7 +29,7 @@ from onnxspec.errors import SpecError
 from onnxspec.pieces.generators import context, make_dummies
 from onnxspec.build.merge import Interface, stamp_interface
 from onnxspec.pieces.patches import patched
-from onnxspec.judge.reference import finfo_of, float64_room, in_float64, to_float64
+from onnxspec.judge.reference import finfo_of, float64_plan, float64_room, in_float64, streamed_float64, to_float64
 from onnxspec.judge.report import OutputCheck
 from onnxspec.pieces.shapes import DTypes, Shapes, size_table, torch_dtype, validation_shapes
 from onnxspec.pieces.spec import ExportSpec, contract_json, tolerance_for
@@ -267,19 +267,34 @@ def _frozen_outputs(spec: ExportSpec, runs: Sequence[tuple[Shapes, Mapping[str, 
 
 def _references(
     module: torch.nn.Module, feeds: Sequence[Mapping[str, torch.Tensor]], wanted: bool, dtype: torch.dtype
-) -> tuple[list[list[np.ndarray]] | None, str]:
+) -> tuple[list[list[np.ndarray]] | None, str, str]:
     """PyTorch's outputs in float64 at every feed, with ``dtype``'s limits for the constants the
-    model takes from ``torch.finfo``; or ``None`` and the reason there are none."""
+    model takes from ``torch.finfo``; or ``None`` and the reason there are none; and how they
+    were made: ``"streamed"`` (one module in float64 at a time, :func:`streamed_float64`), or
+    ``"whole model: <why not streamed>"`` (:func:`in_float64`, the float64 copy of every weight
+    at once), where streaming cannot apply or failed."""
     if not wanted:
-        return None, ""
+        return None, "", ""
+
+    def run() -> list[list[np.ndarray]]:
+        with patched([finfo_of(dtype)]), torch.no_grad():
+            return [[t.detach().numpy() for t in module(*to_float64(tuple(d.values())))] for d in feeds]
+
+    why_whole = float64_plan(module) or float64_room(module, streamed=True)
+    if not why_whole:
+        try:
+            with streamed_float64(module):
+                return run(), "", "streamed"
+        except Exception as e:  # a use of the weights the streaming does not follow: the whole model may still run
+            why_whole = f"streamed, the model failed ({type(e).__name__}: {str(e)[:200]})"
     room = float64_room(module)
     if room:
-        return None, f"no float64 reference: {room}"
+        return None, f"no float64 reference: {room}", ""
     try:
-        with in_float64(module), patched([finfo_of(dtype)]), torch.no_grad():
-            return [[t.detach().numpy() for t in module(*to_float64(tuple(d.values())))] for d in feeds], ""
+        with in_float64(module):
+            return run(), "", f"whole model: {why_whole}"
     except Exception as e:  # a model that cannot run in float64 (a hard-coded float32 tensor...)
-        return None, f"no float64 reference: the model failed in float64 ({type(e).__name__}: {str(e)[:200]})"
+        return None, f"no float64 reference: the model failed in float64 ({type(e).__name__}: {str(e)[:200]})", ""
 
 
 @attrs.frozen(kw_only=True, eq=False)
@@ -298,6 +313,9 @@ class References:
     expected: tuple[tuple[np.ndarray, ...], ...]
     float64: tuple[tuple[np.ndarray, ...], ...] | None
     why_not: str = ""
+    float64_how: str = ""
+    """How the float64 outputs were made: ``"streamed"``, or ``"whole model: <why>"`` (see
+    :func:`_references`); empty without them."""
     reused: bool = False
     """True when these references were taken from an earlier validation, not computed."""
 
@@ -329,11 +347,11 @@ def _pytorch_runs(
     for dummies in feeds:
         with torch.no_grad():
             expected.append(tuple(_to_numpy(t) for t in module(*dummies.values())))
-    references, why_not = _references(module, feeds, wanted, torch_dtype(Kind.FLOAT, dtypes))
+    references, why_not, how = _references(module, feeds, wanted, torch_dtype(Kind.FLOAT, dtypes))
     return References(
         seed=seed, sets=tuple(sets), dtypes=dtypes, inputs=tuple(names(spec.inputs)), outputs=tuple(names(spec.outputs)),
         feeds=tuple(feeds), expected=tuple(expected),
-        float64=None if references is None else tuple(tuple(r) for r in references), why_not=why_not,
+        float64=None if references is None else tuple(tuple(r) for r in references), why_not=why_not, float64_how=how,
     )
 
 

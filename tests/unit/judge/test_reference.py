@@ -1,11 +1,12 @@
-"""Float64 references alone: in-place conversion and exact restore, memory estimate."""
+"""Float64 references alone: in-place and streamed conversion, exact restore, memory estimate."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
-from onnxspec.judge.reference import float64_bytes, float64_room, in_float64, to_float64
+from onnxspec.judge.reference import float64_bytes, float64_plan, float64_room, in_float64, streamed_float64, to_float64
 
 
 def _tied() -> torch.nn.Module:
@@ -80,3 +81,154 @@ def test_a_float64_mask_cast_to_float32_would_be_minus_infinity() -> None:
     with patched([finfo_of(torch.float32)]):
         fill = torch.finfo(torch.float64).min
     assert torch.isfinite(torch.softmax((scores + fill).float(), -1)).all()
+
+
+# ---------------------------------------------------------------- streamed float64
+
+
+def _flat(value: object) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if hasattr(value, "to_tuple"):
+        value = value.to_tuple()
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _flat(v)]
+    return []
+
+
+def _tiny_inputs(model_type: str) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(3, 100, (2, 7), generator=g)
+    mask = torch.ones(2, 7, dtype=torch.int64)
+    mask[0, :3] = 0  # left padding: the mask's fill value matters
+    if model_type == "vit":
+        return {"pixel_values": torch.randn(2, 3, 32, 32, generator=g, dtype=torch.float64)}
+    if model_type == "t5":
+        return {"input_ids": ids, "attention_mask": mask, "decoder_input_ids": ids[:, :4]}
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def _run(model: torch.nn.Module, inputs: dict[str, torch.Tensor], how) -> list[torch.Tensor]:
+    from onnxspec.pieces.patches import patched
+    from onnxspec.judge.reference import finfo_of
+
+    with how(model), patched([finfo_of(torch.float32)]), torch.no_grad():
+        return _flat(model(**inputs))
+
+
+@pytest.mark.parametrize(
+    ("model_type", "task"),
+    [("llama", "text-generation"), ("gemma3_text", "text-generation"), ("gpt2", "text-generation"), ("bert", "fill-mask"),
+     ("t5", "text2text-generation"), ("vit", "image-classification")],
+)
+def test_streamed_float64_is_bit_identical_to_the_whole_model_in_float64(model_type: str, task: str) -> None:
+    from tests.tiny import tiny_model
+
+    model = tiny_model(model_type, task).eval()
+    before = {k: (v.clone(), v.data_ptr()) for k, v in model.state_dict().items()}
+    inputs = _tiny_inputs(model_type)
+    streamed = _run(model, inputs, streamed_float64)
+    for k, v in model.state_dict().items():  # the very same storage again, bit for bit
+        assert v.dtype == before[k][0].dtype and torch.equal(v, before[k][0]) and v.data_ptr() == before[k][1], k
+    whole = _run(model, inputs, in_float64)
+    assert whole and len(streamed) == len(whole)
+    for a, b in zip(whole, streamed):
+        assert a.dtype is torch.float64 and b.dtype is torch.float64 and torch.equal(a, b)
+
+
+def _parent_uses_children_weights() -> torch.nn.Module:
+    """An lm_head as F.linear on the tied embedding's weight, a norm's weight read by the parent,
+    a buffer read by the parent, and ``dtype`` read from the first parameter: each outside the
+    forward of the module that owns it."""
+    torch.manual_seed(0)
+    model = torch.nn.Module()
+    model.embed = torch.nn.Embedding(10, 4)
+    model.norm = torch.nn.LayerNorm(4)
+    model.proj = torch.nn.Linear(4, 4)
+    model.norm.register_buffer("scale", torch.tensor([0.3]))
+
+    def forward(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = model.embed(ids).to(next(model.parameters()).dtype)  # what a model's ``self.dtype`` does
+        h = model.proj(h) * (1 + model.norm.weight) * model.norm.scale
+        logits = torch.nn.functional.linear(h, model.embed.weight)
+        return logits, torch.zeros(2, dtype=model.proj.weight.dtype)
+
+    model.forward = forward
+    return model
+
+
+def test_streamed_float64_follows_weights_used_outside_their_module() -> None:
+    model = _parent_uses_children_weights()
+    ids = torch.tensor([[1, 2, 3]])
+    with in_float64(model), torch.no_grad():
+        whole = model(ids)
+    with streamed_float64(model) as seen, torch.no_grad():
+        streamed = model(ids)
+    assert seen.outside == {"embed.weight", "norm.weight", "norm.scale", "proj.weight"}
+    for a, b in zip(whole, streamed):
+        assert a.dtype is torch.float64 and torch.equal(a, b)
+    assert all(t.dtype is torch.float32 for t in (*model.parameters(), *model.buffers()))
+
+
+def test_streamed_float64_holds_only_the_running_modules_in_float64() -> None:
+    from tests.tiny import tiny_model
+
+    model = tiny_model("llama", "text-generation").eval()
+    owner = {id(t): m for m in model.modules() for t in (*m.parameters(recurse=False), *m.buffers(recurse=False))}
+    running: list[torch.nn.Module] = []
+    worst = [0]
+
+    def enter(module: torch.nn.Module, *_: object) -> None:
+        running.append(module)
+        # ``.data``: the storage as it is (the streaming makes ``dtype`` itself read float64 everywhere)
+        wide = [t for t in (*model.parameters(), *model.buffers()) if t.data.dtype is torch.float64]
+        assert all(owner[id(t)] in running for t in wide), "a module not running holds float64 weights"
+        worst[0] = max(worst[0], sum(t.numel() for t in wide))
+
+    def leave(module: torch.nn.Module, *_: object) -> None:
+        running.remove(module)
+
+    with streamed_float64(model), torch.no_grad():  # registered after the streaming hooks: they run after them
+        handles = [h for m in model.modules() for h in (m.register_forward_pre_hook(enter), m.register_forward_hook(leave))]
+        try:
+            model(**_tiny_inputs("llama"))
+        finally:
+            for h in handles:
+                h.remove()
+    total = sum(t.numel() for t in model.parameters())
+    assert 0 < worst[0] < total / 5
+
+
+def test_streamed_float64_restores_every_tensor_on_error() -> None:
+    model = _tied()
+    model[1].register_forward_pre_hook(lambda *_: (_ for _ in ()).throw(RuntimeError("boom")))
+    storage = model[0].weight.data_ptr()
+    with pytest.raises(RuntimeError, match="boom"):
+        with streamed_float64(model), torch.no_grad():
+            model(torch.tensor([1, 2]))
+    assert model[0].weight.dtype is torch.float32 and model[0].weight.data_ptr() == storage and model.scale.dtype is torch.float16
+
+
+def test_what_cannot_stream_falls_back_to_the_whole_model_and_says_so() -> None:
+    from onnxspec.judge.validate import _references
+
+    scripted = torch.nn.Sequential(torch.jit.script(torch.nn.Linear(3, 2)))
+    assert "TorchScript" in float64_plan(scripted)
+    feeds = [{"x": torch.ones(1, 3)}]
+    runs, why_not, how = _references(scripted, feeds, True, torch.float32)
+    assert why_not == "" and how.startswith("whole model: TorchScript") and runs[0][0].dtype == np.float64
+    plain = torch.nn.Sequential(torch.nn.Linear(3, 2))
+    plain[0].weight.data.copy_(scripted[0].weight.data)
+    plain[0].bias.data.copy_(scripted[0].bias.data)
+    runs_streamed, _, how = _references(plain, feeds, True, torch.float32)
+    assert how == "streamed" and np.array_equal(runs_streamed[0][0], runs[0][0])
+
+
+def test_streaming_needs_far_less_room_than_the_whole_model() -> None:
+    from tests.tiny import tiny_model
+
+    model = tiny_model("llama", "text-generation")
+    whole = float64_bytes(model) - sum(t.numel() * t.element_size() for t in model.parameters())
+    from onnxspec.judge.reference import _streamed_need
+
+    assert _streamed_need(model) < whole
