@@ -59,10 +59,12 @@ def _num(value: float) -> str:
 
 
 def _ratio(value: float) -> str:
-    """``error / bound`` in 7 characters at most: ``0.013``, ``1.6e-05``, ``19``, ``1.4e+06``."""
+    """``error / bound`` in 6 characters at most: ``0.013``, ``0.5``, ``19``, ``2e-05``, ``2e+04``."""
     if math.isnan(value):
         return "nan"
-    return "inf" if math.isinf(value) else f"{value:.2g}"
+    if math.isinf(value):
+        return "inf"
+    return f"{value:.2g}" if value == 0 or 1e-3 <= value < 100 else f"{value:.0e}"
 
 
 def _shape(shape: Sequence[int]) -> str:
@@ -90,23 +92,25 @@ _CHECK_COLUMNS = (("output", "left"), ("set", "left"), ("shape", "left"), ("erro
 """The columns of a check row; ``ratio`` is ``error / bound``, what the verdict judges (<= 1 passes)."""
 
 
-def _checks_table(checks: Sequence[OutputCheck], collapse_cache: bool, graph_column: bool, **table: Any) -> Table:
-    """Check rows in a table. Text columns fold onto more lines when the console is narrow; the
-    numbers and the graph names never wrap, so they are never cut."""
-    t = Table(box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False, **table)
+def _checks_table(checks: Sequence[OutputCheck], collapse_cache: bool, graph_column: bool, *, stacked: bool = False,
+                  **table: Any) -> Table:
+    """Check rows in a table. The set and shape cells fold onto more lines when the console is
+    narrow; the numbers and the names never wrap, so they are never cut. ``stacked`` puts the
+    set and shape under the output's name, in one column that folds (for narrow consoles)."""
+    t = Table(box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False, show_edge=False, **table)
     if graph_column:
         t.add_column("graph", no_wrap=True)
-    for name, justify in _CHECK_COLUMNS:
-        text = name in ("output", "shape")
-        t.add_column(name, justify=justify, no_wrap=not text, overflow="fold")  # type: ignore[arg-type]
+    for name, justify in _CHECK_COLUMNS[2:] if stacked else _CHECK_COLUMNS:
+        header = "output / set, shape" if stacked and name == "shape" else name
+        t.add_column(header, justify=justify, no_wrap=name not in ("set", "shape"), overflow="fold")  # type: ignore[arg-type]
     for output, group in _row_checks(checks, collapse_cache):
         worst = max(group, key=_closeness)
-        label = output if len(group) == 1 else f"{output} ({len(group)})"
+        label = escape(output if len(group) == 1 else f"{output} ({len(group)})")
         ok = all(c.passed for c in group)
+        where = [f"{label}\n  {worst.shape_set} {_shape(worst.onnx_shape)}"] if stacked else [
+            label, worst.shape_set, _shape(worst.onnx_shape)]
         row = [
-            escape(label),
-            worst.shape_set,
-            _shape(worst.onnx_shape),
+            *where,
             _num(worst.error),
             _num(worst.bound),
             _ratio(worst.error_over_bound),
@@ -117,11 +121,13 @@ def _checks_table(checks: Sequence[OutputCheck], collapse_cache: bool, graph_col
     return t
 
 
-def _fits(table: Table, width: int) -> bool:
+def _fits(table: Table, width: int, *, folded: bool = False) -> bool:
+    """Whether ``table`` fits ``width`` columns: unwrapped, or with its foldable cells folded."""
     from rich.measure import Measurement
 
     wide = Console(width=10_000)  # a measurement is clamped to the console's width
-    return Measurement.get(wide, wide.options, table).maximum <= width
+    measured = Measurement.get(wide, wide.options, table)
+    return (measured.minimum if folded else measured.maximum) <= width
 
 
 def validation_table(report: ExportReport, *, collapse_cache: bool = True, width: int = 80) -> Group:
@@ -131,8 +137,8 @@ def validation_table(report: ExportReport, *, collapse_cache: bool = True, width
     With ``collapse_cache`` the passing ``present.*`` outputs of one graph and shape set share
     a row (the one closest to its bound is shown), so a 32-layer decoder stays readable; failing
     cache outputs keep their own rows. When one table with a ``graph`` column is wider than
-    ``width``, each graph gets its own table under its name; narrower still, the output and
-    shape cells fold onto more lines.
+    ``width``, each graph gets its own table under its name; narrower, the shape and set cells
+    fold onto more lines; narrower still, they go under the output's name.
     """
     checks = [c for g in report.graphs for c in g.checks]
     failed = sum(not c.passed for c in checks)
@@ -150,7 +156,10 @@ def validation_table(report: ExportReport, *, collapse_cache: bool = True, width
     parts: list[Any] = [Text.from_markup(f"[italic]{title}[/italic]", justify="center")]
     for g in report.graphs:
         if g.checks:
-            parts += ["", Text(g.filename, style="bold"), _checks_table(g.checks, collapse_cache, False)]
+            table = _checks_table(g.checks, collapse_cache, False)
+            if not _fits(table, width, folded=True):  # narrower still: set and shape under the output's name
+                table = _checks_table(g.checks, collapse_cache, False, stacked=True)
+            parts += ["", Text(g.filename, style="bold"), table]
     return Group(*parts, Text(caption, justify="center", style="italic"))
 
 
@@ -178,14 +187,18 @@ def criteria_legend(report: ExportReport) -> str:
 
 
 def files_table(report: ExportReport) -> Table:
-    """The files an export wrote, with their sizes (names fold, never cut)."""
-    table = Table(box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False)
+    """The files an export wrote, with their sizes, and the whole folder's size when the report
+    states it (names fold, never cut)."""
+    table = Table(box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False, show_edge=False)
     table.add_column("file", overflow="fold")
     table.add_column("size", justify="right", no_wrap=True)
     for name in report.files:
         path = os.path.join(report.output_dir, name)
         size = os.path.getsize(path) if os.path.isfile(path) else None
         table.add_row(escape(name), "?" if size is None else _size(size))
+    if report.total_bytes is not None:
+        table.add_section()
+        table.add_row(f"total ({len(report.files)} files)", _size(report.total_bytes), style="bold")
     return table
 
 
@@ -200,20 +213,20 @@ def _size(n: int) -> str:
 def _seconds(report: ExportReport) -> str:
     took = f"export {report.seconds:.1f}s"
     if report.process_seconds is not None:
-        took += f", {report.process_seconds:.1f}s since the process started (start-up and imports included)"
+        took += f"; {report.process_seconds:.1f}s since the process started (start-up and imports included)"
     return took
 
 
 def runtimes_table(report: ExportReport) -> Table:
     """What loads the folder: each runtime, its class or call, and what the folder lacks for it."""
-    table = Table(box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False)
+    table = Table(box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False, show_edge=False)
     table.add_column("runtime", no_wrap=True)
     table.add_column("loads it", no_wrap=True)
     table.add_column("as written?", overflow="fold")
     for r in report.runtimes:
         ready = "yes" if not r.needs or r.name == "onnxruntime" else f"needs {r.needs}"
         if r.name == "onnxruntime" and r.needs:
-            ready = f"yes; {r.needs}"
+            ready = f"yes, {r.needs}"
         table.add_row(r.name, escape(r.loader), escape(ready))
     return table
 
@@ -232,8 +245,7 @@ def print_report(console: Console, report: ExportReport, *, files: bool = True) 
         for p in problems:
             console.print(f"  - {escape(p)}")
     if files and report.files and os.path.isdir(report.output_dir):
-        size = "" if report.total_bytes is None else f" ({_size(report.total_bytes)} in all)"
-        console.print(f"Files written to {escape(report.output_dir)}{size}:")
+        console.print(f"Files written to {escape(report.output_dir)}:")
         console.print(files_table(report))
         console.print(f"Took: {_seconds(report)}.")
         if report.runtimes:

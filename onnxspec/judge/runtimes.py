@@ -113,7 +113,7 @@ def _session(folder: str, graphs: Sequence[str]) -> Runtime:
         f"session = onnxruntime.InferenceSession({json.dumps(os.path.join(folder, graph))})\n"
         "outputs = session.run(None, inputs)  # inputs: {name: numpy array}"
     )
-    needs = f"one session per graph: {', '.join(others)} too" if others else ""
+    needs = f"one session per graph ({len(graphs)} graphs)" if others else ""
     return Runtime(name="onnxruntime", loader="onnxruntime.InferenceSession", language="python", snippet=snippet, needs=needs)
 
 
@@ -146,11 +146,11 @@ def _transformers_js(base: str, with_past: bool, folder: str, graphs: Sequence[s
     if task is None:
         return None
     parent, name = os.path.split(os.path.abspath(folder))
-    needs = ["the graphs in an onnx/ subfolder, where it reads them"]
+    needs = ["the graphs in onnx/, where it reads them (--layout transformers.js)"]
     if "encoder_model.onnx" in graphs and "decoder_model_merged.onnx" not in graphs:
-        needs.append("decoder_model_merged.onnx (export with --task ...-with-past, without --no-merged)")
+        needs.append("decoder_model_merged.onnx (a -with-past task, without --no-merged)")
     elif base == "text-generation" and not with_past:
-        needs.append("a graph with a cache (export with --task text-generation-with-past)")
+        needs.append("a graph with a cache (--task text-generation-with-past)")
     snippet = (
         "import { env, pipeline } from '@huggingface/transformers';\n"
         f"env.localModelPath = {json.dumps(parent + os.sep)}; env.allowRemoteModels = false;\n"
@@ -169,7 +169,7 @@ def _genai(task: str, folder: str, graphs: Sequence[str]) -> Runtime | None:
         "generator = og.Generator(model, og.GeneratorParams(model))"
     )
     return Runtime(name="onnxruntime-genai", loader="onnxruntime_genai.Model", language="python", snippet=snippet,
-                   needs="a genai_config.json beside the graphs (onnxspec does not write one)")
+                   needs="genai_config.json beside the graphs (--layout genai)")
 
 
 def runtimes_for(task: str, folder: str, graphs: Sequence[str], inputs: Sequence[str] = ()) -> tuple[Runtime, ...]:
