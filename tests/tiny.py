@@ -90,6 +90,25 @@ VISION_PAIRS: dict[str, Callable[[], T.PretrainedConfig]] = {
 """Vision-encoder-decoder pairs of different encoders, decoders and widths."""
 
 
+_LLAMA = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16, intermediate_size=37,
+              vocab_size=100, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+ROPE_CONFIGS: dict[str, Callable[[], T.PretrainedConfig]] = {
+    # dynamic NTK rescales its frequencies beyond max_position_embeddings (32)
+    "dynamic": lambda: T.LlamaConfig(**_LLAMA, max_position_embeddings=32, rope_parameters={"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0}),
+    # YaRN and llama3 stretch frequencies trained on 32 positions (static: no switch at 32)
+    "yarn": lambda: T.LlamaConfig(
+        **_LLAMA, max_position_embeddings=64,
+        rope_parameters={"rope_type": "yarn", "factor": 2.0, "rope_theta": 10000.0, "original_max_position_embeddings": 32},
+    ),
+    "llama3": lambda: T.LlamaConfig(
+        **_LLAMA, max_position_embeddings=128,
+        rope_parameters={"rope_type": "llama3", "factor": 4.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "rope_theta": 10000.0,
+                         "original_max_position_embeddings": 32},
+    ),
+}
+"""Tiny llamas of the long-context rope types, all with a length 32 that matters to them."""
+
+
 CONFIGS: dict[str, Callable[[], T.PretrainedConfig]] = {
     "bert": lambda: T.BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, **_TEXT),
     "roberta": lambda: T.RobertaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, vocab_size=100, max_position_embeddings=70, pad_token_id=1),

@@ -34,6 +34,7 @@ from onnxspec.catalog.families import (
     vision,
 )
 from onnxspec.catalog.registry import ModelEntry, Registry, build_registry, entry
+from onnxspec.catalog.rope import with_dynamic_rope
 from onnxspec.pieces.patches import Patch
 from onnxspec.pieces.spec import Call
 from onnxspec.pieces.tasks import TASKS
@@ -462,6 +463,7 @@ ENTRIES: tuple[ModelEntry, ...] = (
 )
 
 REGISTRY: Registry = build_registry(ENTRIES)
+ENTRIES = with_dynamic_rope(ENTRIES)  # dynamic NTK's frequencies from the length inside the graph (catalog/rope.py)
 """Every supported model type, built once from :data:`ENTRIES`."""
 
 UNSUPPORTED: Mapping[tuple[str, str], str] = MappingProxyType(

@@ -151,12 +151,19 @@ def size_table(shapes: Shapes, extra: Mapping[str, int] | None = None) -> dict[s
     return table
 
 
-def validation_shapes(traced: Shapes) -> tuple[Shapes, ...]:
+def validation_shapes(traced: Shapes, *, boundary: int | None = None) -> tuple[Shapes, ...]:
     """Shape sets to validate at: each differs from ``traced`` on every dynamic size.
 
     The first is the smallest legal step (batch 1, one token, a short past); the second an odd,
     larger one with an empty past (a first generation step); the third a decode step with a
     longer past.
+
+    ``boundary``: a length where the model switches behaviour (a rotary embedding's
+    ``max_position_embeddings`` for dynamic NTK, ``original_max_position_embeddings`` for
+    LongRoPE: :func:`onnxspec.catalog.rope.boundary`). The second set's prompt then runs past it
+    (at least ``boundary + 9`` tokens) and the third decodes after an even longer past, so the
+    total lengths grow from set to set: a PyTorch module that keeps state from its longest call
+    so far (dynamic NTK) computes at each set what a fresh one would.
     """
 
     def other(value: int, *candidates: int) -> int:
@@ -178,7 +185,7 @@ def validation_shapes(traced: Shapes) -> tuple[Shapes, ...]:
     large = attrs.evolve(
         traced,
         batch_size=other(b, 3, 4),
-        sequence_length=s + 7 if (s + 7) % 2 else s + 8,
+        sequence_length=max(s + 7 if (s + 7) % 2 else s + 8, 0 if boundary is None else boundary + 9 + boundary % 2),
         past_sequence_length=0 if p else 1,
         decoder_sequence_length=d + 4 if (d + 4) % 2 else d + 5,
         audio_sequence_length=a + a // 3 + 1,
@@ -189,7 +196,7 @@ def validation_shapes(traced: Shapes) -> tuple[Shapes, ...]:
         traced,
         batch_size=other(b, 2, 3),
         sequence_length=other(s, 1, 2),
-        past_sequence_length=p + 5,
+        past_sequence_length=p + 5 if boundary is None else max(p + 5, large.sequence_length + large.past_sequence_length + 7),
         decoder_sequence_length=other(d, 1, 2),
         audio_sequence_length=other(a, a + 160, a + 320),
         num_choices=other(n, 3, 5),
