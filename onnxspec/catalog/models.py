@@ -455,15 +455,16 @@ ENTRIES: tuple[ModelEntry, ...] = (
     entry("siglip", text_and_vision, _DUAL_ENCODER_TASKS, attention_mask=False),
     *(
         entry(t, text_and_vision, ("feature-extraction", "zero-shot-object-detection"), task_families={"zero-shot-object-detection": tensors},
-              task_options={"zero-shot-object-detection": _OPEN_VOCABULARY_DETECTION})
+              task_options={"zero-shot-object-detection": _OPEN_VOCABULARY_DETECTION},
+              architecture_tasks={"ForObjectDetection": "zero-shot-object-detection"})
         for t in ("owlvit", "owlv2")
     ),
-    entry("vits", tensors, ("text-to-audio",), **_SPEECH_SYNTHESIS),
+    entry("vits", tensors, ("text-to-audio",), **_SPEECH_SYNTHESIS, architecture_tasks={"VitsModel": "text-to-audio"}),  # its bare model speaks
     entry("colpali", tensors, ("feature-extraction",), **_IMAGE_PROMPT),
 )
 
-REGISTRY: Registry = build_registry(ENTRIES)
 ENTRIES = with_dynamic_rope(ENTRIES)  # dynamic NTK's frequencies from the length inside the graph (catalog/rope.py)
+REGISTRY: Registry = build_registry(ENTRIES)
 """Every supported model type, built once from :data:`ENTRIES`."""
 
 UNSUPPORTED: Mapping[tuple[str, str], str] = MappingProxyType(

@@ -109,6 +109,18 @@ def test_open_vocabulary_detection_speech_synthesis_and_retrieval_keep_optimums_
     assert [t.name for t in colpali.outputs] == ["embeddings"]
 
 
+def test_saved_heads_of_detection_and_speech_imply_their_tasks() -> None:
+    from onnxspec.pieces.tasks import infer_task
+
+    for model_type, arch, task in (
+        ("owlvit", "OwlViTForObjectDetection", "zero-shot-object-detection"),
+        ("owlv2", "Owlv2ForObjectDetection", "zero-shot-object-detection"),
+        ("owlvit", "OwlViTModel", "feature-extraction"),
+        ("vits", "VitsModel", "text-to-audio"),
+    ):
+        assert infer_task({"architectures": [arch]}, REGISTRY[model_type].architecture_tasks) == task
+
+
 def test_vits_that_samples_noise_is_refused_with_the_fix() -> None:
     import transformers
 

@@ -174,3 +174,19 @@ def test_a_seq2seq_with_past_export_has_three_graphs_and_a_merged_decoder() -> N
         "write",
     ]
     assert {s.name for s in stages} == set(STAGES) - {"resolve"}
+
+
+def test_an_export_reports_each_stage_s_peak_memory_in_its_report_file(tmp_path) -> None:
+    import json
+
+    from onnxspec.pipeline.core import export
+    from tests.tiny import tiny_model
+
+    if resident() is None:
+        pytest.skip("no /proc: the system does not report resident memory")
+    seen: list[str] = []
+    report = export(tiny_model("bert", "feature-extraction"), tmp_path / "out", task="feature-extraction",
+                    progress=lambda stage, detail: seen.append(f"{stage}:{detail}" if detail else stage))
+    assert list(report.stage_memory) == seen and all(v > 2**20 for v in report.stage_memory.values())
+    with open(tmp_path / "out" / "onnxspec_report.json", encoding="utf-8") as f:
+        assert json.load(f)["stage_memory"] == report.stage_memory
