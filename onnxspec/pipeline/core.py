@@ -890,10 +890,7 @@ def _with_stage_memory(workdir: str, report: ExportReport, memory: Mapping[str, 
     ``write`` stage wrote it before its own peak was known)."""
     if not memory:
         return report
-    report = attrs.evolve(report, stage_memory=memory)
-    with open(os.path.join(workdir, "onnxspec_report.json"), "w", encoding="utf-8") as f:
-        f.write(report_json(report))
-    return report
+    return write_report(attrs.evolve(report, stage_memory=memory), workdir)
 
 
 def _source_record(source: ModelSource | None) -> dict[str, str]:
