@@ -1,4 +1,4 @@
-"""The ``onnxspec`` command line: ``export``, ``models``, ``tasks``, ``describe`` and ``inspect``.
+"""The ``onnxspec`` command line: ``export``, ``models``, ``tasks``, ``describe``, ``inspect`` and ``validate``.
 
 Modelled on ``optimum-cli export onnx``::
 
@@ -571,6 +571,15 @@ def _shape_fields() -> tuple[tuple[str, int], ...]:
     return tuple((f.name, f.default) for f in attrs.fields(Shapes))
 
 
+def _add_hub_options(p: argparse.ArgumentParser) -> None:
+    """``--revision`` and ``--cache-dir``: how a Hub ID given as ``--model`` is resolved."""
+    p.add_argument("--revision", default=None, metavar="REV",
+                   help="with a Hub ID: the branch, tag or commit to read (default: main)")
+    p.add_argument(*_spellings("cache_dir"), dest="cache_dir", default=None, metavar="DIR",
+                   help="with a Hub ID: the Hugging Face cache to download to and read from "
+                        "(default: HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub)")
+
+
 def _add_export(sub: Any, shapes: bool) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "export",
@@ -583,7 +592,10 @@ def _add_export(sub: Any, shapes: bool) -> argparse.ArgumentParser:
     )
     p.add_argument("output", metavar="OUTPUT_DIR", help="folder to write the ONNX files to (created; see --overwrite)")
     p.add_argument("-m", "--model", required=True,
-                   help="local model folder (holding config.json and the weights, or a .gguf file); nothing is downloaded")
+                   help="local model folder (holding config.json and the weights, or a .gguf file), or a Hub ID (org/name): "
+                        "its config, weights and tokenizer files are downloaded to the Hugging Face cache, or read from it "
+                        "offline (HF_HUB_OFFLINE=1); a local folder of the same name wins")
+    _add_hub_options(p)
     p.add_argument(*_spellings("gguf_file"), dest="gguf_file", default=None, metavar="NAME",
                    help="export this GGUF file of the model folder (default: its only .gguf file when it has no config.json)")
     p.add_argument(
@@ -616,6 +628,38 @@ def _add_export(sub: Any, shapes: bool) -> argparse.ArgumentParser:
     for name, default in _shape_fields():
         group.add_argument(*_spellings(name), dest=name, type=int, default=None, metavar="N", help=f"default {default}")
     return p
+
+
+def _add_validate(sub: Any, shapes: bool) -> argparse.ArgumentParser:
+    v = sub.add_parser(
+        "validate",
+        help="re-check an export folder against PyTorch, at shapes you choose",
+        description="Run the graphs of an export folder again against the PyTorch model they come from, at the shapes "
+                    "given (default: the shape sets an export validates at), and print the validation table. Works on "
+                    "folders written by other tools in Optimum's layout: the graphs are found by file name and matched "
+                    "by input and output names against the spec onnxspec uses. Exit code 1 when a graph disagrees.",
+        allow_abbrev=False,
+    )
+    v.add_argument("folder", metavar="FOLDER", help="a folder an export wrote (model.onnx, encoder_model.onnx ...)")
+    v.add_argument("-m", "--model", required=True,
+                   help="the model the folder was exported from: a local model folder or a Hub ID (org/name)")
+    _add_hub_options(v)
+    v.add_argument(*_spellings("gguf_file"), dest="gguf_file", default=None, metavar="NAME",
+                   help="read the model from this GGUF file of the --model folder")
+    v.add_argument("--task", default=None,
+                   help="the task the folder was exported for (default: its onnxspec contract, else inferred from the "
+                        "model's config, with -with-past when the graphs take a KV cache)")
+    v.add_argument("--atol", type=float, default=None, help="absolute tolerance for every output (default: the spec's per output)")
+    v.add_argument(*_spellings("trust_remote_code"), dest="trust_remote_code", action="store_true",
+                   help="allow running the model folder's own code (config.json auto_map)")
+    v.add_argument("--seed", type=int, default=0, help="seed of the inputs (default 0)")
+    v.add_argument("--debug", action="store_true", help="show tracebacks")
+    if shapes:
+        group = v.add_argument_group("shapes", "sizes of the inputs to validate at (any of them given: one shape set, "
+                                               "the others at their defaults)")
+        for name, default in _shape_fields():
+            group.add_argument(*_spellings(name), dest=name, type=int, default=None, metavar="N", help=f"default {default}")
+    return v
 
 
 def build_parser(*, export_shapes: bool = True) -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
@@ -661,6 +705,7 @@ def build_parser(*, export_shapes: bool = True) -> tuple[argparse.ArgumentParser
     i.add_argument("--all", action="store_true", help="list every cache tensor (default: one row per kind)")
     i.add_argument("--debug", action="store_true", help="show tracebacks")
     commands["inspect"] = i
+    commands["validate"] = _add_validate(sub, export_shapes)
     q = _add_post(sub, "quantize", "quantize an export folder (int8 or int4) and compare the result with PyTorch",
                   "Quantize every graph of an export folder with onnxruntime (int8: dynamic, per channel; int4: weight-only "
                   "MatMulNBits) into a new folder, and compare each with the PyTorch model: cosine similarity, top-1 "
@@ -690,8 +735,6 @@ def _canonical_options(parser: argparse.ArgumentParser) -> dict[str, str]:
 
 
 OPTIMUM_FLAGS: dict[str, str] = {
-    "--cache-dir": "onnxspec downloads nothing, so it has no cache: pass --model a local folder (a snapshot in the "
-                   "Hugging Face cache works: ~/.cache/huggingface/hub/models--ORG--NAME/snapshots/REVISION)",
     "--device": "onnxspec traces and validates on the CPU only (the graphs it writes run on any onnxruntime "
                 "provider); drop --device",
     "--fp16": "use --dtype fp16 (the model is exported and validated in float16, on the CPU)",
@@ -779,7 +822,7 @@ def _unknown_option(parser: argparse.ArgumentParser, argv: Sequence[str]) -> str
 def _parse(argv: Sequence[str]) -> argparse.Namespace:
     """Parse ``argv``; misspelled commands and options exit 2 with a "did you mean" hint."""
     positional = next((a for a in argv if not a.startswith("-")), None)
-    parser, commands = build_parser(export_shapes=positional == "export")
+    parser, commands = build_parser(export_shapes=positional in ("export", "validate"))
     if positional is not None and positional not in commands and not any(a in ("-h", "--help", "--version") for a in argv):
         hint = close_matches(positional, commands)
         parser.error(
@@ -825,13 +868,16 @@ def _run_export(args: argparse.Namespace, out: Console, err: Console) -> int:
 
     shapes = Shapes(**{name: getattr(args, name) for name, _ in _shape_fields() if getattr(args, name) is not None})
     dtypes = DTypes(int_dtype=args.int_dtype, float_dtype=args.dtype)
+    from onnxspec.pipeline.hub import model_folder
+
+    model = model_folder(args.model, revision=args.revision, cache_dir=args.cache_dir, gguf_file=args.gguf_file)
     err.print(f"Exporting [bold]{escape(args.model)}[/bold] -> {escape(args.output)}", highlight=False)
     progress, finish = stage_printer(err)
     laid_out: list[Any] = []  # the LayoutResult of a --layout other than flat
     run = export if args.layout == "flat" else _layout_export(args.layout, laid_out)
     try:
         report = run(
-            args.model,
+            model,
             args.output,
             task=args.task,
             shapes=shapes,
@@ -887,6 +933,41 @@ def _print_layout(out: Console, result: Any) -> None:
     out.print(f"Layout {escape(result.layout.name)}: the graphs and how each was checked (onnxspec_layout.json):")
     for name, what in result.graphs.items():
         out.print(f"  {escape(name)}: {escape(what)}", highlight=False)
+
+
+def _run_validate(args: argparse.Namespace, out: Console, err: Console) -> int:
+    if args.task is not None:
+        from onnxspec.pieces.tasks import parse_task
+
+        parse_task(args.task)  # fail fast, before torch is imported
+    from onnxspec.pieces.shapes import Shapes
+    from onnxspec.post.recheck import validate_folder
+
+    given = {name: getattr(args, name) for name, _ in _shape_fields() if getattr(args, name, None) is not None}
+    err.print(f"Re-validating [bold]{escape(args.folder)}[/bold] against {escape(args.model)}", highlight=False)
+    progress, finish = stage_printer(err)
+    try:
+        report = validate_folder(
+            args.folder,
+            args.model,
+            task=args.task,
+            shapes=Shapes(**given) if given else None,
+            atol=args.atol,
+            seed=args.seed,
+            trust_remote_code=args.trust_remote_code,
+            gguf_file=args.gguf_file,
+            revision=args.revision,
+            cache_dir=args.cache_dir,
+            progress=progress,
+        )
+    except BaseException:
+        finish(False)
+        raise
+    finish(True)
+    print_report(out, report, files=False)
+    out.print(f"[green]Re-validated {escape(args.folder)} ({report.model_type} / {report.task}): every graph agrees with "
+              f"PyTorch ({report.seconds:.1f}s).[/green]")
+    return EXIT_OK
 
 
 def _run_describe(args: argparse.Namespace, out: Console) -> int:
@@ -948,6 +1029,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_describe(args, out)
         if args.command == "inspect":
             return _run_inspect(args, out)
+        if args.command == "validate":
+            return _run_validate(args, out, err)
         if args.command == "quantize":
             return _run_quantize(args, out, err)
         if args.command == "optimize":

@@ -166,8 +166,6 @@ def test_cli_message_maps_arguments_to_flags(message: str, expected: str) -> Non
 @pytest.mark.parametrize(
     ("argv", "instead"),
     [
-        (["--cache_dir", "/tmp/c"], "downloads nothing"),
-        (["--cache-dir", "/tmp/c"], "downloads nothing"),
         (["--device", "cuda"], "CPU only"),
         (["--fp16"], "--dtype fp16"),
         (["--optimize", "O2"], "does not optimize"),
