@@ -22,6 +22,7 @@ what a later transformation of the new folder needs (its ``export`` section).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -70,7 +71,11 @@ class ExportFolder:
     model_folder: str | None
     """The model folder the export read, if it was one (``source.folder`` of the report)."""
     export: Mapping[str, Any] = attrs.field(converter=dict, hash=False)
-    """The export's record carried into every transformed folder (``onnxspec_post.json``)."""
+    """The export's record carried into every transformed folder (``onnxspec_post.json``), with
+    the transformations already applied (``earlier``)."""
+    lossy: Thresholds | None = None
+    """The thresholds a lossy transformation of this folder was judged by (``None``: the graphs
+    are the export's, or only lossless transformations of them)."""
 
 
 @contextlib.contextmanager
@@ -114,9 +119,9 @@ def read_export_folder(folder: str | os.PathLike[str]) -> ExportFolder:
     if not os.path.isdir(folder):
         raise ModelLoadError(f"export folder {folder!r} does not exist; give a folder written by `onnxspec export`")
     report = _read_json(os.path.join(folder, REPORT))
-    if report is None:
-        post = _read_json(os.path.join(folder, POST))
-        report = post.get("export") if post is not None else None
+    post = _read_json(os.path.join(folder, POST)) if report is None else None
+    if post is not None:
+        report = post.get("export")
     if report is None:
         raise ModelLoadError(
             f"{folder!r} has no {REPORT}: it was not written by `onnxspec export`, so nothing records which model and "
@@ -142,8 +147,30 @@ def read_export_folder(folder: str | os.PathLike[str]) -> ExportFolder:
         trace_shapes=Shapes(**{k: v for k, v in trace.items() if k in known}),
         dtypes=_dtypes(folder, graphs),
         model_folder=source.get("folder") if source.get("format") == "transformers" else None,
-        export=record,
+        export={**record, "earlier": _earlier(post)},
+        lossy=_lossy(post),
     )
+
+
+def _earlier(post: Mapping[str, Any] | None) -> list[Any]:
+    """The transformations that made a folder, oldest first."""
+    if post is None:
+        return []
+    return [*post.get("export", {}).get("earlier", []), {**post.get("transformation", {}), "judged_by": post.get("judged_by"),
+                                                            "thresholds": post.get("thresholds")}]
+
+
+def loosest(first: Thresholds, second: Thresholds) -> Thresholds:
+    """Each threshold at the lower of the two; the greedy steps of ``second``."""
+    return attrs.evolve(second, cosine=min(first.cosine, second.cosine), top1=min(first.top1, second.top1),
+                        greedy=min(first.greedy, second.greedy))
+
+
+def _lossy(post: Mapping[str, Any] | None) -> Thresholds | None:
+    """The loosest thresholds the lossy transformations of a folder were judged by."""
+    found = [Thresholds(**t["thresholds"]) for t in [*(post or {}).get("export", {}).get("earlier", []), post or {}]
+             if t.get("thresholds")]
+    return functools.reduce(loosest, found) if found else None
 
 
 @attrs.frozen(kw_only=True, eq=False)
@@ -439,6 +466,9 @@ def transform_folder(
     if os.path.abspath(folder) == os.path.abspath(output_dir):
         raise ConfigError(f"the output folder {output_dir!r} is the export folder itself; choose another output folder")
     info = read_export_folder(folder)
+    if info.lossy is not None:  # the graphs are already lossy: judge by agreement, no stricter than before
+        judged_by = "agreement"
+        thresholds = info.lossy if thresholds is None else loosest(info.lossy, thresholds)
     recover_stale(os.path.abspath(output_dir))
     check_output_dir(output_dir, overwrite)
     side = pytorch_side(info, model)
