@@ -171,14 +171,17 @@ def _closeness(check: OutputCheck) -> float:
 
 
 def criteria_legend(report: ExportReport) -> str:
-    """A few lines saying what the error, bound and ratio columns of the table mean."""
+    """A few lines saying what the error, bound and ratio columns of the table mean (each under
+    80 columns)."""
     checks = [c for g in report.graphs for c in g.checks]
     runtime = " / ".join(sorted({getattr(g, "runtime", "onnxruntime") for g in report.graphs})) or "onnxruntime"
     lines = []
     if any(c.reference == "float64" for c in checks):
-        lines.append(f"f64: error = max |{runtime} - PyTorch in float64|, bound = k x PyTorch's own error")
+        lines += [f"f64: error = max |{runtime} - PyTorch in float64|",
+                  "     bound = k x PyTorch's own error (its float32 against float64)"]
     if any(c.reference != "float64" for c in checks):
-        lines.append(f"torch: error = |{runtime} - PyTorch|, bound = atol + rtol x |PyTorch| (worst element)")
+        lines += [f"torch: error = |{runtime} - PyTorch|",
+                  "       bound = atol + rtol x |PyTorch| (the worst element)"]
     if checks:
         lines.append("ratio = error / bound: a check passes when it is at most 1")
     notes = sorted({c.note for c in checks if c.note})
@@ -211,10 +214,10 @@ def _size(n: int) -> str:
 
 
 def _seconds(report: ExportReport) -> str:
-    took = f"export {report.seconds:.1f}s"
+    took = f"Took {report.seconds:.1f}s to export"
     if report.process_seconds is not None:
-        took += f"; {report.process_seconds:.1f}s since the process started (start-up and imports included)"
-    return took
+        took += f", {report.process_seconds:.1f}s since the process started (imports included)"
+    return took + "."
 
 
 def runtimes_table(report: ExportReport) -> Table:
@@ -247,7 +250,7 @@ def print_report(console: Console, report: ExportReport, *, files: bool = True) 
     if files and report.files and os.path.isdir(report.output_dir):
         console.print(f"Files written to {escape(report.output_dir)}:")
         console.print(files_table(report))
-        console.print(f"Took: {_seconds(report)}.")
+        console.print(_seconds(report))
         if report.runtimes:
             console.print("Run it with:")
             console.print(runtimes_table(report))

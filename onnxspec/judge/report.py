@@ -121,11 +121,6 @@ class ExportReport:
     in the order they ran (:func:`onnxspec.pipeline.stages.watch_memory`); empty where the system
     does not report memory. The ``write`` stage writes the report, so its own figure is added to
     the report file after the stage."""
-    stage_memory: Mapping[str, int] = attrs.field(factory=dict, converter=dict, hash=False)
-    """The process's peak resident bytes during each stage, by stage label (``trace:model.onnx``),
-    in the order they ran (:func:`onnxspec.pipeline.stages.watch_memory`); empty where the system
-    does not report memory. The ``write`` stage writes the report, so its own figure is added to
-    the report file after the stage."""
     runtimes: tuple[Runtime, ...] = attrs.field(default=(), converter=tuple)
     """What loads the folder, each with a snippet to run it (:func:`~onnxspec.judge.runtimes.runtimes_for`)."""
 

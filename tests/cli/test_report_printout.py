@@ -88,7 +88,7 @@ def test_80_columns_cut_nothing(seq2seq: ExportReport) -> None:
     assert re.search(r"^\s*present\.1\.decoder\.value\s+large\s.*\s2e\+04\s+f64\s+FAIL\s*$", out, re.M)
     assert "ratio = error / bound" in out
     assert re.search(r"^\s*total \(5 files\)\s+1\.0 MB\s*$", out, re.M)
-    assert "export 14.7s; 19.1s since the process started" in out
+    assert "Took 14.7s to export, 19.1s since the process started" in out
     assert "ORTModelForSeq2SeqLM" in out and "pipeline('text2text-generation')" in out
     assert 'ORTModelForSeq2SeqLM.from_pretrained("' in out  # the first runtime that loads the folder as written
 
