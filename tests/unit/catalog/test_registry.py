@@ -95,16 +95,20 @@ def test_build_registry_refuses_names_lookup_cannot_tell_apart() -> None:
         build_registry([entry("big_bird", text_encoder, ["feature-extraction"]), entry("big-bird", text_encoder, ["feature-extraction"])])
 
 
+def _one_graph(model_type: str, task: str):  # type: ignore[no-untyped-def]
+    (graph,) = spec_for(REGISTRY, model_type, task).graphs.values()
+    return graph
+
+
 def test_open_vocabulary_detection_speech_synthesis_and_retrieval_keep_optimums_names() -> None:
     for model_type in ("owlvit", "owlv2"):
-        s = spec_for(REGISTRY, model_type, "zero-shot-object-detection")
-        assert [t.name for t in s.inputs] == ["input_ids", "pixel_values", "attention_mask"]
-        assert [t.name for t in s.outputs] == ["logits", "pred_boxes", "text_embeds", "image_embeds"]
-        assert s.inputs[0].dynamic_axes == {0: "text_batch_size", 1: "sequence_length"}  # images * queries rows
-    vits = spec_for(REGISTRY, "vits", "text-to-audio")
-    assert [t.name for t in vits.outputs] == ["waveform", "spectrogram"]
+        g = _one_graph(model_type, "zero-shot-object-detection")
+        assert [t.name for t in g.inputs] == ["input_ids", "pixel_values", "attention_mask"]
+        assert [t.name for t in g.outputs] == ["logits", "pred_boxes", "text_embeds", "image_embeds"]
+        assert g.inputs[0].dynamic_axes == {0: "text_batch_size", 1: "sequence_length"}  # images * queries rows
+    assert [t.name for t in _one_graph("vits", "text-to-audio").outputs] == ["waveform", "spectrogram"]
     # ColPali: Optimum's image variant, plus the segment ids PaliGemma's processor gives (its prompt attends both ways)
-    colpali = spec_for(REGISTRY, "colpali", "feature-extraction")
+    colpali = _one_graph("colpali", "feature-extraction")
     assert [t.name for t in colpali.inputs] == ["input_ids", "attention_mask", "token_type_ids", "pixel_values"]
     assert [t.name for t in colpali.outputs] == ["embeddings"]
 
