@@ -52,6 +52,7 @@ __all__ = [
     "Layout",
     "LayoutResult",
     "check_fits",
+    "check_transformers_js_config",
     "export_with_layout",
     "genai_config",
     "genai_type",
@@ -126,6 +127,15 @@ GENAI_TYPES: Mapping[str, str] = {
 models whose cache is one key and one value tensor per layer (genai's LLM types; ``lfm2`` is
 left out: its cache holds convolution states too)."""
 
+TRANSFORMERS_JS_SEQ2SEQ_DECODERS = frozenset({
+    "bart", "blenderbot", "blenderbot-small", "cohere_asr", "florence2_language", "lite-whisper", "longt5", "m2m_100",
+    "marian", "mbart", "moonshine", "mt5", "musicgen_decoder", "speecht5", "t5", "trocr", "whisper",
+})
+"""Decoders whose cache transformers.js names like an encoder-decoder's
+(``past_key_values.<i>.decoder.key``, ``...encoder.key``); in a vision-encoder-decoder any other
+decoder gets decoder-only names (``past_key_values.<i>.key``), which onnxspec's merged decoder
+does not have."""
+
 REPORT = "onnxspec_report.json"
 CONTRACT = "onnxspec_contract.json"
 RECORD = "onnxspec_layout.json"
@@ -150,12 +160,25 @@ def genai_type(model_type: str) -> str:
     return GENAI_TYPES[model_type]
 
 
+def check_transformers_js_config(config: Mapping[str, Any]) -> None:
+    """Refuse a vision-encoder-decoder whose decoder transformers.js would feed a decoder-only
+    cache (GPT-2 and the like: see :data:`TRANSFORMERS_JS_SEQ2SEQ_DECODERS`)."""
+    decoder = (config.get("decoder") or {}).get("model_type")
+    if config.get("model_type") == "vision-encoder-decoder" and decoder not in TRANSFORMERS_JS_SEQ2SEQ_DECODERS:
+        raise UnsupportedTaskError(
+            f"--layout transformers.js: for a vision-encoder-decoder with a {decoder!r} decoder transformers.js feeds a "
+            "decoder-only cache (past_key_values.<i>.key), and onnxspec's decoder_model_merged.onnx takes an "
+            "encoder-decoder cache (past_key_values.<i>.decoder.key, past_key_values.<i>.encoder.key); export it with "
+            "--layout flat (Optimum's ORTModelForVision2Seq loads it)"
+        )
+
+
 def check_fits(layout: Layout, *, model_type: str | None, task: str | None, float_dtype: str = "fp32",
-               monolith: bool = False, merged: bool | None = None) -> None:
+               monolith: bool = False, merged: bool | None = None, config: Mapping[str, Any] | None = None) -> None:
     """Refuse, before anything is exported, a layout the model or the options cannot give.
 
-    ``model_type`` and ``task`` may be ``None`` when not known yet (the folder's config and
-    the written graphs are checked again by :func:`write_layout`)."""
+    ``model_type``, ``task`` and the model's ``config`` (``config.json`` as a dict) may be
+    ``None`` when not known yet (the written folder is checked again by :func:`write_layout`)."""
     from onnxspec.pieces.tasks import parse_task
 
     if layout.name == "genai":
@@ -172,6 +195,8 @@ def check_fits(layout: Layout, *, model_type: str | None, task: str | None, floa
             raise UnsupportedTaskError(
                 f"--layout transformers.js writes model.onnx in fp32 and model_fp16.onnx beside it; drop --dtype {float_dtype}"
             )
+        if config:
+            check_transformers_js_config(config)
         if monolith or merged is False:
             raise UnsupportedTaskError(
                 "--layout transformers.js loads an encoder-decoder as encoder_model.onnx + decoder_model_merged.onnx; "
@@ -429,6 +454,7 @@ def _write_transformers_js(flat: Path, dst: Path, layout: Layout, fp16: Path | N
     from onnxspec.post.quantize import quantize_file
 
     loaded = transformers_js_graphs(flat)
+    check_transformers_js_config(_read_json(flat / "config.json"))
     if fp16 is not None and "fp16" in variants:
         absent = [f"{g}.onnx" for g in loaded if not (fp16 / f"{g}.onnx").is_file()]
         if absent:
@@ -546,11 +572,14 @@ def export_with_layout(
     output_dir = os.fspath(output_dir)
     variants = tuple(layout.variants if variants is None else variants)
     dtypes = export_options.pop("dtypes", None) or DTypes()
-    folder_config = (_read_json(Path(model_or_folder) / "config.json")
-                     if isinstance(model_or_folder, (str, os.PathLike)) else {})
-    model_type = folder_config.get("model_type") or getattr(getattr(model_or_folder, "config", None), "model_type", None)
+    if isinstance(model_or_folder, (str, os.PathLike)):
+        folder_config = _read_json(Path(model_or_folder) / "config.json")
+    else:
+        module_config = getattr(model_or_folder, "config", None)
+        folder_config = module_config.to_dict() if hasattr(module_config, "to_dict") else {}
+    model_type = folder_config.get("model_type")
     check_fits(layout, model_type=model_type, task=export_options.get("task"), float_dtype=dtypes.float_dtype.value,
-               monolith=export_options.get("monolith", False), merged=export_options.get("merged"))
+               monolith=export_options.get("monolith", False), merged=export_options.get("merged"), config=folder_config)
     if layout.name == "flat":
         report = export(model_or_folder, output_dir, overwrite=overwrite, dtypes=dtypes, progress=progress, **export_options)
         graphs = {name: f"exported and validated against PyTorch ({REPORT})" for name in report.files if name.endswith(".onnx")}

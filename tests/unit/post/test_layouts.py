@@ -207,6 +207,12 @@ def test_transformers_js_fits() -> None:
     with pytest.raises(UnsupportedTaskError, match="--no-merged"):
         check_fits(tjs, model_type="t5", task="text2text-generation-with-past", merged=False)
     check_fits(tjs, model_type="bert", task=None)
+    # transformers.js feeds a GPT-2 decoder of a vision-encoder-decoder a decoder-only cache
+    vit_gpt2 = {"model_type": "vision-encoder-decoder", "decoder": {"model_type": "gpt2"}}
+    with pytest.raises(UnsupportedTaskError, match="'gpt2' decoder transformers.js feeds a decoder-only cache"):
+        check_fits(tjs, model_type="vision-encoder-decoder", task="image-to-text-with-past", config=vit_gpt2)
+    check_fits(tjs, model_type="vision-encoder-decoder", task="image-to-text-with-past",
+               config={"model_type": "vision-encoder-decoder", "decoder": {"model_type": "trocr"}})
 
 
 def test_layouts_as_data() -> None:
