@@ -94,31 +94,37 @@ _CHECK_COLUMNS = (("output", "left"), ("set", "left"), ("shape", "left"), ("erro
 
 def _checks_table(checks: Sequence[OutputCheck], collapse_cache: bool, graph_column: bool, *, stacked: bool = False,
                   **table: Any) -> Table:
-    """Check rows in a table. The set and shape cells fold onto more lines when the console is
-    narrow; the numbers and the names never wrap, so they are never cut. ``stacked`` puts the
-    set and shape under the output's name, in one column that folds (for narrow consoles)."""
+    """Check rows in a table. The shape cells fold onto more lines when the console is narrow;
+    the numbers and the names never wrap, so they are never cut. ``stacked`` puts the set and
+    shape under the output's name, in one column that folds (for narrow consoles)."""
     t = Table(box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False, show_edge=False, **table)
     if graph_column:
         t.add_column("graph", no_wrap=True)
     for name, justify in _CHECK_COLUMNS[2:] if stacked else _CHECK_COLUMNS:
         header = "output / set, shape" if stacked and name == "shape" else name
-        t.add_column(header, justify=justify, no_wrap=name not in ("set", "shape"), overflow="fold")  # type: ignore[arg-type]
+        t.add_column(header, justify=justify, no_wrap=name != "shape", overflow="fold")  # type: ignore[arg-type]
     for output, group in _row_checks(checks, collapse_cache):
         worst = max(group, key=_closeness)
         label = escape(output if len(group) == 1 else f"{output} ({len(group)})")
         ok = all(c.passed for c in group)
-        where = [f"{label}\n  {worst.shape_set} {_shape(worst.onnx_shape)}"] if stacked else [
+        where = [f"{label}\n[dim]{escape(worst.shape_set)}\n{_shape(worst.onnx_shape)}[/dim]"] if stacked else [
             label, worst.shape_set, _shape(worst.onnx_shape)]
         row = [
             *where,
             _num(worst.error),
             _num(worst.bound),
             _ratio(worst.error_over_bound),
-            "f64" if worst.reference == "float64" else "torch",
+            _versus(group),
             "[green]pass[/green]" if ok else "[bold red]FAIL[/bold red]",
         ]
         t.add_row(*([escape(worst.graph)] if graph_column else []), *row)
     return t
+
+
+def _versus(group: Sequence[OutputCheck]) -> str:
+    """What a row's checks were judged against: ``f64``, ``torch``, or ``mixed`` (a folded row of both)."""
+    found = {"f64" if c.reference == "float64" else "torch" for c in group}
+    return found.pop() if len(found) == 1 else "mixed"
 
 
 def _fits(table: Table, width: int, *, folded: bool = False) -> bool:
@@ -137,8 +143,8 @@ def validation_table(report: ExportReport, *, collapse_cache: bool = True, width
     With ``collapse_cache`` the passing ``present.*`` outputs of one graph and shape set share
     a row (the one closest to its bound is shown), so a 32-layer decoder stays readable; failing
     cache outputs keep their own rows. When one table with a ``graph`` column is wider than
-    ``width``, each graph gets its own table under its name; narrower, the shape and set cells
-    fold onto more lines; narrower still, they go under the output's name.
+    ``width``, each graph gets its own table under its name; narrower, the shape cells fold onto
+    more lines; narrower still, the set and shape go under the output's name.
     """
     checks = [c for g in report.graphs for c in g.checks]
     failed = sum(not c.passed for c in checks)
@@ -182,6 +188,8 @@ def criteria_legend(report: ExportReport) -> str:
     if any(c.reference != "float64" for c in checks):
         lines += [f"torch: error = |{runtime} - PyTorch|",
                   "       bound = atol + rtol x |PyTorch| (the worst element)"]
+    if any(_versus(group) == "mixed" for _, group in _row_checks(checks, True)):
+        lines.append("mixed: a folded row of outputs judged both ways (the worst is shown)")
     if checks:
         lines.append("ratio = error / bound: a check passes when it is at most 1")
     notes = sorted({c.note for c in checks if c.note})
