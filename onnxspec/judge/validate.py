@@ -24,7 +24,7 @@ import torch
 from onnxspec.pieces.axes import Kind, TensorSpec, names, symbol_size
 from onnxspec.pieces.axes import spec as tensor_spec
 from onnxspec.pieces.cache_names import Part, Which, cache_name, is_cache_input, is_cache_output, to_past
-from onnxspec.pieces.criteria import Criterion, NoiseBound, Tolerance, judge
+from onnxspec.pieces.criteria import Criterion, NoiseBound, Tolerance, Verdict, judge
 from onnxspec.errors import SpecError
 from onnxspec.pieces.generators import context, make_dummies
 from onnxspec.build.merge import Interface, stamp_interface
@@ -239,12 +239,56 @@ def compare(
                            passed=False, problem=f"{bad} produced non-finite values")
     if reference is not None and not np.all(np.isfinite(reference)):
         reference, no_reference = None, "the float64 run produced non-finite values"
-    v = judge(expected, got, criterion, reference, no_reference=no_reference)
+    v = judge_in_chunks(expected, got, criterion, reference, no_reference=no_reference)
     return OutputCheck(
         **base, max_abs=v.max_abs, max_rel=v.max_rel, atol=fixed.atol, rtol=fixed.rtol, compared=int(expected.size),
         passed=v.passed, criterion=v.criterion, reference=v.reference, error=v.error, bound=v.bound, noise=v.noise,
         note=v.note,
     )
+
+
+CHUNK = 1 << 22
+"""Elements judged at once: a larger output (a 262k-word vocabulary's logits) is judged in slices
+of this many, so the float64 temporaries stay a few tens of MB."""
+
+
+def _worst(expected: np.ndarray, got: np.ndarray, criterion: Criterion, reference: np.ndarray | None) -> np.ndarray:
+    """The flat indices, within one slice, of the element each statistic :func:`judge` takes the
+    maximum of: the absolute and relative differences, the tolerance's error/bound ratio, and
+    against ``reference`` PyTorch's own error, the graph's error and the reference's size."""
+    exp, act = expected.astype(np.float64), got.astype(np.float64)
+    diff = np.abs(act - exp)
+    picks = [np.argmax(diff), np.argmax(diff / np.maximum(np.abs(exp), 1e-12))]
+    fixed = criterion if isinstance(criterion, Tolerance) else criterion.fallback
+    picks.append(np.argmax(diff / (fixed.atol + fixed.rtol * np.abs(exp))))
+    if reference is not None:
+        ref = reference.astype(np.float64)
+        picks += [np.argmax(np.abs(exp - ref)), np.argmax(np.abs(act - ref)), np.argmax(np.abs(ref))]
+    return np.asarray(picks, dtype=np.int64)
+
+
+def judge_in_chunks(
+    expected: np.ndarray, got: np.ndarray, criterion: Criterion, reference: np.ndarray | None = None, *,
+    no_reference: str = "", chunk: int = CHUNK,
+) -> Verdict:
+    """:func:`~onnxspec.pieces.criteria.judge`, the same verdict, in bounded memory.
+
+    Every figure ``judge`` reports is a maximum over the elements (or, for a tolerance, the
+    element of largest error/bound ratio, the first such), so judging only the elements where
+    some slice reaches one of those maxima (in their order) gives the verdict of judging all of
+    them; an array of up to ``chunk`` elements is judged as it is.
+    """
+    if expected.size <= chunk:
+        return judge(expected, got, criterion, reference, no_reference=no_reference)
+    flat = [a.reshape(-1) for a in (expected, got)]
+    ref = reference.reshape(-1) if reference is not None else None
+    picked = [
+        start + _worst(flat[0][start : start + chunk], flat[1][start : start + chunk], criterion,
+                       None if ref is None else ref[start : start + chunk])
+        for start in range(0, expected.size, chunk)
+    ]
+    keep = np.unique(np.concatenate(picked))  # sorted: the first of equal maxima stays first
+    return judge(flat[0][keep], flat[1][keep], criterion, None if ref is None else ref[keep], no_reference=no_reference)
 
 
 def _frozen_outputs(spec: ExportSpec, runs: Sequence[tuple[Shapes, Mapping[str, np.ndarray]]]) -> list[str]:
@@ -418,7 +462,8 @@ def validate_with_references(
     for k, shapes in enumerate(sets):
         feed = {n: _to_numpy(t) for n, t in feeds[k].items()}
         got = session.run(out_names, feed)  # type: ignore[attr-defined]
-        runs.append((shapes, dict(zip(out_names, got))))
+        # what the frozen-axis check reads is the shapes: keep those (views of no memory), not the outputs
+        runs.append((shapes, {n: np.broadcast_to(np.empty((), np.asarray(a).dtype), np.shape(a)) for n, a in zip(out_names, got)}))
         for i, (t, exp, act) in enumerate(zip(spec.outputs, expected[k], got)):
             keep = _mask_for(t, exp, feed, spec)
             ref = references[k][i] if references is not None else None

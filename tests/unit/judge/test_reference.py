@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import attrs
 import numpy as np
 import pytest
 import torch
@@ -232,3 +233,34 @@ def test_streaming_needs_far_less_room_than_the_whole_model() -> None:
     from onnxspec.judge.reference import _streamed_need
 
     assert _streamed_need(model) < whole
+
+
+# ---------------------------------------------------------------- judging large outputs in slices
+
+
+def _same(a: object, b: object) -> bool:
+    """Every field equal, NaN equal to NaN (no reference: no noise)."""
+    pairs = zip(attrs.astuple(a), attrs.astuple(b))
+    return all(x == y or (isinstance(x, float) and isinstance(y, float) and x != x and y != y) for x, y in pairs)
+
+
+@pytest.mark.parametrize("with_reference", [True, False])
+@pytest.mark.parametrize("kind", ["noise", "tolerance"])
+def test_judging_in_slices_gives_the_verdict_of_judging_everything(kind: str, with_reference: bool) -> None:
+    from onnxspec.judge.validate import judge_in_chunks
+    from onnxspec.pieces.criteria import NoiseBound, Tolerance, judge
+
+    rng = np.random.default_rng(0)
+    expected = rng.standard_normal((3, 5, 1001)).astype(np.float32)
+    expected[0, 0, 7] = 1e-9  # a relative difference blown up by a tiny value, in the first slice
+    reference = expected.astype(np.float64) + rng.standard_normal(expected.shape) * 1e-7
+    reference[1, 2, 300] += 5e-5  # PyTorch's own error is largest here, and nowhere else stands out
+    got = (expected + rng.standard_normal(expected.shape).astype(np.float32) * 1e-6).astype(np.float32)
+    got[2, 4, 1000] += 3e-4  # the worst element sits in the last slice
+    criterion = NoiseBound(factor=64, floor=0, fallback=Tolerance(atol=1e-4)) if kind == "noise" else Tolerance(atol=1e-5, rtol=1e-3)
+    ref = reference if with_reference else None
+    whole = judge(expected, got, criterion, ref, no_reference="none")
+    for chunk in (1000, 4096, 7, expected.size):
+        sliced = judge_in_chunks(expected, got, criterion, ref, no_reference="none", chunk=chunk)
+        assert attrs.asdict(sliced) == attrs.asdict(whole) or _same(sliced, whole), chunk
+    assert whole.max_abs > 2.9e-4 and whole.max_rel > 1e2
