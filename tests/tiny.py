@@ -370,13 +370,16 @@ CONFIGS: dict[str, Callable[[], T.PretrainedConfig]] = {
     ),
     "patchtsmixer": lambda: T.PatchTSMixerConfig(num_input_channels=3, context_length=32, patch_length=8, patch_stride=8, prediction_length=6, d_model=16, num_layers=2),
     "decision_transformer": lambda: T.DecisionTransformerConfig(state_dim=4, act_dim=3, hidden_size=32, n_layer=2, n_head=4, n_inner=37, max_ep_len=100, n_positions=64),
-    # OWL-ViT's text tower has 16 positions by default (64 lets the validation's longer queries fit); its detection head
-    # compares patch embeddings, projected to the text width, with the query embeddings: projection_dim is the text width
+    # OWL-ViT's text tower has 16 positions, as in its checkpoints (the validation's longer queries are cut to them); its
+    # detection head compares patch embeddings, projected to the text width, with the query embeddings: projection_dim is the
+    # text width
     "owlvit": lambda: T.OwlViTConfig(
-        text_config=dict(_TOWER, **_TEXT), vision_config=dict(_TOWER, image_size=32, patch_size=8), projection_dim=32
+        text_config=dict(_TOWER, vocab_size=100, max_position_embeddings=16), vision_config=dict(_TOWER, image_size=32, patch_size=8),
+        projection_dim=32,
     ),
     "owlv2": lambda: T.Owlv2Config(
-        text_config=dict(_TOWER, **_TEXT), vision_config=dict(_TOWER, image_size=32, patch_size=8), projection_dim=32
+        text_config=dict(_TOWER, vocab_size=100, max_position_embeddings=16), vision_config=dict(_TOWER, image_size=32, patch_size=8),
+        projection_dim=32,
     ),
     # no sampled noise (a VITS that samples it cannot be validated: see normalizers.VITS)
     "vits": lambda: T.VitsConfig(

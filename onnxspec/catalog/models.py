@@ -221,25 +221,33 @@ _WAVEFORM_CLASSIFIER = {"architecture_tasks": {"ForSequenceClassification": "aud
 """Raw-audio models: a ``ForSequenceClassification`` checkpoint means audio classification, not text."""
 
 _TEXT_QUERIES = {0: "text_batch_size", 1: "sequence_length"}
-_OPEN_VOCABULARY_DETECTION = {
-    # text rows are the images' queries, image-major: (images * queries, tokens)
+_SHORT_TEXT = {
+    # a text as long as the position table allows (16 tokens in OWL-ViT's checkpoints)
+    "input_ids": generators.up_to_positions(generators.token_ids),
+    "attention_mask": generators.up_to_positions(generators.attention_mask),
+}
+_OPEN_VOCABULARY = {
     "inputs": (
         spec("input_ids", _TEXT_QUERIES, Kind.INT),
         spec("pixel_values", {0: "image_batch_size"}, Kind.FLOAT, rank=4),
         spec("attention_mask", _TEXT_QUERIES, Kind.INT),
     ),
-    # one box per image patch (static: images of the config's size); one score per patch and query
+    "outputs": TASKS["zero-shot-image-classification"].outputs,
+    "generators": _SHORT_TEXT,
+    "normalizer": normalizers.OWL_VIT,
+}
+"""OWL-ViT / OWLv2 features: texts and images with batches of their own -> CLIP's similarities and embeddings."""
+_OPEN_VOCABULARY_DETECTION = {
+    **_OPEN_VOCABULARY,
+    # text rows are the images' queries, image-major: (images * queries, tokens); one box per image patch (static: images
+    # of the config's size), one score per patch and query
     "outputs": (
         spec("logits", {0: "image_batch_size", 2: "num_queries"}),
         spec("pred_boxes", {0: "image_batch_size"}),
         spec("text_embeds", {0: "image_batch_size", 1: "num_queries"}),
         spec("image_embeds", {0: "image_batch_size"}),
     ),
-    "generators": {
-        "input_ids": generators.queries_per_image(generators.token_ids),
-        "attention_mask": generators.queries_per_image(generators.attention_mask),
-    },
-    "normalizer": normalizers.CLIP,
+    "generators": {name: generators.queries_per_image(made) for name, made in _SHORT_TEXT.items()},
 }
 """OWL-ViT / OWLv2 detection: text queries for each image -> per-patch boxes and per-query scores."""
 
@@ -454,7 +462,7 @@ ENTRIES: tuple[ModelEntry, ...] = (
     entry("groupvit", text_and_vision, ("feature-extraction",)),
     entry("siglip", text_and_vision, _DUAL_ENCODER_TASKS, attention_mask=False),
     *(
-        entry(t, text_and_vision, ("feature-extraction", "zero-shot-object-detection"), task_families={"zero-shot-object-detection": tensors},
+        entry(t, tensors, ("feature-extraction", "zero-shot-object-detection"), **_OPEN_VOCABULARY,
               task_options={"zero-shot-object-detection": _OPEN_VOCABULARY_DETECTION},
               architecture_tasks={"ForObjectDetection": "zero-shot-object-detection"})
         for t in ("owlvit", "owlv2")

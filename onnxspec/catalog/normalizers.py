@@ -6,7 +6,7 @@ from onnxspec.errors import ConfigError
 from onnxspec.pieces.normalize import Normalizer, derive, normalizer
 
 __all__ = [
-    "AST", "AUDIO", "CLIP", "COLPALI", "DECISION_TRANSFORMER", "ENCODER_DECODER", "IMAGE_TEXT_TO_TEXT", "LATENT_ATTENTION", "LAYOUT", "LAYOUT_IMAGE", "MARKUP", "MOONSHINE", "MULTI_QUERY", "NYSTROM", "PERCEIVER", "PIX2STRUCT", "SEQ2SEQ",
+    "AST", "AUDIO", "CLIP", "COLPALI", "DECISION_TRANSFORMER", "ENCODER_DECODER", "IMAGE_TEXT_TO_TEXT", "LATENT_ATTENTION", "LAYOUT", "LAYOUT_IMAGE", "MARKUP", "MOONSHINE", "MULTI_QUERY", "NYSTROM", "OWL_VIT", "PERCEIVER", "PIX2STRUCT", "SEQ2SEQ",
     "SEQ2SEQ_DECODER", "SPEECH_TO_TEXT", "T5", "TIME_SERIES", "TROCR", "TEXT", "VISION", "VISION_BACKBONE", "VISION_ENCODER_DECODER", "VISUAL_BERT", "VITPOSE", "VITS", "WHISPER", "within",
 ]
 
@@ -306,3 +306,6 @@ COLPALI: Normalizer = normalizer(
 )
 """ColPali: a PaliGemma (``vlm_config``) whose prompts start with ``num_image_tokens`` placeholders
 (``image_token_id``), one per patch of an image of ``image_size``."""
+
+OWL_VIT: Normalizer = normalizer(CLIP, max_position_embeddings=("text_config.max_position_embeddings",))
+"""OWL-ViT / OWLv2: dual encoders whose text tower has a short position table (16 in the released checkpoints)."""

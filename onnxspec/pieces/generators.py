@@ -51,6 +51,7 @@ __all__ = [
     "spectrogram",
     "subsampled_encoder_states",
     "token_type_ids",
+    "up_to_positions",
     "zeros",
 ]
 
@@ -344,6 +345,20 @@ def image_prefix_token_types(tensor: TensorSpec, ctx: DummyContext, rng: torch.G
     if ids is None:
         raise SpecError(f"tensor {tensor.name!r}: its shape follows input_ids, which must come first among the inputs")
     return torch.zeros_like(ids)
+
+
+def up_to_positions(base: Generator) -> Generator:
+    """``base`` over at most the config's ``max_position_embeddings`` tokens: a text tower can
+    read no longer text than its position table (OWL-ViT's holds 16), so a longer validation
+    prompt is cut to that length, as an image takes the config's size whatever the shapes say."""
+
+    def generate(tensor: TensorSpec, ctx: DummyContext, rng: torch.Generator, made: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        (positions,) = ctx.dims.require("max_position_embeddings")
+        length = min(ctx.sizes["sequence_length"], int(positions))
+        return base(tensor, attrs.evolve(ctx, sizes={**ctx.sizes, "sequence_length": length}), rng, made)
+
+    generate.__doc__ = f"{(base.__doc__ or base.__name__).splitlines()[0]} At most max_position_embeddings tokens."
+    return generate
 
 
 def queries_per_image(base: Generator) -> Generator:

@@ -44,3 +44,11 @@ def test_an_image_prompt_starts_with_one_placeholder_per_patch_all_kept_and_all_
     assert bool((ids >= 0).all()) and bool((ids < 10).all())
     assert bool((mask[:, :4] == 1).all()) and mask[0].sum() == 10 and bool((mask.sum(dim=1) >= 5).all())
     assert not bool(types.any())
+
+
+def test_text_is_cut_to_the_position_table_only_when_longer() -> None:
+    ids = spec("input_ids", BS, Kind.INT)
+    short = g.context(Shapes(batch_size=2, sequence_length=23), DTypes(), Dims({"vocab_size": 10, "max_position_embeddings": 16}, "test"))
+    roomy = g.context(Shapes(batch_size=2, sequence_length=23), DTypes(), Dims({"vocab_size": 10, "max_position_embeddings": 64}, "test"))
+    assert g.up_to_positions(g.token_ids)(ids, short, torch.Generator().manual_seed(0), MappingProxyType({})).shape == (2, 16)
+    assert g.up_to_positions(g.token_ids)(ids, roomy, torch.Generator().manual_seed(0), MappingProxyType({})).shape == (2, 23)
