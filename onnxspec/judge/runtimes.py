@@ -41,7 +41,6 @@ class Runtime:
 
 OPTIMUM: Mapping[str, str] = {
     "feature-extraction": "ORTModelForFeatureExtraction",
-    "sentence-similarity": "ORTModelForFeatureExtraction",
     "fill-mask": "ORTModelForMaskedLM",
     "text-generation": "ORTModelForCausalLM",
     "text2text-generation": "ORTModelForSeq2SeqLM",
@@ -62,7 +61,9 @@ OPTIMUM: Mapping[str, str] = {
 }
 """onnxspec task (without ``-with-past``) -> Optimum's ORTModel class. Speech recognition by a
 single CTC graph (no ``encoder_model.onnx``) is ``ORTModelForCTC`` instead (see
-:func:`runtimes_for`)."""
+:func:`runtimes_for`). ``sentence-similarity`` has none: ``ORTModelForFeatureExtraction`` reads a
+``last_hidden_state`` output, and that export's output is ``sentence_embedding``. The class is
+chosen by task; it may still refuse a model type Optimum does not know."""
 
 OPTIMUM_GENERATES = frozenset({"ORTModelForCausalLM", "ORTModelForSeq2SeqLM", "ORTModelForSpeechSeq2Seq", "ORTModelForVision2Seq"})
 """The classes run with ``generate()``; they take ``use_cache=False`` for a folder without a cache."""

@@ -42,6 +42,7 @@ def test_optimum_class_by_task_and_files() -> None:
     assert _by_name("automatic-speech-recognition", inputs=("input_values",))["optimum"].loader == "ORTModelForCTC"
     monolith = _by_name("text2text-generation")["optimum"]  # one model.onnx: not what the seq2seq class loads
     assert "--monolith" in monolith.needs
+    assert "optimum" not in _by_name("sentence-similarity")  # its output is not the last_hidden_state Optimum reads
 
 
 def test_optimum_snippet_loads_the_folder_with_or_without_cache() -> None:
