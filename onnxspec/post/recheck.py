@@ -53,7 +53,8 @@ _INTS = {onnx.TensorProto.INT32: "int32", onnx.TensorProto.INT8: "int8"}
 @attrs.frozen(kw_only=True)
 class FolderGraph:
     """One ``.onnx`` file of a folder, read without its weights: its I/O names and element
-    types, its onnxspec contract (``None`` when it has none) and what wrote it."""
+    types, its onnxspec contract (``None`` when it has none) and what wrote it (``producer``:
+    the torch exporter of an onnxspec graph, else the file's producer name and version)."""
 
     file: str
     inputs: Mapping[str, int] = attrs.field(converter=dict, hash=False)
@@ -78,7 +79,7 @@ def read_graphs(folder: str | os.PathLike[str]) -> tuple[FolderGraph, ...]:
         metadata = {p.key: p.value for p in proto.metadata_props}
         contract = json.loads(metadata["onnxspec.contract"]) if "onnxspec.contract" in metadata else shared.get(name)
         backend = metadata.get("onnxspec.backend")
-        producer = f"onnxspec ({backend})" if backend else f"{proto.producer_name} {proto.producer_version}".strip()
+        producer = backend or f"{proto.producer_name} {proto.producer_version}".strip()
         found.append(FolderGraph(
             file=name,
             inputs={v.name: v.type.tensor_type.elem_type for v in proto.graph.input if v.name not in initialized},
@@ -197,11 +198,24 @@ def _session(path: str, runtime: str) -> Any:
     return onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 
+def _verdicts(report: ExportReport) -> list[str]:
+    """Per failing graph, in a few words: the outputs that disagree, or why it was not run."""
+    verdicts = []
+    for g in report.graphs:
+        if g.passed:
+            continue
+        bad = list(dict.fromkeys(repr(c.output) for c in g.checks if not c.passed))
+        what = [f"output{'s' if len(bad) > 1 else ''} {', '.join(bad)} disagree{'' if len(bad) > 1 else 's'} with PyTorch"] if bad else []
+        verdicts.append(f"{g.filename}: " + "; ".join(what + list(g.problems)))
+    return verdicts
+
+
 def validate_folder(
     folder: str | os.PathLike[str],
     model: str | os.PathLike[str],
     *,
     task: str | None = None,
+    spec: Any = None,
     shapes: Shapes | Sequence[Shapes] | None = None,
     dtypes: DTypes | None = None,
     atol: float | None = None,
@@ -215,7 +229,8 @@ def validate_folder(
 ) -> ExportReport:
     """Re-validate the graphs of ``folder`` against the PyTorch model ``model`` (see the module doc).
 
-    ``shapes``: the shape set to run at (a :class:`Shapes`, or several); default: the shape
+    ``spec``: the spec the folder was exported with, when it is not the registered one of its
+    task (a composed spec); it is bound to the model's config. ``shapes``: the shape set to run at (a :class:`Shapes`, or several); default: the shape
     sets an export validates at (other sizes than the traced ones). ``model`` is a local folder
     or a Hub ID (``revision``, ``cache_dir``: :func:`onnxspec.pipeline.hub.model_folder`).
     Returns the report when every graph matched and passed; raises
@@ -243,15 +258,20 @@ def validate_folder(
                          trust_remote_code=trust_remote_code)
     config_json = source.config_json
     model_type = config_json["model_type"]
-    lookup(registry, model_type)
     config = config_from_json(config_json)
     chosen = task or _contract_task(graphs)
 
     def resolve(name: str | None) -> Any:
         return resolve_spec(model_type, config, name, registry, inferred_from=config_json, default_task=default_task(source))
 
-    spec = resolve(chosen)
-    if chosen is None:  # inferred: with a cache exactly when the graphs have one
+    composed = spec is not None
+    if composed:
+        from onnxspec.pieces.spec import bind
+
+        spec = bind(spec, config) if spec.dims is None else spec
+    else:
+        spec = resolve(chosen)
+    if chosen is None and not composed:  # inferred: with a cache exactly when the graphs have one
         name = parse_task(spec.task).name
         full = f"{name}-with-past" if _has_cache(graphs) else name
         if full != spec.task and full in lookup(registry, model_type).tasks:
@@ -349,10 +369,5 @@ def validate_folder(
         notes=tuple(notes),
     )
     if not report.passed:
-        failed = [g.filename for g in report.graphs if not g.passed]
-        shown = "; ".join(report.failures[:3]) + (f"; and {len(report.failures) - 3} more" if len(report.failures) > 3 else "")
-        raise ValidationError(
-            f"re-validation of {folder} failed: {', '.join(failed)} disagree{'s' if len(failed) == 1 else ''} with PyTorch "
-            f"or could not be run: {shown}", report
-        )
+        raise ValidationError(f"re-validation of {folder} failed: " + "; ".join(_verdicts(report)), report)
     return report
