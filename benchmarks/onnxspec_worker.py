@@ -199,7 +199,8 @@ def stage_peaks(folder: str, task: str, out: str) -> dict[str, Any]:
     stop.set()
     thread.join()
     return {"seconds": seconds, "passed": report.passed, "stages": ["imports", *order, "after export"],
-            "peak_rss_by_stage": peaks, "process_peak_rss": _status_kib("VmHWM") * 1024}
+            "peak_rss_by_stage": peaks, "process_peak_rss": _status_kib("VmHWM") * 1024,
+            "report_stage_memory": dict(getattr(report, "stage_memory", {}) or {})}  # the pipeline's own figures, where it has them
 
 
 def floor(folder: str, task: str, work: str, runs: int, warm_up: bool = True) -> dict[str, Any]:
