@@ -375,21 +375,26 @@ def inspect_tables(info: Any, *, fold: bool = True) -> list[Any]:
 
     if any(g.summary is not None for g in info.graphs):
         checks = Table(title="Validation (onnxspec_report.json)", box=box.SIMPLE_HEAD, title_justify="left",
-                       caption="error, bound: the check closest to its bound")
+                       caption="error, bound, ratio = error / bound: the check closest to its bound",
+                       padding=(0, 1, 0, 0), pad_edge=False, show_edge=False)
         checks.add_column("graph", no_wrap=True)
-        for name, justify in (("checks", "left"), ("error", "right"), ("bound", "right"), ("set", "left")):
-            checks.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
+        for name, justify in (("checks", "left"), ("error", "right"), ("bound", "right"), ("ratio", "right"), ("set", "left")):
+            checks.add_column(name, justify=justify, no_wrap=name != "set", overflow="fold")  # type: ignore[arg-type]
         for g in info.graphs:
             s = g.summary
             if s is None:
-                checks.add_row(escape(g.file), "[yellow]not in report[/yellow]", "", "", "")
+                checks.add_row(escape(g.file), "[yellow]not in report[/yellow]", "", "", "", "")
                 continue
             result = (f"[green]{s.checks} pass[/green]" if s.passed
                       else f"[bold red]{s.failed} of {s.checks} FAIL[/bold red]" if s.failed else "[yellow]none run[/yellow]")
+            known = s.worst_error is not None and s.worst_bound is not None
+            ratio = math.inf if known and s.worst_bound == 0 and s.worst_error else (
+                s.worst_error / s.worst_bound if known and s.worst_bound else 0.0)
             checks.add_row(
                 escape(g.file), result,
                 "" if s.worst_error is None else _num(s.worst_error),
                 "" if s.worst_bound is None else _num(s.worst_bound),
+                _ratio(ratio) if known else "",
                 escape(s.worst_set),
             )
         parts.append(checks)
@@ -406,6 +411,11 @@ def inspect_tables(info: Any, *, fold: bool = True) -> list[Any]:
         parts += ["", f"[bold]{escape(g.file)}[/bold]: {escape(_contract_title(g.contract))}", table]
 
     parts.append("")
+    runtimes = [r for r in (report or {}).get("runtimes", ()) if isinstance(r, dict)]
+    if runtimes:  # as the export recorded them; the folder may have moved since
+        parts.append("loaded by: " + escape("; ".join(
+            f"{r.get('name')} {r.get('loader')}" + (f" (needs {r['needs']})" if r.get("needs") and r.get("name") != "onnxruntime" else "")
+            for r in runtimes)))
     if report is not None and report.get("versions"):
         parts.append("versions: " + escape(", ".join(f"{k} {v}" for k, v in report["versions"].items())))
     producers = sorted({g.producer for g in info.graphs if g.producer})

@@ -174,3 +174,17 @@ def test_optimum_snippet_runs_in_optimums_venv(bert_export: tuple[str, str, str]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["class"] == optimum["loader"] == "ORTModelForSequenceClassification"
     np.testing.assert_allclose(np.array(result["logits"]), _bert_logits(folder, INPUTS), atol=1e-5)
+
+
+@pytest.mark.integration
+def test_inspect_shows_the_ratio_and_the_recorded_runtimes(bert_export: tuple[str, str, str], capsys, monkeypatch) -> None:
+    _, out, _ = bert_export
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(["inspect", out]) == 0
+    printed = capsys.readouterr().out
+    assert "…" not in printed and max(len(line) for line in printed.splitlines()) <= 80
+    report = json.loads(Path(out, "onnxspec_report.json").read_text())
+    worst = max((c for g in report["graphs"] for c in g["checks"]), key=lambda c: c["error_over_bound"])
+    assert re.search(rf"^\s*model\.onnx\s+3 pass\s+{worst['error']:.2e}\s+{worst['bound']:.2e}\s+{worst['error_over_bound']:.2g}\s+",
+                     printed, re.M)
+    assert "loaded by: optimum ORTModelForSequenceClassification;" in " ".join(printed.split())
