@@ -490,6 +490,12 @@ UNSUPPORTED: Mapping[tuple[str, str], str] = MappingProxyType(
             "MaskFormerForInstanceSegmentation builds its training loss when constructed, which needs scipy "
             "(not a dependency of onnxspec); the feature-extraction graph is supported"
         ),
+        ("speecht5", "text-to-audio"): (
+            "its speech comes from four graphs, two of which are no module's forward: the decoder step (the spectrogram "
+            "frames it adds, the sequence with them appended and the stop probability: the loop body of generate_speech) "
+            "and the postnet followed by a HiFi-GAN vocoder, a separate checkpoint; an onnxspec graph calls a module of the "
+            "one model folder it loads, so neither can be built yet"
+        ),
         **{
             (t, "time-series-forecasting"): (
                 f"{head} is in no transformers auto class, and models are loaded only through the task's auto classes; "
