@@ -375,7 +375,6 @@ def inspect_tables(info: Any, *, fold: bool = True) -> list[Any]:
 
     if any(g.summary is not None for g in info.graphs):
         checks = Table(title="Validation (onnxspec_report.json)", box=box.SIMPLE_HEAD, title_justify="left",
-                       caption="error, bound, ratio = error / bound: the check closest to its bound",
                        padding=(0, 1, 0, 0), pad_edge=False, show_edge=False)
         checks.add_column("graph", no_wrap=True)
         for name, justify in (("checks", "left"), ("error", "right"), ("bound", "right"), ("ratio", "right"), ("set", "left")):
@@ -397,7 +396,7 @@ def inspect_tables(info: Any, *, fold: bool = True) -> list[Any]:
                 _ratio(ratio) if known else "",
                 escape(s.worst_set),
             )
-        parts.append(checks)
+        parts += [checks, "[dim]error, bound, ratio = error / bound: the check closest to its bound[/dim]"]
 
     for g in info.graphs:
         table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
