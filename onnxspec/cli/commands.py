@@ -491,10 +491,16 @@ def _run_post(args: argparse.Namespace, out: Console, err: Console, run: Callabl
         raise ValidationError(str(e)) from e
     for part in post_tables(report):
         out.print(part, highlight=False)
-    out.print(f"Files written to {escape(report.output_dir)} (figures in onnxspec_post.json); compared with the model in "
-              f"{escape(report.model_folder)}", highlight=False)
+    out.print(f"Files written to {escape(_near(report.output_dir))} (figures in onnxspec_post.json); compared with the model "
+              f"in {escape(_near(report.model_folder))}", highlight=False)
     out.print(f"[green]{what} {report.model_type} / {report.task}: every graph agrees with PyTorch ({report.seconds:.1f}s).[/green]")
     return EXIT_OK
+
+
+def _near(path: str) -> str:
+    """``path`` relative to the working folder when it is inside it, else as it is."""
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
 
 
 def _run_quantize(args: argparse.Namespace, out: Console, err: Console) -> int:
