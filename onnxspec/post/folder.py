@@ -55,6 +55,7 @@ __all__ = [
 REPORT = "onnxspec_report.json"
 POST = "onnxspec_post.json"
 SHAPE_SET_NAMES = ("small", "large", "decode")
+_DONE = {"quantize": "quantized", "optimize": "optimized"}
 
 
 @attrs.frozen(kw_only=True)
@@ -511,7 +512,7 @@ def transform_folder(
             failed = keep_failed(workdir, output_dir)
             finished = True
             raise ValidationError(
-                f"{info.model_type}/{info.task}: the {transformation.get('kind', 'transformed')} graphs disagree with PyTorch "
+                f"{info.model_type}/{info.task}: the {_DONE.get(transformation.get('kind', ''), 'transformed')} graphs disagree with PyTorch "
                 f"beyond the thresholds:\n  - " + "\n  - ".join(report.failures)
                 + f"\nNothing was written to {output_dir!r}; the graphs and {POST} are in {failed!r}",
                 report,
