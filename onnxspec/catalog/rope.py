@@ -80,9 +80,9 @@ ROTARY_CLASSES: Mapping[str, str] = MappingProxyType({
     "stablelm": "transformers.models.stablelm.modeling_stablelm:StableLmRotaryEmbedding",
 })
 """Registered model types whose rotary class's ``forward`` is decorated with transformers'
-``dynamic_rope_update``, and that class. phimoe is not here: its rotary ``forward`` reads
-LongRoPE's mscales for every rope type but ``default`` (PyTorch itself fails with dynamic NTK),
-and its LongRoPE patch replaces that ``forward``."""
+``dynamic_rope_update``, and that class. phimoe is not here: PhimoeConfig accepts LongRoPE
+parameters only (its validation asks for ``short_mscale``), and its LongRoPE patch in
+:mod:`onnxspec.catalog.models` replaces that ``forward``."""
 
 
 def _dynamic_in_graph(original: Any) -> Any:

@@ -43,7 +43,7 @@ def _dynamically_updated() -> dict[str, str]:
 def test_the_table_names_every_registered_rotary_class_updated_dynamically() -> None:
     found = _dynamically_updated()
     assert "llama" in found and "qwen2" in found
-    # phimoe's rotary forward reads LongRoPE's mscales for any rope type but default: PyTorch itself cannot run dynamic NTK
+    # phimoe: PhimoeConfig accepts LongRoPE parameters only, and models.py's LongRoPE patch replaces its rotary forward
     assert {k: v for k, v in found.items() if k != "phimoe"} == dict(ROTARY_CLASSES)
 
 
