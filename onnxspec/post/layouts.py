@@ -197,6 +197,12 @@ def check_fits(layout: Layout, *, model_type: str | None, task: str | None, floa
             )
         if config:
             check_transformers_js_config(config)
+        encoder_decoder = bool(config and (config.get("is_encoder_decoder") or config.get("model_type") == "vision-encoder-decoder"))
+        if encoder_decoder and (task is None or not parse_task(task).with_past):
+            raise UnsupportedTaskError(
+                "--layout transformers.js loads an encoder-decoder as encoder_model.onnx + decoder_model_merged.onnx, which "
+                f"a task with a cache writes; pass --task {(task or 'TASK').removesuffix('-with-past')}-with-past"
+            )
         if monolith or merged is False:
             raise UnsupportedTaskError(
                 "--layout transformers.js loads an encoder-decoder as encoder_model.onnx + decoder_model_merged.onnx; "

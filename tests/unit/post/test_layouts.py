@@ -207,6 +207,8 @@ def test_transformers_js_fits() -> None:
     with pytest.raises(UnsupportedTaskError, match="--no-merged"):
         check_fits(tjs, model_type="t5", task="text2text-generation-with-past", merged=False)
     check_fits(tjs, model_type="bert", task=None)
+    with pytest.raises(UnsupportedTaskError, match="pass --task text2text-generation-with-past"):
+        check_fits(tjs, model_type="t5", task="text2text-generation", config={"model_type": "t5", "is_encoder_decoder": True})
     # transformers.js feeds a GPT-2 decoder of a vision-encoder-decoder a decoder-only cache
     vit_gpt2 = {"model_type": "vision-encoder-decoder", "decoder": {"model_type": "gpt2"}}
     with pytest.raises(UnsupportedTaskError, match="'gpt2' decoder transformers.js feeds a decoder-only cache"):
