@@ -49,6 +49,14 @@ OPTIMUM_OUTPUTS = {
         "text_embeds": {0: "text_batch_size"},
         "image_embeds": {0: "image_batch_size"},
     },
+    # OWL-ViT / OWLv2 (OwlViTOnnxConfig's names). Two axes differ from its labels: pred_boxes has one box per patch of an
+    # image of the config's size (static), and text_embeds is (images, queries), so its axis 0 is the image batch.
+    "zero-shot-object-detection": {
+        "logits": {0: "image_batch_size", 2: "num_queries"},
+        "pred_boxes": {0: "image_batch_size"},
+        "text_embeds": {0: "image_batch_size", 1: "num_queries"},
+        "image_embeds": {0: "image_batch_size"},
+    },
 }
 # Which inputs each model type's graphs take, from the base of its Optimum config
 # (/work/shared/reference/optimum_registry.tsv): TextDecoderWithPositionIds / Llama / GPT2 / Phi
@@ -100,6 +108,16 @@ OWN_IO = {
     "mgp-str": ({"pixel_values": {0: B}}, {"char_logits": {0: B}, "bpe_logits": {0: B}, "wp_logits": {0: B}}),
     "maskformer": ({"pixel_values": {0: B}}, {"last_hidden_state": {0: B}}),
     "perceiver": ({"input_ids": {0: B, 1: S}, "attention_mask": {0: B, 1: S}}, {"logits": {0: B}}),  # its image classifier takes pixel_values only
+    # VitsOnnxConfig; its spectrogram's axis 2 (labelled num_bins there) runs over the predicted frames
+    "vits": (
+        {"input_ids": {0: "text_batch_size", 1: S}, "attention_mask": {0: "text_batch_size", 1: S}},
+        {"waveform": {0: "text_batch_size", 1: "n_samples"}, "spectrogram": {0: "text_batch_size", 2: "n_frames"}},
+    ),
+    # ColPaliOnnxConfig's image variant, plus the prompt's token_type_ids (PaliGemma's prompt attends both ways with them)
+    "colpali": (
+        {"input_ids": {0: B, 1: S}, "attention_mask": {0: B, 1: S}, "token_type_ids": {0: B, 1: S}, "pixel_values": {0: B}},
+        {"embeddings": {0: B, 1: S}},
+    ),
 }
 IMAGES = {
     "vit", "deit", "swin", "swinv2", "beit", "data2vec-vision", "dinov2", "vit_msn", "levit", "yolos", "convnext", "convnextv2", "resnet",
@@ -107,7 +125,7 @@ IMAGES = {
     "clip_vision_model", "siglip_vision_model", "donut-swin", "dpt", "glpn", "swin2sr", "detr", "table-transformer", "vitpose", "rt_detr", "rt_detr_v2", "d_fine",
 }
 WAVEFORMS = {"wav2vec2", "hubert", "wavlm", "data2vec-audio", "sew", "sew-d", "unispeech", "unispeech-sat", "wav2vec2-conformer"}
-DUAL_ENCODERS = {"clip": True, "metaclip_2": True, "chinese_clip": True, "groupvit": True, "siglip": False}  # -> takes an attention_mask
+DUAL_ENCODERS = {"clip": True, "metaclip_2": True, "chinese_clip": True, "groupvit": True, "siglip": False, "owlvit": True, "owlv2": True}  # -> takes an attention_mask
 
 CASES = sorted((mt, task) for mt in CONFIGS for task in REGISTRY[mt].tasks)
 
