@@ -173,7 +173,7 @@ def _closeness(check: OutputCheck) -> float:
     """How close a check came to its bound (a failure, or NaN, ranks first)."""
     if not check.passed or math.isnan(check.error):
         return math.inf
-    return check.error / check.bound if check.bound > 0 else 0.0
+    return check.error_over_bound
 
 
 def criteria_legend(report: ExportReport) -> str:
