@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from onnxspec.errors import ConfigError, ExportError, ModelLoadError, OnnxSpecError, ValidationError
-from onnxspec.judge.report import OutputCheck, _plain
+from onnxspec.judge.report import OutputCheck, _plain, _why
 from onnxspec.judge.validate import _branch_feed, _mask_for, validate, validate_merged
 from onnxspec.pieces.axes import Kind
 from onnxspec.pieces.cache_names import is_cache_input
@@ -268,8 +268,8 @@ class PostReport:
     @property
     def failures(self) -> tuple[str, ...]:
         out = [f"{g.filename}: {p}" for g in self.graphs for p in g.problems]
-        out += [f"{c.graph}: output {c.output!r} at {c.shape_set}: {c.problem or f'error {c.error:.3g} > bound {c.bound:.3g}'}"
-                for g in self.graphs for c in g.checks if not c.passed]
+        out += [f"{c.graph}: output {c.output!r} at {c.shape_set}: {c.problem or _why(c)}" for g in self.graphs for c in g.checks
+                if not c.passed]
         out += [f"{m.graph}: {m.output} at {m.shape_set}: {m.problem}" for g in self.graphs for m in g.measures if not m.passed]
         return tuple(out)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import onnx
 
-from onnxspec.errors import UnknownNameError
+from onnxspec.errors import ExportError, UnknownNameError
 from onnxspec.post.agreement import DEFAULTS, Thresholds
 from onnxspec.post.folder import PostReport, quiet_tools, transform_folder
 
@@ -67,14 +67,44 @@ def _quantize(src: Path, dst: Path, method: str) -> None:
     if method == "int8":
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
+        # EnableSubgraph: the weights a merged decoder's If branches use are quantized too
         quantize_dynamic(model, dst, per_channel=True, weight_type=QuantType.QInt8,
-                         use_external_data_format=_weights_bytes(model) > _EXTERNAL_ABOVE)
+                         use_external_data_format=_weights_bytes(model) > _EXTERNAL_ABOVE, extra_options={"EnableSubgraph": True})
+        _require_quantized(onnx.load(os.fspath(dst), load_external_data=False), src, method)
         return
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     quantizer = MatMulNBitsQuantizer(model, bits=4, block_size=INT4_BLOCK_SIZE, is_symmetric=True)
     quantizer.process()
+    _require_quantized(quantizer.model.model, src, method)
     _save(quantizer.model.model, dst)
+
+
+_QUANTIZED_OPS = {"MatMulInteger", "ConvInteger", "DynamicQuantizeLinear", "MatMulNBits", "DynamicQuantizeMatMul", "GatherBlockQuantized"}
+
+
+def _op_types(graph: onnx.GraphProto) -> set[str]:
+    """The op types of a graph and of every subgraph (If branches, Loop bodies)."""
+    found = set()
+    for node in graph.node:
+        found.add(node.op_type)
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.GRAPH:
+                found |= _op_types(attribute.g)
+            for sub in attribute.graphs:
+                found |= _op_types(sub)
+    return found
+
+
+def _require_quantized(model: onnx.ModelProto, src: Path, method: str) -> None:
+    """Refuse a result in which onnxruntime quantized nothing (a graph left in float is no ``int8``)."""
+    if not _op_types(model.graph) & _QUANTIZED_OPS:
+        what = "MatMul weights (int4 quantizes nothing else)" if method == "int4" else "MatMul, Gemm, Conv or Gather weights"
+        raise ExportError(
+            f"quantize ({src.name})", (),
+            f"onnxruntime's {method} quantizer found nothing to quantize in {src.name}: it has no constant {what}; "
+            + ("try --method int8, or " if method == "int4" else "") + "leave this graph in float32",
+        )
 
 
 def quantize(

@@ -10,7 +10,7 @@ import onnxruntime
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxspec.errors import SpecError, UnknownNameError
+from onnxspec.errors import ExportError, SpecError, UnknownNameError
 from onnxspec.post.agreement import (
     DEFAULTS,
     Thresholds,
@@ -126,3 +126,38 @@ def test_quantize_file_refuses_an_unknown_method(tmp_path: Path) -> None:
     _matmul_graph(tmp_path / "m.onnx")
     with pytest.raises(UnknownNameError, match="int8"):
         quantize_file(tmp_path / "m.onnx", tmp_path / "q.onnx", method="int3")
+
+
+def _if_graph(path: Path) -> None:
+    """A merged-decoder-like graph: one If whose branches multiply by an outer weight."""
+    w = numpy_helper.from_array(np.random.default_rng(0).normal(size=(64, 48)).astype(np.float32), "w")
+    out = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 48])]
+
+    def branch(name: str, extra: list) -> onnx.GraphProto:
+        return helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["h_" + name]), *extra(name)], name, [],
+                                 [helper.make_tensor_value_info("y_" + name, TensorProto.FLOAT, ["batch", 48])])
+
+    then = branch("then", lambda n: [helper.make_node("Relu", ["h_" + n], ["y_" + n])])
+    other = branch("else", lambda n: [helper.make_node("Neg", ["h_" + n], ["y_" + n])])
+    graph = helper.make_graph(
+        [helper.make_node("If", ["flag"], ["y"], then_branch=then, else_branch=other)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 64]), helper.make_tensor_value_info("flag", TensorProto.BOOL, [1])],
+        out, [w],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
+
+
+@pytest.mark.parametrize("method", ["int8", "int4"])
+def test_weights_used_inside_if_branches_are_quantized(tmp_path: Path, method: str) -> None:
+    _if_graph(tmp_path / "m.onnx")
+    quantize_file(tmp_path / "m.onnx", tmp_path / "q.onnx", method=method)
+    branches = [a.g for n in onnx.load(tmp_path / "q.onnx").graph.node for a in n.attribute if a.type == onnx.AttributeProto.GRAPH]
+    assert all("MatMul" not in {n.op_type for n in g.node} for g in branches)
+
+
+def test_a_graph_with_nothing_to_quantize_is_refused(tmp_path: Path) -> None:
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), tmp_path / "m.onnx")
+    with pytest.raises(ExportError, match="nothing to quantize"):
+        quantize_file(tmp_path / "m.onnx", tmp_path / "q.onnx", method="int4")
