@@ -609,7 +609,7 @@ def _add_hub_options(p: argparse.ArgumentParser) -> None:
 def _add_export(sub: Any, shapes: bool) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "export",
-        help="export a local model folder to ONNX and validate it against PyTorch",
+        help="export a local model folder (or a Hub ID) to ONNX and validate it against PyTorch",
         description=(
             "Export a local Hugging Face model folder to ONNX, validate every graph against PyTorch with "
             "onnxruntime at shapes other than the traced ones, and write the files atomically."

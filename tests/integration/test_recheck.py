@@ -191,3 +191,13 @@ def test_only_empty_cross_cache_placeholders_of_a_foreign_merged_decoder_are_lef
     assert kept == checks[1:] and len(notes) == 1 and "present.0.encoder.key" in notes[0]
     own = attrs.evolve(foreign, contract={"task": "text2text-generation"})
     assert _placeholders(own, checks) == (checks, [])
+
+
+def test_dtypes_are_read_from_the_graphs() -> None:
+    from onnxspec.post.recheck import FolderGraph, graph_dtypes
+
+    T = onnx.TensorProto
+    half = FolderGraph(file="model.onnx", inputs={"input_ids": T.INT32, "attention_mask": T.INT32}, outputs={"logits": T.FLOAT16})
+    assert (graph_dtypes([half]).int_dtype.value, graph_dtypes([half]).float_dtype.value) == ("int32", "fp16")
+    plain = FolderGraph(file="model.onnx", inputs={"input_ids": T.INT64, "pixel_values": T.FLOAT}, outputs={"logits": T.FLOAT})
+    assert (graph_dtypes([plain]).int_dtype.value, graph_dtypes([plain]).float_dtype.value) == ("int64", "fp32")
