@@ -15,9 +15,13 @@
 - when neither works, one :class:`~onnxspec.errors.ModelLoadError` says so and what to do.
 
 The cache is ``cache_dir``, else ``HF_HUB_CACHE``, else ``HF_HOME/hub``, else
-``~/.cache/huggingface/hub``, read when called. The look-up waits at most
-``HF_HUB_ETAG_TIMEOUT`` seconds (default 10) for the Hub; a machine with no route to it
-fails at once (no DNS) or after that timeout. The Hub's address is ``HF_ENDPOINT``.
+``~/.cache/huggingface/hub``, read when called. The look-up (one request: the repo's commit and
+file list) waits at most ``HF_HUB_ETAG_TIMEOUT`` seconds (default 10) for the Hub; a machine
+with no route to it fails at once (no name resolution: 0.03 s measured) or after that timeout.
+Once the Hub has answered, ``snapshot_download`` lists and fetches the files with
+huggingface_hub's own timeouts (``HF_HUB_ETAG_TIMEOUT`` for metadata,
+``HF_HUB_DOWNLOAD_TIMEOUT`` per read; its repo listing has none). The Hub's address is
+``HF_ENDPOINT``.
 """
 
 from __future__ import annotations
