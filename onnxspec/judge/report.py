@@ -199,7 +199,8 @@ def write_report(report: ExportReport, folder: str) -> ExportReport:
     main = next((g for g in report.graphs if g.filename == main_graph(graphs)), None)
     report = attrs.evolve(
         report,
-        runtimes=runtimes_for(report.task, report.output_dir, graphs, main.inputs if main is not None else ()),
+        runtimes=runtimes_for(report.task, report.output_dir, graphs, main.inputs if main is not None else (),
+                              main.outputs if main is not None else ()),
         process_seconds=round(process_seconds(), 3),
     )
     path = os.path.join(folder, "onnxspec_report.json")

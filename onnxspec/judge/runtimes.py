@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 
 import attrs
 
-__all__ = ["GENAI_TASKS", "main_graph", "OPTIMUM", "OPTIMUM_GENERATES", "Runtime", "TRANSFORMERS_JS", "runtimes_for"]
+__all__ = ["GENAI_TASKS", "main_graph", "OPTIMUM", "OPTIMUM_GENERATES", "OPTIMUM_OUTPUTS", "Runtime", "TRANSFORMERS_JS", "runtimes_for"]
 
 
 @attrs.frozen(kw_only=True)
@@ -67,6 +67,16 @@ chosen by task; it may still refuse a model type Optimum does not know."""
 
 OPTIMUM_GENERATES = frozenset({"ORTModelForCausalLM", "ORTModelForSeq2SeqLM", "ORTModelForSpeechSeq2Seq", "ORTModelForVision2Seq"})
 """The classes run with ``generate()``; they take ``use_cache=False`` for a folder without a cache."""
+
+OPTIMUM_OUTPUTS: Mapping[str, tuple[str, ...]] = {
+    "ORTModelForFeatureExtraction": ("last_hidden_state",),
+    "ORTModelForQuestionAnswering": ("start_logits", "end_logits"),
+    "ORTModelForAudioXVector": ("logits", "embeddings"),
+    "ORTModelForImageToImage": ("reconstruction",),
+    "ORTModelForZeroShotImageClassification": ("logits_per_image", "logits_per_text", "text_embeds", "image_embeds"),
+}
+"""The outputs an Optimum class reads from its one graph, by name (the others read ``logits``);
+a graph without them is not one the class can run (a dual-encoder feature extraction, say)."""
 
 _OPTIMUM_SEQ2SEQ = frozenset({"ORTModelForSeq2SeqLM", "ORTModelForSpeechSeq2Seq", "ORTModelForVision2Seq"})
 """Classes that load ``encoder_model.onnx`` and a decoder: a ``--monolith`` folder is not theirs."""
@@ -118,7 +128,7 @@ def _session(folder: str, graphs: Sequence[str]) -> Runtime:
     return Runtime(name="onnxruntime", loader="onnxruntime.InferenceSession", language="python", snippet=snippet, needs=needs)
 
 
-def _optimum(base: str, with_past: bool, folder: str, graphs: Sequence[str]) -> Runtime | None:
+def _optimum(base: str, with_past: bool, folder: str, graphs: Sequence[str], outputs: Sequence[str]) -> Runtime | None:
     cls = OPTIMUM.get(base)
     seq2seq = "encoder_model.onnx" in graphs
     if base == "automatic-speech-recognition" and not seq2seq:
@@ -128,6 +138,9 @@ def _optimum(base: str, with_past: bool, folder: str, graphs: Sequence[str]) -> 
     needs = ""
     if cls in _OPTIMUM_SEQ2SEQ and not seq2seq:
         needs = f"{cls} loads encoder_model.onnx and a decoder: export without --monolith"
+    missing = [n for n in OPTIMUM_OUTPUTS.get(cls, ("logits",)) if outputs and n not in outputs] if cls not in _OPTIMUM_SEQ2SEQ else []
+    if missing:
+        needs = f"the output{'s' if len(missing) > 1 else ''} {', '.join(missing)} {cls} reads; the graph has {', '.join(outputs)}"
     generates = cls in OPTIMUM_GENERATES
     options = "" if with_past or not generates else ", use_cache=False"
     run = ("ids = model.generate(**inputs)" if generates else "outputs = model(**inputs)") + (
@@ -173,14 +186,16 @@ def _genai(task: str, folder: str, graphs: Sequence[str]) -> Runtime | None:
                    needs="genai_config.json beside the graphs (--layout genai)")
 
 
-def runtimes_for(task: str, folder: str, graphs: Sequence[str], inputs: Sequence[str] = ()) -> tuple[Runtime, ...]:
+def runtimes_for(task: str, folder: str, graphs: Sequence[str], inputs: Sequence[str] = (),
+                 outputs: Sequence[str] = ()) -> tuple[Runtime, ...]:
     """The runtimes that load an export of ``task`` (``-with-past`` included) written to ``folder``
-    with the graph files ``graphs``; ``inputs`` are the input names of :func:`main_graph`. Optimum first
-    when it has a class for the task, plain onnxruntime always last."""
+    with the graph files ``graphs``; ``inputs`` and ``outputs`` are the names of :func:`main_graph`'s
+    (``outputs`` empty: not checked). Optimum first when it has a class for the task, plain
+    onnxruntime always last."""
     with_past = task.endswith("-with-past")
     base = task.removesuffix("-with-past")
     found = [
-        _optimum(base, with_past, folder, graphs),
+        _optimum(base, with_past, folder, graphs, outputs),
         _transformers_js(base, with_past, folder, graphs, inputs),
         _genai(task, folder, graphs),
         _session(folder, graphs),

@@ -8,7 +8,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from onnxspec.judge.runtimes import GENAI_TASKS, OPTIMUM, OPTIMUM_GENERATES, TRANSFORMERS_JS, main_graph, runtimes_for
+from onnxspec.judge.runtimes import (
+    GENAI_TASKS, OPTIMUM, OPTIMUM_GENERATES, OPTIMUM_OUTPUTS, TRANSFORMERS_JS, main_graph, runtimes_for,
+)
 from onnxspec.pieces.tasks import TASKS
 
 SEQ2SEQ = ("encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx", "decoder_model_merged.onnx")
@@ -22,6 +24,7 @@ def test_tables_name_only_onnxspec_tasks() -> None:
     for table in (OPTIMUM, TRANSFORMERS_JS):
         assert set(table) <= set(TASKS), set(table) - set(TASKS)
     assert all(cls.startswith("ORTModelFor") for cls in OPTIMUM.values())
+    assert set(OPTIMUM_OUTPUTS) <= set(OPTIMUM.values())
     assert {t.removesuffix("-with-past") for t in GENAI_TASKS} <= set(TASKS)
 
 
@@ -43,6 +46,19 @@ def test_optimum_class_by_task_and_files() -> None:
     monolith = _by_name("text2text-generation")["optimum"]  # one model.onnx: not what the seq2seq class loads
     assert "--monolith" in monolith.needs
     assert "optimum" not in _by_name("sentence-similarity")  # its output is not the last_hidden_state Optimum reads
+
+
+def test_optimum_needs_the_outputs_its_class_reads() -> None:
+    def optimum(task: str, outputs: tuple[str, ...]):  # type: ignore[no-untyped-def]
+        return {r.name: r for r in runtimes_for(task, "/data/out", ["model.onnx"], ("input_ids",), outputs)}["optimum"]
+
+    assert optimum("feature-extraction", ("last_hidden_state",)).needs == ""
+    dual = optimum("feature-extraction", ("text_embeds", "image_embeds"))  # a dual encoder's feature extraction
+    assert "last_hidden_state" in dual.needs and "text_embeds" in dual.needs
+    assert optimum("question-answering", ("start_logits", "end_logits")).needs == ""
+    assert "end_logits" in optimum("question-answering", ("start_logits",)).needs
+    assert optimum("text-classification", ("logits",)).needs == ""
+    assert optimum("text-classification", ()).needs == ""  # outputs not given: not checked
 
 
 def test_optimum_snippet_loads_the_folder_with_or_without_cache() -> None:
