@@ -87,20 +87,26 @@ parameters only (its validation asks for ``short_mscale``), and its LongRoPE pat
 
 def _dynamic_in_graph(original: Any) -> Any:
     """``wrap`` of the patch: ``original`` is the decorated ``forward``; for dynamic NTK the
-    frequencies come from the length inside the graph, other rope types run ``original``."""
+    frequencies come from the length inside the graph, other rope types run ``original``.
+
+    A ``forward`` that transformers' ``dynamic_rope_update`` does not wrap (another
+    transformers version) cannot be run undecorated: dynamic NTK is then refused with a
+    :class:`~onnxspec.errors.SpecError` when traced, other rope types still run ``original``.
+    """
     raw = getattr(original, "__wrapped__", None)
-    if raw is None:
-        raise SpecError(
-            f"dynamic NTK patch: {getattr(original, '__qualname__', original)!r} is not wrapped by transformers' "
-            "dynamic_rope_update (no __wrapped__); this transformers version computes rotary frequencies differently: "
-            "remove the model type from onnxspec.catalog.rope.ROTARY_CLASSES"
-        )
 
     def forward(self, x, position_ids=None, layer_type=None):  # type: ignore[no-untyped-def]
         kwargs = {"layer_type": layer_type} if layer_type is not None else {}
         rope_type = self.rope_type if layer_type is None else self.rope_type[layer_type]
         if "dynamic" not in rope_type:
             return original(self, x, position_ids, **kwargs)
+        if raw is None:
+            raise SpecError(
+                f"dynamic NTK rope: {type(self).__qualname__}.forward is not wrapped by transformers' dynamic_rope_update "
+                "here, so onnxspec cannot compute its frequencies from the length inside the graph, and a trace would keep "
+                "the traced length's (wrong past max_position_embeddings); use the transformers version onnxspec supports "
+                "or a config without rope_type 'dynamic'"
+            )
         import torch
         from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 

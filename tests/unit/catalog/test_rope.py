@@ -19,6 +19,7 @@ from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 from onnxspec.catalog.models import REGISTRY
 from onnxspec.catalog.registry import spec_for
 from onnxspec.catalog.rope import DYNAMIC_ROPE, ROTARY_CLASSES, boundary, with_dynamic_rope
+from onnxspec.errors import SpecError
 from onnxspec.pieces.patches import patched
 from onnxspec.pieces.shapes import Shapes, validation_shapes
 from tests.tiny import ROPE_CONFIGS
@@ -130,3 +131,19 @@ def test_validation_sets_cross_the_boundary_with_growing_lengths(traced: Shapes,
     assert validation_shapes(traced, boundary=None) == validation_shapes(traced)
     plain = validation_shapes(traced)
     assert small == plain[0] and attrs.evolve(large, sequence_length=plain[1].sequence_length) == plain[1]
+
+
+def test_dynamic_ntk_is_refused_where_the_forward_is_not_transformers_wrapper() -> None:
+    class Rotary:  # a rotary class whose forward dynamic_rope_update does not wrap
+        def __init__(self, rope_type: str) -> None:
+            self.rope_type = rope_type
+
+        def forward(self, x: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+            return position_ids + 1
+
+    patch = attrs.evolve(DYNAMIC_ROPE["llama"], target=Rotary)
+    positions = torch.arange(3)[None]
+    with patched([patch]):
+        assert torch.equal(Rotary("default").forward(torch.zeros(1), positions), positions + 1)
+        with pytest.raises(SpecError, match="dynamic NTK rope: .*Rotary.forward is not wrapped by transformers' dynamic_rope_update"):
+            Rotary("dynamic").forward(torch.zeros(1), positions)
