@@ -128,7 +128,7 @@ from onnxspec.catalog.models import REGISTRY
 from onnxspec.pieces.patches import Patch
 from onnxspec.pipeline.core import export, load_model, plan, resolve_spec
 from onnxspec.pieces.shapes import DTypes, Shapes
-from onnxspec.pieces.spec import ExportSpec, Split, with_tolerance
+from onnxspec.pieces.spec import GraphSpec, ModelSpec, with_tolerance
 from onnxspec.pieces.tasks import read_config_json
 from onnxspec.judge.validate import validate
 from onnxspec.build.wrappers import graph_module
@@ -178,15 +178,15 @@ class Subject:
     folder: str
     task: str
     label: str
-    spec: ExportSpec
+    spec: ModelSpec
     model: torch.nn.Module = attrs.field(eq=False, repr=False)
-    graphs: tuple[tuple[Split, ExportSpec], ...] = attrs.field(eq=False, repr=False)
+    graphs: tuple[GraphSpec, ...] = attrs.field(eq=False, repr=False)
     shapes: Shapes = Shapes()
     dtypes: DTypes = DTypes()
     seed: int = 0
 
-    def sub(self, filename: str) -> ExportSpec:
-        return next(sub for split, sub in self.graphs if split.filename == filename)
+    def sub(self, filename: str) -> GraphSpec:
+        return next(sub for sub in self.graphs if sub.filename == filename)
 
 
 def subject_label(model_type: str, task: str) -> str:
@@ -216,7 +216,7 @@ def load_subject(folder: str | os.PathLike[str], task: str, *, label: str | None
         model.set_attn_implementation(spec.attn_implementation)
     return Subject(
         folder=folder, task=task, label=label or subject_label(spec.model_type, task), spec=spec, model=model,
-        graphs=plan(spec),
+        graphs=plan(spec, merged=False),
     )
 
 
@@ -305,7 +305,7 @@ def _session(path: str) -> Any:
     return onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 
-def _judged_spec(sub: ExportSpec, criterion: str) -> ExportSpec:
+def _judged_spec(sub: GraphSpec, criterion: str) -> GraphSpec:
     if criterion == "default":
         return sub
     if criterion == "fixed-1e-4":
@@ -653,7 +653,7 @@ def edit_head(graph: onnx.GraphProto) -> str | None:
 def _main_output(subject: Subject) -> tuple[str, int] | None:
     """The output and axis the frozen-axis patch slices: ``logits`` or ``last_hidden_state`` of a
     graph calling the model itself; its sequence axis if dynamic, else its batch axis."""
-    for _split, sub in subject.graphs:
+    for sub in subject.graphs:
         if sub.graph.call.module:
             continue
         for t in sub.outputs:
@@ -788,7 +788,7 @@ def _scratch(prefix: str = "onnxspec-broken-") -> Iterator[str]:
 
 
 def _graph_paths(folder: str, subject: Subject) -> dict[str, str]:
-    return {s.filename: os.path.join(folder, s.filename) for s, _ in subject.graphs}
+    return {s.filename: os.path.join(folder, s.filename) for s in subject.graphs}
 
 
 def _save(model: onnx.ModelProto, path: str) -> None:

@@ -31,7 +31,7 @@ import torch
 
 from onnxspec.pieces.axes import axes_view
 from onnxspec.errors import NO_SPACE, BackendError, OnnxSpecError, SpecError
-from onnxspec.pieces.spec import ExportSpec
+from onnxspec.pieces.spec import GraphSpec
 
 __all__ = ["Backend", "available_backends", "backends_to_try", "default_backend", "export_graph", "resolve_backend"]
 
@@ -148,7 +148,7 @@ def _quiet() -> Iterator[None]:
         yield
 
 
-def _export_torchscript(module: torch.nn.Module, args: tuple[torch.Tensor, ...], spec: ExportSpec, workdir: str) -> onnx.ModelProto:
+def _export_torchscript(module: torch.nn.Module, args: tuple[torch.Tensor, ...], spec: GraphSpec, workdir: str) -> onnx.ModelProto:
     dynamic = {**axes_view(spec.inputs), **axes_view(spec.outputs)}
     path = os.path.join(workdir, "torchscript_export.onnx")
     with _quiet(), torch.no_grad():
@@ -171,7 +171,7 @@ def _load_and_remove(workdir: str, filename: str) -> onnx.ModelProto:
     return onnx.load(os.path.join(workdir, filename), load_external_data=True)
 
 
-def _export_dynamo(module: torch.nn.Module, args: tuple[torch.Tensor, ...], spec: ExportSpec, workdir: str) -> onnx.ModelProto:
+def _export_dynamo(module: torch.nn.Module, args: tuple[torch.Tensor, ...], spec: GraphSpec, workdir: str) -> onnx.ModelProto:
     dyn = torch.export.Dim.DYNAMIC
     shapes = tuple({i: dyn for i in t.dynamic_axes} or None for t in spec.inputs)
     path = os.path.join(workdir, "dynamo_export.onnx")
@@ -199,7 +199,7 @@ def _export_dynamo(module: torch.nn.Module, args: tuple[torch.Tensor, ...], spec
 def export_graph(
     module: torch.nn.Module,
     args: tuple[torch.Tensor, ...],
-    spec: ExportSpec,
+    spec: GraphSpec,
     backend: Backend,
     workdir: str,
 ) -> onnx.ModelProto:

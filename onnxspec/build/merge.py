@@ -22,96 +22,26 @@ are left untouched.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Iterator, Mapping
 
-import attrs
 import onnx
 from onnx import helper
 
-from onnxspec.pieces.axes import Kind, TensorSpec, merge_specs, spec
+from onnxspec.pieces.kinds import BRANCH_INPUT, Interface, merged_filename, merged_interface
 from onnxspec.pieces.cache_names import is_cache_output, is_cross, to_past
 from onnxspec.errors import SpecError
 
 __all__ = [
-    "BRANCH_INPUT",
+    "BRANCH_INPUT",  # re-exported: the merged kind's contract lives in onnxspec.pieces.kinds
     "Interface",
-    "Merge",
     "merge_decoders",
     "merged_filename",
     "merged_interface",
-    "merges_for",
     "stamp_interface",
     "weight_bytes",
 ]
 
-BRANCH_INPUT = "use_cache_branch"
-"""The boolean ``[1]`` input choosing the branch: ``False`` first step, ``True`` later steps."""
-
 _LOCAL_INT_TYPES = (onnx.TensorProto.INT32, onnx.TensorProto.INT64)
-
-
-@attrs.frozen(kw_only=True)
-class Merge:
-    """One merged file: its name and the two files of the export it joins."""
-
-    filename: str
-    no_past: str
-    with_past: str
-
-
-def merged_filename(no_past: str) -> str:
-    """``decoder_model.onnx`` -> ``decoder_model_merged.onnx`` (the name runtimes look for).
-
-    >>> merged_filename("decoder_model.onnx")
-    'decoder_model_merged.onnx'
-    """
-    stem = no_past[: -len(".onnx")] if no_past.endswith(".onnx") else no_past
-    return f"{stem}_merged.onnx"
-
-
-def merges_for(splits: Iterable[Any]) -> tuple[Merge, ...]:
-    """The merged files a list of splits allows: for each sub-graph exported both with a cache
-    output only (first step) and with cache inputs (later steps), one merge.
-
-    A decoder-only model has one split with cache inputs, which already serves the first step
-    with an empty past: it gets none. ``splits`` are :class:`~onnxspec.pieces.spec.Split` records.
-    """
-    splits = tuple(splits)
-    out = []
-    for first in splits:
-        if not (first.use_past and not first.use_past_in_inputs):
-            continue
-        later = [s for s in splits if s.behavior == first.behavior and s.use_past_in_inputs]
-        if later:
-            out.append(Merge(filename=merged_filename(first.filename), no_past=first.filename, with_past=later[0].filename))
-    return tuple(out)
-
-
-@attrs.frozen(kw_only=True)
-class Interface:
-    """A graph's inputs and outputs (what :func:`onnxspec.judge.validate.check_graph` compares)."""
-
-    inputs: tuple[TensorSpec, ...] = attrs.field(converter=tuple)
-    outputs: tuple[TensorSpec, ...] = attrs.field(converter=tuple)
-
-
-def merged_interface(
-    no_past_inputs: Sequence[TensorSpec],
-    no_past_outputs: Sequence[TensorSpec],
-    with_past_inputs: Sequence[TensorSpec],
-    with_past_outputs: Sequence[TensorSpec],
-) -> Interface:
-    """The merged graph's inputs and outputs, from the two graphs' specs.
-
-    Inputs: the union (no-cache graph first), then ``use_cache_branch``. Outputs: the no-cache
-    graph's names; an output both graphs have takes the cache graph's axes (with a past of
-    length 0 they are the first step's), the others (the cross-attention cache) the first's.
-    """
-    inputs = (*merge_specs(no_past_inputs, with_past_inputs), spec(BRANCH_INPUT, {}, Kind.BOOL, rank=1))
-    later = {t.name: t for t in with_past_outputs}
-    outputs = tuple(later.get(t.name, t) for t in no_past_outputs)
-    return Interface(inputs=inputs, outputs=outputs)
 
 
 def stamp_interface(model: onnx.ModelProto, interface: Interface, metadata: Mapping[str, str]) -> None:

@@ -22,7 +22,7 @@ from onnxspec.pieces.axes import Kind, names
 from onnxspec.pieces.cache_names import Part, Which, cache_name, is_cache_input, is_cache_output, parse
 from onnxspec.errors import SpecError
 from onnxspec.pieces.past import PastKind
-from onnxspec.pieces.spec import ExportSpec
+from onnxspec.pieces.spec import GraphSpec
 
 __all__ = ["cache_argument", "graph_module", "read_result", "target_module"]
 
@@ -36,21 +36,26 @@ def cache_argument(module: torch.nn.Module) -> str | None:
     return None
 
 
-def target_module(model: torch.nn.Module, spec: ExportSpec) -> torch.nn.Module:
-    """The module the current graph calls: the model (``""``), its encoder (``"encoder"``:
-    ``model.get_encoder()``), or a submodule at a dotted path (``"model.decoder"``)."""
-    path = spec.graph.call.module
-    if path == "encoder":
-        return model.get_encoder()
-    if not path:
-        return model
-    try:
-        found = model.get_submodule(path)
-    except AttributeError as e:
+def target_module(model: torch.nn.Module, spec: GraphSpec) -> torch.nn.Module:
+    """The module the graph calls: ``spec.call.module`` read from the model, part by part:
+    ``""`` is the model, a name is an attribute (``"model.decoder"``), and a part ending in
+    ``()`` calls that method (``"get_encoder()"``, ``"model.get_decoder()"``)."""
+    path = spec.call.module
+    found: Any = model
+    for part in path.split(".") if path else ():
+        try:
+            found = getattr(found, part[:-2])() if part.endswith("()") else getattr(found, part)
+        except AttributeError as e:
+            raise SpecError(
+                f"spec {spec.model_type}/{spec.task} ({spec.filename}): call module {path!r} cannot be read from "
+                f"{type(model).__name__}: {type(found).__name__} has no {part.removesuffix('()')!r} ({e}); use '' (the model), "
+                "a dotted path of model.named_modules(), or a method call such as 'get_encoder()'"
+            ) from e
+    if not isinstance(found, torch.nn.Module):
         raise SpecError(
-            f"spec {spec.model_type}/{spec.task}: call module {path!r} is not a submodule of {type(model).__name__} ({e}); "
-            "use '' (the model), 'encoder' (model.get_encoder()) or a dotted path of model.named_modules()"
-        ) from e
+            f"spec {spec.model_type}/{spec.task} ({spec.filename}): call module {path!r} is a {type(found).__name__}, "
+            "not a torch.nn.Module"
+        )
     return found
 
 
@@ -105,7 +110,7 @@ def _keyword_value(keyword: str, tensor: torch.Tensor) -> Any:
     return output
 
 
-def _cache(spec: ExportSpec, past: dict[str, torch.Tensor]) -> Any:
+def _cache(spec: GraphSpec, past: dict[str, torch.Tensor]) -> Any:
     """The cache object transformers wants, rebuilt from flat ``past_key_values.*`` tensors."""
     layout = spec.past
     assert layout is not None
@@ -119,7 +124,7 @@ def _cache(spec: ExportSpec, past: dict[str, torch.Tensor]) -> Any:
     return EncoderDecoderCache(DynamicCache(ddp_cache_data=pairs(Part.SELF)), DynamicCache(ddp_cache_data=pairs(Part.CROSS)))
 
 
-def _stand_in(spec: ExportSpec, name: str, past: dict[str, torch.Tensor]) -> torch.Tensor:
+def _stand_in(spec: GraphSpec, name: str, past: dict[str, torch.Tensor]) -> torch.Tensor:
     """A placeholder for an input the cache replaces, shaped from the cache.
 
     The model still wants ``encoder_outputs`` to know the encoder length and batch, but with
@@ -143,7 +148,7 @@ def _stand_in(spec: ExportSpec, name: str, past: dict[str, torch.Tensor]) -> tor
     return key.new_zeros((key.shape[0], key.shape[2], int(width)))
 
 
-def graph_module(model: torch.nn.Module, spec: ExportSpec) -> torch.nn.Module:
+def graph_module(model: torch.nn.Module, spec: GraphSpec) -> torch.nn.Module:
     """A module calling ``model`` as ``spec`` describes, from and to flat tensors, in eval mode.
 
     It is a plain ``torch.nn.Module`` instance (no subclass) holding ``model`` as a child, so
@@ -158,7 +163,7 @@ def graph_module(model: torch.nn.Module, spec: ExportSpec) -> torch.nn.Module:
     takes_use_cache = "use_cache" in inspect.signature(target.forward).parameters
     if (spec.use_past_in_inputs or spec.use_past) and cache_arg is None:
         raise SpecError(f"spec {spec.model_type}/{spec.task}: {type(target).__name__}.forward takes no cache argument")
-    call = spec.graph.call
+    call = spec.call
 
     def forward(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
         kwargs: dict[str, Any] = {}

@@ -2,7 +2,7 @@
 
 A family knows the sub-graphs of a kind of model (their inputs, outputs and how they call the
 PyTorch module) and which generators, normalizer and cache layout they use. Every family has
-the signature ``(model_type, task, *, use_past, **options) -> ExportSpec``; options are explicit
+the signature ``(model_type, task, *, use_past, **options) -> ModelSpec``; options are explicit
 keyword arguments. A model entry (``onnxspec.catalog.models``) is a family plus a few options.
 """
 
@@ -24,7 +24,9 @@ from onnxspec.pieces.normalize import Normalizer
 from onnxspec.pieces.normalize import normalizer as normalize_fields
 from onnxspec.pieces.past import PastKind
 from onnxspec.pieces.patches import Patch
-from onnxspec.pieces.spec import Behavior, Call, ExportSpec, GraphIO, Split
+from onnxspec.pieces import kinds
+from onnxspec.pieces.kinds import GraphKind
+from onnxspec.pieces.spec import Call, GraphIO, ModelSpec
 from onnxspec.pieces.tasks import TASKS
 
 __all__ = [
@@ -85,7 +87,7 @@ GENERATORS: Mapping[str, g.Generator] = MappingProxyType(
 class Family(Protocol):
     """The signature of a family function."""
 
-    def __call__(self, model_type: str, task: str, *, use_past: bool = False, **options: Any) -> ExportSpec: ...
+    def __call__(self, model_type: str, task: str, *, use_past: bool = False, **options: Any) -> ModelSpec: ...
 
 
 def generators_for(inputs: Iterable[TensorSpec], overrides: Mapping[str, g.Generator] | None = None) -> dict[str, g.Generator]:
@@ -108,33 +110,26 @@ def _make(
     graphs: Mapping[Behavior, GraphIO],
     *,
     normalizer: Normalizer,
-    splits: tuple[Split, ...],
-    behavior: Behavior = Behavior.MONOLITH,
+    files: tuple[GraphKind, ...] = (kinds.SINGLE,),
     use_past: bool = False,
-    use_past_in_inputs: bool = False,
     past_kind: PastKind | None = None,
     padding_side: str = "right",
     **fields: Any,
-) -> ExportSpec:
+) -> ModelSpec:
     every_input = [t for graph in graphs.values() for t in graph.inputs]
-    return ExportSpec(
+    return ModelSpec(
         model_type=model_type,
         task=task,
         family=family,
         graphs=graphs,
-        behavior=behavior,
+        files=files,
         use_past=use_past,
-        use_past_in_inputs=use_past_in_inputs,
-        splits=splits,
         generators=generators_for(every_input),
         normalizer=normalizer,
         past_kind=past_kind,
         padding_side=padding_side,
         **fields,
     )
-
-
-_ONE = (Split(filename="model.onnx", behavior=Behavior.MONOLITH),)
 
 
 def text_encoder(
@@ -149,7 +144,7 @@ def text_encoder(
     tokens: str = "sequence_length",
     normalizer: Normalizer = normalizers.TEXT,
     **fields: Any,
-) -> ExportSpec:
+) -> ModelSpec:
     """BERT-like encoders: ``input_ids`` [, ``bbox``], ``attention_mask`` [, ``token_type_ids``]
     [, ``xpath_tags_seq``, ``xpath_subs_seq``] [, ``pixel_values``] -> task outputs.
 
@@ -172,8 +167,8 @@ def text_encoder(
     if image:
         inputs.append(spec("pixel_values", _B, Kind.FLOAT, rank=4))
     outputs = tuple(attrs.evolve(o, axes={**o.dynamic_axes, 1: tokens}) if o.dynamic_axes.get(1) == "sequence_length" else o for o in _outputs(task))
-    graphs = {Behavior.MONOLITH: GraphIO(inputs=inputs, outputs=outputs)}
-    return _make(model_type, task, "text-encoder", graphs, normalizer=normalizer, splits=_ONE, **fields)
+    graphs = {"monolith": GraphIO(inputs=inputs, outputs=outputs)}
+    return _make(model_type, task, "text-encoder", graphs, normalizer=normalizer, **fields)
 
 
 def text_decoder(
@@ -184,7 +179,7 @@ def text_decoder(
     position_ids: bool = True,
     normalizer: Normalizer = normalizers.TEXT,
     **fields: Any,
-) -> ExportSpec:
+) -> ModelSpec:
     """Decoder-only models: ``input_ids``, ``attention_mask`` over past + current tokens
     [, ``position_ids``] [, cache] -> task outputs [, ``present.*``]. Padded on the left.
 
@@ -193,30 +188,18 @@ def text_decoder(
     inputs = [spec("input_ids", _BS, Kind.INT), spec("attention_mask", _BT, Kind.INT)]
     if position_ids:
         inputs.append(spec("position_ids", _BS, Kind.INT))
-    graphs = {Behavior.MONOLITH: GraphIO(inputs=inputs, outputs=_outputs(task), past=True)}
+    graphs = {"monolith": GraphIO(inputs=inputs, outputs=_outputs(task), past=True)}
     return _make(
         model_type,
         task,
         "text-decoder",
         graphs,
         normalizer=normalizer,
-        splits=(Split(filename="model.onnx", behavior=Behavior.MONOLITH, use_past=use_past, use_past_in_inputs=use_past),),
         use_past=use_past,
-        use_past_in_inputs=use_past,
         past_kind=PastKind.DECODER_ONLY,
         padding_side="left",
         **fields,
     )
-
-
-def _seq2seq_splits(use_past: bool) -> tuple[Split, ...]:
-    splits = [
-        Split(filename="encoder_model.onnx", behavior=Behavior.ENCODER),
-        Split(filename="decoder_model.onnx", behavior=Behavior.DECODER, use_past=use_past),
-    ]
-    if use_past:
-        splits.append(Split(filename="decoder_with_past_model.onnx", behavior=Behavior.DECODER, use_past=True, use_past_in_inputs=True))
-    return tuple(splits)
 
 
 _NO_PACKED_SEQUENCES = Patch(
@@ -238,7 +221,7 @@ class EncoderPart:
     graph passes them to the whole model). ``hidden_axes``: the axes of its
     ``last_hidden_state`` (an image encoder's sequence is static; an audio encoder's is a
     derived number of frames). ``call``: how the encoder graph calls the model
-    (``module="encoder"``: ``model.get_encoder()``). ``mask``: the input the decoder gets as
+    (``module="get_encoder()"``). ``mask``: the input the decoder gets as
     ``encoder_attention_mask`` (the model's forward keyword ``attention_mask``), or ``""``
     when the decoder reads the encoder output unmasked. ``generators``: generators of inputs
     no default generator knows.
@@ -246,7 +229,7 @@ class EncoderPart:
 
     inputs: tuple[TensorSpec, ...] = attrs.field(converter=tuple)
     hidden_axes: Mapping[int, str] = attrs.field(converter=lambda m: MappingProxyType(dict(m)), hash=False)
-    call: Call = attrs.field(factory=lambda: Call(module="encoder"))
+    call: Call = attrs.field(factory=lambda: Call(module="get_encoder()"))
     mask: str = attrs.field(default="")
     generators: Mapping[str, g.Generator] = attrs.field(factory=dict, converter=lambda m: MappingProxyType(dict(m)), hash=False)
 
@@ -343,7 +326,7 @@ def encoder_decoder(
     normalizer: Normalizer = normalizers.SEQ2SEQ,
     family: str = "encoder-decoder",
     **fields: Any,
-) -> ExportSpec:
+) -> ModelSpec:
     """Encoder-decoder models, composed from an encoder part and a decoder part; split into
     ``encoder_model`` / ``decoder_model`` [/ ``decoder_with_past_model``] graphs (merged into
     ``decoder_model_merged`` by the pipeline), or one monolith graph on request. Without an
@@ -352,12 +335,12 @@ def encoder_decoder(
     The decoder's ``encoder_hidden_states`` have the encoder's width (the ``encoder_hidden_size``
     dimension when the normalizer has one, else ``hidden_size``); its cache has the decoder's.
     """
-    graphs = {Behavior.DECODER: _decoder_graph(task, encoder, decoder)}
+    graphs = {"decoder": _decoder_graph(task, encoder, decoder)}
     if encoder is not None:
-        graphs[Behavior.ENCODER] = GraphIO(
+        graphs["encoder"] = GraphIO(
             inputs=encoder.inputs, outputs=[spec("last_hidden_state", encoder.hidden_axes, rank=3)], call=encoder.call
         )
-        graphs[Behavior.MONOLITH] = GraphIO(
+        graphs["monolith"] = GraphIO(
             inputs=[*encoder.inputs, spec("decoder_input_ids", _BD, Kind.INT)],
             outputs=_outputs(task, {"logits": _BD, "last_hidden_state": _BD}),
         )
@@ -368,8 +351,8 @@ def encoder_decoder(
         family,
         graphs,
         normalizer=normalizer,
-        splits=_seq2seq_splits(use_past) if encoder is not None else _seq2seq_splits(use_past)[1:],
-        behavior=Behavior.ENCODER if encoder is not None else Behavior.DECODER,
+        files=(kinds.ENCODER, kinds.DECODER) if encoder is not None else (kinds.DECODER,),
+        use_past=use_past,
         past_kind=PastKind.SEQ2SEQ,
         **fields,
     )
@@ -384,7 +367,7 @@ def decoder_alone(
     decoder: DecoderPart = SUBMODULE_DECODER,
     normalizer: Normalizer = normalizers.SEQ2SEQ_DECODER,
     **fields: Any,
-) -> ExportSpec:
+) -> ModelSpec:
     """The decoder of an encoder-decoder pair exported alone (TrOCR: Optimum registers it as the
     decoder vision-encoder-decoder models use): :func:`encoder_decoder` with no encoder part."""
     return encoder_decoder(model_type, task, use_past=use_past, encoder=None, decoder=decoder, normalizer=normalizer, family="decoder-alone", **fields)
@@ -415,7 +398,7 @@ def text_seq2seq(
     use_past: bool = False,
     normalizer: Normalizer = normalizers.SEQ2SEQ,
     **fields: Any,
-) -> ExportSpec:
+) -> ModelSpec:
     """Encoder-decoder text models: :func:`encoder_decoder` with a :data:`TEXT_ENCODER`.
 
     Masks are padded on the right. Classification and question answering heads run the whole
@@ -423,8 +406,8 @@ def text_seq2seq(
     with the eos token the head pools at).
     """
     if _encoder_only_task(task):
-        graphs = {Behavior.MONOLITH: GraphIO(inputs=[spec("input_ids", _BS, Kind.INT), spec("attention_mask", _BS, Kind.INT)], outputs=_outputs(task))}
-        made = _make(model_type, task, "text-seq2seq", graphs, normalizer=normalizer, splits=_ONE, **fields)
+        graphs = {"monolith": GraphIO(inputs=[spec("input_ids", _BS, Kind.INT), spec("attention_mask", _BS, Kind.INT)], outputs=_outputs(task))}
+        made = _make(model_type, task, "text-seq2seq", graphs, normalizer=normalizer, **fields)
         if task != "text-classification":
             return made
         # The classification head reads the hidden state at each row's end-of-sequence token.
@@ -488,14 +471,14 @@ def speech_to_text(
     decoder: DecoderPart = MODEL_DECODER,
     normalizer: Normalizer = normalizers.WHISPER,
     **fields: Any,
-) -> ExportSpec:
+) -> ModelSpec:
     """Speech-to-text models: :func:`encoder_decoder` with an audio encoder part (Whisper's
     log-mel features by default). Audio classification runs the encoder with a head in one graph.
     """
     fields = {**fields, "patches": (*fields.get("patches", ()), _NO_PACKED_SEQUENCES)}
     if _encoder_only_task(task):
-        graphs = {Behavior.MONOLITH: GraphIO(inputs=encoder.inputs, outputs=_outputs(task))}
-        made = _make(model_type, task, "speech-to-text", graphs, normalizer=normalizer, splits=_ONE, **fields)
+        graphs = {"monolith": GraphIO(inputs=encoder.inputs, outputs=_outputs(task))}
+        made = _make(model_type, task, "speech-to-text", graphs, normalizer=normalizer, **fields)
         return attrs.evolve(made, generators={**made.generators, **encoder.generators})
     return encoder_decoder(
         model_type, task, use_past=use_past, encoder=encoder, decoder=decoder, normalizer=normalizer, family="speech-to-text", **fields
@@ -511,7 +494,7 @@ def vision(
     dynamic_image_size: bool = False,
     feature_map: bool = False,
     **fields: Any,
-) -> ExportSpec:
+) -> ModelSpec:
     """Image encoders: ``pixel_values`` -> task outputs.
 
     Height and width are static (the config's ``image_size``) unless ``dynamic_image_size``;
@@ -525,8 +508,8 @@ def vision(
         outputs = tuple(attrs.evolve(o, axes=_B) for o in outputs)
     if feature_map:
         outputs = tuple(attrs.evolve(o, rank=4) if o.name == "last_hidden_state" else o for o in outputs)
-    graphs = {Behavior.MONOLITH: GraphIO(inputs=[spec("pixel_values", pixel_axes, Kind.FLOAT, rank=4)], outputs=outputs)}
-    return _make(model_type, task, "vision", graphs, normalizer=normalizer, splits=_ONE, **fields)
+    graphs = {"monolith": GraphIO(inputs=[spec("pixel_values", pixel_axes, Kind.FLOAT, rank=4)], outputs=outputs)}
+    return _make(model_type, task, "vision", graphs, normalizer=normalizer, **fields)
 
 
 def audio(
@@ -537,7 +520,7 @@ def audio(
     normalizer: Normalizer = normalizers.AUDIO,
     spectrogram: bool = False,
     **fields: Any,
-) -> ExportSpec:
+) -> ModelSpec:
     """Raw-waveform encoders: ``input_values`` -> task outputs over feature frames.
 
     With ``spectrogram`` (AST) ``input_values`` is a fixed-size spectrogram ``[b, frames, mel
@@ -551,8 +534,8 @@ def audio(
         framewise = task in ("automatic-speech-recognition", "audio-frame-classification")
         outputs = _outputs(task, {"last_hidden_state": frames, "logits": frames if framewise else _B})
         inputs = [spec("input_values", {0: "batch_size", 1: "audio_sequence_length"}, Kind.FLOAT)]
-    graphs = {Behavior.MONOLITH: GraphIO(inputs=inputs, outputs=outputs)}
-    made = _make(model_type, task, "audio", graphs, normalizer=normalizer, splits=_ONE, **fields)
+    graphs = {"monolith": GraphIO(inputs=inputs, outputs=outputs)}
+    made = _make(model_type, task, "audio", graphs, normalizer=normalizer, **fields)
     return attrs.evolve(made, generators={**made.generators, "input_values": g.spectrogram}) if spectrogram else made
 
 
@@ -564,7 +547,7 @@ def text_and_vision(
     normalizer: Normalizer = normalizers.CLIP,
     attention_mask: bool = True,
     **fields: Any,
-) -> ExportSpec:
+) -> ModelSpec:
     """Dual encoders (CLIP): texts and images with batches of their own -> similarity logits
     and embeddings. Image classification uses the vision tower alone. Without
     ``attention_mask`` (SigLIP, trained on unpadded max-length texts) the text graph reads ids only."""
@@ -578,8 +561,8 @@ def text_and_vision(
     if attention_mask:
         inputs.append(spec("attention_mask", text, Kind.INT))
     outputs = _outputs("zero-shot-image-classification")
-    graphs = {Behavior.MONOLITH: GraphIO(inputs=inputs, outputs=outputs)}
-    return _make(model_type, task, "text-and-vision", graphs, normalizer=normalizer, splits=_ONE, **fields)
+    graphs = {"monolith": GraphIO(inputs=inputs, outputs=outputs)}
+    return _make(model_type, task, "text-and-vision", graphs, normalizer=normalizer, **fields)
 
 
 def tensors(
@@ -594,7 +577,7 @@ def tensors(
     call: Call | None = None,
     normalizer: Normalizer,
     **fields: Any,
-) -> ExportSpec:
+) -> ModelSpec:
     """Models fed named tensors no other family knows (trajectories, time series, text with
     visual features): the given ``inputs`` -> ``outputs`` (the task's common outputs unless given),
     in one graph. ``static_outputs``: only the outputs' batch axis is dynamic (a series of the
@@ -604,12 +587,12 @@ def tensors(
     outs = tuple(outputs) if outputs is not None else _outputs(task)
     if static_outputs:
         outs = tuple(attrs.evolve(o, axes=_B) for o in outs)
-    graphs = {Behavior.MONOLITH: GraphIO(inputs=tuple(inputs), outputs=outs, call=call or Call())}
-    made = _make(model_type, task, "tensors", graphs, normalizer=normalizer, splits=_ONE, **fields)
+    graphs = {"monolith": GraphIO(inputs=tuple(inputs), outputs=outs, call=call or Call())}
+    made = _make(model_type, task, "tensors", graphs, normalizer=normalizer, **fields)
     return attrs.evolve(made, generators={**made.generators, **(generators or {})})
 
 
-FAMILIES: Mapping[str, Callable[..., ExportSpec]] = MappingProxyType(
+FAMILIES: Mapping[str, Callable[..., ModelSpec]] = MappingProxyType(
     {
         "text-encoder": text_encoder,
         "text-decoder": text_decoder,

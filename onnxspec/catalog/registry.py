@@ -14,7 +14,7 @@ from typing import Any
 import attrs
 
 from onnxspec.errors import SpecError, UnknownNameError, UnsupportedTaskError
-from onnxspec.pieces.spec import ExportSpec
+from onnxspec.pieces.spec import ModelSpec
 from onnxspec.pieces.tasks import parse_task
 
 __all__ = ["ModelEntry", "Registry", "build_registry", "entry", "lookup", "spec_for", "supported_tasks"]
@@ -29,11 +29,11 @@ class ModelEntry:
     """One architecture: its family, the options that set it apart, and its tasks."""
 
     model_type: str
-    family: Callable[..., ExportSpec]
+    family: Callable[..., ModelSpec]
     tasks: tuple[str, ...] = attrs.field(converter=tuple)
     options: Mapping[str, Any] = attrs.field(factory=dict, converter=_ro, hash=False)
     task_options: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict, converter=_ro, hash=False)
-    task_families: Mapping[str, Callable[..., ExportSpec]] = attrs.field(factory=dict, converter=_ro, hash=False)
+    task_families: Mapping[str, Callable[..., ModelSpec]] = attrs.field(factory=dict, converter=_ro, hash=False)
     architecture_tasks: Mapping[str, str] = attrs.field(factory=dict, converter=_ro, hash=False)
 
     @tasks.validator
@@ -48,11 +48,11 @@ class ModelEntry:
 
 def entry(
     model_type: str,
-    family: Callable[..., ExportSpec],
+    family: Callable[..., ModelSpec],
     tasks: Iterable[str],
     *,
     task_options: Mapping[str, Mapping[str, Any]] | None = None,
-    task_families: Mapping[str, Callable[..., ExportSpec]] | None = None,
+    task_families: Mapping[str, Callable[..., ModelSpec]] | None = None,
     architecture_tasks: Mapping[str, str] | None = None,
     **options: Any,
 ) -> ModelEntry:
@@ -111,7 +111,7 @@ def supported_tasks(registry: Registry, model_type: str) -> tuple[str, ...]:
     return lookup(registry, model_type).tasks
 
 
-def spec_for(registry: Registry, model_type: str, task: str, *, use_past: bool | None = None) -> ExportSpec:
+def spec_for(registry: Registry, model_type: str, task: str, *, use_past: bool | None = None) -> ModelSpec:
     """The unbound spec for ``model_type`` and ``task``.
 
     ``task`` may be a synonym and may end in ``-with-past`` (export with a KV cache);

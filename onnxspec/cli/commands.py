@@ -1023,9 +1023,8 @@ def _run_describe(args: argparse.Namespace, out: Console) -> int:
     spec = bind(spec, config)
     dims = {k: v for k, v in (spec.dims.values.items() if spec.dims is not None else ()) if v is not None}
     out.print(f"dimensions from {escape(source)}: {escape(str(dims))}", highlight=False)
-    for split in spec.splits:
-        sub = with_behavior(spec, split.behavior, use_past=split.use_past, use_past_in_inputs=split.use_past_in_inputs)
-        out.print(f"[bold]{escape(split.filename)}[/bold]")
+    for sub in plan(spec):
+        out.print(f"[bold]{escape(sub.filename)}[/bold]")
         out.print(escape(describe(sub)), highlight=False)
     return EXIT_OK
 

@@ -32,7 +32,7 @@ from onnxspec.pieces.patches import patched
 from onnxspec.judge.reference import finfo_of, float64_plan, float64_room, in_float64, streamed_float64, to_float64
 from onnxspec.judge.report import OutputCheck
 from onnxspec.pieces.shapes import DTypes, Shapes, size_table, torch_dtype, validation_shapes
-from onnxspec.pieces.spec import ExportSpec, contract_json, tolerance_for
+from onnxspec.pieces.spec import GraphSpec, contract_json, tolerance_for
 
 __all__ = [
     "RUNTIMES", "References", "check_graph", "compare", "reference_session", "runtime_for", "stamp", "validate",
@@ -137,7 +137,7 @@ def _dims(value: onnx.ValueInfoProto) -> list[onnx.TensorShapeProto.Dimension]:
     return list(value.type.tensor_type.shape.dim)
 
 
-def check_graph(model: onnx.ModelProto, spec: ExportSpec, dtypes: DTypes) -> list[str]:
+def check_graph(model: onnx.ModelProto, spec: GraphSpec, dtypes: DTypes) -> list[str]:
     """Every way the graph's interface departs from the spec (an empty list when none)."""
     problems: list[str] = []
     for where, graph_values, specs in (
@@ -179,14 +179,14 @@ def check_graph(model: onnx.ModelProto, spec: ExportSpec, dtypes: DTypes) -> lis
     return problems
 
 
-def stamp(model: onnx.ModelProto, spec: ExportSpec, dtypes: DTypes, extra_metadata: Mapping[str, str] | None = None) -> None:
+def stamp(model: onnx.ModelProto, spec: GraphSpec, dtypes: DTypes, extra_metadata: Mapping[str, str] | None = None) -> None:
     """Rename the graph interface's symbolic dims to the spec's symbols and embed the I/O
     contract in the model's metadata. Changes ``model`` in place (it may hold gigabytes)."""
     metadata = {"onnxspec.contract": contract_json(spec, dtypes), **(extra_metadata or {})}
     stamp_interface(model, Interface(inputs=spec.inputs, outputs=spec.outputs), metadata)
 
 
-def _mask_for(output: TensorSpec, array: np.ndarray, feed: Mapping[str, np.ndarray], spec: ExportSpec) -> np.ndarray | None:
+def _mask_for(output: TensorSpec, array: np.ndarray, feed: Mapping[str, np.ndarray], spec: GraphSpec) -> np.ndarray | None:
     """Which elements of ``output`` to compare: positions the attention mask keeps.
 
     Applies to outputs whose axis 1 (or, for cache tensors, axis 2) runs over the tokens the
@@ -291,7 +291,7 @@ def judge_in_chunks(
     return judge(flat[0][keep], flat[1][keep], criterion, None if ref is None else ref[keep], no_reference=no_reference)
 
 
-def _frozen_outputs(spec: ExportSpec, runs: Sequence[tuple[Shapes, Mapping[str, np.ndarray]]]) -> list[str]:
+def _frozen_outputs(spec: GraphSpec, runs: Sequence[tuple[Shapes, Mapping[str, np.ndarray]]]) -> list[str]:
     """Outputs whose declared dynamic axis kept one size while its symbol's size changed."""
     problems = []
     for t in spec.outputs:
@@ -363,7 +363,7 @@ class References:
     reused: bool = False
     """True when these references were taken from an earlier validation, not computed."""
 
-    def fits(self, seed: int, sets: Sequence[Shapes], dtypes: DTypes, spec: ExportSpec,
+    def fits(self, seed: int, sets: Sequence[Shapes], dtypes: DTypes, spec: GraphSpec,
              feeds: Sequence[Mapping[str, torch.Tensor]], wanted: bool) -> bool:
         """Whether these are PyTorch's runs at exactly ``feeds`` (same seed, shape sets, dtypes,
         inputs and outputs, every tensor equal), with float64 outputs if ``wanted``."""
@@ -383,7 +383,7 @@ class References:
 
 
 def _pytorch_runs(
-    module: torch.nn.Module, spec: ExportSpec, sets: Sequence[Shapes], dtypes: DTypes, seed: int, wanted: bool,
+    module: torch.nn.Module, spec: GraphSpec, sets: Sequence[Shapes], dtypes: DTypes, seed: int, wanted: bool,
     feeds: Sequence[Mapping[str, torch.Tensor]],
 ) -> References:
     """PyTorch's outputs at ``feeds`` at the export dtype, and in float64 if ``wanted``."""
@@ -402,7 +402,7 @@ def _pytorch_runs(
 def validate(
     session: object,
     module: torch.nn.Module,
-    spec: ExportSpec,
+    spec: GraphSpec,
     traced: Shapes,
     dtypes: DTypes,
     seed: int,
@@ -425,7 +425,7 @@ def validate(
 def validate_with_references(
     session: object,
     module: torch.nn.Module,
-    spec: ExportSpec,
+    spec: GraphSpec,
     traced: Shapes,
     dtypes: DTypes,
     seed: int,
@@ -508,7 +508,7 @@ def _branch_feed(declared: Mapping[str, tuple[list[Any], str]], feed: Mapping[st
 
 def validate_merged(
     session: object,
-    branches: Sequence[tuple[bool, str, torch.nn.Module, ExportSpec]],
+    branches: Sequence[tuple[bool, str, torch.nn.Module, GraphSpec]],
     traced: Shapes,
     dtypes: DTypes,
     seed: int,

@@ -9,7 +9,6 @@ from onnxspec.pipeline.core import (
     load_model,
     max_opset,
     plan,
-    plan_merges,
     resolve_spec,
     versions,
 )
@@ -22,7 +21,6 @@ __all__ = [
     "load_model",
     "max_opset",
     "plan",
-    "plan_merges",
     "resolve_spec",
     "versions",
 ]

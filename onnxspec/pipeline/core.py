@@ -66,7 +66,7 @@ from onnxspec.pipeline.loading import (
     read_source,
     save_gguf_tokenizer,
 )
-from onnxspec.build.merge import BRANCH_INPUT, Merge, merge_decoders, merged_interface, merges_for, stamp_interface
+from onnxspec.build.merge import BRANCH_INPUT, merge_decoders
 from onnxspec.catalog.models import REGISTRY, UNSUPPORTED
 from onnxspec.pipeline.output import check_output_dir, keep_failed, make_workdir, move_into_place, recover_stale, remove_created
 from onnxspec.pieces.patches import patched
@@ -75,7 +75,7 @@ from onnxspec.judge.report import ExportReport, GraphReport, OutputCheck, write_
 from onnxspec.pieces.axes import Kind, TensorSpec
 from onnxspec.pieces.shapes import DTypes, FloatDtype, Shapes, torch_dtype
 from onnxspec.pipeline.sidefiles import copy_side_files, side_files
-from onnxspec.pieces.spec import Behavior, ExportSpec, Split, bind, check_versions, contract, with_behavior, with_tolerance
+from onnxspec.pieces.spec import GraphSpec, ModelSpec, bind, check_versions, contract, plan, with_tolerance
 from onnxspec.pipeline.stages import STAGES, Fault, Progress, Stage, run_stages
 from onnxspec.pieces.tasks import TASKS, infer_task, parse_task
 from onnxspec.judge.validate import References, check_graph, runtime_for, stamp, validate_merged, validate_with_references
@@ -88,8 +88,7 @@ __all__ = [
     "export_stages",
     "load_model",
     "max_opset",
-    "plan",
-    "plan_merges",
+    "plan",  # re-exported from onnxspec.pieces.spec: the pipeline runs what it returns
     "resolve_spec",
     "versions",
 ]
@@ -156,7 +155,7 @@ def resolve_spec(
     *,
     inferred_from: Mapping[str, Any] | None = None,
     default_task: str = "feature-extraction",
-) -> ExportSpec:
+) -> ModelSpec:
     """The bound spec for a model type and config; ``task=None`` infers it from ``architectures``
     (``default_task`` when there is none; a task the model type lacks falls back to
     ``feature-extraction``)."""
@@ -167,71 +166,6 @@ def resolve_spec(
             name = "feature-extraction"
         task = f"{name}-with-past" if f"{name}-with-past" in e.tasks else name
     return bind(spec_for(registry, model_type, task), config)
-
-
-def plan(spec: ExportSpec, *, monolith: bool = False) -> tuple[tuple[Split, ExportSpec], ...]:
-    """The files to write and the sub-graph spec of each (``monolith``: one graph)."""
-    splits = spec.splits
-    if monolith and len(splits) > 1:
-        if Behavior.MONOLITH not in spec.graphs:
-            raise SpecError(f"spec {spec.model_type}/{spec.task} has no single-graph form; export it split")
-        if any(s.use_past for s in splits):
-            raise SpecError(
-                f"spec {spec.model_type}/{spec.task}: the single graph of the monolith option takes no KV cache, but a "
-                "cache was asked for; drop '-with-past' to export one graph, or drop the monolith option to get "
-                "encoder / decoder / decoder-with-past graphs"
-            )
-        splits = (Split(filename="model.onnx", behavior=Behavior.MONOLITH),)
-    return tuple(
-        (s, with_behavior(spec, s.behavior, use_past=s.use_past, use_past_in_inputs=s.use_past_in_inputs)) for s in splits
-    )
-
-
-def plan_merges(
-    spec: ExportSpec, graphs: tuple[tuple[Split, ExportSpec], ...], *, merged: bool | None = None, monolith: bool = False
-) -> tuple[Merge, ...]:
-    """The merged decoders to write beside ``graphs`` (the files :func:`plan` chose).
-
-    ``merged=None`` (default): one for each sub-graph exported both without and with cache
-    inputs (seq2seq ``-with-past`` tasks: ``decoder_model_merged.onnx``), none otherwise.
-    ``False``: none. ``True``: the same, but a plan without such a pair is an error.
-    """
-    if merged is False:
-        return ()
-    who = f"spec {spec.model_type}/{spec.task}"
-    if merged and monolith:
-        raise SpecError(
-            f"{who}: a merged decoder (merged=True, decoder_model_merged.onnx) joins the decoders with and without cache, "
-            "but monolith=True exports one graph without cache; drop one of the two options"
-        )
-    found = merges_for(s for s, _ in graphs)
-    if merged and not found:
-        decoder_only = any(s.use_past_in_inputs for s, _ in graphs)
-        raise SpecError(
-            f"{who}: merged=True asks for decoder_model_merged.onnx, but this export has no decoder pair with and without "
-            "cache inputs to merge"
-            + (
-                " (a decoder-only model's model.onnx already serves every step: feed an empty past on the first one)"
-                if decoder_only
-                else "; export a seq2seq task with '-with-past' (e.g. text2text-generation-with-past)"
-            )
-            + "; or leave merged out (--no-merged skips it)"
-        )
-    return found
-
-
-def _merged_contract(first: ExportSpec, later: ExportSpec, dtypes: DTypes) -> dict[str, Any]:
-    """The I/O contract of a merged decoder, from those of its two branches."""
-    a, b = contract(first, dtypes), contract(later, dtypes)
-    inputs = a["inputs"] + [t for t in b["inputs"] if t["name"] not in {x["name"] for x in a["inputs"]}]
-    inputs.append({"name": BRANCH_INPUT, "dtype": "bool", "dynamic_axes": {}, "rank": 1})
-    later_outputs = {t["name"]: t for t in b["outputs"]}
-    return {
-        **b,
-        "merged": {"branch_input": BRANCH_INPUT, "false": "first step (empty past)", "true": "later steps (the cache)"},
-        "inputs": inputs,
-        "outputs": [later_outputs.get(t["name"], t) for t in a["outputs"]],
-    }
 
 
 def _task_heads(task: str, model_type: str) -> set[str]:
@@ -292,7 +226,7 @@ class _Request:
     folder: str | None
     output_dir: str
     task: str | None
-    spec: ExportSpec | None
+    spec: ModelSpec | None
     shapes: Shapes
     dtypes: DTypes
     backend: Backend | str | None
@@ -315,13 +249,18 @@ class _Resolved:
     """What ``resolve`` decided: the bound spec, where the model is read from, the backend, and
     the plan (the graphs to export and the merged decoders to build from them)."""
 
-    spec: ExportSpec
+    spec: ModelSpec
     source: ModelSource | None
     backend: Backend
-    graphs: tuple[tuple[Split, ExportSpec], ...]
-    merges: tuple[Merge, ...]
+    files: tuple[GraphSpec, ...]
+    """Every file to write, in order: the traced graphs, then the merged ones."""
     tries: tuple[Backend, ...] = ()
     """The backends each graph's trace tries, in order (``backend``, then any fallback)."""
+
+    @property
+    def merges(self) -> tuple[GraphSpec, ...]:
+        """The merged files: joined from two traced ones, not traced themselves."""
+        return tuple(g for g in self.files if g.kind.is_merged)
 
 
 @attrs.frozen(kw_only=True, eq=False)
@@ -363,10 +302,10 @@ class _State:
     until the last merge that needs them is validated (they may be large)."""
 
 
-def _choose_backend(requested: Backend | str | None, spec: ExportSpec, dtypes: DTypes) -> tuple[Backend, bool]:
+def _choose_backend(requested: Backend | str | None, spec: ModelSpec, dtypes: DTypes) -> tuple[Backend, bool]:
     """The backend to trace with, and whether someone named it (then it gets no fallback).
 
-    The caller's backend wins; else the spec's (``ExportSpec.backend``); else dynamo for fp16
+    The caller's backend wins; else the spec's (``ModelSpec.backend``); else dynamo for fp16
     and bf16, TorchScript otherwise (while torch has it). bf16 needs dynamo: TorchScript's
     exporter has no bf16 path through the LayerNormalization and attention it writes.
     """
@@ -440,10 +379,9 @@ def _resolve(request: _Request, state: _State) -> _State:
     if chosen_backend is Backend.DYNAMO and spec.attn_implementation is None and model_type == "t5":
         spec = attrs.evolve(spec, attn_implementation="eager")
     check_versions(spec, versions())
-    graphs = plan(spec, monolith=request.monolith)
-    merges = plan_merges(spec, graphs, merged=request.merged, monolith=request.monolith)
+    files = plan(spec, merged=request.merged, monolith=request.monolith)
     resolved = _Resolved(
-        spec=spec, source=source, backend=chosen_backend, graphs=graphs, merges=merges,
+        spec=spec, source=source, backend=chosen_backend, files=files,
         tries=backends_to_try(chosen_backend, named=named),
     )
     return attrs.evolve(state, resolved=resolved)
@@ -465,7 +403,7 @@ def _load(job: _Job, state: _State) -> _State:
     return attrs.evolve(state, model=model)
 
 
-def _dummies(job: _Job, split: Split, sub: ExportSpec, state: _State) -> _State:
+def _dummies(job: _Job, sub: GraphSpec, state: _State) -> _State:
     """The graph's dummy inputs, and the module calling the model as the graph does."""
     request = job.request
     ctx = context(request.shapes, request.dtypes, sub.dims, past=sub.past, padding_side=sub.padding_side)
@@ -473,7 +411,7 @@ def _dummies(job: _Job, split: Split, sub: ExportSpec, state: _State) -> _State:
     return attrs.evolve(state, graph=_InFlight(module=graph_module(state.model, sub), dummies=dummies))  # type: ignore[arg-type]
 
 
-def _trace(job: _Job, split: Split, sub: ExportSpec, state: _State) -> _State:
+def _trace(job: _Job, sub: GraphSpec, state: _State) -> _State:
     """Trace the graph's module at its dummies with the chosen exporter, or its fallback.
 
     The fallback is per graph: a graph TorchScript traces keeps its (much faster) export, and
@@ -494,7 +432,7 @@ def _trace(job: _Job, split: Split, sub: ExportSpec, state: _State) -> _State:
         graph = attrs.evolve(state.graph, proto=[proto], export_seconds=time.perf_counter() - t0, backend=backend.value,
                              fallback=fallback)
         return attrs.evolve(state, graph=graph)
-    raise TraceError(f"{sub.model_type}/{sub.task}", split.filename, tuple(failures), _trace_fix(job, tries)) from failures[-1]
+    raise TraceError(f"{sub.model_type}/{sub.task}", sub.filename, tuple(failures), _trace_fix(job, tries)) from failures[-1]
 
 
 def _trace_fix(job: _Job, tries: tuple[Backend, ...]) -> str:
@@ -512,26 +450,24 @@ def _trace_fix(job: _Job, tries: tuple[Backend, ...]) -> str:
             f"(README: Adding an architecture); {debug}")
 
 
-def _checked(job: _Job, filename: str, state: _State, interface: Any, stamp_with: Callable[[onnx.ModelProto], None]) -> _State:
-    """The ``check`` stage's work on the traced graph: check it against ``interface`` (a spec, or
-    a merged decoder's interface), stamp it, save it as ``filename``, run onnx's checker."""
+def _check(job: _Job, sub: GraphSpec, state: _State) -> _State:
+    """Check the graph against its spec, stamp its contract, save it, run onnx's checker.
+    A merged file's metadata also names the two files it joins."""
+    metadata = {"onnxspec.version": __version__, "onnxspec.backend": state.graph.backend or job.resolved.backend.value}
+    if sub.kind.is_merged:
+        first, later = sub.branches
+        metadata["onnxspec.merged_from"] = f"{first.filename} ({BRANCH_INPUT}=False), {later.filename} ({BRANCH_INPUT}=True)"
     proto = state.graph.proto.pop()
-    problems = check_graph(proto, interface, job.request.dtypes)
-    interface_ok = [v.name for v in proto.graph.input] == [t.name for t in interface.inputs] and [
+    problems = check_graph(proto, sub, job.request.dtypes)
+    interface_ok = [v.name for v in proto.graph.input] == [t.name for t in sub.inputs] and [
         v.name for v in proto.graph.output
-    ] == [t.name for t in interface.outputs]
-    stamp_with(proto)
-    path = os.path.join(job.workdir, filename)
+    ] == [t.name for t in sub.outputs]
+    stamp(proto, sub, job.request.dtypes, metadata)
+    path = os.path.join(job.workdir, sub.filename)
     _save(proto, path, job.request.external_data_threshold)
     del proto
     onnx.checker.check_model(path)
     return attrs.evolve(state, graph=attrs.evolve(state.graph, problems=tuple(problems), interface_ok=interface_ok, path=path))
-
-
-def _check(job: _Job, split: Split, sub: ExportSpec, state: _State) -> _State:
-    """Check the graph against its spec, stamp its contract, save it, run onnx's checker."""
-    metadata = {"onnxspec.version": __version__, "onnxspec.backend": state.graph.backend or job.resolved.backend.value}
-    return _checked(job, split.filename, state, sub, lambda proto: stamp(proto, sub, job.request.dtypes, metadata))
 
 
 def _session(path: str, runtime: str = "onnxruntime") -> Any:
@@ -556,7 +492,7 @@ def _session(path: str, runtime: str = "onnxruntime") -> Any:
 _NOT_RUN = ("not run against PyTorch: the graph's interface differs from the spec",)
 
 
-def _validate(job: _Job, split: Split, sub: ExportSpec, state: _State) -> _State:
+def _validate(job: _Job, sub: GraphSpec, state: _State) -> _State:
     """Run the saved graph with onnxruntime against the PyTorch module at the validation shapes."""
     request, graph = job.request, state.graph
     runtime = runtime_for(request.dtypes)
@@ -565,16 +501,16 @@ def _validate(job: _Job, split: Split, sub: ExportSpec, state: _State) -> _State
         # graph's weights and the reference run are not in memory at the same time
         checks, run_problems, seconds, ran = validate_with_references(
             lambda: _session(graph.path, runtime), graph.module, sub, request.shapes, request.dtypes, request.seed,  # type: ignore[arg-type]
-            split.filename, shape_sets=request.validation_shapes,
+            sub.filename, shape_sets=request.validation_shapes,
         )
     else:  # the graph cannot be fed the spec's inputs; the check's problems say why
         checks, run_problems, seconds, ran = (), _NOT_RUN, 0.0, None
     references = dict(state.references)
-    if ran is not None and _merges_needing(job.resolved.merges, split.filename):
-        references[split.filename] = ran  # a merged decoder's branch is fed these very inputs
+    if ran is not None and _merges_needing(job.resolved.merges, sub.filename):
+        references[sub.filename] = ran  # a merged decoder's branch is fed these very inputs
     del ran
     report = _graph_report(
-        request, graph, split.filename, sub, (sub.inputs, sub.outputs), (checks, run_problems, seconds),
+        request, graph, sub.filename, sub, (sub.inputs, sub.outputs), (checks, run_problems, seconds),
         backend=graph.backend or job.resolved.backend.value, runtime=runtime,
     )
     return attrs.evolve(state, graph=_InFlight(), reports=(*state.reports, report), references=references)
@@ -584,7 +520,7 @@ def _graph_report(
     request: _Request,
     graph: _InFlight,
     filename: str,
-    spec: ExportSpec,
+    spec: GraphSpec,
     interface: tuple[Sequence[TensorSpec], Sequence[TensorSpec]],
     outcome: tuple[tuple[OutputCheck, ...], tuple[str, ...], float],
     *,
@@ -595,7 +531,8 @@ def _graph_report(
     checks, run_problems, seconds = outcome
     return GraphReport(
         filename=filename,
-        behavior=spec.behavior.value,
+        behavior=spec.role,
+        kind=spec.kind.name,
         use_past=spec.use_past,
         use_past_in_inputs=spec.use_past_in_inputs,
         backend=backend,
@@ -611,43 +548,25 @@ def _graph_report(
     )
 
 
-def _merges_needing(merges: Sequence[Merge], filename: str) -> tuple[Merge, ...]:
+def _merges_needing(merges: Sequence[GraphSpec], filename: str) -> tuple[GraphSpec, ...]:
     """The merged decoders built from the graph ``filename``."""
-    return tuple(m for m in merges if filename in (m.no_past, m.with_past))
+    return tuple(m for m in merges if filename in (b.filename for b in m.branches))
 
 
-def _branches(job: _Job, merge: Merge) -> tuple[ExportSpec, ExportSpec, Any]:
-    """The specs of a merged decoder's two branches and the merged graph's interface."""
-    graphs = job.resolved.graphs
-    first, later = _sub_of(graphs, merge.no_past), _sub_of(graphs, merge.with_past)
-    return first, later, merged_interface(first.inputs, first.outputs, later.inputs, later.outputs)
-
-
-def _merge(job: _Job, merge: Merge, state: _State) -> _State:
+def _merge(job: _Job, merged: GraphSpec, state: _State) -> _State:
     """The ``trace`` stage of a merged decoder: join the two decoders already written and validated."""
     t0 = time.perf_counter()
+    first, later = merged.branches
     proto = merge_decoders(
-        onnx.load(os.path.join(job.workdir, merge.no_past)), onnx.load(os.path.join(job.workdir, merge.with_past))
+        onnx.load(os.path.join(job.workdir, first.filename)), onnx.load(os.path.join(job.workdir, later.filename))
     )
     return attrs.evolve(state, graph=_InFlight(proto=[proto], export_seconds=time.perf_counter() - t0))
 
 
-def _check_merged(job: _Job, merge: Merge, state: _State) -> _State:
-    """Check a merged decoder against its interface, stamp its contract, save it, run onnx's checker."""
-    first, later, interface = _branches(job, merge)
-    metadata = {
-        "onnxspec.contract": json.dumps(_merged_contract(first, later, job.request.dtypes), indent=2, sort_keys=True),
-        "onnxspec.version": __version__,
-        "onnxspec.backend": job.resolved.backend.value,
-        "onnxspec.merged_from": f"{merge.no_past} (use_cache_branch=False), {merge.with_past} (use_cache_branch=True)",
-    }
-    return _checked(job, merge.filename, state, interface, lambda proto: stamp_interface(proto, interface, metadata))
-
-
-def _validate_merged(job: _Job, merge: Merge, state: _State) -> _State:
+def _validate_merged(job: _Job, merged: GraphSpec, state: _State) -> _State:
     """Run each branch of a merged decoder against the PyTorch module of the graph it came from."""
     request, graph = job.request, state.graph
-    first, later, interface = _branches(job, merge)
+    first, later = merged.branches
     runtime = runtime_for(request.dtypes)
     if graph.interface_ok:
         session = _session(graph.path, runtime)
@@ -656,19 +575,20 @@ def _validate_merged(job: _Job, merge: Merge, state: _State) -> _State:
             (True, "cache", graph_module(state.model, later), later),  # type: ignore[arg-type]
         )
         checks, run_problems, seconds = validate_merged(
-            session, branches, request.shapes, request.dtypes, request.seed, merge.filename, BRANCH_INPUT,
+            session, branches, request.shapes, request.dtypes, request.seed, merged.filename, BRANCH_INPUT,
             shape_sets=request.validation_shapes,
-            reuse=(state.references.get(merge.no_past), state.references.get(merge.with_past)),
+            reuse=(state.references.get(first.filename), state.references.get(later.filename)),
         )
         del session
     else:
         checks, run_problems, seconds = (), _NOT_RUN, 0.0
-    later_merges = job.resolved.merges[job.resolved.merges.index(merge) + 1 :]
+    merges = job.resolved.merges
+    later_merges = merges[merges.index(merged) + 1 :]
     references = {
-        name: kept for name, kept in state.references.items() if any(name in (m.no_past, m.with_past) for m in later_merges)
+        name: kept for name, kept in state.references.items() if any(_merges_needing(later_merges, name))
     }
-    report = _graph_report(  # the cache branch's spec: use_past and use_past_in_inputs are both true
-        request, graph, merge.filename, later, (interface.inputs, interface.outputs), (checks, run_problems, seconds),
+    report = _graph_report(
+        request, graph, merged.filename, merged, (merged.inputs, merged.outputs), (checks, run_problems, seconds),
         backend=job.resolved.backend.value, runtime=runtime,
     )
     return attrs.evolve(state, graph=_InFlight(), reports=(*state.reports, report), references=references)
@@ -682,10 +602,10 @@ def _write(job: _Job, state: _State) -> _State:
     the stage is done (the ``fault`` seam runs before anything reaches the destination).
     """
     request, resolved = job.request, job.resolved
-    spec, graphs, merges, dtypes = resolved.spec, resolved.graphs, resolved.merges, request.dtypes
+    spec, dtypes = resolved.spec, request.dtypes
     report = ExportReport(
         model_type=spec.model_type,
-        task=spec.task + ("-with-past" if any(s.use_past for s in spec.splits) else ""),
+        task=spec.full_task,
         backend=resolved.backend.value,
         output_dir=os.path.abspath(request.output_dir),
         graphs=state.reports,
@@ -694,10 +614,7 @@ def _write(job: _Job, state: _State) -> _State:
         seconds=round(time.perf_counter() - request.start, 3),
         source=_source_record(resolved.source),
     )
-    merged_contracts = {
-        m.filename: _merged_contract(_sub_of(graphs, m.no_past), _sub_of(graphs, m.with_past), dtypes) for m in merges
-    }
-    files, notes = _write_side_files(job.workdir, resolved.source, state.model, list(graphs), dtypes, merged_contracts)  # type: ignore[arg-type]
+    files, notes = _write_side_files(job.workdir, resolved.source, state.model, resolved.files, dtypes)  # type: ignore[arg-type]
     warning = notes.pop("warning", "")
     report = attrs.evolve(report, files=tuple(sorted(files)), source={**report.source, **notes}, notes=(warning,) if warning else ())
     report = write_report(report, job.workdir)  # with its runtimes, wall time and the folder's size
@@ -718,13 +635,13 @@ _GRAPH_STAGES: tuple[tuple[str, Callable[..., _State]], ...] = (
     ("check", _check),
     ("validate", _validate),
 )
-"""The stages of each planned graph, as ``(name, step(job, split, sub, state))``."""
+"""The stages of each traced file, as ``(name, step(job, graph_spec, state))``."""
 _MERGE_STAGES: tuple[tuple[str, Callable[..., _State]], ...] = (
     ("trace", _merge),
-    ("check", _check_merged),
+    ("check", _check),
     ("validate", _validate_merged),
 )
-"""The stages of each merged decoder, as ``(name, step(job, merge, state))``."""
+"""The stages of each merged file, as ``(name, step(job, graph_spec, state))``."""
 
 
 def export_stages(job: _Job) -> tuple[Stage[_State], ...]:
@@ -738,17 +655,12 @@ def export_stages(job: _Job) -> tuple[Stage[_State], ...]:
         detail=type(request.model).__name__ if source is None else source.path,
         run=partial(_load, job),
     )
-    per_graph = tuple(
-        Stage(name=name, detail=split.filename, run=partial(step, job, split, sub))
-        for split, sub in resolved.graphs
-        for name, step in _GRAPH_STAGES
+    per_file = tuple(
+        Stage(name=name, detail=sub.filename, run=partial(step, job, sub))
+        for sub in resolved.files
+        for name, step in (_MERGE_STAGES if sub.kind.is_merged else _GRAPH_STAGES)
     )
-    per_merge = tuple(
-        Stage(name=name, detail=merge.filename, run=partial(step, job, merge))
-        for merge in resolved.merges
-        for name, step in _MERGE_STAGES
-    )
-    return (load, *per_graph, *per_merge, Stage(name="write", run=partial(_write, job)))
+    return (load, *per_file, Stage(name="write", run=partial(_write, job)))
 
 
 @attrs.frozen(kw_only=True, eq=False)
@@ -797,7 +709,7 @@ def export(
     output_dir: str | os.PathLike[str],
     *,
     task: str | None = None,
-    spec: ExportSpec | None = None,
+    spec: ModelSpec | None = None,
     shapes: Shapes = Shapes(),
     dtypes: DTypes = DTypes(),
     backend: Backend | str | None = None,
@@ -833,7 +745,7 @@ def export(
 
     Seq2seq ``-with-past`` exports also write ``decoder_model_merged.onnx`` (the two decoders
     in one graph, validated on both branches); ``merged=False`` skips it, ``merged=True``
-    insists on it (see :func:`plan_merges`).
+    insists on it (see :func:`onnxspec.pieces.spec.plan`).
     """
     module = model_or_folder if isinstance(model_or_folder, torch.nn.Module) else None
     request = _Request(
@@ -881,10 +793,6 @@ def export(
             _restore(saved)
 
 
-def _sub_of(graphs: tuple[tuple[Split, ExportSpec], ...], filename: str) -> ExportSpec:
-    return next(sub for s, sub in graphs if s.filename == filename)
-
-
 def _with_stage_memory(workdir: str, report: ExportReport, memory: Mapping[str, int]) -> ExportReport:
     """``report`` with each stage's peak memory, rewritten into the folder's report file (the
     ``write`` stage wrote it before its own peak was known)."""
@@ -911,9 +819,8 @@ def _write_side_files(
     workdir: str,
     source: ModelSource | None,
     model: torch.nn.Module,
-    graphs: list[tuple[Split, ExportSpec]],
+    graphs: Sequence[GraphSpec],
     dtypes: DTypes,
-    merged_contracts: Mapping[str, dict[str, Any]] | None = None,
 ) -> tuple[list[str], dict[str, str]]:
     """Write the files beside the graphs; return every file name and notes for the report.
 
@@ -921,7 +828,7 @@ def _write_side_files(
     them all as metadata: its config (without the quantization marks), generation config and
     tokenizer are written from what transformers rebuilt, so the folder is usable by a runtime.
     """
-    files = [s.filename for s, _ in graphs] + list(merged_contracts or {})
+    files = [g.filename for g in graphs]
     notes: dict[str, str] = {}
     if source is not None and not source.is_gguf:
         side = side_files(source.folder, source.config_json)
@@ -941,7 +848,7 @@ def _write_side_files(
             json.dump(exported_config_json(model), f, indent=2, sort_keys=True)
             f.write("\n")
         files.append("config.json")
-    contracts = {**{s.filename: contract(sub, dtypes) for s, sub in graphs}, **(merged_contracts or {})}
+    contracts = {g.filename: contract(g, dtypes) for g in graphs}
     with open(os.path.join(workdir, "onnxspec_contract.json"), "w", encoding="utf-8") as f:
         json.dump(contracts, f, indent=2, sort_keys=True)
     files += ["onnxspec_contract.json", "onnxspec_report.json"]

@@ -417,7 +417,7 @@ def test_replaced_by_cache_is_checked() -> None:
     from onnxspec.pieces.spec import GraphIO
 
     t5 = spec_for(REGISTRY, "t5", "text2text-generation-with-past")
-    decoder = t5.graphs[Behavior.DECODER]
+    decoder = t5.graphs["decoder"]
     with pytest.raises(SpecError, match="not inputs"):
         attrs.evolve(decoder, replaced_by_cache={"encoder_outputs"})
     with pytest.raises(SpecError, match="no cache"):

@@ -14,19 +14,19 @@ from onnxspec.errors import OnnxSpecError, ValidationError
 from onnxspec.catalog.models import REGISTRY
 from onnxspec.pipeline.core import export
 from onnxspec.catalog.registry import spec_for
-from onnxspec.pieces.spec import Behavior, ExportSpec, bind, with_graph, with_tolerance
+from onnxspec.pieces.spec import Behavior, ModelSpec, bind, with_graph, with_tolerance
 from tests.tiny import CONFIGS, tiny_folder
 
 pytestmark = pytest.mark.integration
 
 
-def _bert(tmp_path) -> tuple[str, ExportSpec]:
+def _bert(tmp_path) -> tuple[str, ModelSpec]:
     folder = tiny_folder("bert", "feature-extraction", tmp_path / "model")
     return folder, bind(spec_for(REGISTRY, "bert", "feature-extraction"), CONFIGS["bert"]())
 
 
-def _with_output(s: ExportSpec, name: str, axes: dict[int, str]) -> ExportSpec:
-    graph = attrs.evolve(s.graph, outputs=[tensor(name, axes)])
+def _with_output(s: ModelSpec, name: str, axes: dict[int, str]) -> ModelSpec:
+    graph = attrs.evolve(s.graphs["monolith"], outputs=[tensor(name, axes)])
     return with_graph(s, Behavior.MONOLITH, graph)
 
 
@@ -105,7 +105,7 @@ def test_an_input_the_model_ignores_is_reported_not_crashed_on(tmp_path) -> None
     from onnxspec.pieces.axes import Kind
 
     folder, good = _bert(tmp_path)
-    graph = attrs.evolve(good.graph, inputs=(*good.graph.inputs, tensor("unused_ids", {0: "batch_size", 1: "sequence_length"}, Kind.INT)))
+    graph = attrs.evolve(good.graphs["monolith"], inputs=(*good.graphs["monolith"].inputs, tensor("unused_ids", {0: "batch_size", 1: "sequence_length"}, Kind.INT)))
     wrong = attrs.evolve(with_graph(good, Behavior.MONOLITH, graph), generators={**good.generators, "unused_ids": generators.zeros})
     out = tmp_path / "onnx"
     with pytest.raises(ValidationError) as info:

@@ -1,7 +1,7 @@
 """Property-based tests of the spec records and the pure functions over them.
 
-Strategies build TensorSpec, PastLayout, Shapes, Tolerance and ExportSpec values from valid
-pieces (ExportSpecs both from raw pieces and from the registry's families, bound to tiny
+Strategies build TensorSpec, PastLayout, Shapes, Tolerance, ModelSpec and GraphSpec values from valid
+pieces (specs both from raw pieces and from the registry's families, bound to tiny
 configs and moved to each of their sub-graphs). Properties: the JSON contract round-trips;
 ``with_behavior`` and ``add_past_key_values`` never change their argument and are
 deterministic; an invalid field value is always rejected at construction, naming the field.
@@ -23,12 +23,14 @@ from hypothesis import strategies as st
 from onnxspec.pieces.axes import Kind, TensorSpec
 from onnxspec.errors import SpecError
 from onnxspec.catalog.models import REGISTRY
+from onnxspec.pieces.kinds import DECODER
 from onnxspec.pieces.past import Direction, PastKind, PastLayout, add_past_key_values
 from onnxspec.catalog.registry import spec_for
 from onnxspec.pieces.shapes import DTypes, FloatDtype, IntDtype, Shapes
 from onnxspec.pieces.spec import (
-    Behavior,
-    ExportSpec,
+    GraphSpec,
+    ModelSpec,
+    plan,
     GraphIO,
     Tolerance,
     bind,
@@ -83,16 +85,16 @@ dtypes = st.builds(DTypes, int_dtype=st.sampled_from(IntDtype), float_dtype=st.s
 
 
 @st.composite
-def raw_export_specs(draw: st.DrawFn) -> ExportSpec:
+def raw_export_specs(draw: st.DrawFn) -> ModelSpec:
     """A monolith spec assembled directly from random pieces (no family, no registry)."""
     graph = GraphIO(inputs=draw(unique_specs(1)), outputs=draw(unique_specs(1)))
     outs = [t.name for t in graph.outputs]
     tols = draw(st.dictionaries(st.sampled_from(outs), tolerances, max_size=len(outs)))
-    return ExportSpec(
+    return ModelSpec(
         model_type=draw(identifiers),
         task=draw(identifiers),
         family="raw",
-        graphs={Behavior.MONOLITH: graph},
+        graphs={"monolith": graph},
         opset=draw(st.integers(7, 30)),
         tolerances=tols,
     )
@@ -102,20 +104,18 @@ REGISTERED = sorted((mt, task) for mt, e in REGISTRY.items() if mt in CONFIGS fo
 
 
 @functools.lru_cache(maxsize=None)
-def _bound(model_type: str, task: str) -> ExportSpec:
+def _bound(model_type: str, task: str) -> ModelSpec:
     return bind(spec_for(REGISTRY, model_type, task), CONFIGS[model_type]())
 
 
 @st.composite
-def family_specs(draw: st.DrawFn) -> ExportSpec:
-    """A registered spec bound to a tiny config, at one of its sub-graphs (via with_behavior)."""
+def family_specs(draw: st.DrawFn) -> GraphSpec:
+    """A registered spec bound to a tiny config, at one of the files its plan writes."""
     model_type, task = draw(st.sampled_from(REGISTERED))
-    spec = _bound(model_type, task)
-    split = draw(st.sampled_from(spec.splits))
-    return with_behavior(spec, split.behavior, use_past=split.use_past, use_past_in_inputs=split.use_past_in_inputs)
+    return draw(st.sampled_from(plan(_bound(model_type, task))))
 
 
-export_specs = raw_export_specs() | family_specs()
+export_specs = raw_export_specs().map(lambda s: plan(s)[0]) | family_specs()
 
 # --------------------------------------------------------------------------------------------
 # the JSON contract
@@ -123,7 +123,7 @@ export_specs = raw_export_specs() | family_specs()
 
 @SLOW
 @given(spec=export_specs, dt=dtypes)
-def test_contract_round_trips_through_json(spec: ExportSpec, dt: DTypes) -> None:
+def test_contract_round_trips_through_json(spec: GraphSpec, dt: DTypes) -> None:
     text = contract_json(spec, dt)
     assert json.loads(text) == contract(spec, dt)
     assert contract_json(spec, dt) == text  # stable text
@@ -131,7 +131,7 @@ def test_contract_round_trips_through_json(spec: ExportSpec, dt: DTypes) -> None
 
 @SLOW
 @given(spec=export_specs, dt=dtypes)
-def test_contract_lists_exactly_the_spec_io(spec: ExportSpec, dt: DTypes) -> None:
+def test_contract_lists_exactly_the_spec_io(spec: GraphSpec, dt: DTypes) -> None:
     c = contract(spec, dt)
     for side, specs in (("inputs", spec.inputs), ("outputs", spec.outputs)):
         assert [e["name"] for e in c[side]] == [t.name for t in specs]
@@ -163,17 +163,18 @@ def test_tolerance_rebuilds_from_asdict(tol: Tolerance) -> None:
 def test_with_behavior_never_mutates_and_is_deterministic(data: st.DataObject) -> None:
     model_type, task = data.draw(st.sampled_from(REGISTERED))
     spec = _bound(model_type, task)
-    before_contract = contract(spec)
     before = copy.copy(spec)
-    split = data.draw(st.sampled_from(spec.splits))
-    kwargs = {"use_past": split.use_past, "use_past_in_inputs": split.use_past_in_inputs}
-    first = with_behavior(spec, split.behavior, **kwargs)
-    second = with_behavior(spec, split.behavior, **kwargs)
-    assert spec == before and contract(spec) == before_contract
-    assert first == second and contract(first) == contract(second)
-    assert first.behavior is split.behavior
-    back = with_behavior(first, spec.behavior, use_past=spec.use_past, use_past_in_inputs=spec.use_past_in_inputs)
-    assert contract(back) == before_contract  # round trip
+    files = plan(spec)
+    start = data.draw(st.sampled_from([g for g in files if not g.kind.is_merged]))
+    before_contract = contract(start)
+    target = data.draw(st.sampled_from([g for g in files if not g.kind.is_merged]))
+    kwargs = {"use_past": target.use_past, "use_past_in_inputs": target.use_past_in_inputs}
+    first = with_behavior(start, target.role, **kwargs)
+    second = with_behavior(start, target.role, **kwargs)
+    assert spec == before and plan(spec) == files and contract(start) == before_contract
+    assert first == second == target and contract(first) == contract(second)
+    back = with_behavior(first, start.role, use_past=start.use_past, use_past_in_inputs=start.use_past_in_inputs)
+    assert contract(back) == before_contract and back == start  # round trip
 
 
 @given(specs=unique_specs(0, 4), layout=past_layouts, direction=st.sampled_from(Direction), in_inputs=st.booleans())
@@ -269,21 +270,21 @@ def test_tensor_spec_rejects_empty_names(name: object) -> None:
 
 
 @given(spec=raw_export_specs(), opset=st.integers(max_value=6) | st.integers(min_value=31))
-def test_export_spec_rejects_opset_out_of_range(spec: ExportSpec, opset: int) -> None:
+def test_export_spec_rejects_opset_out_of_range(spec: ModelSpec, opset: int) -> None:
     with pytest.raises(SpecError, match="opset"):
         attrs.evolve(spec, opset=opset)
 
 
 @given(spec=raw_export_specs(), side=st.text(max_size=8).filter(lambda s: s not in ("left", "right")))
-def test_export_spec_rejects_padding_side(spec: ExportSpec, side: str) -> None:
+def test_export_spec_rejects_padding_side(spec: ModelSpec, side: str) -> None:
     with pytest.raises(ValueError, match="padding_side"):
         attrs.evolve(spec, padding_side=side)
 
 
 @given(spec=raw_export_specs())
-def test_export_spec_rejects_missing_behavior(spec: ExportSpec) -> None:
-    with pytest.raises(SpecError, match="behavior 'decoder' has no graph"):
-        attrs.evolve(spec, behavior=Behavior.DECODER)
+def test_export_spec_rejects_a_file_of_a_missing_graph(spec: ModelSpec) -> None:
+    with pytest.raises(SpecError, match="traced from the 'decoder' graph, which this spec does not define"):
+        attrs.evolve(spec, files=(DECODER,))
 
 
 @given(field=st.sampled_from(["int_dtype", "float_dtype"]), value=st.text(max_size=6).filter(

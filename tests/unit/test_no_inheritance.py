@@ -59,7 +59,7 @@ def _problems(cls: type) -> list[str]:
 
 def test_the_walk_finds_the_classes_it_must_judge() -> None:
     found = {f"{c.__module__}.{c.__qualname__}" for c in _classes()}
-    for name in ("onnxspec.pieces.spec.ExportSpec", "onnxspec.pieces.axes.TensorSpec", "onnxspec.errors.SpecError", "onnxspec.pieces.axes.Kind"):
+    for name in ("onnxspec.pieces.spec.ModelSpec", "onnxspec.pieces.spec.GraphSpec", "onnxspec.pieces.kinds.GraphKind", "onnxspec.pieces.axes.TensorSpec", "onnxspec.errors.SpecError", "onnxspec.pieces.axes.Kind"):
         assert name in found
     assert len(found) >= 30
 
@@ -67,11 +67,11 @@ def test_the_walk_finds_the_classes_it_must_judge() -> None:
 def test_the_trace_wrapper_is_a_plain_module_instance() -> None:
     from onnxspec.catalog.models import REGISTRY
     from onnxspec.catalog.registry import spec_for
-    from onnxspec.pieces.spec import bind
+    from onnxspec.pieces.spec import bind, plan
     from onnxspec.build.wrappers import graph_module
     from tests.tiny import CONFIGS, tiny_model
 
-    spec = bind(spec_for(REGISTRY, "bert", "feature-extraction"), CONFIGS["bert"]())
+    (spec,) = plan(bind(spec_for(REGISTRY, "bert", "feature-extraction"), CONFIGS["bert"]()))
     module = graph_module(tiny_model("bert", "feature-extraction"), spec)
     assert type(module) is torch.nn.Module and not module.training
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxspec.errors import SpecError
-from onnxspec.build.merge import BRANCH_INPUT, Merge, merge_decoders, merged_filename, merged_interface, merges_for, weight_bytes
+from onnxspec.build.merge import BRANCH_INPUT, merge_decoders, merged_interface, weight_bytes
 
 H, VOCAB = 4, 10
 RNG = np.random.default_rng(0)
@@ -223,17 +223,6 @@ def test_mismatches_are_named() -> None:
         merge_decoders(no_past_decoder(), later)
 
 
-def test_merges_follow_the_splits() -> None:
-    from onnxspec.catalog.families import text_decoder, text_seq2seq
-
-    assert merged_filename("decoder_model.onnx") == "decoder_model_merged.onnx"
-    assert merges_for(text_seq2seq("t5", "text2text-generation", use_past=True).splits) == (
-        Merge(filename="decoder_model_merged.onnx", no_past="decoder_model.onnx", with_past="decoder_with_past_model.onnx"),
-    )
-    assert merges_for(text_seq2seq("t5", "text2text-generation", use_past=False).splits) == ()
-    assert merges_for(text_decoder("gpt2", "text-generation", use_past=True).splits) == ()
-
-
 def test_merged_interface_adds_the_branch_input() -> None:
     from onnxspec.catalog.models import REGISTRY
     from onnxspec.catalog.registry import spec_for
@@ -250,43 +239,6 @@ def test_merged_interface_adds_the_branch_input() -> None:
     by_name = {t.name: t for t in outputs}
     assert by_name["present.0.decoder.key"].dynamic_axes[2] == "past_decoder_sequence_length + decoder_sequence_length"
     assert by_name["present.0.encoder.key"].dynamic_axes[2] == "encoder_sequence_length_out"
-
-
-def _plan(model_type: str, task: str, **options):
-    from onnxspec.catalog.models import REGISTRY
-    from onnxspec.pipeline.core import plan, plan_merges
-    from onnxspec.catalog.registry import spec_for
-    from onnxspec.pieces.spec import bind
-    from tests.tiny import CONFIGS
-
-    spec = bind(spec_for(REGISTRY, model_type, task), CONFIGS[model_type]())
-    monolith = options.get("monolith", False)
-    return plan_merges(spec, plan(spec, monolith=monolith), **options)
-
-
-@pytest.mark.parametrize("model_type", ["t5", "bart", "marian", "whisper"])
-def test_seq2seq_with_past_plans_a_merged_decoder_by_default(model_type: str) -> None:
-    task = "automatic-speech-recognition-with-past" if model_type == "whisper" else "text2text-generation-with-past"
-    assert [m.filename for m in _plan(model_type, task)] == ["decoder_model_merged.onnx"]
-    assert [m.filename for m in _plan(model_type, task, merged=True)] == ["decoder_model_merged.onnx"]
-    assert _plan(model_type, task, merged=False) == ()
-
-
-def test_no_merged_decoder_without_a_pair_unless_asked() -> None:
-    assert _plan("t5", "text2text-generation") == ()
-    assert _plan("gpt2", "text-generation-with-past") == ()
-    assert _plan("t5", "text2text-generation", monolith=True) == ()
-
-
-def test_asking_for_a_merged_decoder_that_cannot_be_is_a_named_error() -> None:
-    with pytest.raises(SpecError, match="model.onnx already serves every step"):
-        _plan("gpt2", "text-generation-with-past", merged=True)
-    with pytest.raises(SpecError, match="export a seq2seq task with '-with-past'"):
-        _plan("t5", "text2text-generation", merged=True)
-    with pytest.raises(SpecError, match="monolith=True exports one graph without cache; drop one"):
-        _plan("t5", "text2text-generation", merged=True, monolith=True)
-    with pytest.raises(SpecError, match="no decoder pair"):
-        _plan("bert", "text-classification", merged=True)
 
 
 def test_the_cli_flag_skips_the_merged_decoder() -> None:

@@ -18,7 +18,7 @@ from onnxspec.pieces.axes import TensorSpec
 from onnxspec.catalog.models import REGISTRY
 from onnxspec.pieces.past import PastKind
 from onnxspec.catalog.registry import spec_for
-from onnxspec.pieces.spec import ExportSpec, bind, with_behavior
+from onnxspec.pieces.spec import GraphSpec, bind, plan
 from tests.tiny import CONFIGS
 
 B, S = "batch_size", "sequence_length"
@@ -131,13 +131,10 @@ CASES = sorted((mt, task) for mt in CONFIGS for task in REGISTRY[mt].tasks)
 
 
 @functools.lru_cache(maxsize=None)
-def graphs(model_type: str, task: str) -> dict[str, ExportSpec]:
+def graphs(model_type: str, task: str) -> dict[str, GraphSpec]:
     """The bound sub-graph spec of each file the export writes."""
     s = bind(spec_for(REGISTRY, model_type, task), CONFIGS[model_type]())
-    return {
-        split.filename: with_behavior(s, split.behavior, use_past=split.use_past, use_past_in_inputs=split.use_past_in_inputs)
-        for split in s.splits
-    }
+    return {g.filename: g for g in plan(s, merged=False)}
 
 
 def _io(t: tuple[TensorSpec, ...]) -> dict[str, dict[int, str]]:

@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from onnxspec.pieces import generators as g
+from onnxspec.pieces.spec import GraphSpec, ModelSpec, plan
 from onnxspec.catalog import normalizers
 from onnxspec.pieces.axes import Kind, spec
 from onnxspec.catalog.families import INTERLEAVE_BY_STACK, audio, text_and_vision, text_encoder, vision
@@ -95,34 +96,40 @@ def test_interleave_patch_gives_the_same_tensor(dim: int, repeats: int) -> None:
     assert (torch.repeat_interleave, torch.Tensor.repeat_interleave) == originals
 
 
+def _one(s: ModelSpec) -> GraphSpec:
+    """The one file a single-graph spec plans."""
+    (graph,) = plan(s)
+    return graph
+
+
 def test_text_encoder_bbox_option_adds_a_box_per_token() -> None:
     s = text_encoder("layoutlm", "token-classification", bbox=True, normalizer=normalizers.LAYOUT)
-    names = [t.name for t in s.inputs]
+    names = [t.name for t in _one(s).inputs]
     assert names == ["input_ids", "bbox", "attention_mask", "token_type_ids"]
-    box = s.inputs[1]
+    box = _one(s).inputs[1]
     assert box.rank == 3 and box.dynamic_axes == {0: "batch_size", 1: "sequence_length"} and s.generators["bbox"] is g.bounding_boxes
 
 
 def test_vision_feature_map_and_static_outputs() -> None:
     s = vision("resnet", "feature-extraction", feature_map=True)
-    (out,) = s.outputs
+    (out,) = _one(s).outputs
     assert out.name == "last_hidden_state" and out.rank == 4 and out.dynamic_axes == {0: "batch_size"}
     seg = vision("segformer", "semantic-segmentation")
-    assert [o.dynamic_axes for o in seg.outputs] == [{0: "batch_size"}]
+    assert [o.dynamic_axes for o in _one(seg).outputs] == [{0: "batch_size"}]
     dynamic = vision("vit", "semantic-segmentation", dynamic_image_size=True)
-    assert dynamic.outputs[0].dynamic_axes == {0: "batch_size", 1: "num_labels", 2: "height", 3: "width"}
+    assert _one(dynamic).outputs[0].dynamic_axes == {0: "batch_size", 1: "num_labels", 2: "height", 3: "width"}
 
 
 def test_audio_spectrogram_option_is_static_but_for_the_batch() -> None:
     s = audio("audio-spectrogram-transformer", "audio-classification", spectrogram=True, normalizer=normalizers.AST)
-    (values,) = s.inputs
+    (values,) = _one(s).inputs
     assert values.rank == 3 and values.dynamic_axes == {0: "batch_size"} and s.generators["input_values"] is g.spectrogram
-    assert all(o.dynamic_axes == {0: "batch_size"} for o in s.outputs)
+    assert all(o.dynamic_axes == {0: "batch_size"} for o in _one(s).outputs)
 
 
 def test_dual_encoder_without_attention_mask() -> None:
-    assert [t.name for t in text_and_vision("siglip", "zero-shot-image-classification", attention_mask=False).inputs] == [
+    assert [t.name for t in _one(text_and_vision("siglip", "zero-shot-image-classification", attention_mask=False)).inputs] == [
         "input_ids",
         "pixel_values",
     ]
-    assert "attention_mask" in [t.name for t in text_and_vision("clip", "zero-shot-image-classification").inputs]
+    assert "attention_mask" in [t.name for t in _one(text_and_vision("clip", "zero-shot-image-classification")).inputs]

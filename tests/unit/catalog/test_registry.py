@@ -69,7 +69,7 @@ def test_lookup_tolerates_dashes_for_underscores() -> None:
 
 def test_spec_for_accepts_synonyms_and_the_use_past_override() -> None:
     a = spec_for(REGISTRY, "gpt2", "causal-lm-with-past")
-    assert (a.task, a.use_past, a.use_past_in_inputs) == ("text-generation", True, True)
+    assert (a.task, a.use_past, a.full_task) == ("text-generation", True, "text-generation-with-past")
     b = spec_for(REGISTRY, "gpt2", "text-generation-with-past", use_past=False)
     assert not b.use_past
     assert spec_for(REGISTRY, "t5", "summarization").task == "text2text-generation"
@@ -79,7 +79,7 @@ def test_task_families_and_options_apply_to_their_task_only() -> None:
     causal = spec_for(REGISTRY, "bart", "text-generation")
     seq2seq = spec_for(REGISTRY, "bart", "text2text-generation")
     assert causal.family == "text-decoder" and seq2seq.family == "text-seq2seq"
-    assert "position_ids" not in [t.name for t in causal.graph.inputs]
+    assert "position_ids" not in [t.name for t in causal.graphs["monolith"].inputs]
 
 
 def test_every_registered_task_builds_a_spec() -> None:
@@ -87,7 +87,7 @@ def test_every_registered_task_builds_a_spec() -> None:
         for task in e.tasks:
             s = spec_for(REGISTRY, model_type, task)
             assert s.model_type == model_type and s.task == task.removesuffix("-with-past")
-            assert any(sp.use_past for sp in s.splits) == task.endswith("-with-past")
+            assert s.use_past == task.endswith("-with-past") == s.full_task.endswith("-with-past")
 
 
 def test_build_registry_refuses_names_lookup_cannot_tell_apart() -> None:

@@ -204,16 +204,15 @@ def test_context_rejects_an_unknown_padding_side() -> None:
 def _registry_graphs() -> list[tuple[str, object]]:
     from onnxspec.catalog.models import REGISTRY
     from onnxspec.catalog.registry import spec_for
-    from onnxspec.pieces.spec import bind, with_behavior
+    from onnxspec.pieces.spec import bind, plan
     from tests.tiny import CONFIGS
 
     out = []
     for model_type, e in REGISTRY.items():
         for task in e.tasks:
             s = bind(spec_for(REGISTRY, model_type, task), CONFIGS[model_type]())
-            for split in s.splits:
-                sub = with_behavior(s, split.behavior, use_past=split.use_past, use_past_in_inputs=split.use_past_in_inputs)
-                out.append((f"{model_type}/{task}/{split.filename}", sub))
+            for sub in plan(s, merged=False):
+                out.append((f"{model_type}/{task}/{sub.filename}", sub))
     return out
 
 

@@ -18,10 +18,12 @@ from onnxspec.pieces.normalize import Dims
 from onnxspec.pieces.past import PastKind, PastLayout
 from onnxspec.catalog.registry import spec_for
 from onnxspec.pieces.shapes import DTypes
+from onnxspec.pieces import kinds as K
 from onnxspec.pieces.spec import (
     Behavior,
-    ExportSpec,
     GraphIO,
+    GraphSpec,
+    ModelSpec,
     NoiseBound,
     Tolerance,
     bind,
@@ -29,6 +31,7 @@ from onnxspec.pieces.spec import (
     contract_json,
     describe,
     past_layout,
+    plan,
     tolerance_for,
     with_criterion,
     with_behavior,
@@ -43,34 +46,30 @@ CASES = sorted((mt, task) for mt, e in REGISTRY.items() for task in e.tasks)
 
 
 @functools.lru_cache(maxsize=None)
-def bound(model_type: str, task: str) -> ExportSpec:
+def bound(model_type: str, task: str) -> ModelSpec:
     return bind(spec_for(REGISTRY, model_type, task), CONFIGS[model_type]())
 
 
-def _tiny_spec(**changes: object) -> ExportSpec:
+def _tiny_spec(**changes: object) -> ModelSpec:
     graph = GraphIO(
         inputs=[spec("input_ids", {0: "batch_size", 1: "sequence_length"}, Kind.INT)],
         outputs=[spec("last_hidden_state", {0: "batch_size", 1: "sequence_length"})],
     )
-    fields: dict[str, object] = dict(model_type="toy", task="feature-extraction", family="toy", graphs={Behavior.MONOLITH: graph})
-    return ExportSpec(**{**fields, **changes})  # type: ignore[arg-type]
+    fields: dict[str, object] = dict(model_type="toy", task="feature-extraction", family="toy", graphs={"monolith": graph})
+    return ModelSpec(**{**fields, **changes})  # type: ignore[arg-type]
 
 
-def _snapshot(s: ExportSpec) -> tuple[object, ...]:
-    """Everything observable about a spec, to compare before and after a transformation."""
-    try:
-        io = (s.inputs, s.outputs)
-    except SpecError as e:
-        io = (str(e),)
-    return (copy.copy(s), repr(s), hash(s), io, dict(s.graphs), dict(s.tolerances), s.behavior, s.use_past, s.use_past_in_inputs)
+def _snapshot(s: GraphSpec) -> tuple[object, ...]:
+    """Everything observable about a graph spec, to compare before and after a transformation."""
+    return (copy.copy(s), repr(s), hash(s), s.inputs, s.outputs, dict(s.graphs), dict(s.tolerances), s.kind, s.model)
 
 
-def _legal_flags(s: ExportSpec) -> list[tuple[Behavior, bool, bool]]:
+def _legal_flags(s: ModelSpec | GraphSpec) -> list[tuple[str, bool, bool]]:
     out = []
-    for behavior, graph in s.graphs.items():
-        out.append((behavior, False, False))
+    for role, graph in s.graphs.items():
+        out.append((role, False, False))
         if graph.past and s.past_kind is not None:
-            out += [(behavior, True, False), (behavior, True, True)]
+            out += [(role, True, False), (role, True, True)]
     return out
 
 
@@ -83,9 +82,9 @@ def test_with_behavior_never_changes_its_argument_and_round_trips(case: tuple[st
     before = _snapshot(s)
     moved = with_behavior(s, target[0], use_past=target[1], use_past_in_inputs=target[2])
     assert _snapshot(s) == before
-    assert (moved.behavior, moved.use_past, moved.use_past_in_inputs) == target
+    assert (moved.role, moved.use_past, moved.use_past_in_inputs) == target
     assert moved.graphs == s.graphs and moved.dims == s.dims and moved.past == s.past
-    back = with_behavior(moved, s.behavior, use_past=s.use_past, use_past_in_inputs=s.use_past_in_inputs)
+    back = with_behavior(moved, s.role, use_past=s.use_past, use_past_in_inputs=s.use_past_in_inputs)
     assert back == s and hash(back) == hash(s)
     assert back.inputs == s.inputs and back.outputs == s.outputs
 
@@ -93,27 +92,27 @@ def test_with_behavior_never_changes_its_argument_and_round_trips(case: tuple[st
 @pytest.mark.parametrize("case", CASES, ids=[f"{m}-{t}" for m, t in CASES])
 def test_with_behavior_keeps_flags_only_where_legal(case: tuple[str, str]) -> None:
     s = bound(*case)
-    for behavior, graph in s.graphs.items():
-        derived = with_behavior(s, behavior)
-        assert derived.behavior is behavior
+    for role, graph in s.graphs.items():
+        derived = with_behavior(s, role)
+        assert derived.role == role and derived.model is s
         if not graph.past:
             assert not derived.use_past and not derived.use_past_in_inputs
             if s.past_kind is not None:
-                with pytest.raises(SpecError, match="carries no cache"):
-                    with_behavior(s, behavior, use_past=True)
+                with pytest.raises(SpecError, match=f"the {role} graph has none"):
+                    with_behavior(s, role, use_past=True)
 
 
 def test_with_behavior_accepts_strings_and_rejects_unknown_behaviors() -> None:
     s = bound("t5", "text2text-generation-with-past")
-    assert with_behavior(s, "decoder").behavior is Behavior.DECODER
-    with pytest.raises(ValueError):
+    assert with_behavior(s, "decoder").role == with_behavior(s, Behavior.DECODER).role == "decoder"
+    with pytest.raises(SpecError, match="no 'middle' graph"):
         with_behavior(s, "middle")
-    with pytest.raises(SpecError, match="behavior 'encoder' has no graph"):
+    with pytest.raises(SpecError, match="no 'encoder' graph; this spec defines \\['monolith'\\]"):
         with_behavior(bound("bert", "feature-extraction"), Behavior.ENCODER)
 
 
 def test_cache_inputs_appear_only_with_use_past_in_inputs() -> None:
-    s = bound("gpt2", "text-generation-with-past")
+    (s,) = plan(bound("gpt2", "text-generation-with-past"))
     assert s.use_past and s.use_past_in_inputs
     assert [n for n in names(s.inputs) if n.startswith("past_key_values.")] == [
         "past_key_values.0.key", "past_key_values.0.value", "past_key_values.1.key", "past_key_values.1.value"
@@ -128,8 +127,8 @@ def test_cache_inputs_appear_only_with_use_past_in_inputs() -> None:
 def test_derived_io_of_an_unbound_spec_with_a_cache_says_to_bind() -> None:
     unbound = spec_for(REGISTRY, "gpt2", "text-generation-with-past")
     with pytest.raises(SpecError, match=r"bind\(spec, config\)"):
-        unbound.inputs
-    assert "I/O not listed" in describe(unbound)
+        plan(unbound)
+    assert "files not listed" in describe(unbound)
 
 
 def test_bind_resolves_dims_and_the_cache_layout_without_touching_the_config() -> None:
@@ -160,8 +159,8 @@ def test_past_layout_honours_gqa_explicit_head_dim_and_value_dim() -> None:
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        (dict(behavior=Behavior.ENCODER), "behavior 'encoder' has no graph"),
-        (dict(use_past_in_inputs=True), "use_past_in_inputs=True needs use_past=True"),
+        (dict(files=(K.ENCODER,)), "traced from the 'encoder' graph, which this spec does not define"),
+        (dict(files=()), "files is empty"),
         (dict(use_past=True), "has no cache"),
         (dict(opset=6), "opset must be between 7 and 30, got 6"),
         (dict(graphs={}), "graphs is empty"),
@@ -194,7 +193,7 @@ def test_graph_io_refuses_duplicate_names() -> None:
 
 def test_seq2seq_decoder_graph_needs_encoder_hidden_states() -> None:
     s = bound("bart", "text2text-generation")
-    decoder = s.graphs[Behavior.DECODER]
+    decoder = s.graphs["decoder"]
     broken = attrs.evolve(decoder, inputs=[t for t in decoder.inputs if t.name != "encoder_hidden_states"], replaced_by_cache=frozenset())
     with pytest.raises(SpecError, match="encoder_hidden_states"):
         with_behavior(with_graph(s, Behavior.DECODER, broken), Behavior.DECODER)
@@ -202,13 +201,13 @@ def test_seq2seq_decoder_graph_needs_encoder_hidden_states() -> None:
 
 def test_with_graph_past_opset_return_new_specs() -> None:
     s = bound("gpt2", "text-generation-with-past")
-    renamed = GraphIO(inputs=s.graph.inputs, outputs=[spec("logitz", {0: "batch_size"})], past=True)
+    renamed = GraphIO(inputs=s.graphs["monolith"].inputs, outputs=[spec("logitz", {0: "batch_size"})], past=True)
     changed = with_graph(s, Behavior.MONOLITH, renamed)
-    assert names(changed.outputs)[0] == "logitz" and names(s.outputs)[0] == "logits"
+    assert names(plan(changed)[0].outputs)[0] == "logitz" and names(plan(s)[0].outputs)[0] == "logits"
     off = with_past(s, use_past=False)
-    assert not off.use_past and not off.use_past_in_inputs and s.use_past
+    assert not off.use_past and not plan(off)[0].use_past_in_inputs and s.use_past
     layout = PastLayout(kind=PastKind.DECODER_ONLY, num_layers=3, num_heads=1, key_dim=2, value_dim=2)
-    assert len([n for n in names(with_past(s, layout).inputs) if n.startswith("past_")]) == 6
+    assert len([n for n in names(plan(with_past(s, layout))[0].inputs) if n.startswith("past_")]) == 6
     assert with_opset(s, 17).opset == 17 and s.opset == 18
     with pytest.raises(SpecError, match="opset"):
         with_opset(s, 99)
@@ -274,11 +273,12 @@ def test_contract_json_round_trips_and_lists_the_derived_io(case: tuple[str, str
         assert [t["name"] for t in data["inputs"]] == list(names(sub.inputs))
         assert [t["name"] for t in data["outputs"]] == list(names(sub.outputs))
         assert all(t["dynamic_axes"] == {str(k): v for k, v in x.axes} for t, x in zip(data["inputs"], sub.inputs))
-        assert (data["behavior"], data["use_past"], data["use_past_in_inputs"]) == (behavior.value, use_past, upi)
+        assert (data["behavior"], data["use_past"], data["use_past_in_inputs"]) == (behavior, use_past, upi)
+        assert data["kind"] == sub.kind.name
 
 
 def test_contract_dtypes_follow_the_dtypes_given() -> None:
-    s = bound("gpt2", "text-generation-with-past")
+    (s,) = plan(bound("gpt2", "text-generation-with-past"))
     data = contract(s, DTypes(int_dtype="int32", float_dtype="fp16"))
     by_name = {t["name"]: t["dtype"] for t in data["inputs"] + data["outputs"]}
     assert by_name["input_ids"] == "int32" and by_name["past_key_values.0.key"] == "float16" and by_name["logits"] == "float16"
@@ -300,7 +300,7 @@ def test_specs_are_frozen_and_their_mappings_read_only() -> None:
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         s.opset = 17  # type: ignore[misc]
     with pytest.raises(TypeError):
-        s.graphs[Behavior.ENCODER] = s.graph  # type: ignore[index]
+        s.graphs["encoder"] = s.graphs["monolith"]  # type: ignore[index]
     with pytest.raises(TypeError):
         s.generators["x"] = None  # type: ignore[index]
 

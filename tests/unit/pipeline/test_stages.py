@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 
 from onnxspec.errors import ExportError, SpecError
-from onnxspec.build.merge import Merge
 from onnxspec.catalog.models import REGISTRY
 from onnxspec.build.exporters import Backend
-from onnxspec.pipeline.core import STAGES, _Job, _Request, _Resolved, export_stages, plan, plan_merges
+from onnxspec.pipeline.core import STAGES, _Job, _Request, _Resolved, export_stages, plan
 from onnxspec.catalog.registry import spec_for
 from onnxspec.pieces.shapes import DTypes, Shapes
 from onnxspec.pipeline.stages import Stage, high_water, resident, run_stages, watch_memory
@@ -134,9 +133,11 @@ def test_a_brief_new_peak_is_exact_from_the_high_water_mark() -> None:
 
 
 def _job(model_type: str, task: str) -> _Job:
-    spec = spec_for(REGISTRY, model_type, task)
-    graphs = plan(spec)
-    resolved = _Resolved(spec=spec, source=None, backend=Backend.TORCHSCRIPT, graphs=graphs, merges=plan_merges(spec, graphs))
+    from onnxspec.pieces.spec import bind
+    from tests.tiny import CONFIGS
+
+    spec = bind(spec_for(REGISTRY, model_type, task), CONFIGS[model_type]())
+    resolved = _Resolved(spec=spec, source=None, backend=Backend.TORCHSCRIPT, files=plan(spec))
     return _Job(request=_request(), resolved=resolved, workdir="/nowhere")
 
 
@@ -161,11 +162,11 @@ def test_an_encoder_exports_in_one_graph() -> None:
 def test_a_seq2seq_with_past_export_has_three_graphs_and_a_merged_decoder() -> None:
     job = _job("t5", "text2text-generation-with-past")
     stages = export_stages(job)
-    files = [s.filename for s, _ in job.resolved.graphs]
+    files = [g.filename for g in job.resolved.files if not g.kind.is_merged]
     assert files == ["encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx"]
-    assert job.resolved.merges == (
-        Merge(filename="decoder_model_merged.onnx", no_past="decoder_model.onnx", with_past="decoder_with_past_model.onnx"),
-    )
+    assert [(m.filename, [b.filename for b in m.branches]) for m in job.resolved.merges] == [
+        ("decoder_model_merged.onnx", ["decoder_model.onnx", "decoder_with_past_model.onnx"]),
+    ]
     assert [s.where for s in stages[1:]] == [
         *(f"{n} ({f})" for f in files for n in ("dummies", "trace", "check", "validate")),
         "trace (decoder_model_merged.onnx)",
