@@ -302,7 +302,7 @@ COLPALI: Normalizer = normalizer(
     image_size=("vlm_config.vision_config.image_size",),
     num_channels=("vlm_config.vision_config.num_channels",),
     num_image_tokens=("vlm_config.text_config.num_image_tokens",),
-    image_token_id=("vlm_config.image_token_id",),
+    image_token_id=("vlm_config.image_token_id", "vlm_config.image_token_index"),  # config.json keeps the older name
 )
 """ColPali: a PaliGemma (``vlm_config``) whose prompts start with ``num_image_tokens`` placeholders
 (``image_token_id``), one per patch of an image of ``image_size``."""

@@ -137,3 +137,16 @@ def test_vits_that_samples_noise_is_refused_with_the_fix() -> None:
     for noisy in ({"noise_scale": 0.667}, {"noise_scale_duration": 0.8}):
         with pytest.raises(ConfigError, match="Set noise_scale and noise_scale_duration to 0 in config.json"):
             bind(vits, transformers.VitsConfig(**{**quiet.to_dict(), **noisy}))
+
+
+def test_colpali_dims_are_found_in_the_config_object_and_in_its_saved_json() -> None:
+    import json
+
+    from onnxspec.pieces.spec import bind
+    from tests.tiny import CONFIGS
+
+    config = CONFIGS["colpali"]()
+    colpali = spec_for(REGISTRY, "colpali", "feature-extraction")
+    for source in (config, json.loads(config.to_json_string())):  # config.json names the placeholder image_token_index
+        dims = bind(colpali, source).dims
+        assert (dims["image_token_id"], dims["num_image_tokens"]) == (99, 4)
