@@ -255,3 +255,19 @@ def test_a_hub_that_never_answers_is_given_up_after_the_timeout(tmp_path: Path, 
         seconds = time.perf_counter() - start
     assert 0.9 < seconds < 4, seconds
     _says(e, "could not be reached", "Timeout")
+
+
+def test_a_gguf_repo_from_the_cache(tmp_path: Path, offline: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A GGUF repo (no config.json): its only .gguf file is read, or the one --gguf-file names."""
+    pytest.importorskip("gguf")
+    from tests.tiny_gguf import tiny_llama, write_gguf
+
+    files = tmp_path / "files"
+    files.mkdir()
+    write_gguf(tiny_llama(seed=4), files / "tiny.F32.gguf")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    write_cache(tmp_path / "cache", "tiny-org/tiny-llama-gguf", files, COMMIT)
+    for gguf_file in (None, "tiny.F32.gguf"):
+        source = read_source("tiny-org/tiny-llama-gguf", gguf_file)
+        assert source.gguf_file == "tiny.F32.gguf" and source.config_json["model_type"] == "llama"
+        assert source.folder.endswith(COMMIT)
