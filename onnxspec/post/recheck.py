@@ -11,7 +11,8 @@ How the folder is read:
 
 - the graphs are found by file name: the files onnxspec's plan for the model writes
   (``model.onnx``; ``encoder_model.onnx``, ``decoder_model.onnx``,
-  ``decoder_with_past_model.onnx``, ``decoder_model_merged.onnx``), whichever are there;
+  ``decoder_with_past_model.onnx``, ``decoder_model_merged.onnx``), whichever are there, in
+  the folder or, when only it holds graphs, its ``onnx/`` subfolder (transformers.js's layout);
 - the task is ``task`` when given, else the one in the graphs' onnxspec contract (the
   ``onnxspec.contract`` metadata, or ``onnxspec_contract.json``), else inferred from the
   model's config, with a KV cache when the graphs take or return one (``past_key_values.*``,
@@ -61,6 +62,18 @@ class FolderGraph:
     outputs: Mapping[str, int] = attrs.field(converter=dict, hash=False)
     contract: Mapping[str, Any] | None = attrs.field(default=None, hash=False)
     producer: str = ""
+
+
+def graph_folder(folder: str | os.PathLike[str]) -> str:
+    """Where the graphs of an export folder are: the folder itself, or its ``onnx/`` subfolder
+    when only that holds ``.onnx`` files (transformers.js's layout)."""
+    folder = os.fspath(folder)
+
+    def has_graphs(path: str) -> bool:
+        return os.path.isdir(path) and any(n.endswith(".onnx") for n in os.listdir(path))
+
+    inner = os.path.join(folder, "onnx")
+    return inner if not has_graphs(folder) and has_graphs(inner) else folder
 
 
 def read_graphs(folder: str | os.PathLike[str]) -> tuple[FolderGraph, ...]:
@@ -273,7 +286,7 @@ def validate_folder(
     registry = REGISTRY if registry is None else registry
     folder = os.fspath(folder)
     say("resolve", os.path.basename(os.path.normpath(folder)))
-    graphs = read_graphs(folder)
+    graphs = read_graphs(graph_folder(folder) if os.path.isdir(folder) else folder)
     by_file = {g.file: g for g in graphs}
     if task is not None:
         parse_task(task)
@@ -336,7 +349,7 @@ def validate_folder(
     reports: list[GraphReport] = []
     for p in matched:
         graph = by_file[p.filename]
-        path = os.path.join(folder, p.filename)
+        path = os.path.join(graph_folder(folder), p.filename)
         say("validate", p.filename)
         if p.branches:
             first, later = p.branches

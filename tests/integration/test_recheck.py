@@ -106,6 +106,18 @@ def test_optimum_layout_without_metadata_finds_graphs_by_name_and_infers_the_tas
     assert report.passed and len(report.graphs) == 4 and report.graphs[0].use_past is False
     assert any(g.use_past_in_inputs for g in report.graphs)  # the cache task was inferred from the graphs
     assert report.backend == "another-exporter 1.0"
+    # transformers.js's layout: the graphs in onnx/, with variants no plan has
+    nested = Path(shutil.copytree(stripped, tmp_path / "transformers.js"))
+    (nested / "onnx").mkdir()
+    for name in (*T5_FILES[:2], "decoder_model_merged.onnx"):
+        (nested / name).rename(nested / "onnx" / name)
+    shutil.copy(nested / "onnx" / "decoder_model_merged.onnx", nested / "onnx" / "decoder_model_merged_quantized.onnx")
+    for name in T5_FILES:
+        (nested / name).unlink(missing_ok=True)
+    laid_out = validate_folder(nested, model, shapes=Shapes(batch_size=1, sequence_length=3))
+    assert laid_out.passed and [g.filename for g in laid_out.graphs] == [*T5_FILES[:2], "decoder_model_merged.onnx"]
+    assert any("decoder_model_merged_quantized.onnx: not a file" in n for n in laid_out.notes)
+    assert any("decoder_with_past_model.onnx: in onnxspec's plan" in n for n in laid_out.notes)
     # without its cache graphs the folder is re-validated as the task without cache
     for name in ("decoder_with_past_model.onnx", "decoder_model_merged.onnx"):
         (stripped / name).unlink()
