@@ -108,7 +108,7 @@ GENAI_TYPES: Mapping[str, str] = {
     "gemma": "gemma",
     "gemma2": "gemma2",
     "gemma3_text": "gemma3_text",
-    "gpt2": "gpt2",
+    "gpt2": "decoder",  # genai's own "gpt2" type reads a combined key/value cache
     "gpt_oss": "gptoss",
     "granite": "granite",
     "internlm2": "internlm2",
@@ -125,7 +125,8 @@ GENAI_TYPES: Mapping[str, str] = {
 }
 """transformers ``model_type`` -> onnxruntime-genai ``model.type``, for the decoder-only language
 models whose cache is one key and one value tensor per layer (genai's LLM types; ``lfm2`` is
-left out: its cache holds convolution states too)."""
+left out: its cache holds convolution states too; gpt2 gets genai's generic ``decoder`` type,
+since its ``gpt2`` type runs a cache of one combined key/value tensor per layer)."""
 
 TRANSFORMERS_JS_SEQ2SEQ_DECODERS = frozenset({
     "bart", "blenderbot", "blenderbot-small", "cohere_asr", "florence2_language", "lite-whisper", "longt5", "m2m_100",
