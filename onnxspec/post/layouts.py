@@ -20,8 +20,10 @@ which config file is written) and :func:`write_layout` turns a flat export folde
 
 Variants: ``fp16`` is an fp16 export of the same model by onnxspec, validated against PyTorch
 like any export (:func:`export_with_layout` runs it); ``q8`` (``_quantized``) and ``q4``
-(``_q4``) are :func:`onnxspec.post.quantize.quantize_file` of the fp32 graph (int8 dynamic,
-int4 ``MatMulNBits``), checked by onnxruntime loading them, not validated against PyTorch.
+(``_q4``) are the fp32 graph quantized (int8 dynamic, int4 ``MatMulNBits``) by
+:func:`onnxspec.post.quantize.quantize`, which judges them against the PyTorch model by
+agreement (cosine, top-1, greedy decoding: :mod:`onnxspec.post.agreement`) and fails below its
+thresholds; :func:`write_layout` on its own quantizes unjudged (onnxruntime must load the graph).
 ``onnxspec_layout.json`` records, for every graph file, what it is and how it was checked.
 
 :func:`export_with_layout` exports (and validates) into a temporary folder beside the
@@ -140,6 +142,7 @@ does not have."""
 REPORT = "onnxspec_report.json"
 CONTRACT = "onnxspec_contract.json"
 RECORD = "onnxspec_layout.json"
+POST = "onnxspec_post.json"
 
 
 def get_layout(name: str | Layout) -> Layout:
@@ -419,13 +422,16 @@ def write_layout(
     *,
     fp16: str | os.PathLike[str] | None = None,
     variants: Sequence[str] | None = None,
+    judged: Mapping[str, str | os.PathLike[str]] | None = None,
     move: bool = False,
 ) -> dict[str, str]:
     """Write the flat export folder ``flat`` to the new folder ``dst`` in ``layout``.
 
     ``variants`` (default: the layout's) are written beside each graph the runtime loads:
     ``fp16`` takes the same graph from ``fp16``, the flat folder of an fp16 export of the
-    same model; ``q8`` / ``q4`` quantize the fp32 graph. ``move`` moves the files out of
+    same model; ``q8`` / ``q4`` take it from ``judged[variant]``, the folder
+    :func:`onnxspec.post.quantize.quantize` wrote (quantized and judged against PyTorch),
+    else quantize the fp32 graph here (not judged). ``move`` moves the files out of
     ``flat`` (a temporary folder) instead of copying them. Returns every graph file written
     (relative to ``dst``) -> what it is and how it was checked, also written to
     ``onnxspec_layout.json``.
@@ -447,7 +453,8 @@ def write_layout(
         (dst / "genai_config.json").write_text(json.dumps(config, indent=4) + "\n")
         record["model.onnx"] = f"exported and validated against PyTorch ({REPORT}); described by genai_config.json"
     elif layout.name == "transformers.js":
-        record = _write_transformers_js(flat, dst, layout, None if fp16 is None else Path(fp16), variants, move)
+        record = _write_transformers_js(flat, dst, layout, None if fp16 is None else Path(fp16), variants,
+                                        {k: Path(v) for k, v in (judged or {}).items()}, move)
     else:
         for path in sorted(flat.iterdir()):
             _put(path, dst / path.name, move)
@@ -457,7 +464,7 @@ def write_layout(
 
 
 def _write_transformers_js(flat: Path, dst: Path, layout: Layout, fp16: Path | None, variants: tuple[str, ...],
-                           move: bool) -> dict[str, str]:
+                           judged: Mapping[str, Path], move: bool) -> dict[str, str]:
     from onnxspec.post.quantize import quantize_file
 
     loaded = transformers_js_graphs(flat)
@@ -485,6 +492,11 @@ def _write_transformers_js(flat: Path, dst: Path, layout: Layout, fp16: Path | N
                 if _put_graph(fp16 / f"{graph}.onnx", graph_dir / name, move, data_name=f"{name}_data"):
                     external[name] = 1
                 record[rel(name)] = f"exported in fp16 and validated against PyTorch ({_renamed(REPORT, 'fp16')})"
+            elif variant in judged:
+                if _put_graph(judged[variant] / f"{graph}.onnx", graph_dir / name, move, data_name=f"{name}_data"):
+                    external[name] = 1
+                record[rel(name)] = (f"{_QUANTIZE[variant]} quantization of {rel(main.name)} (onnxspec.post.quantize), judged "
+                                     f"against PyTorch by agreement ({_renamed(POST, variant)})")
             else:
                 method = _QUANTIZE[variant]
                 quantize_file(main, graph_dir / name, method=method)
@@ -503,6 +515,9 @@ def _write_transformers_js(flat: Path, dst: Path, layout: Layout, fp16: Path | N
         for name in (REPORT, CONTRACT):
             if (fp16 / name).is_file():
                 _put(fp16 / name, dst / _renamed(name, "fp16"), move)
+    for variant, folder in judged.items():
+        if variant in variants and (folder / POST).is_file():
+            _put(folder / POST, dst / _renamed(POST, variant), move)
     if external:
         config_path = dst / "config.json"
         config = _read_json(config_path)
@@ -573,6 +588,7 @@ def export_with_layout(
     """
     from onnxspec.pieces.shapes import DTypes, FloatDtype
     from onnxspec.pipeline.core import export
+    from onnxspec.post.quantize import quantize
     from onnxspec.pipeline.output import check_output_dir, keep_failed, make_workdir, move_into_place, recover_stale, remove_created
 
     layout = get_layout(layout)
@@ -612,11 +628,25 @@ def export_with_layout(
                 if os.path.isdir(folder + ".onnxspec-failed"):
                     keep_failed(folder + ".onnxspec-failed", output_dir)
                 raise
+        judged: dict[str, str] = {}
+        if layout.name == "transformers.js" and isinstance(model_or_folder, (str, os.PathLike)):
+            for variant in (v for v in variants if v in _QUANTIZE):
+                if progress is not None:
+                    progress("quantize", f"{_QUANTIZE[variant]}, judged")
+                folder = os.path.join(staging, variant, name)
+                try:
+                    quantize(os.path.join(staging, name), folder, method=_QUANTIZE[variant], model=model_or_folder)
+                except ValidationError:
+                    if os.path.isdir(folder + ".onnxspec-failed"):
+                        keep_failed(folder + ".onnxspec-failed", output_dir)
+                    raise
+                judged[variant] = folder
         if progress is not None:
             progress("layout", layout.name)
         built = os.path.join(staging, "layout")
         graphs = write_layout(os.path.join(staging, name), built, layout,
-                              fp16=os.path.join(staging, "fp16", name) if "fp16" in runs else None, variants=variants, move=True)
+                              fp16=os.path.join(staging, "fp16", name) if "fp16" in runs else None, variants=variants,
+                              judged=judged, move=True)
         destination = os.path.dirname(os.path.abspath(output_dir))
         reports = {run: _relocated(reports[run], runs[run][1], destination, output_dir, layout) for run in reports}
         for run in reversed(list(reports)):  # the main report last: the folder's size it states is final

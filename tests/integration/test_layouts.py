@@ -79,8 +79,11 @@ def test_transformers_js_layout(llama: str, tmp_path: Path) -> None:
     assert any(n.op_type in ("MatMulInteger", "DynamicQuantizeLinear") for n in
                __import__("onnx").load(str(out / "onnx" / "model_quantized.onnx")).graph.node)
     assert json.loads((out / "onnxspec_report_fp16.json").read_text())["passed"]
+    post = json.loads((out / "onnxspec_post_q8.json").read_text())  # the int8 graph judged against PyTorch by agreement
+    assert post["passed"] and post["judged_by"] == "agreement" and post["graphs"][0]["measures"]
     record = json.loads((out / "onnxspec_layout.json").read_text())
     assert record["layout"] == "transformers.js" and set(record["graphs"]) == {f"onnx/{n}" for n in ("model.onnx", "model_fp16.onnx", "model_quantized.onnx")}
+    assert "judged against PyTorch by agreement" in record["graphs"]["onnx/model_quantized.onnx"]
 
 
 def test_layout_refusals(llama: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
