@@ -60,8 +60,8 @@ class Thresholds:
 
 
 DEFAULTS: Mapping[str, Thresholds] = {
-    "int8": Thresholds(),
-    "int4": Thresholds(cosine=0.95, top1=0.75, greedy=0.5),
+    "int8": Thresholds(top1=0.85),
+    "int4": Thresholds(cosine=0.95, top1=0.7, greedy=0.5),
     "fp16": Thresholds(cosine=0.999, top1=0.95, greedy=0.9),
 }
 """Default thresholds per lossy transformation (the README says where they come from)."""

@@ -1,0 +1,243 @@
+"""Quantize and optimize exported models, and measure what each transformation gives and costs.
+
+For each model: export it (fp32, validated), then run each transformation of ``onnxspec quantize``
+and ``onnxspec optimize`` on the folder, and measure the graph's size before and after,
+onnxruntime's latency before and after (CPU provider, one thread, median of repeated runs on one
+fixed input), and the agreement with PyTorch the transformation was judged by (the worst cosine,
+the top-1 and greedy agreement; for lossless ones the worst error / bound). The transformations
+run with thresholds of 0 so every figure is measured; the table says which would pass the
+default thresholds.
+
+    .venv/bin/python benchmarks/post.py            # tiny bert and tiny llama (about a minute)
+    .venv/bin/python benchmarks/post.py --large    # also bert-base and gpt2 sized random models (minutes, ~4 GB)
+
+Results: ``benchmarks/results/post.md`` and ``post.json`` (``--out`` to write elsewhere).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shutil
+import statistics
+import sys
+import time
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+import numpy as np  # noqa: E402
+import onnxruntime  # noqa: E402
+import torch  # noqa: E402
+import transformers as T  # noqa: E402
+
+from onnxspec import export  # noqa: E402
+from onnxspec.post.agreement import DEFAULTS, Thresholds  # noqa: E402
+from onnxspec.post.optimize import optimize  # noqa: E402
+from onnxspec.post.quantize import quantize  # noqa: E402
+
+ANYTHING = Thresholds(cosine=0.0, top1=0.0, greedy=0.0)
+TRANSFORMS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("int8", {"quantize": "int8"}),
+    ("int4", {"quantize": "int4"}),
+    ("level basic", {"level": "basic"}),
+    ("level all", {"level": "all"}),
+    ("fp16", {"fp16": True}),
+)
+
+
+def _save(model: torch.nn.Module, folder: str) -> str:
+    model.eval().save_pretrained(folder)
+    return folder
+
+
+def _models(work: str, large: bool) -> list[tuple[str, str, str]]:
+    """(name, task, model folder) of the models measured."""
+    torch.manual_seed(0)
+    tiny_llama = T.LlamaConfig(vocab_size=100, max_position_embeddings=64, hidden_size=32, num_hidden_layers=2,
+                               num_attention_heads=4, num_key_value_heads=2, intermediate_size=37, pad_token_id=0,
+                               bos_token_id=1, eos_token_id=2, tie_word_embeddings=True)
+    tiny_bert = T.BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+                             max_position_embeddings=64)
+    found = [
+        ("tiny bert (classifier)", "text-classification", _save(T.BertForSequenceClassification(tiny_bert), f"{work}/tiny-bert")),
+        ("tiny llama (tied)", "text-generation-with-past", _save(T.LlamaForCausalLM(tiny_llama), f"{work}/tiny-llama")),
+    ]
+    if large:
+        found += [
+            ("bert-base sized (random)", "text-classification",
+             _save(T.BertForSequenceClassification(T.BertConfig()), f"{work}/bert-base")),
+            ("gpt2 sized (random)", "text-generation-with-past",
+             _save(T.GPT2LMHeadModel(T.GPT2Config(bos_token_id=1, eos_token_id=2)), f"{work}/gpt2")),
+        ]
+    return found
+
+
+def _length(folder: str) -> int:
+    """128 tokens, or half the model's positions when it has fewer (the tiny models: 64)."""
+    with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
+        config = json.load(f)
+    return min(128, config.get("max_position_embeddings", config.get("n_positions", 256)) // 2)
+
+
+def _feed(session: onnxruntime.InferenceSession, decoder: bool, length: int) -> dict[str, np.ndarray]:
+    """One fixed input: a sequence of ``length`` tokens (encoders), or one new token after ``length`` cached (decoders)."""
+    rng = np.random.default_rng(0)
+    feed = {}
+    past = length if decoder else 0
+    seq = 1 if decoder else length
+    for i in session.get_inputs():
+        if i.name.startswith("past_key_values"):
+            shape = [1 if k == 0 else past if k == 2 else d for k, d in enumerate(i.shape)]
+            feed[i.name] = rng.normal(size=shape).astype(np.float32)
+        elif i.name == "input_ids":
+            feed[i.name] = rng.integers(3, 90, size=(1, seq), dtype=np.int64)
+        elif i.name == "attention_mask":
+            feed[i.name] = np.ones((1, past + seq), np.int64)
+        elif i.name == "position_ids":
+            feed[i.name] = np.arange(past, past + seq, dtype=np.int64)[None]
+        else:  # token_type_ids
+            feed[i.name] = np.zeros((1, seq), np.int64)
+    return feed
+
+
+def _session(path: str) -> onnxruntime.InferenceSession:
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.log_severity_level = 3
+    return onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+def _latencies(before: str, after: str, decoder: bool, length: int, runs: int) -> tuple[float, float]:
+    """Median milliseconds of one run of each graph, one thread, after two warm-up runs; the two
+    graphs run in turn, so a load change on the shared machine falls on both."""
+    sessions = [_session(before), _session(after)]
+    feeds = [_feed(s, decoder, length) for s in sessions]
+    times: list[list[float]] = [[], []]
+    for k in range(runs + 2):
+        for i, (session, feed) in enumerate(zip(sessions, feeds)):
+            t0 = time.perf_counter()
+            session.run(None, feed)
+            if k >= 2:
+                times[i].append(time.perf_counter() - t0)
+    return statistics.median(times[0]) * 1000, statistics.median(times[1]) * 1000
+
+
+def _figures(report: Any) -> dict[str, Any]:
+    g = report.graphs[0]
+    if report.judged_by == "agreement":
+        worst = {}
+        for metric in ("cosine", "top1", "greedy"):
+            values = [m.value for m in g.measures if m.metric == metric]
+            if values:
+                worst[metric] = min(values)
+        return {"judged_by": "agreement", **worst}
+    ratio = max(c.error / c.bound for c in g.checks)
+    return {"judged_by": "lossless", "worst_error_over_bound": ratio, "checks_passed": all(c.passed for c in g.checks)}
+
+
+def _passes(row: dict[str, Any]) -> bool:
+    """Whether a row's figures reach today's default thresholds (``agreement.DEFAULTS``)."""
+    if row["judged_by"] == "lossless":
+        return bool(row["checks_passed"])
+    default = DEFAULTS["fp16" if row["transform"] == "fp16" else row["transform"]]
+    return all(row.get(k, 1.0) >= getattr(default, k) for k in ("cosine", "top1", "greedy"))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--large", action="store_true", help="also bert-base and gpt2 sized random models")
+    parser.add_argument("--runs", type=int, default=20, help="timed runs per latency (default 20)")
+    parser.add_argument("--out", default=os.path.join(HERE, "results"), help="folder of post.md and post.json")
+    parser.add_argument("--work", default=os.path.join(HERE, ".work", "post"), help="scratch folder (removed first)")
+    parser.add_argument("--render", action="store_true", help="only write post.md again from post.json (today's thresholds)")
+    args = parser.parse_args()
+    if args.render:
+        with open(os.path.join(args.out, "post.json"), encoding="utf-8") as f:
+            done = json.load(f)
+        args.runs, args.large = done["runs"], done.get("large", True)
+        with open(os.path.join(args.out, "post.md"), "w", encoding="utf-8") as f:
+            f.write(_markdown(done["rows"], done["measured"], done["versions"], args))
+        return 0
+    shutil.rmtree(args.work, ignore_errors=True)
+    os.makedirs(args.work)
+    rows = []
+    for name, task, folder in _models(args.work, args.large):
+        decoder = task.endswith("-with-past")
+        exported = f"{folder}-onnx"
+        export(folder, exported, task=task)
+        base = os.path.join(exported, "model.onnx")
+        length = _length(folder)
+        for label, how in TRANSFORMS:
+            out = f"{exported}-{label.replace(' ', '-')}"
+            t0 = time.perf_counter()
+            if "quantize" in how:
+                report = quantize(exported, out, method=how["quantize"], thresholds=ANYTHING)
+            else:
+                report = optimize(exported, out, thresholds=ANYTHING if how.get("fp16") else None, **how)
+            seconds = time.perf_counter() - t0
+            g = report.graphs[0]
+            before, after = _latencies(base, os.path.join(out, "model.onnx"), decoder, length, args.runs)
+            row = {
+                "model": name, "task": task, "transform": label, "bytes_before": g.bytes_before, "bytes_after": g.bytes_after,
+                "ms_before": before, "ms_after": after, "tokens": length,
+                "seconds": seconds, **_figures(report),
+            }
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            shutil.rmtree(out)
+        shutil.rmtree(exported)
+    os.makedirs(args.out, exist_ok=True)
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    versions = {"onnxruntime": onnxruntime.__version__, "torch": torch.__version__, "transformers": T.__version__}
+    with open(os.path.join(args.out, "post.json"), "w", encoding="utf-8") as f:
+        json.dump({"measured": stamp, "versions": versions, "runs": args.runs, "large": args.large, "rows": rows}, f, indent=2)
+    with open(os.path.join(args.out, "post.md"), "w", encoding="utf-8") as f:
+        f.write(_markdown(rows, stamp, versions, args))
+    return 0
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.2f} MB" if n >= 1e6 else f"{n / 1e3:.1f} KB"
+
+
+def _markdown(rows: list[dict[str, Any]], stamp: str, versions: dict[str, str], args: argparse.Namespace) -> str:
+    lines = [
+        "# Quantize and optimize: size, latency, agreement with PyTorch",
+        "",
+        f"Measured {stamp} by `.venv/bin/python benchmarks/post.py{' --large' if args.large else ''}` "
+        f"(onnxruntime {versions['onnxruntime']}, torch {versions['torch']}, transformers {versions['transformers']}), "
+        "on 2 shared CPU cores. Latency: onnxruntime CPU provider, one thread, the two graphs run in turn, median of "
+        f"{args.runs} runs each: encoders one sequence of 128 tokens, decoders one new token after 128 cached (the tiny models, "
+        "with 64 positions: 32). "
+        "Agreement: the worst value over the export's validation shape sets (cosine, top-1) and greedy decoding "
+        "of 4 prompts for 8 tokens; lossless transformations: the worst error / bound of the export's own validation. "
+        "'passes' compares with the default thresholds ("
+        + "; ".join(f"{k}: cosine {t.cosine}, top-1 {t.top1}, greedy {t.greedy}" for k, t in DEFAULTS.items()) + ").",
+        "",
+        "| model | transform | size before | size after | ms before | ms after | cosine | top-1 | greedy | error / bound | passes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        def f(key: str) -> str:
+            return f"{r[key]:.4f}" if key in r else "–"
+        lines.append(
+            f"| {r['model']} | {r['transform']} | {_mb(r['bytes_before'])} | {_mb(r['bytes_after'])} | {r['ms_before']:.2f} | "
+            f"{r['ms_after']:.2f} | {f('cosine')} | {f('top1')} | {f('greedy')} | "
+            f"{r['worst_error_over_bound']:.3f} | " if "worst_error_over_bound" in r else
+            f"| {r['model']} | {r['transform']} | {_mb(r['bytes_before'])} | {_mb(r['bytes_after'])} | {r['ms_before']:.2f} | "
+            f"{r['ms_after']:.2f} | {f('cosine')} | {f('top1')} | {f('greedy')} | – | "
+        )
+        lines[-1] += ("yes" if _passes(r) else "**no**") + " |"
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
