@@ -38,6 +38,7 @@ __all__ = [
     "IMAGE_ENCODER",
     "LOG_MEL_ENCODER",
     "PATCH_ENCODER",
+    "PROMPT_ENCODER_MASK_DECODER",
     "MODEL_DECODER",
     "SUBMODULE_DECODER",
     "TEXT_ENCODER",
@@ -48,6 +49,7 @@ __all__ = [
     "decoder_alone",
     "encoder_decoder",
     "generators_for",
+    "segment_anything",
     "speech_to_text",
     "tensors",
     "text_decoder",
@@ -592,6 +594,57 @@ def tensors(
     return attrs.evolve(made, generators={**made.generators, **(generators or {})})
 
 
+PROMPT_ENCODER_MASK_DECODER = GraphKind(
+    name="prompt-encoder-mask-decoder", role="prompt_decoder", filename="prompt_encoder_mask_decoder.onnx"
+)
+"""SAM's second file: the prompt encoder and the mask decoder, fed the vision encoder's two outputs
+and the prompt (points and their labels)."""
+
+_POINTS = {0: "batch_size", 1: "point_batch_size", 2: "nb_points_per_image"}
+_PER_PROMPT = {0: "batch_size", 1: "point_batch_size"}
+
+
+def segment_anything(
+    model_type: str,
+    task: str,
+    *,
+    use_past: bool = False,
+    split: bool = True,
+    normalizer: Normalizer = normalizers.SAM,
+    **fields: Any,
+) -> ModelSpec:
+    """SAM: an image and point prompts -> ``iou_scores`` and ``pred_masks`` per prompt (three masks each).
+
+    ``split`` (Optimum's default variant) writes ``vision_encoder.onnx`` (``pixel_values`` ->
+    ``image_embeddings``, ``image_positional_embeddings``) and ``prompt_encoder_mask_decoder.onnx``
+    (those two, ``input_points`` and ``input_labels`` -> the masks), so an image is encoded once for
+    many prompts; the ``"monolith"`` graph (``model.onnx``) runs all of it. The image is of the
+    config's size: only the batch and the prompt axes are dynamic. Not split: ``model.onnx`` alone.
+    """
+    pixels = spec("pixel_values", _B, Kind.FLOAT, rank=4)
+    points, labels = spec("input_points", _POINTS, Kind.FLOAT, rank=4), spec("input_labels", _POINTS, Kind.INT)
+    embeddings = spec("image_embeddings", _B, Kind.FLOAT, rank=4)
+    positions = spec("image_positional_embeddings", _B, Kind.FLOAT, rank=4)
+    masks = (spec("iou_scores", _PER_PROMPT, rank=3), spec("pred_masks", _PER_PROMPT, rank=5))
+    graphs = {"monolith": GraphIO(inputs=[pixels, points, labels], outputs=masks, call=Call(fixed={"multimask_output": True}))}
+    if split:
+        graphs["vision_encoder"] = GraphIO(
+            inputs=[pixels], outputs=[embeddings, positions], call=Call(module="vision_encoder", results={"image_embeddings": "last_hidden_state"})
+        )
+        graphs["prompt_decoder"] = GraphIO(inputs=[positions, embeddings, points, labels], outputs=masks, call=Call(fixed={"multimask_output": True}))
+    made = _make(
+        model_type, task, "segment-anything", graphs, normalizer=normalizer,
+        files=(kinds.VISION_ENCODER, PROMPT_ENCODER_MASK_DECODER) if split else (kinds.SINGLE,), **fields,
+    )
+    sam_generators = {
+        "input_points": g.prompt_points,
+        "input_labels": g.point_labels,
+        "image_embeddings": g.image_embeddings,
+        "image_positional_embeddings": g.image_positional_embeddings,
+    }
+    return attrs.evolve(made, generators={**made.generators, **sam_generators})
+
+
 FAMILIES: Mapping[str, Callable[..., ModelSpec]] = MappingProxyType(
     {
         "text-encoder": text_encoder,
@@ -604,5 +657,7 @@ FAMILIES: Mapping[str, Callable[..., ModelSpec]] = MappingProxyType(
         "audio": audio,
         "text-and-vision": text_and_vision,
         "tensors": tensors,
+        "segment-anything": segment_anything,
     }
 )
+

@@ -32,6 +32,7 @@ from onnxspec.catalog.families import (
     text_encoder,
     text_seq2seq,
     vision,
+    segment_anything,
 )
 from onnxspec.catalog.registry import ModelEntry, Registry, build_registry, entry
 from onnxspec.catalog.rope import with_dynamic_rope
@@ -469,6 +470,10 @@ ENTRIES: tuple[ModelEntry, ...] = (
     ),
     entry("vits", tensors, ("text-to-audio",), **_SPEECH_SYNTHESIS, architecture_tasks={"VitsModel": "text-to-audio"}),  # its bare model speaks
     entry("colpali", tensors, ("feature-extraction",), **_IMAGE_PROMPT),
+    # SAM exports model.onnx (Optimum's "monolith" variant) until a graph can call more than one module: its split
+    # files (segment_anything's default) need the positional embeddings computed beside the vision encoder and fed to
+    # the prompt encoder + mask decoder, which no single module of SamModel does
+    entry("sam", segment_anything, ("feature-extraction",), split=False),
 )
 
 ENTRIES = with_dynamic_rope(ENTRIES)  # dynamic NTK's frequencies from the length inside the graph (catalog/rope.py)

@@ -6,7 +6,7 @@ from onnxspec.errors import ConfigError
 from onnxspec.pieces.normalize import Normalizer, derive, normalizer
 
 __all__ = [
-    "AST", "AUDIO", "CLIP", "COLPALI", "DECISION_TRANSFORMER", "ENCODER_DECODER", "IMAGE_TEXT_TO_TEXT", "LATENT_ATTENTION", "LAYOUT", "LAYOUT_IMAGE", "MARKUP", "MOONSHINE", "MULTI_QUERY", "NYSTROM", "OWL_VIT", "PERCEIVER", "PIX2STRUCT", "SEQ2SEQ",
+    "AST", "AUDIO", "CLIP", "COLPALI", "DECISION_TRANSFORMER", "ENCODER_DECODER", "IMAGE_TEXT_TO_TEXT", "LATENT_ATTENTION", "LAYOUT", "LAYOUT_IMAGE", "MARKUP", "MOONSHINE", "MULTI_QUERY", "NYSTROM", "OWL_VIT", "PERCEIVER", "PIX2STRUCT", "SAM", "SEQ2SEQ",
     "SEQ2SEQ_DECODER", "SPEECH_TO_TEXT", "T5", "TIME_SERIES", "TROCR", "TEXT", "VISION", "VISION_BACKBONE", "VISION_ENCODER_DECODER", "VISUAL_BERT", "VITPOSE", "VITS", "WHISPER", "within",
 ]
 
@@ -309,3 +309,15 @@ COLPALI: Normalizer = normalizer(
 
 OWL_VIT: Normalizer = normalizer(CLIP, max_position_embeddings=("text_config.max_position_embeddings",))
 """OWL-ViT / OWLv2: dual encoders whose text tower has a short position table (16 in the released checkpoints)."""
+
+SAM: Normalizer = normalizer(
+    hidden_size=("vision_config.hidden_size",),
+    image_size=("vision_config.image_size",),
+    num_channels=("vision_config.num_channels",),
+    output_channels=("vision_config.output_channels",),
+    image_embedding_size=("prompt_encoder_config.image_embedding_size",),
+    prompt_image_size=("prompt_encoder_config.image_size",),
+)
+"""SAM: images of ``image_size`` a side (``vision_config``) embedded as ``output_channels`` maps of
+``image_embedding_size`` a side (the prompt encoder's grid); prompt points are pixel coordinates
+in an image of ``prompt_image_size`` (the prompt encoder's, normally the vision encoder's)."""

@@ -39,12 +39,16 @@ __all__ = [
     "ids_below",
     "flattened_patches",
     "ids_per_token",
+    "image_embeddings",
+    "image_positional_embeddings",
     "image_prefix_mask",
     "image_prefix_token_types",
     "image_token_ids",
     "make_dummies",
     "past_tensor",
     "pixel_values",
+    "point_labels",
+    "prompt_points",
     "queries_per_image",
     "position_ids",
     "token_ids",
@@ -416,3 +420,32 @@ def make_dummies(
             )
         made[tensor.name] = gen(tensor, ctx, rng, MappingProxyType(made))
     return made
+
+
+def prompt_points(tensor: TensorSpec, ctx: DummyContext, rng: torch.Generator, made: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Prompt points ``(x, y)`` in pixel coordinates of the prompt encoder's image: ``(*dynamic axes, 2)``
+    (SAM's ``(batch, point_batch_size, nb_points_per_image, 2)``), each in ``[0, prompt_image_size)``
+    (the config's ``image_size`` when the normalizer has no ``prompt_image_size``)."""
+    side = ctx.dims.get("prompt_image_size") or ctx.dims.require("image_size")[0]
+    return (torch.rand((*_leading(tensor, ctx), 2), generator=rng) * float(side)).to(_float(ctx))
+
+
+def point_labels(tensor: TensorSpec, ctx: DummyContext, rng: torch.Generator, made: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """A label per prompt point, 1 (on the object) or 0 (off it), over every dynamic axis."""
+    return torch.randint(0, 2, dynamic_shape(tensor, ctx), generator=rng).to(_int(ctx))
+
+
+def image_embeddings(tensor: TensorSpec, ctx: DummyContext, rng: torch.Generator, made: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """An image encoder's feature map, unit variance: ``(batch, output_channels, image_embedding_size,
+    image_embedding_size)`` (SAM's ``image_embeddings``, the vision encoder's output shape)."""
+    channels, side = (int(v) for v in ctx.dims.require("output_channels", "image_embedding_size"))
+    return _randn((*_leading(tensor, ctx), channels, side, side), ctx, rng)
+
+
+def image_positional_embeddings(
+    tensor: TensorSpec, ctx: DummyContext, rng: torch.Generator, made: Mapping[str, torch.Tensor]
+) -> torch.Tensor:
+    """Positional embeddings of the image grid, of :func:`image_embeddings`' shape, in ``[-1, 1)``
+    (SAM's are sines and cosines of a random projection of each cell's position)."""
+    channels, side = (int(v) for v in ctx.dims.require("output_channels", "image_embedding_size"))
+    return (torch.rand((*_leading(tensor, ctx), channels, side, side), generator=rng) * 2 - 1).to(_float(ctx))

@@ -118,6 +118,12 @@ OWN_IO = {
         {"input_ids": {0: B, 1: S}, "attention_mask": {0: B, 1: S}, "token_type_ids": {0: B, 1: S}, "pixel_values": {0: B}},
         {"embeddings": {0: B, 1: S}},
     ),
+    # SamOnnxConfig's "monolith" variant (its split files are checked in tests/unit/catalog/test_sam.py)
+    "sam": (
+        {"pixel_values": {0: B}, "input_points": {0: B, 1: "point_batch_size", 2: "nb_points_per_image"},
+         "input_labels": {0: B, 1: "point_batch_size", 2: "nb_points_per_image"}},
+        {"iou_scores": {0: B, 1: "point_batch_size"}, "pred_masks": {0: B, 1: "point_batch_size"}},
+    ),
 }
 IMAGES = {
     "vit", "deit", "swin", "swinv2", "beit", "data2vec-vision", "dinov2", "vit_msn", "levit", "yolos", "convnext", "convnextv2", "resnet",

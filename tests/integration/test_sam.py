@@ -1,0 +1,39 @@
+"""SAM exported from a tiny random model: model.onnx validated at prompt shapes unlike the traced
+ones (the default shape sets keep the prompt axes as traced), and the split files refused with an
+error rather than written wrong."""
+
+from __future__ import annotations
+
+import attrs
+import pytest
+
+from onnxspec.catalog.families import segment_anything
+from onnxspec.errors import OnnxSpecError
+from onnxspec.pieces.shapes import Shapes, validation_shapes
+from onnxspec.pipeline.core import export
+from tests.tiny import tiny_folder, tiny_model
+
+pytestmark = pytest.mark.integration
+
+
+def test_model_onnx_validates_where_batch_and_both_prompt_axes_differ_from_the_trace(tmp_path) -> None:
+    traced = Shapes()
+    sets = tuple(
+        attrs.evolve(s, point_batch_size=pb, nb_points_per_image=n)
+        for s, pb, n in zip(validation_shapes(traced), (1, 4, 2), (1, 3, 5))
+    )
+    assert all((s.batch_size, s.point_batch_size, s.nb_points_per_image) != (traced.batch_size, traced.point_batch_size, traced.nb_points_per_image) for s in sets)
+    folder = tiny_folder("sam", "feature-extraction", tmp_path / "model")
+    report = export(folder, tmp_path / "onnx", task="feature-extraction", shapes=traced, validation_shapes=sets)
+    assert report.passed, report.failures
+    assert [g.filename for g in report.graphs] == ["model.onnx"]
+    checks = report.graphs[0].checks
+    assert len(checks) == 2 * len(sets) and all(c.passed for c in checks)
+    masks = [c.onnx_shape for c in checks if c.output == "pred_masks"]
+    assert [m[:3] for m in masks] == [(s.batch_size, s.point_batch_size, 3) for s in sets]
+
+
+def test_the_split_files_are_refused_not_written(tmp_path) -> None:
+    with pytest.raises(OnnxSpecError, match="image_positional_embeddings"):
+        export(tiny_model("sam", "feature-extraction"), tmp_path / "split", spec=segment_anything("sam", "feature-extraction"))
+    assert not (tmp_path / "split").exists()
