@@ -80,6 +80,9 @@ class GraphReport:
     runtime: str = "onnxruntime"
     """What ran the graph for validation: ``"onnxruntime"`` (CPU provider), or ``"onnx.reference"``
     (onnx's reference evaluator, for bf16 graphs onnxruntime's CPU kernels cannot run)."""
+    float64_reference: str = ""
+    """How PyTorch's float64 run was made: ``"streamed"`` (one module in float64 at a time),
+    ``"whole model: <why not streamed>"``, or empty (none: each check's ``reference`` says why)."""
 
     @property
     def validated(self) -> bool:

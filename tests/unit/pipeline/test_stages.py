@@ -190,4 +190,6 @@ def test_an_export_reports_each_stage_s_peak_memory_in_its_report_file(tmp_path)
                     progress=lambda stage, detail: seen.append(f"{stage}:{detail}" if detail else stage))
     assert list(report.stage_memory) == seen and all(v > 2**20 for v in report.stage_memory.values())
     with open(tmp_path / "out" / "onnxspec_report.json", encoding="utf-8") as f:
-        assert json.load(f)["stage_memory"] == report.stage_memory
+        written = json.load(f)
+    assert written["stage_memory"] == report.stage_memory
+    assert [g["float64_reference"] for g in written["graphs"]] == ["streamed"]  # how the float64 run was made
