@@ -646,6 +646,9 @@ def _add_export(sub: Any, shapes: bool) -> argparse.ArgumentParser:
                    help="folder layout: flat (default: the graphs beside config.json, as Optimum loads them); transformers.js "
                         "(graphs in onnx/ with model_fp16.onnx, an fp16 export also validated, and model_quantized.onnx, int8); "
                         "genai (adds genai_config.json for onnxruntime-genai; --task text-generation-with-past)")
+    p.add_argument("--variants", default=None, metavar="LIST", type=lambda text: tuple(v.strip() for v in text.split(",") if v.strip()),
+                   help="--layout transformers.js: the variants beside each graph, comma-separated: fp16 (an fp16 export, "
+                        "validated), q8 (int8), q4 (int4), both judged by agreement with PyTorch; default fp16,q8; '' for none")
     p.add_argument("--seed", type=int, default=0, help="seed of the dummy inputs (default 0)")
     p.add_argument("--debug", action="store_true", help="show tracebacks and library warnings")
     if not shapes:
@@ -803,6 +806,7 @@ PARAMETER_FLAGS: dict[str, str] = {
     "atol": "--atol",
     "task": "--task",
     "seed": "--seed",
+    "variants": "--variants",
 }
 """Keyword arguments of :func:`onnxspec.export` -> the flag that sets them."""
 
@@ -900,7 +904,7 @@ def _run_export(args: argparse.Namespace, out: Console, err: Console) -> int:
     err.print(f"Exporting [bold]{escape(args.model)}[/bold] -> {escape(args.output)}", highlight=False)
     progress, finish = stage_printer(err)
     laid_out: list[Any] = []  # the LayoutResult of a --layout other than flat
-    run = export if args.layout == "flat" else _layout_export(args.layout, laid_out)
+    run = export if args.layout == "flat" and args.variants is None else _layout_export(args.layout, laid_out, args.variants)
     try:
         report = run(
             model,
@@ -938,13 +942,13 @@ def _run_export(args: argparse.Namespace, out: Console, err: Console) -> int:
     return EXIT_OK
 
 
-def _layout_export(layout: str, results: list[Any]) -> Callable[..., ExportReport]:
+def _layout_export(layout: str, results: list[Any], variants: tuple[str, ...] | None = None) -> Callable[..., ExportReport]:
     """``export`` writing ``layout`` (:func:`onnxspec.post.layouts.export_with_layout`): returns the
     main export's report listing the laid-out files, and appends the whole result to ``results``."""
     from onnxspec.post.layouts import export_with_layout
 
     def run(model: str, output: str, **options: Any) -> ExportReport:
-        result = export_with_layout(model, output, layout, **options)
+        result = export_with_layout(model, output, layout, variants=variants, **options)
         results.append(result)
         return attrs.evolve(result.report, files=result.files)
 
@@ -1064,7 +1068,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as e:
         if e.report is not None:
             print_report(out, e.report, files=False)
-        err.print(f"[bold red]error:[/bold red] {escape(str(e))}", highlight=False)
+        err.print(f"[bold red]error:[/bold red] {escape(cli_message(str(e)))}", highlight=False)
         if debug:
             traceback.print_exc()
         return EXIT_INVALID

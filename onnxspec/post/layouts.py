@@ -593,6 +593,12 @@ def export_with_layout(
 
     layout = get_layout(layout)
     output_dir = os.fspath(output_dir)
+    if variants is not None:
+        unknown = [v for v in variants if v not in VARIANTS]
+        if unknown:
+            raise UnknownNameError("variant", unknown[0], VARIANTS, f"--variants takes {', '.join(VARIANTS)}, comma-separated.")
+        if variants and not layout.variants:
+            raise UnsupportedTaskError(f"--variants is for --layout transformers.js; --layout {layout.name} writes no variants")
     variants = tuple(layout.variants if variants is None else variants)
     dtypes = export_options.pop("dtypes", None) or DTypes()
     if isinstance(model_or_folder, (str, os.PathLike)):
@@ -636,10 +642,15 @@ def export_with_layout(
                 folder = os.path.join(staging, variant, name)
                 try:
                     quantize(os.path.join(staging, name), folder, method=_QUANTIZE[variant], model=model_or_folder)
-                except ValidationError:
-                    if os.path.isdir(folder + ".onnxspec-failed"):
-                        keep_failed(folder + ".onnxspec-failed", output_dir)
-                    raise
+                except ValidationError as e:
+                    kept = keep_failed(folder + ".onnxspec-failed", output_dir) if os.path.isdir(folder + ".onnxspec-failed") else None
+                    why = str(e).split("\nNothing was written")[0]
+                    raise ValidationError(
+                        f"--layout {layout.name}, variant {variant}: {why}\nNothing was written to {output_dir!r}"
+                        + (f"; the quantized graphs and {POST} are in {kept!r}" if kept else "")
+                        + f"; to leave the variant out pass variants={tuple(v for v in variants if v != variant)!r} "
+                        + f"(--variants {','.join(v for v in variants if v != variant) or repr('')})"
+                    ) from e
                 judged[variant] = folder
         if progress is not None:
             progress("layout", layout.name)

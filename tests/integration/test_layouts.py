@@ -111,3 +111,25 @@ def test_failed_layout_leaves_the_previous_folder(llama: str, tmp_path: Path, mo
         export_with_layout(llama, out, "transformers.js", variants=(), task=TASK, overwrite=True)
     assert os.listdir(out) == ["previous.txt"]
     assert sorted(os.listdir(tmp_path)) == ["out"]
+
+
+def test_variants(llama: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert main(["export", "--model", llama, "--task", TASK, "--layout", "genai", "--variants", "fp16", str(out)]) == 2
+    assert "--variants is for --layout transformers.js" in capsys.readouterr().err
+    assert main(["export", "--model", llama, "--task", TASK, "--layout", "transformers.js", "--variants", "q8,q3", str(out)]) == 2
+    assert "unknown variant 'q3'" in capsys.readouterr().err
+
+    import onnxspec.post.quantize as quantize_module
+    from onnxspec.errors import ValidationError
+
+    def disagrees(folder: str, output_dir: str, **kwargs: object) -> None:  # a quantized graph below the thresholds
+        os.makedirs(output_dir + ".onnxspec-failed")
+        raise ValidationError(f"the quantized graphs disagree with PyTorch beyond the thresholds\nNothing was written to {output_dir!r}")
+
+    monkeypatch.setattr(quantize_module, "quantize", disagrees)
+    assert main(["export", "--model", llama, "--task", TASK, "--layout", "transformers.js", "--variants", "q8", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "variant q8: the quantized graphs disagree" in err and "pass --variants ''" in err and "variants=" not in err
+    assert not out.exists() and (tmp_path / "out.onnxspec-failed").is_dir()
+    assert sorted(os.listdir(tmp_path)) == ["out.onnxspec-failed"]
