@@ -398,12 +398,15 @@ CONFIGS: dict[str, Callable[[], T.PretrainedConfig]] = {
         embedding_dim=16,
     ),
     "swin2sr": lambda: T.Swin2SRConfig(image_size=16, patch_size=1, embed_dim=16, depths=[1, 1], num_heads=[2, 2], window_size=4, upscale=2),
-    # SAM: a 64-pixel image in 8-pixel patches, windowed attention in layer 0 and global in layer 1, an 8x8 embedding grid
+    # SAM: a 64-pixel image in 8-pixel patches, windowed attention in layer 0 and global in layer 1, an 8x8 embedding grid.
+    # Wide random weights: at the default ranges (the vision encoder's is 1e-10) the masks are ~1e-5 and do not depend
+    # on the image at all; at 0.5 they are ~10 and change with the image, the points and the labels.
     "sam": lambda: T.SamConfig(
         vision_config=dict(hidden_size=32, output_channels=16, num_hidden_layers=2, num_attention_heads=4, mlp_dim=37,
-                           image_size=64, patch_size=8, window_size=4, global_attn_indexes=[1], num_pos_feats=8),
+                           image_size=64, patch_size=8, window_size=4, global_attn_indexes=[1], num_pos_feats=8, initializer_range=0.5),
         prompt_encoder_config=dict(hidden_size=16, image_size=64, patch_size=8, mask_input_channels=4),
         mask_decoder_config=dict(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, mlp_dim=37, iou_head_hidden_dim=16),
+        initializer_range=0.5,
     ),
 }
 

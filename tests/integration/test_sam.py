@@ -37,3 +37,20 @@ def test_the_split_files_are_refused_not_written(tmp_path) -> None:
     with pytest.raises(OnnxSpecError, match="image_positional_embeddings"):
         export(tiny_model("sam", "feature-extraction"), tmp_path / "split", spec=segment_anything("sam", "feature-extraction"))
     assert not (tmp_path / "split").exists()
+
+
+def test_the_tiny_models_masks_depend_on_the_image_the_points_and_the_labels() -> None:
+    """Else validating the exports would compare constants (at transformers' default weight ranges
+    the masks do not change with the image)."""
+    import torch
+
+    model = tiny_model("sam", "feature-extraction")
+    rng = torch.Generator().manual_seed(0)
+    pixels, points = torch.rand((2, 3, 64, 64), generator=rng), torch.rand((2, 3, 2, 2), generator=rng) * 64
+    labels = torch.randint(0, 2, (2, 3, 2), generator=rng)
+    with torch.no_grad():
+        base = model(pixel_values=pixels, input_points=points, input_labels=labels)
+        for changed in ({"pixel_values": torch.rand((2, 3, 64, 64), generator=rng)}, {"input_points": points.flip(-1)}, {"input_labels": 1 - labels}):
+            out = model(**{"pixel_values": pixels, "input_points": points, "input_labels": labels, **changed})
+            assert (out.pred_masks - base.pred_masks).abs().max() > 1e-2 * base.pred_masks.abs().max(), sorted(changed)
+            assert (out.iou_scores - base.iou_scores).abs().max() > 1e-3 * base.iou_scores.abs().max(), sorted(changed)
