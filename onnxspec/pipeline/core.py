@@ -73,8 +73,7 @@ from onnxspec.pieces.patches import patched
 from onnxspec.catalog.registry import Registry, lookup, spec_for
 from onnxspec.judge.report import ExportReport, GraphReport, OutputCheck, write_report
 from onnxspec.pieces.axes import Kind, TensorSpec
-from onnxspec.pieces.shapes import DTypes, FloatDtype, Shapes, torch_dtype, validation_shapes
-from onnxspec.catalog.rope import boundary as rope_boundary
+from onnxspec.pieces.shapes import DTypes, FloatDtype, Shapes, torch_dtype
 from onnxspec.pipeline.sidefiles import copy_side_files, side_files
 from onnxspec.pieces.spec import GraphSpec, ModelSpec, bind, check_versions, contract, plan, with_tolerance
 from onnxspec.pipeline.stages import STAGES, Fault, Progress, Stage, run_stages
@@ -257,9 +256,6 @@ class _Resolved:
     """Every file to write, in order: the traced graphs, then the merged ones."""
     tries: tuple[Backend, ...] = ()
     """The backends each graph's trace tries, in order (``backend``, then any fallback)."""
-    shape_sets: tuple[Shapes, ...] | None = None
-    """The shape sets validation runs at: the caller's, or (``None``) the default three; for a
-    rotary embedding that switches at a length (dynamic NTK, LongRoPE), sets that cross it."""
 
     @property
     def merges(self) -> tuple[GraphSpec, ...]:
@@ -384,12 +380,8 @@ def _resolve(request: _Request, state: _State) -> _State:
         spec = attrs.evolve(spec, attn_implementation="eager")
     check_versions(spec, versions())
     files = plan(spec, merged=request.merged, monolith=request.monolith)
-    edge = rope_boundary(request.model.config if source is None else config_from_json(config_json), switching_only=True)  # type: ignore[union-attr]
-    shape_sets = request.validation_shapes
-    if shape_sets is None and edge is not None:
-        shape_sets = validation_shapes(request.shapes, boundary=edge)
     resolved = _Resolved(
-        spec=spec, source=source, backend=chosen_backend, files=files, shape_sets=shape_sets,
+        spec=spec, source=source, backend=chosen_backend, files=files,
         tries=backends_to_try(chosen_backend, named=named),
     )
     return attrs.evolve(state, resolved=resolved)
@@ -509,7 +501,7 @@ def _validate(job: _Job, sub: GraphSpec, state: _State) -> _State:
         # graph's weights and the reference run are not in memory at the same time
         checks, run_problems, seconds, ran = validate_with_references(
             lambda: _session(graph.path, runtime), graph.module, sub, request.shapes, request.dtypes, request.seed,  # type: ignore[arg-type]
-            sub.filename, shape_sets=job.resolved.shape_sets,
+            sub.filename, shape_sets=request.validation_shapes,
         )
     else:  # the graph cannot be fed the spec's inputs; the check's problems say why
         checks, run_problems, seconds, ran = (), _NOT_RUN, 0.0, None
@@ -586,7 +578,7 @@ def _validate_merged(job: _Job, merged: GraphSpec, state: _State) -> _State:
         )
         checks, run_problems, seconds = validate_merged(
             session, branches, request.shapes, request.dtypes, request.seed, merged.filename, BRANCH_INPUT,
-            shape_sets=job.resolved.shape_sets,
+            shape_sets=request.validation_shapes,
             reuse=(state.references.get(first.filename), state.references.get(later.filename)),
         )
         del session
