@@ -96,7 +96,7 @@ def merged_export(folder: str, task: str, out: str, merged: bool) -> dict[str, A
 
 
 def _prepare(folder: str, task: str) -> tuple[Any, Any]:
-    """The model loaded as the pipeline loads it, and the pipeline's plan (file, sub-graph spec)."""
+    """The model loaded as the pipeline loads it, and the traced files of the pipeline's plan."""
     from onnxspec.catalog.models import REGISTRY
     from onnxspec.pipeline.core import load_model, plan, resolve_spec
     from onnxspec.pieces.tasks import parse_task
@@ -105,7 +105,7 @@ def _prepare(folder: str, task: str) -> tuple[Any, Any]:
     spec = resolve_spec(model.config.model_type, model.config, task, REGISTRY)
     if spec.attn_implementation is not None and hasattr(model, "set_attn_implementation"):
         model.set_attn_implementation(spec.attn_implementation)
-    return model, plan(spec)
+    return model, plan(spec, merged=False)
 
 
 def _raw_export(model: Any, graphs: Any, work: str) -> float:
@@ -121,12 +121,12 @@ def _raw_export(model: Any, graphs: Any, work: str) -> float:
 
     os.makedirs(work, exist_ok=True)
     spent = 0.0
-    for split, sub in graphs:
+    for sub in graphs:
         ctx = context(Shapes(), DTypes(), sub.dims, past=sub.past, padding_side=sub.padding_side)
         dummies = make_dummies(sub.inputs, sub.generators, ctx, 0)
         module = graph_module(model, sub)
         dynamic = {**axes_view(sub.inputs), **axes_view(sub.outputs)}
-        path = os.path.join(work, "raw-" + split.filename)
+        path = os.path.join(work, "raw-" + sub.filename)
         with warnings.catch_warnings(), torch.no_grad(), patched(sub.patches):
             warnings.simplefilter("ignore")
             t0 = time.perf_counter()
@@ -243,7 +243,7 @@ def floor(folder: str, task: str, work: str, runs: int, warm_up: bool = True) ->
                 stage_runs.append(stages)
     stage_medians = {k: statistics.median(r.get(k, 0.0) for r in stage_runs) for k in stage_runs[0]} if stage_runs else {}
     return {"raw_seconds": raws, "pipeline_seconds": pipes, "pipeline_trace_seconds": traces,
-            "pipeline_stage_seconds": stage_medians, "graphs": [s.filename for s, _ in graphs]}
+            "pipeline_stage_seconds": stage_medians, "graphs": [s.filename for s in graphs]}
 
 
 def _count_nodes(graph: Any) -> int:

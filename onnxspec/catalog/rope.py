@@ -158,7 +158,7 @@ def with_dynamic_rope(entries: Iterable[ModelEntry]) -> tuple[ModelEntry, ...]:
     return tuple(out)
 
 
-def boundary(config: Any) -> int | None:
+def boundary(config: Any, *, switching_only: bool = False) -> int | None:
     """The length past which ``config``'s rotary embedding must be validated, or ``None``.
 
     Dynamic NTK rescales its frequencies beyond ``max_position_embeddings``; LongRoPE switches
@@ -166,6 +166,10 @@ def boundary(config: Any) -> int | None:
     their frequencies are stretched from ``original_max_position_embeddings`` and are meant for
     lengths past it: that length too. Plain rope (``default``, ``linear``) gives ``None``. A
     config with rope parameters per layer type gives the smallest of their lengths.
+
+    ``switching_only``: only the rope types whose graph switches at that length (dynamic NTK,
+    LongRoPE); the export validates past it by default (YaRN's and llama3's frequencies do not
+    depend on the length, so crossing proves nothing more for them and may cost a long run).
     """
     text = getattr(config, "get_text_config", lambda: config)()
     rope = getattr(text, "rope_parameters", None) or {}
@@ -176,6 +180,6 @@ def boundary(config: Any) -> int | None:
         original = params.get("original_max_position_embeddings") or getattr(text, "original_max_position_embeddings", None)
         if "dynamic" in kind:
             found.append(int(text.max_position_embeddings))
-        elif kind in ("longrope", "yarn", "llama3") and original:
+        elif kind in (("longrope",) if switching_only else ("longrope", "yarn", "llama3")) and original:
             found.append(int(original))
     return min(found) if found else None

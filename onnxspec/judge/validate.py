@@ -407,7 +407,7 @@ def validate(
     dtypes: DTypes,
     seed: int,
     graph: str,
-    shape_sets: Sequence[Shapes] | None = None,
+    shape_sets: Sequence[Shapes] | Mapping[str, Shapes] | None = None,
 ) -> tuple[tuple[OutputCheck, ...], tuple[str, ...], float]:
     """Run ``session`` (onnxruntime) and ``module`` (PyTorch) at each shape set and compare.
 
@@ -430,7 +430,7 @@ def validate_with_references(
     dtypes: DTypes,
     seed: int,
     graph: str,
-    shape_sets: Sequence[Shapes] | None = None,
+    shape_sets: Sequence[Shapes] | Mapping[str, Shapes] | None = None,
     *,
     reuse: References | None = None,
 ) -> tuple[tuple[OutputCheck, ...], tuple[str, ...], float, References]:
@@ -441,8 +441,11 @@ def validate_with_references(
     the module runs as usual.
     """
     start = time.perf_counter()
-    sets = tuple(shape_sets) if shape_sets is not None else validation_shapes(traced)
-    labels = [SHAPE_SET_NAMES[k] if k < len(SHAPE_SET_NAMES) and shape_sets is None else f"set{k}" for k in range(len(sets))]
+    if isinstance(shape_sets, Mapping):  # sets named by the caller
+        labels, sets = list(shape_sets), tuple(shape_sets.values())
+    else:
+        sets = tuple(shape_sets) if shape_sets is not None else validation_shapes(traced)
+        labels = [SHAPE_SET_NAMES[k] if k < len(SHAPE_SET_NAMES) and shape_sets is None else f"set{k}" for k in range(len(sets))]
     out_names = list(names(spec.outputs))
     criteria = [tolerance_for(spec, t.name, dtypes) for t in spec.outputs]
     wanted = any(isinstance(c, NoiseBound) for c in criteria)
@@ -514,7 +517,7 @@ def validate_merged(
     seed: int,
     graph: str,
     branch_input: str = "use_cache_branch",
-    shape_sets: Sequence[Shapes] | None = None,
+    shape_sets: Sequence[Shapes] | Mapping[str, Shapes] | None = None,
     *,
     reuse: Sequence[References | None] = (),
 ) -> tuple[tuple[OutputCheck, ...], tuple[str, ...], float]:

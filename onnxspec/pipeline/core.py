@@ -73,12 +73,13 @@ from onnxspec.pieces.patches import patched
 from onnxspec.catalog.registry import Registry, lookup, spec_for
 from onnxspec.judge.report import ExportReport, GraphReport, OutputCheck, write_report
 from onnxspec.pieces.axes import Kind, TensorSpec
-from onnxspec.pieces.shapes import DTypes, FloatDtype, Shapes, torch_dtype
+from onnxspec.pieces.shapes import DTypes, FloatDtype, Shapes, torch_dtype, validation_shapes
+from onnxspec.catalog.rope import boundary as rope_boundary
 from onnxspec.pipeline.sidefiles import copy_side_files, side_files
 from onnxspec.pieces.spec import GraphSpec, ModelSpec, bind, check_versions, contract, plan, with_tolerance
 from onnxspec.pipeline.stages import STAGES, Fault, Progress, Stage, run_stages
 from onnxspec.pieces.tasks import TASKS, infer_task, parse_task
-from onnxspec.judge.validate import References, check_graph, runtime_for, stamp, validate_merged, validate_with_references
+from onnxspec.judge.validate import SHAPE_SET_NAMES, References, check_graph, runtime_for, stamp, validate_merged, validate_with_references
 from onnxspec.build.wrappers import graph_module
 
 __all__ = [
@@ -256,6 +257,10 @@ class _Resolved:
     """Every file to write, in order: the traced graphs, then the merged ones."""
     tries: tuple[Backend, ...] = ()
     """The backends each graph's trace tries, in order (``backend``, then any fallback)."""
+    shape_sets: tuple[Shapes, ...] | Mapping[str, Shapes] | None = None
+    """The shape sets validation runs at: the caller's, or (``None``) the default three; for a
+    rotary embedding that switches at a length (dynamic NTK, LongRoPE), the three named the
+    same but growing across that length."""
 
     @property
     def merges(self) -> tuple[GraphSpec, ...]:
@@ -380,8 +385,12 @@ def _resolve(request: _Request, state: _State) -> _State:
         spec = attrs.evolve(spec, attn_implementation="eager")
     check_versions(spec, versions())
     files = plan(spec, merged=request.merged, monolith=request.monolith)
+    edge = rope_boundary(request.model.config if source is None else config_from_json(config_json), switching_only=True)  # type: ignore[union-attr]
+    shape_sets = request.validation_shapes
+    if shape_sets is None and edge is not None:
+        shape_sets = dict(zip(SHAPE_SET_NAMES, validation_shapes(request.shapes, boundary=edge), strict=True))
     resolved = _Resolved(
-        spec=spec, source=source, backend=chosen_backend, files=files,
+        spec=spec, source=source, backend=chosen_backend, files=files, shape_sets=shape_sets,
         tries=backends_to_try(chosen_backend, named=named),
     )
     return attrs.evolve(state, resolved=resolved)
@@ -501,7 +510,7 @@ def _validate(job: _Job, sub: GraphSpec, state: _State) -> _State:
         # graph's weights and the reference run are not in memory at the same time
         checks, run_problems, seconds, ran = validate_with_references(
             lambda: _session(graph.path, runtime), graph.module, sub, request.shapes, request.dtypes, request.seed,  # type: ignore[arg-type]
-            sub.filename, shape_sets=request.validation_shapes,
+            sub.filename, shape_sets=job.resolved.shape_sets,
         )
     else:  # the graph cannot be fed the spec's inputs; the check's problems say why
         checks, run_problems, seconds, ran = (), _NOT_RUN, 0.0, None
@@ -578,7 +587,7 @@ def _validate_merged(job: _Job, merged: GraphSpec, state: _State) -> _State:
         )
         checks, run_problems, seconds = validate_merged(
             session, branches, request.shapes, request.dtypes, request.seed, merged.filename, BRANCH_INPUT,
-            shape_sets=request.validation_shapes,
+            shape_sets=job.resolved.shape_sets,
             reuse=(state.references.get(first.filename), state.references.get(later.filename)),
         )
         del session

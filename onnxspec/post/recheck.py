@@ -148,22 +148,9 @@ class _Planned:
 
 def _plan(spec: Any, monolith: bool) -> tuple[_Planned, ...]:
     """The files an export of ``spec`` writes, merged decoders included (the pipeline's plan)."""
-    from onnxspec.pipeline import core
+    from onnxspec.pieces.spec import plan
 
-    graphs = core.plan(spec, monolith=monolith)
-    planned = []
-    for item in graphs:
-        if isinstance(item, tuple):  # (Split, graph spec)
-            planned.append(_Planned(filename=item[0].filename, spec=item[1]))
-        else:  # a graph record naming its file (and its branches when merged)
-            planned.append(_Planned(filename=item.filename, spec=item, branches=tuple(getattr(item, "branches", ()))))
-    plan_merges = getattr(core, "plan_merges", None)
-    if plan_merges is not None and graphs and isinstance(graphs[0], tuple):
-        by_name = {p.filename: p.spec for p in planned}
-        for merge in plan_merges(spec, graphs, monolith=monolith):
-            first, later = by_name[merge.no_past], by_name[merge.with_past]
-            planned.append(_Planned(filename=merge.filename, spec=later, branches=(first, later)))
-    return tuple(planned)
+    return tuple(_Planned(filename=g.filename, spec=g, branches=g.branches) for g in plan(spec, monolith=monolith))
 
 
 def _match(graph: FolderGraph, inputs: Sequence[str], outputs: Sequence[str]) -> tuple[list[str], list[str]]:

@@ -87,7 +87,7 @@ def test_a_wrong_bf16_graph_fails(exported, tmp_path: Path) -> None:  # type: ig
     path = os.fspath(tmp_path / "wrong.onnx")
     onnx.save(proto, path)
     spec = bind(spec_for(REGISTRY, model_type, task), model.config)
-    [(_, sub)] = plan(spec)
+    [sub] = plan(spec)
     bf16_model = copy.deepcopy(model).to(torch.bfloat16)
     checks, problems, _ = validate(reference_session(path), graph_module(bf16_model, sub), sub, Shapes(), BF16, 0, "wrong.onnx")
     main = [c for c in checks if c.output == output]

@@ -395,7 +395,7 @@ def test_dummy_masks_pad_on_the_side_the_model_expects(model_type: str, task: st
     """Decoder-only prompts are padded on the left (generation appends on the right);
     encoder inputs, and the encoder mask a seq2seq decoder reads, on the right."""
     bound = bind(spec_for(REGISTRY, model_type, task), CONFIGS[model_type]())
-    cached = bound.graphs[behavior].past
+    cached = bound.graphs[behavior.value].past
     spec = with_behavior(bound, behavior, use_past=cached, use_past_in_inputs=cached)
     shapes = Shapes(batch_size=8, sequence_length=9, past_sequence_length=4)
     ctx = context(shapes, DTypes(), spec.dims, past=spec.past, padding_side=spec.padding_side)
