@@ -630,10 +630,13 @@ def export_with_layout(
             folder = os.path.join(parent, name)
             try:
                 reports[run] = export(model_or_folder, folder, dtypes=run_dtypes, progress=step, **export_options)
-            except ValidationError:
-                if os.path.isdir(folder + ".onnxspec-failed"):
-                    keep_failed(folder + ".onnxspec-failed", output_dir)
-                raise
+            except ValidationError as e:
+                if not os.path.isdir(folder + ".onnxspec-failed"):
+                    raise
+                kept = keep_failed(folder + ".onnxspec-failed", output_dir)
+                message = str(e).replace(repr(folder + ".onnxspec-failed"), repr(kept)).replace(repr(folder), repr(output_dir))
+                prefix = f"--layout {layout.name}, the {run} export: " if run != "main" else ""
+                raise ValidationError(prefix + message, e.report) from e
         judged: dict[str, str] = {}
         if layout.name == "transformers.js" and isinstance(model_or_folder, (str, os.PathLike)):
             for variant in (v for v in variants if v in _QUANTIZE):

@@ -133,3 +133,15 @@ def test_variants(llama: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, c
     assert "variant q8: the quantized graphs disagree" in err and "pass --variants ''" in err and "variants=" not in err
     assert not out.exists() and (tmp_path / "out.onnxspec-failed").is_dir()
     assert sorted(os.listdir(tmp_path)) == ["out.onnxspec-failed"]
+
+
+def test_failed_validation_is_kept_beside_the_destination(llama: str, tmp_path: Path) -> None:
+    from onnxspec.errors import ValidationError
+
+    out = tmp_path / "out"
+    with pytest.raises(ValidationError) as caught:  # an impossible tolerance: every output fails
+        export_with_layout(llama, out, "transformers.js", variants=(), task=TASK, atol=1e-12)
+    kept = f"{out}.onnxspec-failed"
+    assert f"Nothing was written to {str(out)!r}; the graphs and the full report are in {kept!r}" in str(caught.value)
+    assert caught.value.report is not None and not caught.value.report.passed
+    assert sorted(os.listdir(tmp_path)) == ["out.onnxspec-failed"] and (tmp_path / "out.onnxspec-failed" / "model.onnx").is_file()
