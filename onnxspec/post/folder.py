@@ -42,6 +42,7 @@ from onnxspec.judge.report import OutputCheck, _plain, _why
 from onnxspec.judge.validate import _branch_feed, _mask_for, validate, validate_merged
 from onnxspec.pieces.axes import Kind
 from onnxspec.pieces.cache_names import is_cache_input
+from onnxspec.pieces.past import PastKind
 from onnxspec.build.merge import BRANCH_INPUT
 from onnxspec.pieces.generators import context, make_dummies
 from onnxspec.pieces.shapes import DTypes, Shapes, torch_dtype, validation_shapes
@@ -409,10 +410,76 @@ def _greedy(session: Any, module: torch.nn.Module, spec: Any, info: ExportFolder
                    int(expected.size))
 
 
+def _seq2seq_greedy(workdir: str, side: PyTorchSide, info: ExportFolder, thresholds: Thresholds) -> tuple[str, Measure] | None:
+    """Greedy decoding through an encoder-decoder folder's graphs against PyTorch, from the same
+    inputs: the encoder once, the first-step decoder, then the decoder with past (or the merged
+    decoder's two branches). Returns the graph to file the measure under, or ``None`` for a
+    folder without these graphs or whose decoder takes inputs other than ids, mask, encoder
+    states and cache."""
+    from onnxspec.build.wrappers import graph_module
+    from onnxspec.pieces.cache_names import is_cache_output, to_past
+
+    subs = side.subs
+    merged = next((name for name, g in subs.items() if g.branches), None)
+    if "encoder_model.onnx" not in subs:
+        return None
+    if {"decoder_model.onnx", "decoder_with_past_model.onnx"} <= set(subs):
+        first, later, filed = subs["decoder_model.onnx"], subs["decoder_with_past_model.onnx"], "decoder_with_past_model.onnx"
+    elif merged is not None:
+        (first, later), filed = subs[merged].branches, merged
+    else:
+        return None
+    start = getattr(side.model.config, "decoder_start_token_id", None)
+    plain = {"input_ids", "encoder_attention_mask", "encoder_hidden_states"}
+    if start is None or any(t.name not in plain and not is_cache_input(t.name) for t in (*first.inputs, *later.inputs)):
+        return None
+    encoder = subs["encoder_model.onnx"]
+    shapes = attrs.evolve(info.trace_shapes, batch_size=4, sequence_length=6)
+    ctx = context(shapes, info.dtypes, encoder.dims, past=encoder.past, padding_side=encoder.padding_side)
+    encoder_feed = {n: _to_numpy(t) for n, t in make_dummies(encoder.inputs, encoder.generators, ctx, info.seed + 11).items()}
+    sessions: dict[str, Any] = {}
+
+    def onnx_run(spec: Any, flag: bool, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        name = merged if spec is not encoder and filed == merged else spec.filename
+        if name not in sessions:
+            sessions[name] = _session(os.path.join(workdir, name))
+        session, out_names = sessions[name], [t.name for t in spec.outputs]
+        full = dict(feed)
+        if name == merged:
+            declared = {i.name: (list(i.shape), i.type) for i in session.get_inputs()}
+            full.update(_branch_feed(declared, feed, flag, BRANCH_INPUT))
+        return dict(zip(out_names, session.run(out_names, full)))
+
+    def torch_run(spec: Any, flag: bool, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with torch.no_grad():
+            got = graph_module(side.model, spec)(*(torch.from_numpy(np.ascontiguousarray(feed[t.name])) for t in spec.inputs))
+        return {t.name: _to_numpy(v) for t, v in zip(spec.outputs, got)}
+
+    def decode(run: Callable[[Any, bool, Mapping[str, np.ndarray]], dict[str, np.ndarray]]) -> np.ndarray:
+        states = next(iter(run(encoder, False, encoder_feed).values()))
+        mask = encoder_feed.get("attention_mask", np.ones(states.shape[:2], np.int64))
+        ids = np.full((states.shape[0], 1), start, dtype=mask.dtype)
+        known: dict[str, np.ndarray] = {"encoder_attention_mask": mask, "encoder_hidden_states": states}
+        picked = []
+        for step in range(thresholds.greedy_steps):
+            spec = first if step == 0 else later
+            out = run(spec, step > 0, {t.name: ids if t.name == "input_ids" else known[t.name] for t in spec.inputs})
+            ids = np.argmax(out["logits"][:, -1, :], axis=-1).astype(mask.dtype)[:, None]
+            picked.append(ids[:, 0])
+            known.update({to_past(k): v for k, v in out.items() if is_cache_output(k)})
+        return np.stack(picked, axis=1)
+
+    expected, got = decode(torch_run), decode(onnx_run)
+    steps = thresholds.greedy_steps
+    return filed, measure(filed, "generated ids", f"{steps} steps", "greedy", greedy_agreement(expected, got), thresholds.greedy,
+                          int(expected.size))
+
+
 def _decoder_only(spec: Any) -> bool:
     """Whether the graph is a decoder fed its own cache and nothing but ids, mask and positions."""
     plain = {"input_ids", "attention_mask", "position_ids"}
-    return spec.use_past_in_inputs and all(t.name in plain or is_cache_input(t.name) for t in spec.inputs)
+    return (spec.use_past_in_inputs and spec.past is not None and spec.past.kind is PastKind.DECODER_ONLY
+            and all(t.name in plain or is_cache_input(t.name) for t in spec.inputs))
 
 
 def _judge(
@@ -444,6 +511,49 @@ def _judge(
     if _decoder_only(spec):
         measures.append(_greedy(session, module, spec, info, graph, thresholds))  # type: ignore[arg-type]
     return (), tuple(measures), ()
+
+
+def _topological(model: Any) -> Any:
+    """``model`` with its nodes in an order where each comes after what it reads (onnxruntime
+    sorts a main graph itself but not an If branch; the fp16 converter appends its casts last)."""
+    graph = model.graph
+    ready = {"", *(v.name for v in graph.input), *(t.name for t in graph.initializer)}
+    waiting, ordered = list(range(len(graph.node))), []
+    while waiting:
+        now = [k for k in waiting if all(i in ready for i in graph.node[k].input)]
+        if not now:  # a cycle, or an outer-scope name: keep the rest as they are
+            ordered += waiting
+            break
+        for k in now:
+            ready.update(graph.node[k].output)
+        ordered += now
+        taken = set(now)
+        waiting = [k for k in waiting if k not in taken]
+    ordered = [graph.node[k] for k in ordered]
+    nodes = [type(n)() for n in ordered]
+    for copy, node in zip(nodes, ordered):
+        copy.CopyFrom(node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return model
+
+
+def _merge_transformed(src: Path, dst: Path, branches: Sequence[str]) -> None:
+    """A merged decoder rebuilt from its two branches' graphs, transformed already, as the export
+    builds it (onnxruntime's tools do not all handle the If node: the fp16 converter writes an
+    invalid one), with the original's metadata (its contract)."""
+    import onnx
+
+    from onnxspec.build.merge import merge_decoders
+
+    merged = merge_decoders(*(_topological(onnx.load(b)) for b in branches))
+    del merged.metadata_props[:]
+    merged.metadata_props.extend(onnx.load(os.fspath(src), load_external_data=False).metadata_props)
+    if merged.ByteSize() > 1_800_000_000:
+        onnx.save_model(merged, os.fspath(dst), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=dst.name + ".data", size_threshold=1024)
+    else:
+        onnx.save_model(merged, os.fspath(dst))
 
 
 def transform_folder(
@@ -482,9 +592,14 @@ def transform_folder(
             t0 = time.perf_counter()
             src, dst = Path(folder) / graph, Path(workdir) / graph
             dst.parent.mkdir(parents=True, exist_ok=True)
+            spec = side.subs[graph]
+            branches = [os.path.join(workdir, b.filename) for b in spec.branches]
             try:
                 with quiet_tools():
-                    transform(src, dst)
+                    if branches and all(os.path.isfile(b) for b in branches):
+                        _merge_transformed(src, dst, branches)
+                    else:
+                        transform(src, dst)
             except OnnxSpecError:
                 raise
             except Exception as e:  # onnxruntime's tools fail with their own exceptions
@@ -494,11 +609,24 @@ def transform_folder(
                     f"onnxruntime's tools failed on {graph} ({type(e).__name__}: {str(e)[:300]}); nothing was written to "
                     f"{output_dir!r}: run with --debug for the traceback, or choose another --method / --level",
                 ) from e
-            checks, measures, problems = _judge(os.fspath(dst), graph, side, info, judged_by, thresholds)
+            try:
+                checks, measures, problems = _judge(os.fspath(dst), graph, side, info, judged_by, thresholds)
+            except OnnxSpecError:
+                raise
+            except Exception as e:  # onnxruntime cannot load or run what the tools wrote
+                raise ExportError(
+                    f"judge ({graph})", tuple(r.filename for r in results),
+                    f"onnxruntime cannot run the transformed {graph} ({type(e).__name__}: {str(e)[:300]}); nothing was written "
+                    f"to {output_dir!r}: choose another --method / --level, or leave --fp16 out",
+                ) from e
             results.append(GraphResult(
                 filename=graph, bytes_before=graph_bytes(src), bytes_after=graph_bytes(dst), checks=checks, measures=measures,
                 problems=problems, seconds=round(time.perf_counter() - t0, 3),
             ))
+        if judged_by == "agreement":
+            found = _seq2seq_greedy(workdir, side, info, thresholds)  # type: ignore[arg-type]
+            if found is not None:
+                results = [attrs.evolve(r, measures=(*r.measures, found[1])) if r.filename == found[0] else r for r in results]
         files += [n for n in sorted(os.listdir(workdir)) if _is_graph_file(n)]
         report = PostReport(
             transformation=transformation, judged_by=judged_by, thresholds=thresholds, source_dir=os.path.abspath(folder),

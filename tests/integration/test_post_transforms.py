@@ -154,3 +154,19 @@ def test_cli_exit_codes(exports: dict[str, Path], capsys: pytest.CaptureFixture[
     broken = _tampered(exports["bert"], root / "bert-tampered-cli")
     assert main(["quantize", os.fspath(broken), os.fspath(root / "cli-bad")]) == 1
     assert "FAIL" in capsys.readouterr().out
+
+
+def test_seq2seq_folders_are_decoded_greedily_and_their_merged_decoder_is_rebuilt(tmp_path: Path) -> None:
+    bart = tiny_folder("bart", "text2text-generation-with-past", tmp_path / "bart")
+    export(bart, tmp_path / "bart-onnx", task="text2text-generation-with-past")
+    report = quantize(tmp_path / "bart-onnx", tmp_path / "bart-int8", method="int8")
+    graphs = {g.filename: g for g in report.graphs}
+    assert report.passed and set(graphs) == {"encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx",
+                                             "decoder_model_merged.onnx"}
+    (greedy,) = [m for m in graphs["decoder_with_past_model.onnx"].measures if m.metric == "greedy"]
+    assert greedy.passed and greedy.compared == 4 * 8
+    assert {m.shape_set.split("/")[1] for m in graphs["decoder_model_merged.onnx"].measures} == {"cache", "no-cache"}
+    merged = onnx.load(tmp_path / "bart-int8" / "decoder_model_merged.onnx")
+    inside = {n.op_type for node in merged.graph.node for a in node.attribute if a.type == onnx.AttributeProto.GRAPH for n in a.g.node}
+    assert "MatMulInteger" in inside  # the merged decoder is quantized too, not left in float32
+    assert optimize(tmp_path / "bart-onnx", tmp_path / "bart-fp16", fp16=True).passed  # the fp16 merged decoder loads
