@@ -644,7 +644,8 @@ def _add_export(sub: Any, shapes: bool) -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT_DIR if it exists and is not empty")
     p.add_argument("--layout", choices=("flat", "transformers.js", "genai"), default="flat",
                    help="folder layout: flat (default: the graphs beside config.json, as Optimum loads them); transformers.js "
-                        "(graphs in onnx/ with model_fp16.onnx, an fp16 export also validated, and model_quantized.onnx, int8); "
+                        "(graphs in onnx/ with model_fp16.onnx, an fp16 export also validated, and model_quantized.onnx, int8 judged "
+                        "by agreement with PyTorch; see --variants); "
                         "genai (adds genai_config.json for onnxruntime-genai; --task text-generation-with-past)")
     p.add_argument("--variants", default=None, metavar="LIST", type=lambda text: tuple(v.strip() for v in text.split(",") if v.strip()),
                    help="--layout transformers.js: the variants beside each graph, comma-separated: fp16 (an fp16 export, "
