@@ -10,7 +10,13 @@ copies the other files (config, tokenizer, contract), and judges each new graph:
 - ``"lossless"``: the export's own validation (:func:`onnxspec.judge.validate.validate`, and
   :func:`~onnxspec.judge.validate.validate_merged` for a merged decoder), at the export's
   validation shape sets, with the same bounds;
-- ``"agreement"``: the measures of :mod:`onnxspec.post.agreement` (cosine, top-1, greedy).
+- ``"agreement"``: the measures of :mod:`onnxspec.post.agreement` (cosine, top-1, greedy:
+  decoder-only graphs alone, encoder-decoder folders through their encoder and decoders).
+
+A merged decoder is not handed to the transformation: it is rebuilt from its two decoders,
+transformed already (:func:`onnxspec.build.merge.merge_decoders`), unless the folder lacks them.
+A folder whose graphs are lossy already (written by a lossy transformation) is judged by
+agreement whatever the transformation, with thresholds no stricter than before.
 
 The :class:`PostReport` is written as ``onnxspec_post.json`` beside the graphs. A result that
 fails is an error (:class:`~onnxspec.errors.ValidationError`): nothing reaches the destination,
