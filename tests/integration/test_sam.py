@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import attrs
 import pytest
+import torch
 
 from onnxspec.catalog.families import segment_anything
 from onnxspec.errors import OnnxSpecError
 from onnxspec.pieces.shapes import Shapes, validation_shapes
 from onnxspec.pipeline.core import export
-from tests.tiny import tiny_folder, tiny_model
+from tests.tiny import tiny_model
 
 pytestmark = pytest.mark.integration
 
@@ -23,8 +24,12 @@ def test_model_onnx_validates_where_batch_and_both_prompt_axes_differ_from_the_t
         for s, pb, n in zip(validation_shapes(traced), (1, 4, 2), (1, 3, 5))
     )
     assert all((s.batch_size, s.point_batch_size, s.nb_points_per_image) != (traced.batch_size, traced.point_batch_size, traced.nb_points_per_image) for s in sets)
-    folder = tiny_folder("sam", "feature-extraction", tmp_path / "model")
-    report = export(folder, tmp_path / "onnx", task="feature-extraction", shapes=traced, validation_shapes=sets)
+    model = tiny_model("sam", "feature-extraction")
+    rng = torch.Generator().manual_seed(3)
+    with torch.no_grad():  # transformers starts these at zero: random, so the relative-position path counts
+        filled = [p.copy_(torch.randn(p.shape, generator=rng) * 0.5) for n, p in model.named_parameters() if "rel_pos" in n or n.endswith("pos_embed")]
+    assert len(filled) == 5  # the absolute table and each layer's two relative tables
+    report = export(model, tmp_path / "onnx", task="feature-extraction", shapes=traced, validation_shapes=sets)
     assert report.passed, report.failures
     assert [g.filename for g in report.graphs] == ["model.onnx"]
     checks = report.graphs[0].checks
@@ -42,8 +47,6 @@ def test_the_split_files_are_refused_not_written(tmp_path) -> None:
 def test_the_tiny_models_masks_depend_on_the_image_the_points_and_the_labels() -> None:
     """Else validating the exports would compare constants (at transformers' default weight ranges
     the masks do not change with the image)."""
-    import torch
-
     model = tiny_model("sam", "feature-extraction")
     rng = torch.Generator().manual_seed(0)
     pixels, points = torch.rand((2, 3, 64, 64), generator=rng), torch.rand((2, 3, 2, 2), generator=rng) * 64
