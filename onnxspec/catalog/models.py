@@ -25,6 +25,7 @@ from onnxspec.catalog.families import (
     audio,
     decoder_alone,
     encoder_decoder,
+    segment_anything,
     speech_to_text,
     tensors,
     text_and_vision,
@@ -32,7 +33,6 @@ from onnxspec.catalog.families import (
     text_encoder,
     text_seq2seq,
     vision,
-    segment_anything,
 )
 from onnxspec.catalog.registry import ModelEntry, Registry, build_registry, entry
 from onnxspec.catalog.rope import with_dynamic_rope
