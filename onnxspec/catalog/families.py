@@ -620,6 +620,12 @@ def segment_anything(
     (those two, ``input_points`` and ``input_labels`` -> the masks), so an image is encoded once for
     many prompts; the ``"monolith"`` graph (``model.onnx``) runs all of it. The image is of the
     config's size: only the batch and the prompt axes are dynamic. Not split: ``model.onnx`` alone.
+
+    The split files are planned but cannot be exported yet: a graph calls one module of the model,
+    and no module of ``SamModel`` does either file's work. Their calls below are the nearest ones,
+    and an export of them fails, never writes a wrong graph: ``SamVisionEncoder`` returns no
+    ``image_positional_embeddings`` (a SpecError names it), and ``SamModel.forward`` computes its
+    own positional embeddings, so the decoder graph drops that input (a ValidationError names it).
     """
     pixels = spec("pixel_values", _B, Kind.FLOAT, rank=4)
     points, labels = spec("input_points", _POINTS, Kind.FLOAT, rank=4), spec("input_labels", _POINTS, Kind.INT)
