@@ -961,6 +961,10 @@ def _print_layout(out: Console, result: Any) -> None:
     for name, report in result.reports.items():
         if name != "main":
             out.print(validation_table(report))
+    for variant, post in getattr(result, "posts", {}).items():
+        out.print(f"The {escape(variant)} variant, {escape(str(post.transformation.get('method')))} (onnxspec_post_{escape(variant)}.json):")
+        for part in post_tables(post):
+            out.print(part, highlight=False)
     out.print(f"Layout {escape(result.layout.name)}: the graphs and how each was checked (onnxspec_layout.json):")
     for name, what in result.graphs.items():
         out.print(f"  {escape(name)}: {escape(what)}", highlight=False)

@@ -554,14 +554,17 @@ def _session_loads(path: Path) -> None:
 
 @attrs.frozen(kw_only=True)
 class LayoutResult:
-    """An export written in a layout: the reports of the exports it ran (``fp32``, ``fp16``),
-    the graph files with what each is and how it was checked, and every file of the folder."""
+    """An export written in a layout: the reports of the exports it ran (``main``, ``fp16``),
+    the graph files with what each is and how it was checked, every file of the folder, and
+    the reports of the quantized variants."""
 
     layout: Layout
     output_dir: str
     reports: Mapping[str, Any] = attrs.field(converter=dict, hash=False)
     graphs: Mapping[str, str] = attrs.field(converter=dict, hash=False)
     files: tuple[str, ...] = ()
+    posts: Mapping[str, Any] = attrs.field(factory=dict, converter=dict, hash=False)
+    """Variant -> the report of its quantization, judged against PyTorch (``onnxspec_post_<variant>.json``)."""
 
     @property
     def report(self) -> Any:
@@ -638,13 +641,14 @@ def export_with_layout(
                 prefix = f"--layout {layout.name}, the {run} export: " if run != "main" else ""
                 raise ValidationError(prefix + message, e.report) from e
         judged: dict[str, str] = {}
+        posts: dict[str, Any] = {}
         if layout.name == "transformers.js" and isinstance(model_or_folder, (str, os.PathLike)):
             for variant in (v for v in variants if v in _QUANTIZE):
                 if progress is not None:
                     progress("quantize", f"{_QUANTIZE[variant]}, judged")
                 folder = os.path.join(staging, variant, name)
                 try:
-                    quantize(os.path.join(staging, name), folder, method=_QUANTIZE[variant], model=model_or_folder)
+                    posts[variant] = quantize(os.path.join(staging, name), folder, method=_QUANTIZE[variant], model=model_or_folder)
                 except ValidationError as e:
                     kept = keep_failed(folder + ".onnxspec-failed", output_dir) if os.path.isdir(folder + ".onnxspec-failed") else None
                     why = str(e).split("\nNothing was written")[0]
@@ -665,6 +669,7 @@ def export_with_layout(
         reports = {run: _relocated(reports[run], runs[run][1], destination, output_dir, layout) for run in reports}
         for run in reversed(list(reports)):  # the main report last: the folder's size it states is final
             reports[run] = _rewrite_report(Path(built), REPORT if run == "main" else _renamed(REPORT, run), reports[run])
+        posts = {v: _rewrite_post(Path(built) / _renamed(POST, v), post, output_dir) for v, post in posts.items()}
         files = tuple(sorted(p.relative_to(built).as_posix() for p in Path(built).rglob("*") if p.is_file()))
         move_into_place(built, output_dir)
     except BaseException:
@@ -672,7 +677,19 @@ def export_with_layout(
         remove_created(created)
         raise
     shutil.rmtree(staging, ignore_errors=True)
-    return LayoutResult(layout=layout, output_dir=output_dir, reports=reports, graphs=graphs, files=files)
+    return LayoutResult(layout=layout, output_dir=output_dir, reports=reports, graphs=graphs, files=files, posts=posts)
+
+
+def _rewrite_post(path: Path, post: Any, output_dir: str) -> Any:
+    """A quantization report as laid out: its graphs are in ``output_dir`` (under the variant's
+    names), next to the export they were made from."""
+    from onnxspec.post.folder import post_json
+
+    where = os.path.abspath(output_dir)
+    post = attrs.evolve(post, source_dir=where, output_dir=where)
+    if path.is_file():
+        path.write_text(post_json(post))
+    return post
 
 
 def _relocated(report: Any, parent: str, destination: str, output_dir: str, layout: Layout) -> Any:
