@@ -127,6 +127,8 @@ def test_a_brief_new_peak_is_exact_from_the_high_water_mark() -> None:
     if high_water() is None:
         pytest.skip("no /proc: the system does not report resident memory")
     spike = (high_water() - resident()) // 2**20 + 200  # above the process's peak so far
+    if spike > 1024:
+        pytest.skip(f"this process peaked {spike - 200} MiB above its size now: a new peak would take too much memory")
     with watch_memory(every=3600.0) as peak:  # the thread never samples: only the high-water mark can see it
         _hold(spike, 0.0)(())
     assert peak() >= high_water() - 2**20 and peak() >= resident() + 150 * 2**20
