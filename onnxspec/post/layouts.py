@@ -643,12 +643,16 @@ def export_with_layout(
         judged: dict[str, str] = {}
         posts: dict[str, Any] = {}
         if layout.name == "transformers.js" and isinstance(model_or_folder, (str, os.PathLike)):
+            source = os.path.join(staging, name)
+            if any(v in _QUANTIZE for v in variants):  # quantize (and judge) only the graphs transformers.js loads
+                source = os.path.join(staging, "loaded", name)
+                _loaded_only(Path(staging) / name, Path(source), [f"{g}.onnx" for g in transformers_js_graphs(Path(staging) / name)])
             for variant in (v for v in variants if v in _QUANTIZE):
                 if progress is not None:
                     progress("quantize", f"{_QUANTIZE[variant]}, judged")
                 folder = os.path.join(staging, variant, name)
                 try:
-                    posts[variant] = quantize(os.path.join(staging, name), folder, method=_QUANTIZE[variant], model=model_or_folder)
+                    posts[variant] = quantize(source, folder, method=_QUANTIZE[variant], model=model_or_folder)
                 except ValidationError as e:
                     kept = keep_failed(folder + ".onnxspec-failed", output_dir) if os.path.isdir(folder + ".onnxspec-failed") else None
                     why = str(e).split("\nNothing was written")[0]
@@ -678,6 +682,23 @@ def export_with_layout(
         raise
     shutil.rmtree(staging, ignore_errors=True)
     return LayoutResult(layout=layout, output_dir=output_dir, reports=reports, graphs=graphs, files=files, posts=posts)
+
+
+def _loaded_only(flat: Path, dst: Path, graphs: Sequence[str]) -> None:
+    """A copy of the export folder ``flat`` with only ``graphs`` (hard links where the file system
+    allows), its report listing only them: what :func:`onnxspec.post.quantize.quantize` reads."""
+    dst.mkdir(parents=True)
+    others = [p.name for p in flat.glob("*.onnx") if p.name not in graphs]
+    for path in sorted(flat.iterdir()):
+        if not path.is_file() or any(path.name.startswith(o) for o in others) or path.name == REPORT:
+            continue
+        try:
+            os.link(path, dst / path.name)
+        except OSError:
+            shutil.copy2(path, dst / path.name)
+    report = _read_json(flat / REPORT)
+    report["graphs"] = [g for g in report.get("graphs", ()) if g.get("filename") in graphs]
+    (dst / REPORT).write_text(json.dumps(report, indent=2))
 
 
 def _rewrite_post(path: Path, post: Any, output_dir: str) -> Any:

@@ -223,3 +223,21 @@ def test_layouts_as_data() -> None:
     assert (DTYPE_SUFFIX["fp32"], DTYPE_SUFFIX["fp16"], DTYPE_SUFFIX["q8"], DTYPE_SUFFIX["q4"]) == ("", "_fp16", "_quantized", "_q4")
     with pytest.raises(UnknownNameError, match="Did you mean 'transformers.js'"):
         get_layout("transformersjs")
+
+
+def test_quantization_reads_only_the_graphs_transformers_js_loads(tmp_path: Path) -> None:
+    """The folder handed to onnxspec.post.quantize for a seq2seq layout: the loaded graphs, their
+    data and the side files, and a report listing only those graphs."""
+    from onnxspec.post.layouts import _loaded_only
+
+    graphs = ("encoder_model", "decoder_model", "decoder_with_past_model", "decoder_model_merged")
+    flat = _flat(tmp_path / "flat", graphs)
+    (flat / "decoder_model.onnx.data").write_bytes(b"0")
+    (flat / "onnxspec_report.json").write_text(json.dumps({"passed": True, "graphs": [{"filename": f"{g}.onnx"} for g in graphs]}))
+    loaded = [f"{g}.onnx" for g in transformers_js_graphs(flat)]
+    _loaded_only(flat, tmp_path / "loaded", loaded)
+    assert sorted(p.name for p in (tmp_path / "loaded").iterdir()) == [
+        "config.json", "decoder_model_merged.onnx", "encoder_model.onnx", "onnxspec_report.json", "tokenizer.json"]
+    report = json.loads((tmp_path / "loaded" / "onnxspec_report.json").read_text())
+    assert [g["filename"] for g in report["graphs"]] == ["encoder_model.onnx", "decoder_model_merged.onnx"] and report["passed"]
+    assert len(json.loads((flat / "onnxspec_report.json").read_text())["graphs"]) == 4  # the export's own report is untouched
