@@ -184,7 +184,7 @@ def graph_module(model: torch.nn.Module, spec: GraphSpec) -> torch.nn.Module:
             if takes_use_cache:
                 kwargs["use_cache"] = spec.use_past
         kwargs.update(call.fixed)
-        output = target(**kwargs, return_dict=True)
+        output = call.function(target, **kwargs) if call.function is not None else target(**kwargs, return_dict=True)
         return tuple(
             _present(_returned_cache(output), name) if is_cache_output(name) else read_result(output, call.result(name))
             for name in output_names

@@ -604,6 +604,29 @@ _POINTS = {0: "batch_size", 1: "point_batch_size", 2: "nb_points_per_image"}
 _PER_PROMPT = {0: "batch_size", 1: "point_batch_size"}
 
 
+def sam_image_encoder(model: Any, pixel_values: Any, **_: Any) -> dict[str, Any]:
+    """SAM's image side, as ``SamModel.forward`` computes it: the vision encoder's embeddings and
+    the image-wide positional table (input-independent), repeated per image."""
+    positions = model.get_image_wide_positional_embeddings().repeat(pixel_values.shape[0], 1, 1, 1)
+    return {"image_embeddings": model.vision_encoder(pixel_values).last_hidden_state, "image_positional_embeddings": positions}
+
+
+def sam_prompt_decoder(
+    model: Any, image_embeddings: Any, image_positional_embeddings: Any, input_points: Any, input_labels: Any, **_: Any
+) -> dict[str, Any]:
+    """SAM's prompt side, as ``SamModel.forward`` computes it from image embeddings: the prompt
+    encoder, then the mask decoder (three masks per prompt)."""
+    sparse, dense = model.prompt_encoder(input_points=input_points, input_labels=input_labels, input_boxes=None, input_masks=None)
+    masks, scores = model.mask_decoder(
+        image_embeddings=image_embeddings,
+        image_positional_embeddings=image_positional_embeddings,
+        sparse_prompt_embeddings=sparse,
+        dense_prompt_embeddings=dense,
+        multimask_output=True,
+    )
+    return {"iou_scores": scores, "pred_masks": masks}
+
+
 def segment_anything(
     model_type: str,
     task: str,
@@ -621,11 +644,9 @@ def segment_anything(
     many prompts; the ``"monolith"`` graph (``model.onnx``) runs all of it. The image is of the
     config's size: only the batch and the prompt axes are dynamic. Not split: ``model.onnx`` alone.
 
-    The split files are planned but cannot be exported yet: a graph calls one module of the model,
-    and no module of ``SamModel`` does either file's work. Their calls below are the nearest ones,
-    and an export of them fails, never writes a wrong graph: ``SamVisionEncoder`` returns no
-    ``image_positional_embeddings`` (a SpecError names it), and ``SamModel.forward`` computes its
-    own positional embeddings, so the decoder graph drops that input (a ValidationError names it).
+    No module of ``SamModel`` does either split file's work, so their calls are functions of the
+    model (:func:`sam_image_encoder`, :func:`sam_prompt_decoder`) made of the very parts
+    ``SamModel.forward`` runs, in its order.
     """
     pixels = spec("pixel_values", _B, Kind.FLOAT, rank=4)
     points, labels = spec("input_points", _POINTS, Kind.FLOAT, rank=4), spec("input_labels", _POINTS, Kind.INT)
@@ -634,10 +655,10 @@ def segment_anything(
     masks = (spec("iou_scores", _PER_PROMPT, rank=3), spec("pred_masks", _PER_PROMPT, rank=5))
     graphs = {"monolith": GraphIO(inputs=[pixels, points, labels], outputs=masks, call=Call(fixed={"multimask_output": True}))}
     if split:
-        graphs["vision_encoder"] = GraphIO(
-            inputs=[pixels], outputs=[embeddings, positions], call=Call(module="vision_encoder", results={"image_embeddings": "last_hidden_state"})
+        graphs["vision_encoder"] = GraphIO(inputs=[pixels], outputs=[embeddings, positions], call=Call(function=sam_image_encoder))
+        graphs["prompt_decoder"] = GraphIO(
+            inputs=[positions, embeddings, points, labels], outputs=masks, call=Call(function=sam_prompt_decoder)
         )
-        graphs["prompt_decoder"] = GraphIO(inputs=[positions, embeddings, points, labels], outputs=masks, call=Call(fixed={"multimask_output": True}))
     made = _make(
         model_type, task, "segment-anything", graphs, normalizer=normalizer,
         files=(kinds.VISION_ENCODER, PROMPT_ENCODER_MASK_DECODER) if split else (kinds.SINGLE,), **fields,

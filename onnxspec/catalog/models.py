@@ -473,7 +473,7 @@ ENTRIES: tuple[ModelEntry, ...] = (
     # SAM exports model.onnx (Optimum's "monolith" variant) until a graph can call more than one module: its split
     # files (segment_anything's default) need the positional embeddings computed beside the vision encoder and fed to
     # the prompt encoder + mask decoder, which no single module of SamModel does
-    entry("sam", segment_anything, ("feature-extraction",), split=False),
+    entry("sam", segment_anything, ("feature-extraction",)),
 )
 
 ENTRIES = with_dynamic_rope(ENTRIES)  # dynamic NTK's frequencies from the length inside the graph (catalog/rope.py)

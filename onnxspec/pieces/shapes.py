@@ -171,7 +171,7 @@ def validation_shapes(traced: Shapes, *, boundary: int | None = None) -> tuple[S
 
     b, s, p = traced.batch_size, traced.sequence_length, traced.past_sequence_length
     d, a, n = traced.decoder_sequence_length, traced.audio_sequence_length, traced.num_choices
-    ib = traced.image_batch_size
+    ib, pb, pn = traced.image_batch_size, traced.point_batch_size, traced.nb_points_per_image
     small = attrs.evolve(
         traced,
         batch_size=other(b, 1, 2),
@@ -181,6 +181,8 @@ def validation_shapes(traced: Shapes, *, boundary: int | None = None) -> tuple[S
         audio_sequence_length=other(a, max(400, a // 2 + 1), max(401, a // 2 + 2)),
         num_choices=other(n, 2, 3),
         image_batch_size=other(ib, 1, 2),
+        point_batch_size=other(pb, 1, 2),
+        nb_points_per_image=other(pn, 1, 2),
     )
     large = attrs.evolve(
         traced,
@@ -191,6 +193,8 @@ def validation_shapes(traced: Shapes, *, boundary: int | None = None) -> tuple[S
         audio_sequence_length=a + a // 3 + 1,
         num_choices=n + 1,
         image_batch_size=other(ib, 2, 1),
+        point_batch_size=pb + 2,
+        nb_points_per_image=pn + 3,
     )
     decode = attrs.evolve(
         traced,
@@ -201,5 +205,7 @@ def validation_shapes(traced: Shapes, *, boundary: int | None = None) -> tuple[S
         audio_sequence_length=other(a, a + 160, a + 320),
         num_choices=other(n, 3, 5),
         image_batch_size=other(ib, 1, 2),
+        point_batch_size=other(pb, 2, 1),
+        nb_points_per_image=other(pn, 1, 3),
     )
     return small, large, decode

@@ -97,12 +97,19 @@ class Call:
     ``results``: graph output name -> attribute of the model's output (dotted, with ``[i]``
     allowed); ``present.*`` outputs come from the returned cache. ``fixed``: constant
     keywords (``return_dict``, ``use_cache`` ...).
+
+    ``function``: what the graph computes when it is not one module's ``forward``: a plain
+    function ``(module, **keywords) -> output`` (a mapping or a model output, read by
+    ``results``) composing the module's parts, e.g. an image encoder returning the embeddings
+    and the positional table a prompt decoder takes. The same function is traced and run by
+    PyTorch for validation, so it must compute exactly what the model computes.
     """
 
     module: str = ""
     arguments: Mapping[str, str] = attrs.field(factory=dict, converter=_ro, hash=False)
     results: Mapping[str, str] = attrs.field(factory=dict, converter=_ro, hash=False)
     fixed: Mapping[str, Any] = attrs.field(factory=dict, converter=_ro, hash=False)
+    function: Callable[..., Any] | None = attrs.field(default=None, eq=attrs.cmp_using(eq=lambda a, b: a is b), hash=False)
 
     def argument(self, graph_name: str) -> str:
         return self.arguments.get(graph_name, graph_name)

@@ -57,9 +57,9 @@ def test_the_monolith_option_plans_model_onnx() -> None:
     assert list(_io(single.outputs).items()) == [("iou_scores", MASKS), ("pred_masks", MASKS)]
 
 
-def test_the_registered_spec_is_the_monolith_and_sam_is_not_refused() -> None:
+def test_the_registered_spec_is_split_as_optimums_default_and_sam_is_not_refused() -> None:
     spec = spec_for(REGISTRY, "sam", "feature-extraction")
-    assert [g.filename for g in plan(spec)] == ["model.onnx"]
+    assert [g.filename for g in plan(spec)] == ["vision_encoder.onnx", "prompt_encoder_mask_decoder.onnx"]
     assert [g.filename for g in plan(spec, monolith=True)] == ["model.onnx"]
     assert not any(mt == "sam" for mt, _ in UNSUPPORTED)
 

@@ -49,6 +49,10 @@ EXPECTED_FILES = {
         ["encoder_model.onnx", "decoder_model.onnx"],
         ["encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx", "decoder_model_merged.onnx"],
     ),
+    "segment-anything": (
+        ["vision_encoder.onnx", "prompt_encoder_mask_decoder.onnx"],
+        ["vision_encoder.onnx", "prompt_encoder_mask_decoder.onnx"],
+    ),
     "decoder-alone": (
         ["decoder_model.onnx"],
         ["decoder_model.onnx", "decoder_with_past_model.onnx", "decoder_model_merged.onnx"],
