@@ -153,22 +153,37 @@ def _optimum(base: str, with_past: bool, folder: str, graphs: Sequence[str], out
     return Runtime(name="optimum", loader=cls, language="python", snippet=snippet, needs=needs)
 
 
+TRANSFORMERS_JS_MODELS = {"prompt_encoder_mask_decoder.onnx": "SamModel"}
+"""A graph file that transformers.js loads through a model class rather than a ``pipeline()``
+(SAM: ``vision_encoder`` and ``prompt_encoder_mask_decoder``, with its processor)."""
+
+
 def _transformers_js(base: str, with_past: bool, folder: str, graphs: Sequence[str], inputs: Sequence[str]) -> Runtime | None:
+    parent, name = os.path.split(os.path.abspath(folder))
+    setup = (
+        f"env.localModelPath = {json.dumps(parent + os.sep)}; env.allowRemoteModels = false;\n"
+    )
+    cls = next((TRANSFORMERS_JS_MODELS[g] for g in graphs if g in TRANSFORMERS_JS_MODELS), None)
+    if cls is not None:
+        snippet = (
+            f"import {{ env, {cls} }} from '@huggingface/transformers';\n" + setup
+            + f"const model = await {cls}.from_pretrained({json.dumps(name)}, {{ dtype: 'fp32' }});"
+        )
+        return Runtime(name="transformers.js", loader=f"{cls}.from_pretrained", language="javascript", snippet=snippet,
+                       needs="the graphs in onnx/, where it reads them (--layout transformers.js)")
     task = TRANSFORMERS_JS.get(base)
     if task == "feature-extraction" and "pixel_values" in inputs:
         task = "image-feature-extraction"
     if task is None:
         return None
-    parent, name = os.path.split(os.path.abspath(folder))
     needs = ["the graphs in onnx/, where it reads them (--layout transformers.js)"]
     if "encoder_model.onnx" in graphs and "decoder_model_merged.onnx" not in graphs:
         needs.append("decoder_model_merged.onnx (a -with-past task, without --no-merged)")
     elif base == "text-generation" and not with_past:
         needs.append("a graph with a cache (--task text-generation-with-past)")
     snippet = (
-        "import { env, pipeline } from '@huggingface/transformers';\n"
-        f"env.localModelPath = {json.dumps(parent + os.sep)}; env.allowRemoteModels = false;\n"
-        f"const pipe = await pipeline('{task}', {json.dumps(name)}, {{ dtype: 'fp32' }});"
+        "import { env, pipeline } from '@huggingface/transformers';\n" + setup
+        + f"const pipe = await pipeline('{task}', {json.dumps(name)}, {{ dtype: 'fp32' }});"
     )
     return Runtime(name="transformers.js", loader=f"pipeline('{task}')", language="javascript", snippet=snippet,
                    needs="; ".join(needs))

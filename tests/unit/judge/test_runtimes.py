@@ -98,3 +98,14 @@ def test_onnxruntime_snippet_runs_as_printed(tmp_path) -> None:
     namespace = {"inputs": {"x": np.array([1.5, -2.0, 3.0], dtype=np.float32)}}
     exec(compile(snippet, "onnxruntime snippet", "exec"), namespace)
     np.testing.assert_array_equal(namespace["outputs"][0], np.array([2.25, 4.0, 9.0], dtype=np.float32))
+
+
+def test_sams_split_files_are_a_transformers_js_model_class_not_a_pipeline() -> None:
+    from onnxspec.judge.runtimes import runtimes_for
+
+    found = {r.name: r for r in runtimes_for(
+        "feature-extraction", "/out/sam", ["vision_encoder.onnx", "prompt_encoder_mask_decoder.onnx"], ["pixel_values"], ["image_embeddings"]
+    )}
+    assert found["transformers.js"].loader == "SamModel.from_pretrained"
+    assert "SamModel.from_pretrained(\"sam\"" in found["transformers.js"].snippet
+    assert "image_embeddings" in found["optimum"].needs  # ORTModelForFeatureExtraction reads last_hidden_state
