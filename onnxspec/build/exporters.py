@@ -33,7 +33,17 @@ from onnxspec.pieces.axes import axes_view
 from onnxspec.errors import NO_SPACE, BackendError, OnnxSpecError, SpecError
 from onnxspec.pieces.spec import GraphSpec
 
-__all__ = ["Backend", "available_backends", "backends_to_try", "default_backend", "export_graph", "resolve_backend"]
+__all__ = [
+    "Backend",
+    "available_backends",
+    "backends_to_try",
+    "default_backend",
+    "embed_external_data",
+    "export_graph",
+    "move_external_data",
+    "resolve_backend",
+    "weight_bytes",
+]
 
 
 class Backend(enum.Enum):
@@ -163,12 +173,83 @@ def _export_torchscript(module: torch.nn.Module, args: tuple[torch.Tensor, ...],
             do_constant_folding=True,
             dynamo=False,
         )
-    return _load_and_remove(workdir, "torchscript_export.onnx")
+    return _load_without_data(workdir, "torchscript_export.onnx")
 
 
-def _load_and_remove(workdir: str, filename: str) -> onnx.ModelProto:
-    """Load an exporter's file (with any external data) into memory; the caller deletes workdir."""
-    return onnx.load(os.path.join(workdir, filename), load_external_data=True)
+def _load_without_data(scratch: str, filename: str) -> onnx.ModelProto:
+    """An exporter's file without its external data: the weights it wrote beside the graph stay
+    on disk, and the proto's ``location`` fields still name them relative to ``scratch``
+    (:func:`move_external_data` moves them out before the caller deletes the folder)."""
+    return onnx.load(os.path.join(scratch, filename), load_external_data=False)
+
+
+EXTERNAL_ALIGNMENT = 65536
+"""Offset alignment of tensors of :data:`ALIGN_FROM` bytes or more in an external data file, so
+that a runtime can memory-map each one at an allocation boundary."""
+ALIGN_FROM = 1 << 20
+
+
+def _external_tensors(model: onnx.ModelProto) -> list[onnx.TensorProto]:
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+    return [t for t in _get_all_tensors(model) if uses_external_data(t)]
+
+
+def weight_bytes(model: onnx.ModelProto) -> int:
+    """Bytes of the tensors of ``model``: in the proto, and those it keeps as external data."""
+    from onnx.external_data_helper import ExternalDataInfo, _get_all_tensors, uses_external_data
+
+    return sum(
+        (ExternalDataInfo(t).length or 0) if uses_external_data(t) else len(t.raw_data) for t in _get_all_tensors(model)
+    )
+
+
+def move_external_data(
+    model: onnx.ModelProto, source_dir: str, target_dir: str, location: str, *, size_threshold: int = 1024
+) -> None:
+    """Write the tensor data of ``model`` into one file, ``target_dir/location``, one tensor at
+    a time, and point the proto at it: tensors kept as external data (read from their files
+    relative to ``source_dir``) and tensors in the proto of ``size_threshold`` bytes or more
+    (cleared from the proto once written). Tensors of :data:`ALIGN_FROM` bytes or more start at
+    a multiple of :data:`EXTERNAL_ALIGNMENT`. At most one tensor's bytes are in memory at a
+    time. When ``source_dir`` is ``target_dir``, tensors already in that file stay where they
+    are and the others are appended; else the file is written anew. Its bytes depend only on
+    the proto's tensors, in order."""
+    from onnx.external_data_helper import (
+        ExternalDataInfo,
+        _get_all_tensors,
+        load_external_data_for_tensor,
+        save_external_data,
+        set_external_data,
+        uses_external_data,
+    )
+
+    path = os.path.join(target_dir, location)
+    in_place = os.path.abspath(source_dir) == os.path.abspath(target_dir) and os.path.exists(path)
+    if not in_place:
+        open(path, "wb").close()
+    size = os.path.getsize(path)
+    for tensor in _get_all_tensors(model):
+        external = uses_external_data(tensor)
+        if external and in_place and ExternalDataInfo(tensor).location == location:
+            continue
+        if external:
+            load_external_data_for_tensor(tensor, source_dir)
+        elif not tensor.HasField("raw_data") or len(tensor.raw_data) < size_threshold:
+            continue
+        length = len(tensor.raw_data)
+        offset = -(-size // EXTERNAL_ALIGNMENT) * EXTERNAL_ALIGNMENT if length >= ALIGN_FROM else size
+        set_external_data(tensor, location, offset=offset)
+        save_external_data(tensor, target_dir)
+        tensor.ClearField("raw_data")
+        size = offset + length
+
+
+def embed_external_data(model: onnx.ModelProto, base_dir: str) -> None:
+    """Read every external tensor of ``model`` (relative to ``base_dir``) into the proto."""
+    from onnx.external_data_helper import load_external_data_for_model
+
+    load_external_data_for_model(model, base_dir)
 
 
 def _export_dynamo(module: torch.nn.Module, args: tuple[torch.Tensor, ...], spec: GraphSpec, workdir: str) -> onnx.ModelProto:
@@ -193,7 +274,7 @@ def _export_dynamo(module: torch.nn.Module, args: tuple[torch.Tensor, ...], spec
             verbose=False,
         )
         program.save(path, external_data=True)
-    return _load_and_remove(workdir, "dynamo_export.onnx")
+    return _load_without_data(workdir, "dynamo_export.onnx")
 
 
 def export_graph(
@@ -205,7 +286,10 @@ def export_graph(
 ) -> onnx.ModelProto:
     """Trace ``module`` at ``args`` with ``backend`` and return the ONNX model (not yet stamped).
 
-    The exporter writes into a private folder under ``workdir``, removed before returning.
+    The exporter writes into a private folder under ``workdir``, removed before returning. The
+    weights it wrote as external data are not read into memory: they are moved, one tensor at a
+    time, into ``workdir/<spec.filename>.data``, which the returned proto's ``location`` fields
+    name (relative to ``workdir``); weights the exporter kept in the graph stay in the proto.
     Whatever it prints is captured; when it fails, :class:`BackendError` carries a one-line
     reason and, in ``details``, the exception in full and the captured text. A full disk and
     running out of memory are not the exporter's failure and propagate unchanged.
@@ -215,8 +299,12 @@ def export_graph(
     try:
         with _captured(said):
             if backend is Backend.TORCHSCRIPT:
-                return _export_torchscript(module, args, spec, scratch)
-            return _export_dynamo(module, args, spec, scratch)
+                proto = _export_torchscript(module, args, spec, scratch)
+            else:
+                proto = _export_dynamo(module, args, spec, scratch)
+        if _external_tensors(proto):
+            move_external_data(proto, scratch, workdir, spec.filename + ".data")
+        return proto
     except (MemoryError, OnnxSpecError):
         raise
     except OSError as e:

@@ -54,7 +54,16 @@ import torch
 
 from onnxspec import __version__
 from onnxspec.errors import BackendError, ExportError, SpecError, TraceError, UnsupportedTaskError, ValidationError
-from onnxspec.build.exporters import Backend, available_backends, backends_to_try, export_graph, resolve_backend
+from onnxspec.build.exporters import (
+    Backend,
+    available_backends,
+    backends_to_try,
+    embed_external_data,
+    export_graph,
+    move_external_data,
+    resolve_backend,
+    weight_bytes,
+)
 from onnxspec.pieces.generators import context, make_dummies
 from onnxspec.pipeline.loading import (
     ModelSource,
@@ -94,8 +103,10 @@ __all__ = [
     "versions",
 ]
 
-EXTERNAL_DATA_THRESHOLD = 1_800_000_000
-"""Graphs whose weights exceed this many bytes are saved with external data (protobuf caps at 2 GB)."""
+EXTERNAL_DATA_THRESHOLD = 8 * 2**20
+"""Graphs whose weights exceed this many bytes (8 MiB) are saved with external data, in
+``<file>.data``: onnxruntime memory-maps it when validating (file-backed pages, not a copy), and
+the weights the exporter wrote never pass through memory again (protobuf caps a file at 2 GB)."""
 
 
 MIN_OPSET = 14
@@ -211,12 +222,18 @@ def _check_gguf_head(source: ModelSource, task: str) -> None:
 
 
 def _save(model: onnx.ModelProto, path: str, threshold: int) -> None:
-    weights = sum(len(t.raw_data) for t in model.graph.initializer)
-    if weights > threshold:
-        onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=os.path.basename(path) + ".data", size_threshold=1024)
+    """Save ``model`` at ``path``: with its weights in ``<path>.data`` when they exceed ``threshold``
+    bytes, else in the one file. The trace stage may have left the exporter's weights in
+    ``<path>.data`` already (:func:`~onnxspec.build.exporters.export_graph`); they are rewritten
+    there one tensor at a time with those still in the proto, never all read into memory."""
+    folder, data = os.path.dirname(path), os.path.basename(path) + ".data"
+    if weight_bytes(model) > threshold:
+        move_external_data(model, folder, folder, data)
     else:
-        onnx.save_model(model, path)
+        embed_external_data(model, folder)
+        if os.path.exists(os.path.join(folder, data)):
+            os.remove(os.path.join(folder, data))
+    onnx.save_model(model, path)
 
 
 @attrs.frozen(kw_only=True, eq=False)
