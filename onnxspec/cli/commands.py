@@ -148,7 +148,8 @@ def validation_table(report: ExportReport, *, collapse_cache: bool = True, width
     """
     checks = [c for g in report.graphs for c in g.checks]
     failed = sum(not c.passed for c in checks)
-    title = f"Validation of {escape(report.model_type)} / {escape(report.task)} against PyTorch ({report.backend})"
+    used = sorted({g.backend for g in report.graphs if g.backend} or {report.backend})  # a graph may have fallen back
+    title = f"Validation of {escape(report.model_type)} / {escape(report.task)} against PyTorch ({', '.join(used)})"
     caption = (
         "NOT VALIDATED: no shape set was run"
         if not report.validated

@@ -11,6 +11,7 @@ import re
 import subprocess
 from pathlib import Path
 
+import attrs
 import numpy as np
 import pytest
 from rich.console import Console
@@ -188,3 +189,11 @@ def test_inspect_shows_the_ratio_and_the_recorded_runtimes(bert_export: tuple[st
     assert re.search(rf"^\s*model\.onnx\s+3 pass\s+{worst['error']:.2e}\s+{worst['bound']:.2e}\s+{worst['error_over_bound']:.2g}\s+",
                      printed, re.M)
     assert "loaded by: optimum ORTModelForSequenceClassification;" in " ".join(printed.split())
+
+
+def test_the_title_names_the_backends_the_graphs_were_traced_with(seq2seq: ExportReport) -> None:
+    """A graph TorchScript could not trace fell back to dynamo: the title says both, not only the one asked for."""
+    assert "against PyTorch (torchscript)" in _render(seq2seq, 160)
+    fell_back = attrs.evolve(seq2seq, graphs=(attrs.evolve(seq2seq.graphs[0], backend="dynamo", fallback="torchscript: aten::copy"),
+                                              *seq2seq.graphs[1:]))
+    assert "against PyTorch (dynamo, torchscript)" in _render(fell_back, 160)
