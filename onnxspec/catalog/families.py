@@ -37,6 +37,8 @@ __all__ = [
     "GENERATORS",
     "IMAGE_ENCODER",
     "LOG_MEL_ENCODER",
+    "MUSICGEN_ENCODEC_DECODE",
+    "MUSICGEN_TEXT_ENCODER",
     "PATCH_ENCODER",
     "PROMPT_ENCODER_MASK_DECODER",
     "MODEL_DECODER",
@@ -49,6 +51,8 @@ __all__ = [
     "decoder_alone",
     "encoder_decoder",
     "generators_for",
+    "musicgen",
+    "musicgen_encodec_decode",
     "segment_anything",
     "speech_to_text",
     "tensors",
@@ -672,6 +676,107 @@ def segment_anything(
     return attrs.evolve(made, generators={**made.generators, **sam_generators})
 
 
+
+MUSICGEN_TEXT_ENCODER = GraphKind(name="text-encoder", role="text_encoder", filename="text_encoder.onnx")
+"""MusicGen's text encoder: the prompt's ids and mask -> the hidden states the decoder attends to."""
+MUSICGEN_ENCODEC_DECODE = GraphKind(name="encodec-decode", role="encodec_decode", filename="encodec_decode.onnx")
+"""MusicGen's EnCodec decoder: generated audio codes -> the waveform."""
+
+_CODEBOOK_ROWS = "total_batch_size_x_num_codebooks"
+_CODE_STEPS = {0: _CODEBOOK_ROWS, 1: "decoder_sequence_length"}
+
+
+def _reflect_pad_any_length(hidden_states: torch.Tensor, paddings: tuple[Any, Any], mode: str = "zero", value: float = 0.0) -> torch.Tensor:
+    """EnCodec's ``_pad1d`` without its Python branch: a reflection over a signal shorter than the
+    padding reflects the zeros it is first extended with (``max_pad - length + 1`` of them), and the
+    extension is cut from the end again; here the source index of every output sample is computed for
+    any length, so one graph serves short and long code sequences alike."""
+    if mode != "reflect":
+        return torch.nn.functional.pad(hidden_states, paddings, mode, value)
+    left, right = (int(p) for p in paddings)  # the convolution's constant padding (stride 1 in the decoder)
+    length = torch._shape_as_tensor(hidden_states)[-1]
+    longest = max(left, right)
+    extended = length + torch.clamp(longest - length + 1, min=0)  # the signal once zero-extended
+    source = torch.arange(hidden_states.shape[-1] + left + right, device=hidden_states.device) - left
+    source = torch.where(source < 0, -source, source)
+    source = torch.where(source >= extended, 2 * (extended - 1) - source, source)
+    source = torch.where(source < length, source, length)  # past the signal: the zero column appended below
+    return torch.nn.functional.pad(hidden_states, (0, 1)).index_select(-1, source)
+
+
+_ENCODEC_PAD = Patch(
+    target="transformers.models.encodec.modeling_encodec:EncodecConv1d",
+    attribute="_pad1d",
+    value=staticmethod(_reflect_pad_any_length),
+    reason=(
+        "EnCodec's reflect padding zero-extends a signal no longer than the padding behind a Python branch on its length, "
+        "which a trace freezes (a graph traced at 5 frames fails at 1); the same samples are gathered by computed indices"
+    ),
+)
+
+
+def musicgen_encodec_decode(model: Any, audio_codes: Any, **_: Any) -> dict[str, Any]:
+    """The waveform of one chunk of codes ``(1, batch, num_codebooks, frames)``, as
+    ``MusicgenForConditionalGeneration.generate`` decodes its output: EnCodec's ``decode``, unscaled."""
+    return {"audio_values": model.audio_encoder.decode(audio_codes, [None]).audio_values}
+
+
+def _musicgen_ids(tensor: TensorSpec, ctx: g.DummyContext, rng: torch.Generator, made: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """The decoder's ``input_ids`` are audio codes, one row per item and codebook; the text encoder's are text tokens."""
+    generate = g.codebook_ids if tensor.dynamic_axes.get(0) == _CODEBOOK_ROWS else g.token_ids
+    return generate(tensor, ctx, rng, made)
+
+
+def musicgen(
+    model_type: str,
+    task: str,
+    *,
+    use_past: bool = False,
+    normalizer: Normalizer = normalizers.MUSICGEN,
+    **fields: Any,
+) -> ModelSpec:
+    """MusicGen, text to audio: ``text_encoder.onnx`` (``input_ids``, ``attention_mask`` ->
+    ``last_hidden_state``), the decoder (``decoder_model.onnx`` [/ ``decoder_with_past_model.onnx``
+    / ``decoder_model_merged.onnx``]: audio-code ``input_ids`` of ``(batch * num_codebooks, steps)``,
+    the prompt's mask as ``encoder_attention_mask``, the text encoder's output as
+    ``encoder_hidden_states`` (projected to the decoder's width inside) -> ``logits`` of each
+    codebook row), and ``encodec_decode.onnx`` (``audio_codes`` -> ``audio_values``). The decoder's
+    cache is a seq2seq one over ``batch`` rows (the codebooks' embeddings are summed per item).
+    No module of the model does the EnCodec file's work alone: its call is :func:`musicgen_encodec_decode`.
+    """
+    text = {0: "batch_size", 1: "encoder_sequence_length"}
+    mask = spec("attention_mask", text, Kind.INT)
+    graphs = {
+        "text_encoder": GraphIO(
+            inputs=[spec("input_ids", text, Kind.INT), mask],
+            outputs=[spec("last_hidden_state", text, rank=3)],
+            call=Call(module="text_encoder"),
+        ),
+        "decoder": GraphIO(
+            inputs=[
+                spec("input_ids", _CODE_STEPS, Kind.INT),
+                attrs.evolve(mask, name="encoder_attention_mask"),
+                spec("encoder_hidden_states", text, Kind.FLOAT, rank=3),
+            ],
+            outputs=[spec("logits", _CODE_STEPS, rank=3)],
+            call=attrs.evolve(_SEQ2SEQ_DECODER_CALL, arguments={**_SEQ2SEQ_DECODER_CALL.arguments, "encoder_attention_mask": "attention_mask"}),
+            past=True,
+            replaced_by_cache={"encoder_hidden_states"},
+        ),
+        "encodec_decode": GraphIO(
+            inputs=[spec("audio_codes", {1: "batch_size", 3: "chunk_length"}, Kind.INT, rank=4)],
+            outputs=[spec("audio_values", {0: "batch_size", 2: "audio_length"}, rank=3)],
+            call=Call(function=musicgen_encodec_decode),
+        ),
+    }
+    made = _make(
+        model_type, task, "musicgen", graphs, normalizer=normalizer,
+        files=(MUSICGEN_TEXT_ENCODER, kinds.DECODER, MUSICGEN_ENCODEC_DECODE), use_past=use_past, past_kind=PastKind.SEQ2SEQ,
+        patches=(*fields.pop("patches", ()), _NO_PACKED_SEQUENCES, _ENCODEC_PAD), **fields,
+    )
+    return attrs.evolve(made, generators={**made.generators, "input_ids": _musicgen_ids, "audio_codes": g.audio_codes})
+
+
 FAMILIES: Mapping[str, Callable[..., ModelSpec]] = MappingProxyType(
     {
         "text-encoder": text_encoder,
@@ -685,6 +790,7 @@ FAMILIES: Mapping[str, Callable[..., ModelSpec]] = MappingProxyType(
         "text-and-vision": text_and_vision,
         "tensors": tensors,
         "segment-anything": segment_anything,
+        "musicgen": musicgen,
     }
 )
 

@@ -495,6 +495,13 @@ UNSUPPORTED: Mapping[tuple[str, str], str] = MappingProxyType(
             "MaskFormerForInstanceSegmentation builds its training loss when constructed, which needs scipy "
             "(not a dependency of onnxspec); the feature-extraction graph is supported"
         ),
+        ("musicgen", "text-to-audio"): (
+            "its family is built (catalog.families.musicgen: text_encoder.onnx, the decoder with its cache and merged form, "
+            "encodec_decode.onnx, each validated against PyTorch in tests/integration/test_musicgen.py), but an export's first "
+            "step reads the rotary settings of config.get_text_config(), which MusicgenConfig refuses as ambiguous (two text "
+            "sub-configs, text_encoder and decoder), so `onnxspec export` stops before loading it; it is registered once that "
+            "lookup asks for the decoder's config (get_text_config(decoder=True))"
+        ),
         ("speecht5", "text-to-audio"): (
             "its speech comes from four graphs, two of which are no module's forward: the decoder step (the spectrogram "
             "frames it adds, the sequence with them appended and the stop probability: the loop body of generate_speech) "

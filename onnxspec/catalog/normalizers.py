@@ -6,7 +6,7 @@ from onnxspec.errors import ConfigError
 from onnxspec.pieces.normalize import Normalizer, derive, normalizer
 
 __all__ = [
-    "AST", "AUDIO", "CLIP", "COLPALI", "DECISION_TRANSFORMER", "ENCODER_DECODER", "IMAGE_TEXT_TO_TEXT", "LATENT_ATTENTION", "LAYOUT", "LAYOUT_IMAGE", "MARKUP", "MOONSHINE", "MULTI_QUERY", "NYSTROM", "OWL_VIT", "PERCEIVER", "PIX2STRUCT", "SAM", "SEQ2SEQ",
+    "AST", "AUDIO", "CLIP", "COLPALI", "DECISION_TRANSFORMER", "ENCODER_DECODER", "IMAGE_TEXT_TO_TEXT", "LATENT_ATTENTION", "LAYOUT", "LAYOUT_IMAGE", "MARKUP", "MOONSHINE", "MULTI_QUERY", "NYSTROM", "OWL_VIT", "PERCEIVER", "PIX2STRUCT", "MUSICGEN", "SAM", "SEQ2SEQ",
     "SEQ2SEQ_DECODER", "SPEECH_TO_TEXT", "T5", "TIME_SERIES", "TROCR", "TEXT", "VISION", "VISION_BACKBONE", "VISION_ENCODER_DECODER", "VISUAL_BERT", "VITPOSE", "VITS", "WHISPER", "within",
 ]
 
@@ -321,3 +321,18 @@ SAM: Normalizer = normalizer(
 """SAM: images of ``image_size`` a side (``vision_config``) embedded as ``output_channels`` maps of
 ``image_embedding_size`` a side (the prompt encoder's grid); prompt points are pixel coordinates
 in an image of ``prompt_image_size`` (the prompt encoder's, normally the vision encoder's)."""
+
+MUSICGEN: Normalizer = normalizer(
+    hidden_size=("decoder.hidden_size",),
+    num_layers=("decoder.num_hidden_layers",),
+    num_attention_heads=("decoder.num_attention_heads",),
+    vocab_size=("text_encoder.vocab_size",),
+    encoder_hidden_size=("text_encoder.d_model", "text_encoder.hidden_size"),
+    num_codebooks=("decoder.num_codebooks",),
+    codebook_vocab_size=("decoder.vocab_size",),
+    codebook_size=("audio_encoder.codebook_size",),
+)
+"""MusicGen: a text encoder (``text_encoder``, its ``vocab_size`` for the prompt's ids and its width for the decoder's
+``encoder_hidden_states``), a decoder over ``num_codebooks`` parallel streams of audio codes below its ``vocab_size``
+(``codebook_vocab_size``; the cache is the decoder's), and an EnCodec model (``audio_encoder``) decoding codes below
+its ``codebook_size`` into a waveform."""

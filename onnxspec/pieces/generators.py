@@ -29,8 +29,10 @@ __all__ = [
     "Generator",
     "attention_mask",
     "audio_features",
+    "audio_codes",
     "audio_values",
     "bounding_boxes",
+    "codebook_ids",
     "context",
     "dynamic_shape",
     "encoder_hidden_states",
@@ -449,3 +451,22 @@ def image_positional_embeddings(
     (SAM's are sines and cosines of a random projection of each cell's position)."""
     channels, side = (int(v) for v in ctx.dims.require("output_channels", "image_embedding_size"))
     return (torch.rand((*_leading(tensor, ctx), channels, side, side), generator=rng) * 2 - 1).to(_float(ctx))
+
+
+def codebook_ids(tensor: TensorSpec, ctx: DummyContext, rng: torch.Generator, made: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Audio-code ids of a decoder over ``num_codebooks`` parallel streams (MusicGen): one row per
+    item and codebook, ``(batch_size * num_codebooks, length)`` (the length: the tensor's axis 1),
+    each id below ``codebook_vocab_size``."""
+    codebooks, vocab = (int(d) for d in ctx.dims.require("num_codebooks", "codebook_vocab_size"))
+    rows = ctx.sizes["batch_size"] * codebooks
+    length = _size(tensor, ctx, 1, "decoder_sequence_length")
+    high = min(vocab, torch.iinfo(_int(ctx)).max + 1)
+    return torch.randint(0, high, (rows, length), generator=rng).to(_int(ctx))
+
+
+def audio_codes(tensor: TensorSpec, ctx: DummyContext, rng: torch.Generator, made: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Codes an EnCodec decoder turns into a waveform: ``(1, batch, num_codebooks, frames)`` (one chunk;
+    ``frames`` is the decoder sequence length: the codes a generation produced), each below ``codebook_size``."""
+    codebooks, size = (int(d) for d in ctx.dims.require("num_codebooks", "codebook_size"))
+    frames = ctx.sizes["decoder_sequence_length"]
+    return torch.randint(0, size, (1, ctx.sizes["batch_size"], codebooks, frames), generator=rng).to(_int(ctx))
