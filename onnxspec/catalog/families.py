@@ -24,6 +24,7 @@ from onnxspec.pieces.normalize import Normalizer
 from onnxspec.pieces.normalize import normalizer as normalize_fields
 from onnxspec.pieces.past import PastKind
 from onnxspec.pieces.patches import Patch
+from onnxspec.pieces.shapes import torch_dtype
 from onnxspec.pieces import kinds
 from onnxspec.pieces.kinds import GraphKind
 from onnxspec.pieces.spec import Call, GraphIO, ModelSpec
@@ -37,6 +38,7 @@ __all__ = [
     "GENERATORS",
     "IMAGE_ENCODER",
     "LOG_MEL_ENCODER",
+    "MUSICGEN_DELAY_PATTERN",
     "MUSICGEN_ENCODEC_DECODE",
     "MUSICGEN_TEXT_ENCODER",
     "PATCH_ENCODER",
@@ -52,6 +54,7 @@ __all__ = [
     "encoder_decoder",
     "generators_for",
     "musicgen",
+    "musicgen_delay_pattern",
     "musicgen_encodec_decode",
     "segment_anything",
     "speech_to_text",
@@ -681,6 +684,9 @@ MUSICGEN_TEXT_ENCODER = GraphKind(name="text-encoder", role="text_encoder", file
 """MusicGen's text encoder: the prompt's ids and mask -> the hidden states the decoder attends to."""
 MUSICGEN_ENCODEC_DECODE = GraphKind(name="encodec-decode", role="encodec_decode", filename="encodec_decode.onnx")
 """MusicGen's EnCodec decoder: generated audio codes -> the waveform."""
+MUSICGEN_DELAY_PATTERN = GraphKind(name="delay-pattern", role="delay_pattern", filename="build_delay_pattern_mask.onnx")
+"""MusicGen's delay pattern: the prompt's codes, the pad id and the generation's length -> the codes shifted one
+step per codebook and the mask of the positions generation fills."""
 
 _CODEBOOK_ROWS = "total_batch_size_x_num_codebooks"
 _CODE_STEPS = {0: _CODEBOOK_ROWS, 1: "decoder_sequence_length"}
@@ -713,6 +719,55 @@ _ENCODEC_PAD = Patch(
         "which a trace freezes (a graph traced at 5 frames fails at 1); the same samples are gathered by computed indices"
     ),
 )
+
+
+def _delay_pattern_any_length(self: Any, input_ids: torch.Tensor, pad_token_id: Any, max_length: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``MusicgenForCausalLM.build_delay_pattern_mask`` without its Python branches, for a ``max_length``
+    given as a tensor: every position's source is computed (codebook ``k`` reads the prompt ``k`` steps
+    late, or ``k // 2`` in stereo), the pad positions are the two triangles of the pattern, and the
+    "too short for the pattern" case is a ``torch.where``. The prompt's ids are codes (never -1), so
+    generation starts right after the prompt and the edited ids keep its length."""
+    codebooks = self.num_codebooks
+    stereo = self.config.audio_channels == 2
+    channel_codebooks = codebooks // 2 if stereo else codebooks
+    ids = input_ids.reshape(-1, codebooks, input_ids.shape[-1])
+    length = torch.as_tensor(max_length if max_length is not None else self.generation_config.max_length)
+    positions = torch.arange(length, device=ids.device)[None, :]
+    offset = torch.arange(codebooks, device=ids.device)[:, None]
+    offset = offset // 2 if stereo else offset
+    source = positions - offset  # (codebooks, max_length): where each position reads the prompt
+    read = torch.gather(ids, 2, source.clamp(0, ids.shape[-1] - 1).expand(ids.shape[0], -1, -1))
+    shifted = torch.where((source >= 0) & (source < ids.shape[-1]), read, -1)
+    padded = (positions <= offset) | (positions - offset >= length - channel_codebooks + 1)
+    pattern = torch.where(padded, torch.as_tensor(pad_token_id).to(shifted.dtype), shifted)
+    too_short = length < 2 * channel_codebooks - 1  # the model then returns the prompt as is and no pattern
+    mask = torch.where(too_short, -1, pattern).reshape(-1, pattern.shape[-1])
+    edited = torch.where(too_short, ids, pattern[..., : ids.shape[-1]]).reshape(-1, ids.shape[-1])
+    return edited, mask
+
+
+_DELAY_PATTERN_PATCH = Patch(
+    target="transformers.models.musicgen.modeling_musicgen:MusicgenForCausalLM",
+    attribute="build_delay_pattern_mask",
+    value=_delay_pattern_any_length,
+    reason=(
+        "build_delay_pattern_mask sizes its tensors by max_length and branches on it and on the first -1 it finds "
+        "(Python ints a trace freezes); the same pattern is computed from index arithmetic on the max_length input"
+    ),
+)
+
+
+def musicgen_delay_pattern(model: Any, input_ids: Any, pad_token_id: Any, max_length: Any, **_: Any) -> dict[str, Any]:
+    """The prompt's codes delayed one step per codebook and the pattern generation fills, as
+    ``MusicgenForConditionalGeneration.generate`` builds them (the decoder's ``build_delay_pattern_mask``)."""
+    edited, mask = model.decoder.build_delay_pattern_mask(input_ids, pad_token_id=pad_token_id, max_length=max_length)
+    return {"input_ids_edited": edited, "delay_pattern_mask": mask}
+
+
+def _delay_max_length(tensor: TensorSpec, ctx: g.DummyContext, rng: torch.Generator, made: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """A generation length that varies with the shape set: ``sequence_length + num_codebooks + 1`` (at one
+    token it is below ``2 * num_codebooks - 1``, where the model leaves the prompt without a pattern)."""
+    return torch.tensor(ctx.sizes["sequence_length"] + int(ctx.dims["num_codebooks"]) + 1, dtype=torch_dtype(Kind.INT, ctx.dtypes))
 
 
 def musicgen_encodec_decode(model: Any, audio_codes: Any, **_: Any) -> dict[str, Any]:
@@ -768,13 +823,21 @@ def musicgen(
             outputs=[spec("audio_values", {0: "batch_size", 2: "audio_length"}, rank=3)],
             call=Call(function=musicgen_encodec_decode),
         ),
+        "delay_pattern": GraphIO(
+            inputs=[spec("input_ids", _CODE_STEPS, Kind.INT), spec("pad_token_id", {}, Kind.INT, rank=0), spec("max_length", {}, Kind.INT, rank=0)],
+            outputs=[spec("input_ids_edited", _CODE_STEPS, Kind.INT), spec("delay_pattern_mask", {0: _CODEBOOK_ROWS, 1: "max_length"}, Kind.INT)],
+            call=Call(function=musicgen_delay_pattern),
+        ),
     }
     made = _make(
         model_type, task, "musicgen", graphs, normalizer=normalizer,
-        files=(MUSICGEN_TEXT_ENCODER, kinds.DECODER, MUSICGEN_ENCODEC_DECODE), use_past=use_past, past_kind=PastKind.SEQ2SEQ,
-        patches=(*fields.pop("patches", ()), _NO_PACKED_SEQUENCES, _ENCODEC_PAD), **fields,
+        files=(MUSICGEN_TEXT_ENCODER, kinds.DECODER, MUSICGEN_ENCODEC_DECODE, MUSICGEN_DELAY_PATTERN), use_past=use_past,
+        past_kind=PastKind.SEQ2SEQ, patches=(*fields.pop("patches", ()), _NO_PACKED_SEQUENCES, _ENCODEC_PAD, _DELAY_PATTERN_PATCH), **fields,
     )
-    return attrs.evolve(made, generators={**made.generators, "input_ids": _musicgen_ids, "audio_codes": g.audio_codes})
+    musicgen_generators = {
+        "input_ids": _musicgen_ids, "audio_codes": g.audio_codes, "pad_token_id": g.config_scalar("pad_token_id"), "max_length": _delay_max_length,
+    }
+    return attrs.evolve(made, generators={**made.generators, **musicgen_generators})
 
 
 FAMILIES: Mapping[str, Callable[..., ModelSpec]] = MappingProxyType(

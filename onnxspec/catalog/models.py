@@ -497,7 +497,7 @@ UNSUPPORTED: Mapping[tuple[str, str], str] = MappingProxyType(
         ),
         ("musicgen", "text-to-audio"): (
             "its family is built (catalog.families.musicgen: text_encoder.onnx, the decoder with its cache and merged form, "
-            "encodec_decode.onnx, each validated against PyTorch in tests/integration/test_musicgen.py), but an export's first "
+            "encodec_decode.onnx and build_delay_pattern_mask.onnx, each validated against PyTorch in tests/integration/test_musicgen.py), but an export's first "
             "step reads the rotary settings of config.get_text_config(), which MusicgenConfig refuses as ambiguous (two text "
             "sub-configs, text_encoder and decoder), so `onnxspec export` stops before loading it; it is registered once that "
             "lookup asks for the decoder's config (get_text_config(decoder=True))"

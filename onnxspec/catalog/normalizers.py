@@ -331,8 +331,9 @@ MUSICGEN: Normalizer = normalizer(
     num_codebooks=("decoder.num_codebooks",),
     codebook_vocab_size=("decoder.vocab_size",),
     codebook_size=("audio_encoder.codebook_size",),
+    pad_token_id=("decoder.pad_token_id",),
 )
 """MusicGen: a text encoder (``text_encoder``, its ``vocab_size`` for the prompt's ids and its width for the decoder's
 ``encoder_hidden_states``), a decoder over ``num_codebooks`` parallel streams of audio codes below its ``vocab_size``
-(``codebook_vocab_size``; the cache is the decoder's), and an EnCodec model (``audio_encoder``) decoding codes below
+(``codebook_vocab_size``; the cache is the decoder's; ``pad_token_id`` fills its delay pattern), and an EnCodec model (``audio_encoder``) decoding codes below
 its ``codebook_size`` into a waveform."""

@@ -33,6 +33,7 @@ __all__ = [
     "audio_values",
     "bounding_boxes",
     "codebook_ids",
+    "config_scalar",
     "context",
     "dynamic_shape",
     "encoder_hidden_states",
@@ -470,3 +471,14 @@ def audio_codes(tensor: TensorSpec, ctx: DummyContext, rng: torch.Generator, mad
     codebooks, size = (int(d) for d in ctx.dims.require("num_codebooks", "codebook_size"))
     frames = ctx.sizes["decoder_sequence_length"]
     return torch.randint(0, size, (1, ctx.sizes["batch_size"], codebooks, frames), generator=rng).to(_int(ctx))
+
+
+def config_scalar(name: str) -> Generator:
+    """A generator of a 0-d integer tensor holding the config's ``name`` (a pad token id a graph takes as an input)."""
+
+    def generate(tensor: TensorSpec, ctx: DummyContext, rng: torch.Generator, made: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        (value,) = ctx.dims.require(name)
+        return torch.tensor(int(value), dtype=_int(ctx))
+
+    generate.__doc__ = f"The config's {name}, a 0-d integer tensor."
+    return generate

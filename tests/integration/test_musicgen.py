@@ -1,5 +1,5 @@
 """MusicGen exported by its family (text_encoder.onnx, the decoder files with the cache,
-encodec_decode.onnx), validated against PyTorch, then driven by onnxruntime alone through a
+encodec_decode.onnx, build_delay_pattern_mask.onnx), validated against PyTorch, then driven by onnxruntime alone through a
 greedy generation that must give ``model.generate``'s audio.
 
 MusicGen is not registered yet (see UNSUPPORTED in onnxspec.catalog.models): the export's first
@@ -24,7 +24,10 @@ from tests.tiny import UNREGISTERED_CONFIGS
 
 pytestmark = pytest.mark.integration
 
-FILES = ["text_encoder.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx", "encodec_decode.onnx", "decoder_model_merged.onnx"]
+FILES = [
+    "text_encoder.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx", "encodec_decode.onnx", "build_delay_pattern_mask.onnx",
+    "decoder_model_merged.onnx",
+]
 
 
 @pytest.fixture(scope="module")
@@ -63,9 +66,10 @@ def _session(path) -> ort.InferenceSession:
 
 
 def test_greedy_generation_with_the_onnx_files_gives_generates_audio(exported) -> None:
-    """The prompt through text_encoder.onnx, the codes through decoder_model_merged.onnx step by
-    step with its cache (the delay pattern applied as MusicGen's generate does), the waveform
-    through encodec_decode.onnx: the same codes and audio as ``model.generate`` (greedy)."""
+    """The prompt through text_encoder.onnx, the delay pattern from build_delay_pattern_mask.onnx,
+    the codes through decoder_model_merged.onnx step by step with its cache (the pattern applied as
+    MusicGen's generate does), the waveform through encodec_decode.onnx: the same audio as
+    ``model.generate`` (greedy)."""
     model, out, _ = exported
     decoder_config = model.config.decoder
     pad, codebooks, new_tokens = decoder_config.pad_token_id, decoder_config.num_codebooks, 10
@@ -77,11 +81,15 @@ def test_greedy_generation_with_the_onnx_files_gives_generates_audio(exported) -
     with torch.no_grad():
         expected = model.generate(input_ids=input_ids, attention_mask=attention_mask, do_sample=False, max_new_tokens=new_tokens)
 
-    encoder, merged, encodec = (_session(out / f) for f in ("text_encoder.onnx", "decoder_model_merged.onnx", "encodec_decode.onnx"))
+    encoder, merged, encodec, delay = (
+        _session(out / f) for f in ("text_encoder.onnx", "decoder_model_merged.onnx", "encodec_decode.onnx", "build_delay_pattern_mask.onnx")
+    )
     (hidden,) = encoder.run(None, {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()})
 
     ids = torch.full((2 * codebooks, 1), decoder_config.decoder_start_token_id, dtype=torch.long)
-    ids, delay_mask = model.decoder.build_delay_pattern_mask(ids, pad_token_id=pad, max_length=1 + new_tokens)
+    ids, delay_mask = (
+        torch.from_numpy(t) for t in delay.run(None, {"input_ids": ids.numpy(), "pad_token_id": np.array(pad), "max_length": np.array(1 + new_tokens)})
+    )
     cache_inputs = [i for i in merged.get_inputs() if is_cache_input(i.name)]
     heads, head_dim = decoder_config.num_attention_heads, decoder_config.hidden_size // decoder_config.num_attention_heads
     past = {i.name: np.zeros((2, heads, 0, head_dim), dtype=np.float32) for i in cache_inputs}

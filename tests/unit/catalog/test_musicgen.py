@@ -6,13 +6,15 @@ tests/integration/test_musicgen.py."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 import transformers as T
 from transformers.models.encodec.modeling_encodec import EncodecConv1d
 
 from onnxspec.catalog import families
-from onnxspec.catalog.families import MUSICGEN_ENCODEC_DECODE, MUSICGEN_TEXT_ENCODER, musicgen
+from onnxspec.catalog.families import MUSICGEN_DELAY_PATTERN, MUSICGEN_ENCODEC_DECODE, MUSICGEN_TEXT_ENCODER, musicgen
 from onnxspec.catalog.models import REGISTRY, UNSUPPORTED
 from onnxspec.pieces import kinds
 from onnxspec.pieces.axes import Kind
@@ -41,10 +43,14 @@ def _cache(prefix: str, parts: tuple[str, ...]) -> list[str]:
 
 def test_with_the_cache_it_plans_optimums_five_files_merged_last() -> None:
     files = _plan(use_past=True)
-    assert list(files) == ["text_encoder.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx", "encodec_decode.onnx", "decoder_model_merged.onnx"]
+    assert list(files) == [
+        "text_encoder.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx", "encodec_decode.onnx", "build_delay_pattern_mask.onnx",
+        "decoder_model_merged.onnx",
+    ]
     assert files["text_encoder.onnx"].kind is MUSICGEN_TEXT_ENCODER and files["encodec_decode.onnx"].kind is MUSICGEN_ENCODEC_DECODE
     assert files["decoder_model_merged.onnx"].kind is kinds.MERGED_DECODER
-    assert list(_plan(use_past=False)) == ["text_encoder.onnx", "decoder_model.onnx", "encodec_decode.onnx"]
+    assert files["build_delay_pattern_mask.onnx"].kind is MUSICGEN_DELAY_PATTERN
+    assert list(_plan(use_past=False)) == ["text_encoder.onnx", "decoder_model.onnx", "encodec_decode.onnx", "build_delay_pattern_mask.onnx"]
 
 
 def test_text_encoder_and_encodec_io_are_optimums() -> None:
@@ -55,7 +61,12 @@ def test_text_encoder_and_encodec_io_are_optimums() -> None:
     assert _io(encodec.inputs) == [("audio_codes", {1: B, 3: "chunk_length"})]
     assert encodec.inputs[0].kind is Kind.INT and encodec.inputs[0].rank == 4
     assert _io(encodec.outputs) == [("audio_values", {0: B, 2: "audio_length"})]
-    assert not any(g.use_past or g.use_past_in_inputs for g in (encoder, encodec))
+    delay = files["build_delay_pattern_mask.onnx"]
+    # Optimum leaves the prompt's length static (traced at its dummy's); here it is the decoder's sequence length
+    assert _io(delay.inputs) == [("input_ids", CODES), ("pad_token_id", {}), ("max_length", {})]
+    assert [t.rank for t in delay.inputs[1:]] == [0, 0]
+    assert _io(delay.outputs) == [("input_ids_edited", CODES), ("delay_pattern_mask", {0: CODES[0], 1: "max_length"})]
+    assert not any(g.use_past or g.use_past_in_inputs for g in (encoder, encodec, delay))
 
 
 def test_decoder_files_take_codebook_rows_and_carry_a_seq2seq_cache() -> None:
@@ -126,6 +137,21 @@ def test_encodecs_padding_patch_gathers_what_its_branch_computes(paddings: tuple
         pads = (torch.tensor(paddings[0]), torch.tensor(paddings[1]))
         expected = EncodecConv1d._pad1d(signal, pads, mode="reflect")
         torch.testing.assert_close(families._reflect_pad_any_length(signal, pads, mode="reflect"), expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(("channels", "codebooks"), [(1, 4), (2, 8)], ids=["mono", "stereo"])
+def test_the_delay_pattern_patch_computes_what_the_model_builds(channels: int, codebooks: int) -> None:
+    """Against MusicgenForCausalLM.build_delay_pattern_mask itself, at lengths on both sides of
+    ``2 * codebooks - 1`` (per channel), with the inputs as the tensors the graph takes."""
+    method = T.MusicgenForCausalLM.build_delay_pattern_mask
+    model = SimpleNamespace(num_codebooks=codebooks, config=SimpleNamespace(audio_channels=channels), generation_config=SimpleNamespace(max_length=20))
+    gen = torch.Generator().manual_seed(0)
+    for batch, steps, max_length in [(1, 1, 3), (2, 1, 6), (2, 3, 7), (1, 2, 8), (3, 1, 11), (2, 4, 30)]:
+        ids = torch.randint(0, 64, (batch * codebooks, steps), generator=gen)
+        expected = method(model, ids, pad_token_id=64, max_length=max_length)
+        got = families._delay_pattern_any_length(model, ids, torch.tensor(64), torch.tensor(max_length))
+        for g, e in zip(got, expected, strict=True):
+            assert torch.equal(g, e), (batch, steps, max_length)
 
 
 def test_musicgen_is_refused_with_its_reason_until_an_export_can_resolve_its_config() -> None:
