@@ -25,6 +25,7 @@ import tempfile
 import traceback
 import warnings
 from collections.abc import Iterator, Mapping
+from typing import Any
 
 import onnx
 import torch
@@ -158,10 +159,14 @@ def _quiet() -> Iterator[None]:
         yield
 
 
-def _export_torchscript(module: torch.nn.Module, args: tuple[torch.Tensor, ...], spec: GraphSpec, workdir: str) -> onnx.ModelProto:
+def _export_torchscript(
+    module: torch.nn.Module, args: tuple[torch.Tensor, ...], spec: GraphSpec, workdir: str, data_dir: str
+) -> onnx.ModelProto:
+    """The graph traced by TorchScript, its weights written to ``data_dir/<spec.filename>.data``."""
     dynamic = {**axes_view(spec.inputs), **axes_view(spec.outputs)}
     path = os.path.join(workdir, "torchscript_export.onnx")
-    with _quiet(), torch.no_grad():
+    weights: dict[str, torch.Tensor] = {}
+    with _quiet(), torch.no_grad(), _weights_kept_out(weights):
         torch.onnx.export(
             module,
             args,
@@ -173,7 +178,9 @@ def _export_torchscript(module: torch.nn.Module, args: tuple[torch.Tensor, ...],
             do_constant_folding=True,
             dynamo=False,
         )
-    return _load_without_data(workdir, "torchscript_export.onnx")
+    model = _load_without_data(workdir, "torchscript_export.onnx")
+    _attach_weights(model, weights, data_dir, spec.filename + ".data")
+    return model
 
 
 def _load_without_data(scratch: str, filename: str) -> onnx.ModelProto:
@@ -237,12 +244,63 @@ def move_external_data(
             load_external_data_for_tensor(tensor, source_dir)
         elif not tensor.HasField("raw_data") or len(tensor.raw_data) < size_threshold:
             continue
-        length = len(tensor.raw_data)
-        offset = -(-size // EXTERNAL_ALIGNMENT) * EXTERNAL_ALIGNMENT if length >= ALIGN_FROM else size
-        set_external_data(tensor, location, offset=offset)
-        save_external_data(tensor, target_dir)
-        tensor.ClearField("raw_data")
-        size = offset + length
+        size = _append(tensor, target_dir, location, size)
+
+
+def _append(tensor: onnx.TensorProto, target_dir: str, location: str, size: int) -> int:
+    """Write ``tensor``'s bytes at the end (``size``) of ``target_dir/location``, aligned when large,
+    point the tensor at them and clear them from the proto; the file's new size."""
+    from onnx.external_data_helper import save_external_data, set_external_data
+
+    length = len(tensor.raw_data)
+    offset = -(-size // EXTERNAL_ALIGNMENT) * EXTERNAL_ALIGNMENT if length >= ALIGN_FROM else size
+    set_external_data(tensor, location, offset=offset)
+    save_external_data(tensor, target_dir)
+    tensor.ClearField("raw_data")
+    return offset + length
+
+
+@contextlib.contextmanager
+def _weights_kept_out(into: dict[str, torch.Tensor]) -> Iterator[None]:
+    """While the block runs, TorchScript's exporter writes graphs without their weights: the
+    tensors it would serialize (the module's parameters and the ones constant folding made) are
+    put in ``into``, by the name of the graph input each becomes. Serialized by the exporter,
+    the weights were copied three times over in memory (its proto, the proto's bytes, Python's
+    bytes) and, below 2 GB, read back whole; :func:`_attach_weights` writes them one at a time."""
+    graph_type = torch._C.Graph
+    export_onnx = graph_type._export_onnx
+
+    def without_weights(graph: Any, params: dict[str, torch.Tensor], *rest: Any) -> Any:
+        into.update(params)
+        return export_onnx(graph, {}, *rest)
+
+    graph_type._export_onnx = without_weights
+    try:
+        yield
+    finally:
+        graph_type._export_onnx = export_onnx
+
+
+def _attach_weights(model: onnx.ModelProto, weights: dict[str, torch.Tensor], target_dir: str, location: str) -> None:
+    """Turn the graph inputs named in ``weights`` back into initializers, in input order: tensors
+    of 1 KB or more written one at a time into ``target_dir/location`` (new), the others in the
+    proto; each tensor is dropped from ``weights`` once written."""
+    inputs = list(model.graph.input)
+    kept = [v for v in inputs if v.name not in weights]
+    del model.graph.input[:]
+    model.graph.input.extend(kept)
+    open(os.path.join(target_dir, location), "wb").close()
+    size = 0
+    for value in inputs:
+        if value.name not in weights:
+            continue
+        weight = weights.pop(value.name).detach()
+        tensor = onnx.TensorProto(name=value.name, data_type=value.type.tensor_type.elem_type, dims=list(weight.shape))
+        tensor.raw_data = weight.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+        del weight
+        if len(tensor.raw_data) >= 1024:
+            size = _append(tensor, target_dir, location, size)
+        model.graph.initializer.append(tensor)
 
 
 def embed_external_data(model: onnx.ModelProto, base_dir: str) -> None:
@@ -287,9 +345,11 @@ def export_graph(
     """Trace ``module`` at ``args`` with ``backend`` and return the ONNX model (not yet stamped).
 
     The exporter writes into a private folder under ``workdir``, removed before returning. The
-    weights it wrote as external data are not read into memory: they are moved, one tensor at a
-    time, into ``workdir/<spec.filename>.data``, which the returned proto's ``location`` fields
-    name (relative to ``workdir``); weights the exporter kept in the graph stay in the proto.
+    weights never pass through memory all at once: TorchScript's exporter writes the graph
+    without them and onnxspec writes them from the traced tensors; dynamo's writes them as
+    external data, moved without being loaded. Either way they end up, one tensor at a time, in
+    ``workdir/<spec.filename>.data``, which the returned proto's ``location`` fields name
+    (relative to ``workdir``); tensors under 1 KB stay in the proto.
     Whatever it prints is captured; when it fails, :class:`BackendError` carries a one-line
     reason and, in ``details``, the exception in full and the captured text. A full disk and
     running out of memory are not the exporter's failure and propagate unchanged.
@@ -299,11 +359,11 @@ def export_graph(
     try:
         with _captured(said):
             if backend is Backend.TORCHSCRIPT:
-                proto = _export_torchscript(module, args, spec, scratch)
+                proto = _export_torchscript(module, args, spec, scratch, workdir)
             else:
                 proto = _export_dynamo(module, args, spec, scratch)
-        if _external_tensors(proto):
-            move_external_data(proto, scratch, workdir, spec.filename + ".data")
+                if _external_tensors(proto):
+                    move_external_data(proto, scratch, workdir, spec.filename + ".data")
         return proto
     except (MemoryError, OnnxSpecError):
         raise
