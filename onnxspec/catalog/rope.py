@@ -158,6 +158,19 @@ def with_dynamic_rope(entries: Iterable[ModelEntry]) -> tuple[ModelEntry, ...]:
     return tuple(out)
 
 
+def _decoder_config(config: Any) -> Any:
+    """The config of the text side whose positions the rotary embedding counts: the decoder's
+    (a composite config with a text encoder and a decoder, such as MusicGen's, names both, and
+    asking for "the" text config is ambiguous there)."""
+    get = getattr(config, "get_text_config", None)
+    if get is None:
+        return config
+    try:
+        return get(decoder=True)
+    except (TypeError, ValueError):
+        return config
+
+
 def boundary(config: Any, *, switching_only: bool = False) -> int | None:
     """The length past which ``config``'s rotary embedding must be validated, or ``None``.
 
@@ -171,7 +184,7 @@ def boundary(config: Any, *, switching_only: bool = False) -> int | None:
     LongRoPE); the export validates past it by default (YaRN's and llama3's frequencies do not
     depend on the length, so crossing proves nothing more for them and may cost a long run).
     """
-    text = getattr(config, "get_text_config", lambda: config)()
+    text = _decoder_config(config)
     rope = getattr(text, "rope_parameters", None) or {}
     kinds = [rope] if "rope_type" in rope else [v for v in rope.values() if isinstance(v, Mapping)]
     found = []

@@ -147,3 +147,19 @@ def test_dynamic_ntk_is_refused_where_the_forward_is_not_transformers_wrapper() 
         assert torch.equal(Rotary("default").forward(torch.zeros(1), positions), positions + 1)
         with pytest.raises(SpecError, match="dynamic NTK rope: .*Rotary.forward is not wrapped by transformers' dynamic_rope_update"):
             Rotary("dynamic").forward(torch.zeros(1), positions)
+
+
+def test_a_composite_config_naming_a_text_encoder_and_a_decoder_reads_the_decoders_rope() -> None:
+    """MusicGen's config has text_encoder and decoder: asking for "the" text config raises; the
+    rotary embedding counts the decoder's positions, so that side is read."""
+    import transformers
+
+    from onnxspec.catalog.rope import boundary
+
+    decoder = transformers.MusicgenDecoderConfig(max_position_embeddings=32)
+    config = transformers.MusicgenConfig(
+        text_encoder=transformers.T5Config().to_dict(), audio_encoder=transformers.EncodecConfig().to_dict(), decoder=decoder.to_dict()
+    )
+    with pytest.raises(ValueError):
+        config.get_text_config()
+    assert boundary(config) is None and boundary(config, switching_only=True) is None
