@@ -408,10 +408,6 @@ CONFIGS: dict[str, Callable[[], T.PretrainedConfig]] = {
         mask_decoder_config=dict(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, mlp_dim=37, iou_head_hidden_dim=16),
         initializer_range=0.5,
     ),
-}
-
-
-UNREGISTERED_CONFIGS: dict[str, Callable[[], T.PretrainedConfig]] = {
     # MusicGen: a T5 text encoder narrower than the decoder (its output is projected inside the decoder graph), a decoder
     # over 4 codebooks of 64 codes (pad/start id 64, one past the codes, as released), an EnCodec whose bandwidth gives
     # 4 quantizers (10 kbps at 250 frames/s of 6-bit codes) and no chunking (Optimum's contract: one chunk of codes).
@@ -423,8 +419,6 @@ UNREGISTERED_CONFIGS: dict[str, Callable[[], T.PretrainedConfig]] = {
                      num_codebooks=4, max_position_embeddings=64, pad_token_id=64, bos_token_id=64, decoder_start_token_id=64),
     ),
 }
-"""Tiny configs of model types whose family is built and tested but not yet in the registry (the reason is in
-``onnxspec.catalog.models.UNSUPPORTED``); a type moves to :data:`CONFIGS` when it is registered."""
 
 
 def tiny_model(model_type: str, task: str, seed: int = 0) -> torch.nn.Module:

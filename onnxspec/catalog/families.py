@@ -831,7 +831,7 @@ def musicgen(
     }
     made = _make(
         model_type, task, "musicgen", graphs, normalizer=normalizer,
-        files=(MUSICGEN_TEXT_ENCODER, kinds.DECODER, MUSICGEN_ENCODEC_DECODE, MUSICGEN_DELAY_PATTERN), use_past=use_past,
+        files=(MUSICGEN_TEXT_ENCODER, MUSICGEN_ENCODEC_DECODE, MUSICGEN_DELAY_PATTERN, kinds.DECODER), use_past=use_past,
         past_kind=PastKind.SEQ2SEQ, patches=(*fields.pop("patches", ()), _NO_PACKED_SEQUENCES, _ENCODEC_PAD, _DELAY_PATTERN_PATCH), **fields,
     )
     musicgen_generators = {

@@ -25,6 +25,7 @@ from onnxspec.catalog.families import (
     audio,
     decoder_alone,
     encoder_decoder,
+    musicgen,
     segment_anything,
     speech_to_text,
     tensors,
@@ -474,6 +475,8 @@ ENTRIES: tuple[ModelEntry, ...] = (
     # files (segment_anything's default) need the positional embeddings computed beside the vision encoder and fed to
     # the prompt encoder + mask decoder, which no single module of SamModel does
     entry("sam", segment_anything, ("feature-extraction",)),
+    # MusicgenOnnxConfig's six files with -with-past (its only variant); text-to-audio alone writes the decoder without a cache
+    entry("musicgen", musicgen, ("text-to-audio", "text-to-audio-with-past")),
 )
 
 ENTRIES = with_dynamic_rope(ENTRIES)  # dynamic NTK's frequencies from the length inside the graph (catalog/rope.py)
@@ -494,13 +497,6 @@ UNSUPPORTED: Mapping[tuple[str, str], str] = MappingProxyType(
         ("maskformer", "image-segmentation"): (
             "MaskFormerForInstanceSegmentation builds its training loss when constructed, which needs scipy "
             "(not a dependency of onnxspec); the feature-extraction graph is supported"
-        ),
-        ("musicgen", "text-to-audio"): (
-            "its family is built (catalog.families.musicgen: text_encoder.onnx, the decoder with its cache and merged form, "
-            "encodec_decode.onnx and build_delay_pattern_mask.onnx, each validated against PyTorch in tests/integration/test_musicgen.py), but an export's first "
-            "step reads the rotary settings of config.get_text_config(), which MusicgenConfig refuses as ambiguous (two text "
-            "sub-configs, text_encoder and decoder), so `onnxspec export` stops before loading it; it is registered once that "
-            "lookup asks for the decoder's config (get_text_config(decoder=True))"
         ),
         ("speecht5", "text-to-audio"): (
             "its speech comes from four graphs, two of which are no module's forward: the decoder step (the spectrogram "

@@ -1,11 +1,7 @@
-"""MusicGen exported by its family (text_encoder.onnx, the decoder files with the cache,
-encodec_decode.onnx, build_delay_pattern_mask.onnx), validated against PyTorch, then driven by onnxruntime alone through a
-greedy generation that must give ``model.generate``'s audio.
-
-MusicGen is not registered yet (see UNSUPPORTED in onnxspec.catalog.models): the export's first
-step reads the rotary settings of ``config.get_text_config()``, which MusicgenConfig refuses as
-ambiguous. These tests replace that lookup by the decoder's config (MusicGen's decoder has
-sinusoidal positions, so no rotary boundary either way) and pass the family's spec explicitly.
+"""MusicGen exported from a model folder with ``--task text-to-audio-with-past`` (text_encoder.onnx,
+the decoder files with the cache, encodec_decode.onnx, build_delay_pattern_mask.onnx), validated
+against PyTorch, then driven by onnxruntime alone through a greedy generation that must give
+``model.generate``'s audio.
 """
 
 from __future__ import annotations
@@ -16,23 +12,21 @@ import pytest
 import torch
 import transformers as T
 
-import onnxspec.pipeline.core as core
-from onnxspec.catalog import rope
-from onnxspec.catalog.families import musicgen
 from onnxspec.pieces.cache_names import is_cache_input
-from tests.tiny import UNREGISTERED_CONFIGS
+from onnxspec.pipeline.core import export
+from tests.tiny import CONFIGS
 
 pytestmark = pytest.mark.integration
 
 FILES = [
-    "text_encoder.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx", "encodec_decode.onnx", "build_delay_pattern_mask.onnx",
+    "text_encoder.onnx", "encodec_decode.onnx", "build_delay_pattern_mask.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx",
     "decoder_model_merged.onnx",
 ]
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    config = UNREGISTERED_CONFIGS["musicgen"]()
+    config = CONFIGS["musicgen"]()
     torch.manual_seed(0)
     model = T.MusicgenForConditionalGeneration(config).eval()
     # Random weights leave EnCodec's codebooks at zero (every code decodes to the same audio) and the projection of the
@@ -43,11 +37,10 @@ def exported(tmp_path_factory):
         model.enc_to_dec_proj.weight.copy_(torch.randn(model.enc_to_dec_proj.weight.shape, generator=gen))
         for layer in model.audio_encoder.quantizer.layers:
             layer.codebook.embed.copy_(torch.randn(layer.codebook.embed.shape, generator=gen))
-    out = tmp_path_factory.mktemp("musicgen") / "onnx"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(core, "rope_boundary", lambda c, **kw: rope.boundary(c.get_text_config(decoder=True), **kw))
-        report = core.export(model, out, spec=musicgen("musicgen", "text-to-audio", use_past=True))
-    return model, out, report
+    folder = tmp_path_factory.mktemp("musicgen")
+    model.save_pretrained(folder / "model")
+    report = export(folder / "model", folder / "onnx", task="text-to-audio-with-past")
+    return model, folder / "onnx", report
 
 
 def test_every_file_is_written_and_agrees_with_pytorch(exported) -> None:

@@ -160,7 +160,10 @@ def _is_seq2seq_generation(model_type: str, task: str) -> bool:
 @pytest.mark.parametrize(("model_type", "task"), CASES, ids=[f"{m}-{t}" for m, t in CASES])
 def test_graph_files_match_optimums_layout(model_type: str, task: str) -> None:
     files = list(graphs(model_type, task))
-    if _is_seq2seq_generation(model_type, task):
+    if model_type == "musicgen":  # MusicgenOnnxConfig's files; their I/O is checked in tests/unit/catalog/test_musicgen.py
+        decoders = ["decoder_model.onnx", "decoder_with_past_model.onnx"] if task.endswith("-with-past") else ["decoder_model.onnx"]
+        assert files == ["text_encoder.onnx", "encodec_decode.onnx", "build_delay_pattern_mask.onnx", *decoders]
+    elif _is_seq2seq_generation(model_type, task):
         expected = ["decoder_model.onnx"] if model_type in DECODERS_ALONE else ["encoder_model.onnx", "decoder_model.onnx"]
         if task.endswith("-with-past"):
             expected.append("decoder_with_past_model.onnx")
@@ -169,8 +172,41 @@ def test_graph_files_match_optimums_layout(model_type: str, task: str) -> None:
         assert files == ["model.onnx"]
 
 
+_TEXT, _ROWS = {0: B, 1: "encoder_sequence_length"}, "total_batch_size_x_num_codebooks"
+_CODES = {0: _ROWS, 1: "decoder_sequence_length"}
+MUSICGEN_IO = {  # MusicgenOnnxConfig; the decoder's inputs renamed as Optimum's seq2seq decoders rename them
+    "text_encoder.onnx": ({"input_ids": _TEXT, "attention_mask": _TEXT}, {"last_hidden_state": _TEXT}),
+    "encodec_decode.onnx": ({"audio_codes": {1: B, 3: "chunk_length"}}, {"audio_values": {0: B, 2: "audio_length"}}),
+    "build_delay_pattern_mask.onnx": (
+        {"input_ids": _CODES, "pad_token_id": {}, "max_length": {}}, {"input_ids_edited": _CODES, "delay_pattern_mask": {0: _ROWS, 1: "max_length"}},
+    ),
+    "decoder_model.onnx": ({"input_ids": _CODES, "encoder_attention_mask": _TEXT, "encoder_hidden_states": _TEXT}, {"logits": _CODES}),
+    "decoder_with_past_model.onnx": ({"input_ids": _CODES, "encoder_attention_mask": _TEXT}, {"logits": _CODES}),
+}
+
+
+def _check_musicgen_io(files: dict[str, GraphSpec], with_past: bool) -> None:
+    """Each MusicGen file's own names and axes; the decoder's cache as any seq2seq decoder's."""
+    for filename, sub in files.items():
+        ins, outs = _io(sub.inputs), _io(sub.outputs)
+        expected_in, expected_out = MUSICGEN_IO[filename]
+        assert {n: a for n, a in ins.items() if not n.startswith("past_key_values.")} == expected_in, filename
+        assert {n: a for n, a in outs.items() if not n.startswith("present.")} == expected_out, filename
+        past_in = filename == "decoder_with_past_model.onnx"
+        assert {n for n in ins if n.startswith("past_key_values.")} == (_cache("past_key_values", 2, ("decoder.", "encoder.")) if past_in else set())
+        if filename == "decoder_model.onnx" and with_past or past_in:
+            present = _cache("present", 2, ("decoder.",) if past_in else ("decoder.", "encoder."))
+        else:
+            present = set()
+        assert {n for n in outs if n.startswith("present.")} == present, filename
+        assert all(outs[n][0] == B for n in present)
+
+
 @pytest.mark.parametrize(("model_type", "task"), CASES, ids=[f"{m}-{t}" for m, t in CASES])
 def test_io_names_and_axes_match_optimums_contract(model_type: str, task: str) -> None:
+    if model_type == "musicgen":
+        _check_musicgen_io(graphs(model_type, task), task.endswith("-with-past"))
+        return
     base = task.removesuffix("-with-past")
     with_past = task.endswith("-with-past")
     layers = CONFIGS[model_type]().to_dict().get("decoder_layers") or 2  # every tiny config has two (decoder) layers

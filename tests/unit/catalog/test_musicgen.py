@@ -16,12 +16,13 @@ from transformers.models.encodec.modeling_encodec import EncodecConv1d
 from onnxspec.catalog import families
 from onnxspec.catalog.families import MUSICGEN_DELAY_PATTERN, MUSICGEN_ENCODEC_DECODE, MUSICGEN_TEXT_ENCODER, musicgen
 from onnxspec.catalog.models import REGISTRY, UNSUPPORTED
+from onnxspec.catalog.registry import spec_for
 from onnxspec.pieces import kinds
 from onnxspec.pieces.axes import Kind
 from onnxspec.pieces.generators import context, make_dummies
 from onnxspec.pieces.shapes import DTypes, Shapes
 from onnxspec.pieces.spec import bind, plan
-from tests.tiny import UNREGISTERED_CONFIGS
+from tests.tiny import CONFIGS
 
 B = "batch_size"
 TEXT = {0: B, 1: "encoder_sequence_length"}
@@ -34,7 +35,7 @@ def _io(specs) -> list[tuple[str, dict[int, str]]]:
 
 
 def _plan(use_past: bool):
-    return {g.filename: g for g in plan(bind(musicgen("musicgen", "text-to-audio", use_past=use_past), UNREGISTERED_CONFIGS["musicgen"]()))}
+    return {g.filename: g for g in plan(bind(musicgen("musicgen", "text-to-audio", use_past=use_past), CONFIGS["musicgen"]()))}
 
 
 def _cache(prefix: str, parts: tuple[str, ...]) -> list[str]:
@@ -44,13 +45,13 @@ def _cache(prefix: str, parts: tuple[str, ...]) -> list[str]:
 def test_with_the_cache_it_plans_optimums_five_files_merged_last() -> None:
     files = _plan(use_past=True)
     assert list(files) == [
-        "text_encoder.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx", "encodec_decode.onnx", "build_delay_pattern_mask.onnx",
+        "text_encoder.onnx", "encodec_decode.onnx", "build_delay_pattern_mask.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx",
         "decoder_model_merged.onnx",
     ]
     assert files["text_encoder.onnx"].kind is MUSICGEN_TEXT_ENCODER and files["encodec_decode.onnx"].kind is MUSICGEN_ENCODEC_DECODE
     assert files["decoder_model_merged.onnx"].kind is kinds.MERGED_DECODER
     assert files["build_delay_pattern_mask.onnx"].kind is MUSICGEN_DELAY_PATTERN
-    assert list(_plan(use_past=False)) == ["text_encoder.onnx", "decoder_model.onnx", "encodec_decode.onnx", "build_delay_pattern_mask.onnx"]
+    assert list(_plan(use_past=False)) == ["text_encoder.onnx", "encodec_decode.onnx", "build_delay_pattern_mask.onnx", "decoder_model.onnx"]
 
 
 def test_text_encoder_and_encodec_io_are_optimums() -> None:
@@ -86,7 +87,7 @@ def test_decoder_files_take_codebook_rows_and_carry_a_seq2seq_cache() -> None:
 
 
 def test_the_normalizer_reads_the_three_sub_configs() -> None:
-    config = UNREGISTERED_CONFIGS["musicgen"]()
+    config = CONFIGS["musicgen"]()
     model = bind(musicgen("musicgen", "text-to-audio", use_past=True), config)
     dims = model.dims
     assert dims["vocab_size"] == config.text_encoder.vocab_size
@@ -102,7 +103,7 @@ def test_the_normalizer_reads_the_three_sub_configs() -> None:
 @pytest.mark.parametrize("shapes", [Shapes(), Shapes(batch_size=3, sequence_length=4, decoder_sequence_length=1)], ids=["default", "other"])
 def test_dummies_are_what_the_model_reads(shapes: Shapes) -> None:
     """Each file's dummies run through the tiny model's own parts and give the shapes the spec names."""
-    config = UNREGISTERED_CONFIGS["musicgen"]()
+    config = CONFIGS["musicgen"]()
     torch.manual_seed(0)
     model = T.MusicgenForConditionalGeneration(config).eval()
     files = _plan(use_past=False)
@@ -154,9 +155,9 @@ def test_the_delay_pattern_patch_computes_what_the_model_builds(channels: int, c
             assert torch.equal(g, e), (batch, steps, max_length)
 
 
-def test_musicgen_is_refused_with_its_reason_until_an_export_can_resolve_its_config() -> None:
-    assert "musicgen" not in REGISTRY
-    reason = UNSUPPORTED[("musicgen", "text-to-audio")]
-    assert "get_text_config" in reason and "catalog.families.musicgen" in reason
-    with pytest.raises(ValueError, match="text_encoder"):
-        UNREGISTERED_CONFIGS["musicgen"]().get_text_config()
+def test_the_registered_pairs_plan_the_family_and_musicgen_is_not_refused() -> None:
+    with_past = bind(spec_for(REGISTRY, "musicgen", "text-to-audio-with-past"), CONFIGS["musicgen"]())
+    assert with_past.family == "musicgen" and with_past.use_past
+    assert [g.filename for g in plan(with_past)] == list(_plan(use_past=True))
+    assert [g.filename for g in plan(spec_for(REGISTRY, "musicgen", "text-to-audio"))] == list(_plan(use_past=False))
+    assert not any(mt == "musicgen" for mt, _ in UNSUPPORTED)

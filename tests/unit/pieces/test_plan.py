@@ -53,6 +53,13 @@ EXPECTED_FILES = {
         ["vision_encoder.onnx", "prompt_encoder_mask_decoder.onnx"],
         ["vision_encoder.onnx", "prompt_encoder_mask_decoder.onnx"],
     ),
+    "musicgen": (
+        ["text_encoder.onnx", "encodec_decode.onnx", "build_delay_pattern_mask.onnx", "decoder_model.onnx"],
+        [
+            "text_encoder.onnx", "encodec_decode.onnx", "build_delay_pattern_mask.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx",
+            "decoder_model_merged.onnx",
+        ],
+    ),
     "decoder-alone": (
         ["decoder_model.onnx"],
         ["decoder_model.onnx", "decoder_with_past_model.onnx", "decoder_model_merged.onnx"],
