@@ -33,7 +33,9 @@ The pipeline never changes a model it is given: the training flag of each submod
 attention implementation of each config are put back when ``export`` returns or fails, and an
 fp16 or bf16 export converts a copy (``copy.deepcopy``), since fp32 -> fp16 -> fp32 is lossy. That copy
 costs the model's size again in fp32 while it is made (the fp16 copy then keeps half of it)
-for the length of the export. A model loaded from a folder is the pipeline's own.
+for the length of the export. A model loaded from a folder is the pipeline's own: once PyTorch's
+references of the last file are made, its weights go to the ``meta`` device before onnxruntime
+opens that file, so the two copies of the weights are never in memory together at the end.
 """
 
 from __future__ import annotations
@@ -223,9 +225,10 @@ def _check_gguf_head(source: ModelSource, task: str) -> None:
 
 def _save(model: onnx.ModelProto, path: str, threshold: int) -> None:
     """Save ``model`` at ``path``: with its weights in ``<path>.data`` when they exceed ``threshold``
-    bytes, else in the one file. The trace stage may have left the exporter's weights in
-    ``<path>.data`` already (:func:`~onnxspec.build.exporters.export_graph`); they are rewritten
-    there one tensor at a time with those still in the proto, never all read into memory."""
+    bytes, else in the one file. The trace stage leaves the exporter's weights in ``<path>.data``
+    already (:func:`~onnxspec.build.exporters.export_graph`); they stay there and tensors still
+    in the proto (a merged decoder's) are appended one at a time; a graph under the threshold
+    reads them back into the one file."""
     folder, data = os.path.dirname(path), os.path.basename(path) + ".data"
     if weight_bytes(model) > threshold:
         move_external_data(model, folder, folder, data)
@@ -518,6 +521,14 @@ def _session(path: str, runtime: str = "onnxruntime") -> Any:
 _NOT_RUN = ("not run against PyTorch: the graph's interface differs from the spec",)
 
 
+def _releasable(job: _Job, sub: GraphSpec) -> bool:
+    """Whether the torch weights can be dropped once PyTorch's references of ``sub`` are made,
+    before onnxruntime opens the graph: the pipeline loaded the model itself (a caller's model is
+    never touched) and ``sub`` is the last file, so no later graph or merged decoder runs it.
+    The weights then go to the ``meta`` device; the write stage reads only the configs."""
+    return job.resolved.source is not None and job.resolved.files[-1] is sub
+
+
 def _validate(job: _Job, sub: GraphSpec, state: _State) -> _State:
     """Run the saved graph with onnxruntime against the PyTorch module at the validation shapes."""
     request, graph = job.request, state.graph
@@ -525,8 +536,15 @@ def _validate(job: _Job, sub: GraphSpec, state: _State) -> _State:
     if graph.interface_ok:
         # the session opens only once PyTorch's references are made (float64 included), so the
         # graph's weights and the reference run are not in memory at the same time
+        release = _releasable(job, sub)
+
+        def session() -> Any:
+            if release:
+                state.model.to("meta")  # type: ignore[union-attr]
+            return _session(graph.path, runtime)
+
         checks, run_problems, seconds, ran = validate_with_references(
-            lambda: _session(graph.path, runtime), graph.module, sub, request.shapes, request.dtypes, request.seed,  # type: ignore[arg-type]
+            session, graph.module, sub, request.shapes, request.dtypes, request.seed,  # type: ignore[arg-type]
             sub.filename, shape_sets=job.resolved.shape_sets,
         )
     else:  # the graph cannot be fed the spec's inputs; the check's problems say why
