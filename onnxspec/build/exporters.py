@@ -289,18 +289,25 @@ def _attach_weights(model: onnx.ModelProto, weights: dict[str, torch.Tensor], ta
     kept = [v for v in inputs if v.name not in weights]
     del model.graph.input[:]
     model.graph.input.extend(kept)
-    open(os.path.join(target_dir, location), "wb").close()
-    size = 0
-    for value in inputs:
-        if value.name not in weights:
-            continue
-        weight = weights.pop(value.name).detach()
-        tensor = onnx.TensorProto(name=value.name, data_type=value.type.tensor_type.elem_type, dims=list(weight.shape))
-        tensor.raw_data = weight.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
-        del weight
-        if len(tensor.raw_data) >= 1024:
-            size = _append(tensor, target_dir, location, size)
-        model.graph.initializer.append(tensor)
+    with open(os.path.join(target_dir, location), "wb") as data:
+        for value in inputs:
+            if value.name not in weights:
+                continue
+            weight = weights.pop(value.name).detach()
+            tensor = onnx.TensorProto(name=value.name, data_type=value.type.tensor_type.elem_type, dims=list(weight.shape))
+            raw = weight.contiguous().reshape(-1).view(torch.uint8).numpy()  # the tensor's own bytes, not a copy
+            if raw.nbytes < 1024:
+                tensor.raw_data = raw.tobytes()
+            else:  # written from the tensor's memory: no bytes object, no copy in the proto
+                size = data.tell()
+                offset = -(-size // EXTERNAL_ALIGNMENT) * EXTERNAL_ALIGNMENT if raw.nbytes >= ALIGN_FROM else size
+                data.write(b"\0" * (offset - size))
+                data.write(memoryview(raw))
+                tensor.data_location = onnx.TensorProto.EXTERNAL
+                for key, entry in (("location", location), ("offset", offset), ("length", raw.nbytes)):
+                    tensor.external_data.add(key=key, value=str(entry))
+            del weight, raw
+            model.graph.initializer.append(tensor)
 
 
 def embed_external_data(model: onnx.ModelProto, base_dir: str) -> None:
