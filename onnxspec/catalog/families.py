@@ -700,7 +700,7 @@ def _reflect_pad_any_length(hidden_states: torch.Tensor, paddings: tuple[Any, An
     if mode != "reflect":
         return torch.nn.functional.pad(hidden_states, paddings, mode, value)
     left, right = (int(p) for p in paddings)  # the convolution's constant padding (stride 1 in the decoder)
-    length = torch._shape_as_tensor(hidden_states)[-1]
+    length = torch.arange(hidden_states.shape[-1], device=hidden_states.device)[-1] + 1  # a tensor, in either exporter's trace
     longest = max(left, right)
     extended = length + torch.clamp(longest - length + 1, min=0)  # the signal once zero-extended
     source = torch.arange(hidden_states.shape[-1] + left + right, device=hidden_states.device) - left
