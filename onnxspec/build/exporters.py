@@ -265,8 +265,9 @@ def _weights_kept_out(into: dict[str, torch.Tensor]) -> Iterator[None]:
     """While the block runs, TorchScript's exporter writes graphs without their weights: the
     tensors it would serialize (the module's parameters and the ones constant folding made) are
     put in ``into``, by the name of the graph input each becomes. Serialized by the exporter,
-    the weights were copied three times over in memory (its proto, the proto's bytes, Python's
-    bytes) and, below 2 GB, read back whole; :func:`_attach_weights` writes them one at a time."""
+    below 2 GB they went into its proto and its bytes, in memory at once, and the file was read
+    back whole (a 0.7 GiB llama's trace peaked at 3.28 GiB, 1.85 GiB without);
+    :func:`_attach_weights` writes them one at a time."""
     graph_type = torch._C.Graph
     export_onnx = graph_type._export_onnx
 
