@@ -1,6 +1,6 @@
 """Moving a graph's weights into one external data file one tensor at a time: from the files an
 exporter wrote (one per tensor, as TorchScript's exporter writes them past 2 GB), from the proto,
-appended to a file already written; and an export whose exporter writes external data."""
+appended to a file already written (a dynamo export's: tests/integration/test_external_data.py)."""
 
 from __future__ import annotations
 
@@ -8,15 +8,12 @@ import os
 
 import numpy as np
 import onnx
-import pytest
 from onnx import helper, numpy_helper
 from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
 from onnxspec.build.exporters import (
     ALIGN_FROM,
     EXTERNAL_ALIGNMENT,
-    Backend,
-    available_backends,
     embed_external_data,
     move_external_data,
     weight_bytes,
@@ -96,22 +93,3 @@ def test_tensors_already_in_the_file_stay_and_the_others_are_appended(tmp_path) 
     got = _values(model, os.fspath(tmp_path))
     for name, array in {**arrays, "extra": extra}.items():
         np.testing.assert_array_equal(got[name], array)
-
-
-@pytest.mark.skipif(Backend.DYNAMO not in available_backends(), reason="the dynamo exporter is not installed")
-def test_a_dynamo_export_keeps_the_exporters_data_file(tmp_path) -> None:
-    """The dynamo exporter writes its weights as external data; the graph written refers to
-    ``model.onnx.data`` only, nothing else is left in the folder, and it validates."""
-    from onnxspec.pipeline.core import export
-    from tests.tiny import tiny_model
-
-    out = tmp_path / "out"
-    report = export(tiny_model("bert", "feature-extraction"), out, backend="dynamo", external_data_threshold=0)
-    assert report.passed
-    names = sorted(os.listdir(out))
-    assert "model.onnx.data" in names and not [n for n in names if n.startswith("trace-") or n.endswith(".onnx.data") and n != "model.onnx.data"]
-    graph = onnx.load(os.fspath(out / "model.onnx"), load_external_data=False)
-    locations = {ExternalDataInfo(t).location for t in graph.graph.initializer if uses_external_data(t)}
-    assert locations == {"model.onnx.data"}
-    big = [t for t in graph.graph.initializer if uses_external_data(t) and ExternalDataInfo(t).length >= ALIGN_FROM]
-    assert all(ExternalDataInfo(t).offset % EXTERNAL_ALIGNMENT == 0 for t in big)
