@@ -769,8 +769,9 @@ OPTIMUM_FLAGS: dict[str, str] = {
     "--device": "onnxspec traces and validates on the CPU only (the graphs it writes run on any onnxruntime "
                 "provider); drop --device",
     "--fp16": "use --dtype fp16 (the model is exported and validated in float16, on the CPU)",
-    "--optimize": "onnxspec writes the graph it validated against PyTorch and does not optimize it (an optimized graph "
-                  "would be a different, unvalidated graph); drop --optimize",
+    "--optimize": "onnxspec export writes the graph it validated against PyTorch; drop --optimize and run "
+                  "`onnxspec optimize FOLDER OUT --level all` (or `--fusions`, `--fp16`) afterwards, which validates the "
+                  "optimized graph again",
     "--no-post-process": "onnxspec's only post-processing is the merged seq2seq decoder (decoder_model_merged.onnx): "
                          "use --no-merged to skip it",
     "--framework": "onnxspec exports PyTorch models only; drop --framework",

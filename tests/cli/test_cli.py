@@ -168,7 +168,7 @@ def test_cli_message_maps_arguments_to_flags(message: str, expected: str) -> Non
     [
         (["--device", "cuda"], "CPU only"),
         (["--fp16"], "--dtype fp16"),
-        (["--optimize", "O2"], "does not optimize"),
+        (["--optimize", "O2"], "run `onnxspec optimize FOLDER OUT"),
         (["--no-post-process"], "--no-merged"),
         (["--framework", "pt"], "PyTorch models only"),
         (["--library-name", "transformers"], "transformers models"),
