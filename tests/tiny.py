@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 import transformers as T
 
-from onnxspec.pieces.tasks import TASKS, parse_task
+from onnxspec.pieces.tasks import head_classes, parse_task
 
 _TEXT = dict(vocab_size=100, max_position_embeddings=64)
 _ENCODER = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, **_TEXT)
@@ -427,8 +427,10 @@ def tiny_model(model_type: str, task: str, seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
     name = parse_task(task).name
     errors = []
-    for auto_name in TASKS[name].auto_classes:
+    for auto_name in head_classes(name, config.model_type):
         auto = getattr(T, auto_name)
+        if not hasattr(auto, "_model_mapping"):  # a head no auto class maps (NAMED_HEADS): the model class itself
+            return auto(config).eval()
         if type(config) in auto._model_mapping:
             return auto.from_config(config).eval()
         errors.append(auto_name)

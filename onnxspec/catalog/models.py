@@ -397,7 +397,8 @@ ENTRIES: tuple[ModelEntry, ...] = (
     ),
     entry("segformer", vision, (*_IMAGE_TASKS, "image-segmentation", "semantic-segmentation"), **_FEATURE_MAP),
     # time series and trajectories
-    *(entry(t, tensors, ("feature-extraction",), **_TIME_SERIES) for t in ("patchtst", "patchtsmixer")),
+    # their forecasting heads are in no auto class: loaded by class name (pieces.tasks.NAMED_HEADS)
+    *(entry(t, tensors, ("feature-extraction", "time-series-forecasting"), **_TIME_SERIES) for t in ("patchtst", "patchtsmixer")),
     entry("decision_transformer", tensors, ("feature-extraction", "reinforcement-learning"), **_TRAJECTORY),
     # audio
     *(
@@ -506,13 +507,6 @@ UNSUPPORTED: Mapping[tuple[str, str], str] = MappingProxyType(
             "and the postnet followed by a HiFi-GAN vocoder, a separate checkpoint; an onnxspec graph calls a module of the "
             "one model folder it loads, so neither can be built yet"
         ),
-        **{
-            (t, "time-series-forecasting"): (
-                f"{head} is in no transformers auto class, and models are loaded only through the task's auto classes; "
-                "the feature-extraction graph is supported"
-            )
-            for t, head in (("patchtst", "PatchTSTForPrediction"), ("patchtsmixer", "PatchTSMixerForPrediction"))
-        },
     }
 )
 """(model type, task) pairs Optimum registers that onnxspec refuses, with the reason (``"*"``: every task)."""

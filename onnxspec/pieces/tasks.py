@@ -24,6 +24,8 @@ __all__ = [
     "TASKS",
     "TaskInfo",
     "TaskRequest",
+    "NAMED_HEADS",
+    "head_classes",
     "infer_task",
     "parse_task",
     "read_config_json",
@@ -143,6 +145,27 @@ SYNONYMS: Mapping[str, str] = MappingProxyType(
     }
 )
 
+NAMED_HEADS: Mapping[tuple[str, str], str] = MappingProxyType(
+    {
+        # forecasting heads that no auto class maps (Optimum names them too)
+        ("patchtst", "time-series-forecasting"): "PatchTSTForPrediction",
+        ("patchtsmixer", "time-series-forecasting"): "PatchTSMixerForPrediction",
+    }
+)
+"""(model type, task) -> the transformers class of a head in none of the task's auto classes."""
+
+
+def head_classes(task: str, model_type: str) -> tuple[str, ...]:
+    """Names of the transformers classes that may load ``task``'s head for ``model_type``, in
+    the order to try them: the task's auto classes, then its named head (:data:`NAMED_HEADS`).
+
+    >>> head_classes("time-series-forecasting", "patchtst")
+    ('AutoModelForTimeSeriesPrediction', 'PatchTSTForPrediction')
+    """
+    named = NAMED_HEADS.get((model_type, task))
+    return (*TASKS[task].auto_classes, *((named,) if named else ()))
+
+
 _WITH_PAST = "-with-past"
 
 
@@ -200,6 +223,7 @@ _ARCH_SUFFIX: Mapping[str, str] = MappingProxyType(
         "ForObjectDetection": "object-detection",
         "ForDepthEstimation": "depth-estimation",
         "ForImageTextToText": "image-to-text",
+        "ForPrediction": "time-series-forecasting",
         "Model": "feature-extraction",
     }
 )

@@ -36,7 +36,7 @@ import torch
 
 from onnxspec.errors import ModelLoadError, UnsupportedTaskError, close_matches
 from onnxspec.pipeline.hub import model_folder
-from onnxspec.pieces.tasks import TASKS, read_config_json
+from onnxspec.pieces.tasks import head_classes, read_config_json
 
 __all__ = [
     "GGUF_INSTALL",
@@ -219,6 +219,13 @@ def load_model(
     return load_source_model(source, task, trust_remote_code=trust_remote_code)
 
 
+def _loads(head: Any, config: Any) -> bool:
+    """Whether a transformers class loads a model of ``config``: an auto class maps its config
+    class, a named model class (:data:`~onnxspec.pieces.tasks.NAMED_HEADS`) declares it."""
+    mapping = getattr(head, "_model_mapping", None)
+    return type(config) in mapping if mapping is not None else isinstance(config, getattr(head, "config_class", ()) or ())
+
+
 def load_source_model(source: ModelSource, task: str, *, trust_remote_code: bool = False) -> torch.nn.Module:
     """Load the model of ``task``'s head from what :func:`read_source` found, in eval mode.
 
@@ -247,9 +254,9 @@ def load_source_model(source: ModelSource, task: str, *, trust_remote_code: bool
             options["quantization_config"] = transformers.GgufConfig(dequantize=True)
         what, fix = repr(source.path), "Check that the GGUF file is complete and that transformers can read its tensors"
     errors: list[str] = []
-    for name in TASKS[task].auto_classes:
+    for name in head_classes(task, getattr(config, "model_type", "")):  # auto classes, then a head none of them maps
         auto = getattr(transformers, name)
-        if type(config) not in auto._model_mapping and not trust_remote_code:
+        if not _loads(auto, config) and not trust_remote_code:
             errors.append(f"{name} has no model for {type(config).__name__}")
             continue
         try:

@@ -125,6 +125,10 @@ OWN_IO = {
         {"iou_scores": {0: B, 1: "point_batch_size"}, "pred_masks": {0: B, 1: "point_batch_size"}},
     ),
 }
+# Tasks whose outputs in those configs are not the feature-extraction ones OWN_IO holds.
+OWN_TASK_OUTPUTS = {
+    **{(t, "time-series-forecasting"): {"prediction_outputs": {0: B}} for t in ("patchtst", "patchtsmixer")},
+}
 IMAGES = {
     "vit", "deit", "swin", "swinv2", "beit", "data2vec-vision", "dinov2", "vit_msn", "levit", "yolos", "convnext", "convnextv2", "resnet",
     "regnet", "efficientnet", "poolformer", "cvt", "mobilenet_v1", "mobilenet_v2", "mobilevit", "segformer", "pvt", "hiera",
@@ -251,7 +255,7 @@ def test_io_names_and_axes_match_optimums_contract(model_type: str, task: str) -
         if model_type in DUAL_ENCODERS and base == "feature-extraction":
             expected_out = OPTIMUM_OUTPUTS["zero-shot-image-classification"]
         if model_type in OWN_IO:
-            expected_out = OWN_IO[model_type][1]
+            expected_out = OWN_TASK_OUTPUTS.get((model_type, base), OWN_IO[model_type][1])
         if model_type == "layoutlmv3" and base in ("feature-extraction", "question-answering"):
             # Optimum names this axis sequence_length, but it runs over the tokens and then the image's patches
             expected_out = {n: {0: B, 1: "sequence_length + image_sequence_length"} for n in expected_out}
