@@ -33,6 +33,7 @@ import torch
 from onnxspec.pieces.axes import axes_view
 from onnxspec.errors import NO_SPACE, BackendError, OnnxSpecError, SpecError
 from onnxspec.pieces.spec import GraphSpec
+from onnxspec.build.streamed import WeightSource, fold_transposes, tensor_for
 
 __all__ = [
     "Backend",
@@ -160,9 +161,14 @@ def _quiet() -> Iterator[None]:
 
 
 def _export_torchscript(
-    module: torch.nn.Module, args: tuple[torch.Tensor, ...], spec: GraphSpec, workdir: str, data_dir: str
+    module: torch.nn.Module, args: tuple[torch.Tensor, ...], spec: GraphSpec, workdir: str, data_dir: str,
+    stream: WeightSource | None = None,
 ) -> onnx.ModelProto:
-    """The graph traced by TorchScript, its weights written to ``data_dir/<spec.filename>.data``."""
+    """The graph traced by TorchScript, its weights written to ``data_dir/<spec.filename>.data``.
+
+    With ``stream`` the module's parameters are hollow (:mod:`onnxspec.build.streamed`): nothing is
+    constant-folded or deduplicated by value (hollow weights are all zeros), each Linear's
+    Transpose is folded by onnxspec and the weights are read from the checkpoint as written."""
     dynamic = {**axes_view(spec.inputs), **axes_view(spec.outputs)}
     path = os.path.join(workdir, "torchscript_export.onnx")
     weights: dict[str, torch.Tensor] = {}
@@ -175,11 +181,17 @@ def _export_torchscript(
             output_names=[t.name for t in spec.outputs],
             dynamic_axes={k: v for k, v in dynamic.items() if v},
             opset_version=spec.opset,
-            do_constant_folding=True,
+            do_constant_folding=stream is None,
+            keep_initializers_as_inputs=stream is not None,
             dynamo=False,
         )
     model = _load_without_data(workdir, "torchscript_export.onnx")
-    _attach_weights(model, weights, data_dir, spec.filename + ".data")
+    if stream is None:
+        _attach_weights(model, weights, data_dir, spec.filename + ".data")
+    else:
+        perms = fold_transposes(model, weights)
+        _attach_weights(model, weights, data_dir, spec.filename + ".data",
+                        produce=lambda name, captured: tensor_for(stream, captured, perms.get(name)))
     return model
 
 
@@ -282,10 +294,14 @@ def _weights_kept_out(into: dict[str, torch.Tensor]) -> Iterator[None]:
         graph_type._export_onnx = export_onnx
 
 
-def _attach_weights(model: onnx.ModelProto, weights: dict[str, torch.Tensor], target_dir: str, location: str) -> None:
+def _attach_weights(
+    model: onnx.ModelProto, weights: dict[str, torch.Tensor], target_dir: str, location: str,
+    produce: Any = None,
+) -> None:
     """Turn the graph inputs named in ``weights`` back into initializers, in input order: tensors
     of 1 KB or more written one at a time into ``target_dir/location`` (new), the others in the
-    proto; each tensor is dropped from ``weights`` once written."""
+    proto; each tensor is dropped from ``weights`` once written. ``produce(name, tensor)``, when
+    given, makes the values written from the captured tensor (read from a checkpoint)."""
     inputs = list(model.graph.input)
     kept = [v for v in inputs if v.name not in weights]
     del model.graph.input[:]
@@ -295,6 +311,8 @@ def _attach_weights(model: onnx.ModelProto, weights: dict[str, torch.Tensor], ta
             if value.name not in weights:
                 continue
             weight = weights.pop(value.name).detach()
+            if produce is not None:
+                weight = produce(value.name, weight)
             tensor = onnx.TensorProto(name=value.name, data_type=value.type.tensor_type.elem_type, dims=list(weight.shape))
             raw = weight.contiguous().reshape(-1).view(torch.uint8).numpy()  # the tensor's own bytes, not a copy
             if raw.nbytes < 1024:
@@ -349,8 +367,12 @@ def export_graph(
     spec: GraphSpec,
     backend: Backend,
     workdir: str,
+    stream: WeightSource | None = None,
 ) -> onnx.ModelProto:
     """Trace ``module`` at ``args`` with ``backend`` and return the ONNX model (not yet stamped).
+
+    ``stream``: the module's parameters are hollow and their weights are read from the
+    checkpoint it names as they are written (TorchScript only; :mod:`onnxspec.build.streamed`).
 
     The exporter writes into a private folder under ``workdir``, removed before returning. The
     weights never pass through memory all at once: TorchScript's exporter writes the graph
@@ -367,7 +389,9 @@ def export_graph(
     try:
         with _captured(said):
             if backend is Backend.TORCHSCRIPT:
-                proto = _export_torchscript(module, args, spec, scratch, workdir)
+                proto = _export_torchscript(module, args, spec, scratch, workdir, stream)
+            elif stream is not None:
+                raise SpecError("streamed weights are exported with the torchscript backend only; pass --backend torchscript")
             else:
                 proto = _export_dynamo(module, args, spec, scratch)
                 if _external_tensors(proto):

@@ -72,12 +72,14 @@ from onnxspec.pipeline.loading import (
     config_from_json,
     default_task,
     exported_config_json,
+    load_hollow_model,
     load_model,  # re-exported: onnxspec.pipeline.core.load_model predates onnxspec.pipeline.loading
     load_source_model,
     read_source,
     save_gguf_tokenizer,
 )
 from onnxspec.build.merge import BRANCH_INPUT, merge_decoders
+from onnxspec.build.streamed import WeightSource
 from onnxspec.catalog.models import REGISTRY, UNSUPPORTED
 from onnxspec.pipeline.output import check_output_dir, keep_failed, make_workdir, move_into_place, recover_stale, remove_created
 from onnxspec.pieces.patches import patched
@@ -263,6 +265,7 @@ class _Request:
     validation_shapes: tuple[Shapes, ...] | None
     external_data_threshold: int
     start: float
+    stream_weights: bool | None = None
 
 
 @attrs.frozen(kw_only=True, eq=False)
@@ -277,6 +280,9 @@ class _Resolved:
     """Every file to write, in order: the traced graphs, then the merged ones."""
     tries: tuple[Backend, ...] = ()
     """The backends each graph's trace tries, in order (``backend``, then any fallback)."""
+    stream: str = ""
+    """Why the weights are streamed from the checkpoint (the model is built hollow, see
+    :mod:`onnxspec.build.streamed`), or ``""`` when the model is loaded."""
     shape_sets: tuple[Shapes, ...] | Mapping[str, Shapes] | None = None
     """The shape sets validation runs at: the caller's, or (``None``) the default three; for a
     rotary embedding that switches at a length (dynamic NTK, LongRoPE), the three named the
@@ -325,6 +331,8 @@ class _State:
     references: Mapping[str, References] = attrs.field(factory=dict)
     """PyTorch's runs from validating a graph a merged decoder is built from, by file name; kept
     until the last merge that needs them is validated (they may be large)."""
+    weights: WeightSource | None = None
+    """Where a hollow model's weights are read from (streamed exports only)."""
 
 
 def _choose_backend(requested: Backend | str | None, spec: ModelSpec, dtypes: DTypes) -> tuple[Backend, bool]:
@@ -409,16 +417,74 @@ def _resolve(request: _Request, state: _State) -> _State:
     shape_sets = request.validation_shapes
     if shape_sets is None and edge is not None:
         shape_sets = dict(zip(SHAPE_SET_NAMES, validation_shapes(request.shapes, boundary=edge), strict=True))
+    stream = _stream_reason(request, source, files, dtypes)
+    tries = backends_to_try(chosen_backend, named=named)
+    if stream:
+        if request.backend is not None and resolve_backend(request.backend) is not Backend.TORCHSCRIPT:
+            raise SpecError(f"streamed weights ({stream}) are exported with the torchscript backend only; "
+                            "leave --backend out or pass --backend torchscript")
+        chosen_backend, tries = Backend.TORCHSCRIPT, (Backend.TORCHSCRIPT,)
     resolved = _Resolved(
-        spec=spec, source=source, backend=chosen_backend, files=files, shape_sets=shape_sets,
-        tries=backends_to_try(chosen_backend, named=named),
+        spec=spec, source=source, backend=chosen_backend, files=files, shape_sets=shape_sets, tries=tries, stream=stream,
     )
     return attrs.evolve(state, resolved=resolved)
 
 
+STREAM_HEADROOM = 0.6
+"""A folder's weights are streamed by default when their bytes at the export dtype exceed this
+share of the memory available: a loaded model's export peaks at about 1.6x its weight bytes."""
+
+
+def _stream_reason(request: _Request, source: ModelSource | None, files: Sequence[GraphSpec], dtypes: DTypes) -> str:
+    """Why this export streams its weights from the checkpoint, or ``""`` when it loads the model.
+
+    ``stream_weights=True`` asks for it, ``False`` refuses it, ``None`` streams a safetensors
+    folder whose weights would not fit (:data:`STREAM_HEADROOM`). Streaming needs a transformers
+    folder of safetensors files, one graph per traced file and no merged decoder (merging reads
+    both decoders whole), and an fp32 or fp16 export."""
+    if request.stream_weights is False:
+        return ""
+    asked = request.stream_weights is True
+    problem = ""
+    if source is None:
+        problem = "a torch.nn.Module was passed (its weights are in memory already); pass its saved folder"
+    elif source.is_gguf:
+        problem = f"{source.gguf_file!r} is a GGUF file, whose weights are quantized"
+    elif any(g.kind.is_merged for g in files):
+        problem = "a merged decoder reads both decoders whole; pass merged=False (--no-merged)"
+    elif dtypes.float_dtype is FloatDtype.BF16:
+        problem = "bf16 is exported with the dynamo backend, which traces real weights; export fp32 or fp16"
+    if problem:
+        if asked:
+            raise SpecError(f"cannot stream the weights from the checkpoint: {problem}")
+        return ""
+    from onnxspec.build.streamed import checkpoint_bytes
+    from onnxspec.judge.reference import available_memory
+
+    itemsize = 2 if dtypes.float_dtype is FloatDtype.FP16 else 4
+    if asked:
+        return "asked for"
+    try:
+        size = checkpoint_bytes(source.folder, itemsize)  # type: ignore[union-attr]
+    except Exception:  # noqa: BLE001 - no safetensors checkpoint: the model is loaded as usual
+        return ""
+    free = available_memory()
+    if free is not None and size > STREAM_HEADROOM * free:
+        return f"the weights take {size / 2**30:.1f} GiB, {free / 2**30:.1f} GiB of memory is available"
+    return ""
+
+
 def _load(job: _Job, state: _State) -> _State:
-    """The model to trace: the caller's (a copy for fp16 and bf16) or the one loaded from the folder."""
+    """The model to trace: the caller's (a copy for fp16 and bf16) or the one loaded from the folder,
+    or, streaming, the folder's model built hollow (its weights stay in the checkpoint)."""
     request, spec, source = job.request, job.resolved.spec, job.resolved.source
+    if job.resolved.stream:
+        model, weights = load_hollow_model(
+            source, spec.task, torch_dtype(Kind.FLOAT, request.dtypes), trust_remote_code=request.trust_remote_code,  # type: ignore[arg-type]
+        )
+        if spec.attn_implementation is not None and hasattr(model, "set_attn_implementation"):
+            model.set_attn_implementation(spec.attn_implementation)
+        return attrs.evolve(state, model=model, weights=weights)
     low = request.dtypes.float_dtype in (FloatDtype.FP16, FloatDtype.BF16)
     if source is None:
         model = copy.deepcopy(request.model) if low else request.model
@@ -453,7 +519,8 @@ def _trace(job: _Job, sub: GraphSpec, state: _State) -> _State:
     for backend in tries:
         try:
             with patched(sub.patches):
-                proto = export_graph(state.graph.module, tuple(state.graph.dummies.values()), sub, backend, job.workdir)  # type: ignore[arg-type]
+                proto = export_graph(state.graph.module, tuple(state.graph.dummies.values()), sub, backend, job.workdir,  # type: ignore[arg-type]
+                                     stream=state.weights)
         except BackendError as e:
             failures.append(e)
             continue
@@ -658,7 +725,8 @@ def _write(job: _Job, state: _State) -> _State:
         versions=versions(),
         seed=request.seed,
         seconds=round(time.perf_counter() - request.start, 3),
-        source=_source_record(resolved.source),
+        source={**_source_record(resolved.source),
+                **({"weights": f"streamed from the safetensors shards ({resolved.stream})"} if resolved.stream else {})},
     )
     files, notes = _write_side_files(job.workdir, resolved.source, state.model, resolved.files, dtypes)  # type: ignore[arg-type]
     warning = notes.pop("warning", "")
@@ -770,6 +838,7 @@ def export(
     registry: Registry = REGISTRY,
     validation_shapes: tuple[Shapes, ...] | None = None,
     external_data_threshold: int = EXTERNAL_DATA_THRESHOLD,
+    stream_weights: bool | None = None,
     progress: Progress | None = None,
     _fault: Fault | None = None,
 ) -> ExportReport:
@@ -792,6 +861,11 @@ def export(
     Seq2seq ``-with-past`` exports also write ``decoder_model_merged.onnx`` (the two decoders
     in one graph, validated on both branches); ``merged=False`` skips it, ``merged=True``
     insists on it (see :func:`onnxspec.pieces.spec.plan`).
+
+    ``stream_weights``: build the folder's model hollow and read each weight from its safetensors
+    shards only when it is written or run (a model larger than memory; see
+    :mod:`onnxspec.build.streamed`). ``None`` streams when the weights would not fit in the memory
+    available, ``True`` insists (or raises :class:`SpecError` saying why not), ``False`` loads.
     """
     module = model_or_folder if isinstance(model_or_folder, torch.nn.Module) else None
     request = _Request(
@@ -815,6 +889,7 @@ def export(
         validation_shapes=validation_shapes,
         external_data_threshold=external_data_threshold,
         start=time.perf_counter(),
+        stream_weights=stream_weights,
     )
     saved = _remember(module) if module is not None else None
     workdir, created, finished = "", [], False

@@ -34,6 +34,7 @@ from typing import Any
 import attrs
 import torch
 
+from onnxspec.build.streamed import WeightSource, hollow_parameters, load_on_call, params_on_meta
 from onnxspec.errors import ModelLoadError, UnsupportedTaskError, close_matches
 from onnxspec.pipeline.hub import model_folder
 from onnxspec.pieces.tasks import head_classes, read_config_json
@@ -47,6 +48,7 @@ __all__ = [
     "default_task",
     "exported_config_json",
     "gguf_files",
+    "load_hollow_model",
     "load_model",
     "load_source_model",
     "read_source",
@@ -267,6 +269,45 @@ def load_source_model(source: ModelSource, task: str, *, trust_remote_code: bool
             model.hf_quantizer.remove_quantization_config(model)
         return model.eval()
     raise UnsupportedTaskError(f"no model head for task {task!r} fits {what}: {'; '.join(errors)}")
+
+
+def load_hollow_model(
+    source: ModelSource, task: str, dtype: torch.dtype, *, trust_remote_code: bool = False
+) -> tuple[torch.nn.Module, WeightSource]:
+    """The model of ``task``'s head built from the folder's config with hollow parameters in
+    ``dtype`` (no memory; see :mod:`onnxspec.build.streamed`), in eval mode, with hooks that read
+    each block's weights from the safetensors shards only while it runs; and where its weights are.
+
+    Nothing is loaded: the model is built with its parameters on the ``meta`` device and its
+    buffers real, then every parameter is matched to a checkpoint tensor (a missing one raises
+    :class:`~onnxspec.errors.ModelLoadError` naming it).
+    """
+    import transformers
+
+    folder = source.folder
+    if source.gguf_file is not None:
+        raise ModelLoadError(
+            f"{source.path!r} is a GGUF file: its weights are quantized and cannot be streamed; export it without --stream-weights"
+        )
+    _refuse_remote_code(folder, source.config_json, trust_remote_code)
+    try:
+        config = transformers.AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code, local_files_only=True)
+    except Exception as e:
+        raise ModelLoadError(f"cannot read the config of {folder!r}: {e}") from e
+    errors: list[str] = []
+    for name in head_classes(task, getattr(config, "model_type", "")):
+        auto = getattr(transformers, name)
+        if not _loads(auto, config) and not trust_remote_code:
+            errors.append(f"{name} has no model for {type(config).__name__}")
+            continue
+        with params_on_meta():
+            model = (auto.from_config(config, trust_remote_code=trust_remote_code) if hasattr(auto, "from_config")
+                     else auto._from_config(config))
+        model = model.to(dtype)  # the parameters are on meta: only the buffers are converted
+        weights = hollow_parameters(model, folder, dtype)
+        load_on_call(model, weights)
+        return model.eval(), weights
+    raise UnsupportedTaskError(f"no model head for task {task!r} fits {folder!r}: {'; '.join(errors)}")
 
 
 def exported_config_json(model: torch.nn.Module) -> dict[str, Any]:
