@@ -636,6 +636,11 @@ def _add_export(sub: Any, shapes: bool) -> argparse.ArgumentParser:
                    help="dtype of token ids, masks and positions (default int64)")
     p.add_argument("--atol", type=float, default=None, help="absolute tolerance for every output (default: the spec's per output)")
     p.add_argument("--monolith", action="store_true", help="export an encoder-decoder model as one graph instead of split files")
+    p.add_argument("--stream-weights", dest="stream_weights", action="store_const", const=True, default=None,
+                   help="never load the model: build it hollow and read each weight from the folder's safetensors shards "
+                        "only when it is written or run (the default when the weights would not fit in memory)")
+    p.add_argument("--no-stream-weights", dest="stream_weights", action="store_const", const=False,
+                   help="load the model even when its weights would not fit in memory")
     p.add_argument("--no-merged", dest="merged", action="store_const", const=False, default=None,
                    help="seq2seq -with-past: skip decoder_model_merged.onnx (the two decoders in one graph with use_cache_branch)")
     p.add_argument(*_spellings("trust_remote_code"), dest="trust_remote_code", action="store_true",
@@ -803,6 +808,7 @@ PARAMETER_FLAGS: dict[str, str] = {
     "overwrite": "--overwrite",
     "trust_remote_code": "--trust-remote-code",
     "monolith": "--monolith",
+    "stream_weights": "--stream-weights",
     "gguf_file": "--gguf-file",
     "backend": "--backend",
     "opset": "--opset",
@@ -925,6 +931,7 @@ def _run_export(args: argparse.Namespace, out: Console, err: Console) -> int:
             gguf_file=args.gguf_file,
             seed=args.seed,
             progress=progress,
+            **({} if getattr(args, "stream_weights", None) is None else {"stream_weights": args.stream_weights}),
         )
     except BaseException:
         finish(False)
@@ -936,6 +943,8 @@ def _run_export(args: argparse.Namespace, out: Console, err: Console) -> int:
     if report.source.get("format") == "gguf":
         out.print(f"Read from the GGUF file {escape(report.source['gguf_file'])} (weights dequantized to float32); "
                   f"tokenizer: {escape(report.source.get('tokenizer', 'not saved'))}")
+    if report.source.get("weights", "").startswith("streamed"):
+        out.print(f"Weights {escape(report.source['weights'])}: the model was never loaded", highlight=False)
     for graph in report.graphs:
         if graph.fallback:
             first, _, why = graph.fallback.partition(": ")
