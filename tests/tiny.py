@@ -257,6 +257,8 @@ CONFIGS: dict[str, Callable[[], T.PretrainedConfig]] = {
     "bigbird_pegasus": lambda: T.BigBirdPegasusConfig(**_BART_LIKE, attention_type="original_full"),
     # more vision
     "vit_msn": lambda: T.ViTMSNConfig(**_VIT_LIKE),
+    # 16 patches, the 4 of lowest noise kept (mask_ratio 0.75, as released)
+    "vit_mae": lambda: T.ViTMAEConfig(**_VIT_LIKE, decoder_hidden_size=16, decoder_num_hidden_layers=1, decoder_num_attention_heads=2, decoder_intermediate_size=37),
     "clip_vision_model": lambda: T.CLIPVisionConfig(**_TOWER, image_size=30, patch_size=10),
     "siglip_vision_model": lambda: T.SiglipVisionConfig(**_TOWER, image_size=30, patch_size=10),
     "swinv2": lambda: T.Swinv2Config(image_size=32, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[2, 4], window_size=4, encoder_stride=8),

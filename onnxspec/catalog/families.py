@@ -18,7 +18,7 @@ import torch
 
 from onnxspec.pieces import generators as g
 from onnxspec.catalog import normalizers
-from onnxspec.pieces.axes import Kind, TensorSpec, spec
+from onnxspec.pieces.axes import Kind, TensorSpec, spec, symbol_size
 from onnxspec.errors import SpecError
 from onnxspec.pieces.normalize import Normalizer
 from onnxspec.pieces.normalize import normalizer as normalize_fields
@@ -56,6 +56,7 @@ __all__ = [
     "musicgen",
     "musicgen_delay_pattern",
     "musicgen_encodec_decode",
+    "patch_noise",
     "segment_anything",
     "speech_to_text",
     "tensors",
@@ -599,6 +600,21 @@ def tensors(
     graphs = {"monolith": GraphIO(inputs=tuple(inputs), outputs=outs, call=call or Call())}
     made = _make(model_type, task, "tensors", graphs, normalizer=normalizer, **fields)
     return attrs.evolve(made, generators={**made.generators, **(generators or {})})
+
+
+def patch_noise(tensor: TensorSpec, ctx: g.DummyContext, rng: torch.Generator, made: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Uniform noise in ``[0, 1)``, one value per image patch: ``(batch, (image_size / patch_size) ** 2)``.
+
+    ViTMAE keeps the patches of lowest noise (``random_masking`` sorts it), drawing fresh noise on
+    every call unless given some; as a graph input it makes the graph, and PyTorch run at the same
+    input, deterministic.
+    """
+    (height, width), (rows, columns) = (
+        tuple(v) if isinstance(v, (list, tuple)) else (v, v) for v in ctx.dims.require("image_size", "patch_size")
+    )
+    patches = (int(height) // int(rows)) * (int(width) // int(columns))
+    batch = symbol_size(tensor.dynamic_axes[0], ctx.sizes)
+    return torch.rand((batch, patches), generator=rng).to(torch_dtype(Kind.FLOAT, ctx.dtypes))
 
 
 PROMPT_ENCODER_MASK_DECODER = GraphKind(

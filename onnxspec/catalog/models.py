@@ -26,6 +26,7 @@ from onnxspec.catalog.families import (
     decoder_alone,
     encoder_decoder,
     musicgen,
+    patch_noise,
     segment_anything,
     speech_to_text,
     tensors,
@@ -37,6 +38,7 @@ from onnxspec.catalog.families import (
 )
 from onnxspec.catalog.registry import ModelEntry, Registry, build_registry, entry
 from onnxspec.catalog.rope import with_dynamic_rope
+from onnxspec.pieces.normalize import normalizer
 from onnxspec.pieces.patches import Patch
 from onnxspec.pieces.spec import Call
 from onnxspec.pieces.tasks import TASKS
@@ -217,6 +219,14 @@ _MASK_CLASSIFIER = {
     "normalizer": normalizers.VISION_BACKBONE,
 }
 """MaskFormer: mask queries decoded over a backbone's feature maps."""
+_MASKED_AUTOENCODER = {
+    # beyond Optimum's pixel_values: the noise ViTMAE's random masking sorts, else fresh torch.rand on every call
+    "inputs": (*_IMAGE, spec("noise", {0: "batch_size"}, Kind.FLOAT, rank=2)),
+    "static_outputs": True,
+    "generators": {"noise": patch_noise},
+    "normalizer": normalizer(normalizers.VISION, patch_size=("patch_size",)),
+}
+"""ViTMAE: the features of the patches its noise keeps (the lowest ``1 - mask_ratio`` of them), and its CLS."""
 _LATENT_LOGITS = (spec("logits", {0: "batch_size"}),)
 """Perceiver's logits: its decoder queries are the config's, whatever the input length (static axis 1)."""
 _PERCEIVER_TEXT = {"inputs": (spec("input_ids", _BS, Kind.INT), spec("attention_mask", _BS, Kind.INT)), "outputs": _LATENT_LOGITS, "normalizer": normalizers.PERCEIVER}
@@ -369,6 +379,7 @@ ENTRIES: tuple[ModelEntry, ...] = (
     # vision
     *(entry(t, vision, (*_IMAGE_TASKS, "masked-im")) for t in ("vit", "deit", "swin", "swinv2")),
     *(entry(t, vision, _IMAGE_TASKS) for t in ("beit", "data2vec-vision", "dinov2", "vit_msn")),
+    entry("vit_mae", tensors, ("feature-extraction",), **_MASKED_AUTOENCODER),
     *(entry(t, vision, ("feature-extraction",)) for t in ("clip_vision_model", "siglip_vision_model", "donut-swin")),
     entry("dpt", vision, ("feature-extraction", "depth-estimation", "image-segmentation", "semantic-segmentation")),
     entry("glpn", vision, ("feature-extraction", "depth-estimation"), **_FEATURE_MAP),
@@ -488,10 +499,6 @@ REGISTRY: Registry = build_registry(ENTRIES)
 
 UNSUPPORTED: Mapping[tuple[str, str], str] = MappingProxyType(
     {
-        ("vit_mae", "feature-extraction"): (
-            "ViTMAE shuffles its patches by fresh torch.rand noise on every forward (random_masking, even at mask_ratio 0), so "
-            "its outputs are random and no graph can agree with PyTorch; Optimum's contract (pixel_values only) has no noise input"
-        ),
         ("longformer", "*"): (
             "its sliding-window attention pads the sequence to a multiple of attention_window behind Python branches "
             "(`if padding_len > 0`) and chunks it by sizes computed in Python, so a trace fixes one sequence length "

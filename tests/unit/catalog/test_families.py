@@ -105,6 +105,8 @@ OWN_IO = {
         {"state_preds": {0: B, 1: S}, "action_preds": {0: B, 1: S}, "return_preds": {0: B, 1: S}, "last_hidden_state": {0: B, 1: "sequence_length + sequence_length + sequence_length"}},
     ),
     **{t: ({"past_values": {0: B}}, {"last_hidden_state": {0: B}}) for t in ("patchtst", "patchtsmixer")},
+    # VitMAEOnnxConfig is ViT's (pixel_values -> last_hidden_state), plus the noise its random masking sorts (beyond Optimum)
+    "vit_mae": ({"pixel_values": {0: B}, "noise": {0: B}}, {"last_hidden_state": {0: B}}),
     "mgp-str": ({"pixel_values": {0: B}}, {"char_logits": {0: B}, "bpe_logits": {0: B}, "wp_logits": {0: B}}),
     "maskformer": ({"pixel_values": {0: B}}, {"last_hidden_state": {0: B}}),
     "perceiver": ({"input_ids": {0: B, 1: S}, "attention_mask": {0: B, 1: S}}, {"logits": {0: B}}),  # its image classifier takes pixel_values only
