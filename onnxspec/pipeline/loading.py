@@ -53,6 +53,7 @@ __all__ = [
     "load_source_model",
     "read_source",
     "require_gguf_support",
+    "require_head_packages",
     "save_gguf_tokenizer",
 ]
 
@@ -221,6 +222,27 @@ def load_model(
     return load_source_model(source, task, trust_remote_code=trust_remote_code)
 
 
+HEAD_PACKAGES: Mapping[str, tuple[tuple[str, ...], str]] = MappingProxyType(
+    {
+        # its Hungarian matcher (training loss only) is built with the model, and imports scipy
+        "MaskFormerForInstanceSegmentation": (("scipy",), "pip install 'onnxspec[segmentation]' (or: pip install scipy)"),
+    }
+)
+"""Heads that cannot even be built without a package: class name -> (packages, how to install them)."""
+
+
+def require_head_packages(class_name: str) -> None:
+    """Refuse to build a head whose construction imports a package that is not installed
+    (checked with ``importlib.util.find_spec``: nothing is imported), saying how to install it."""
+    packages, install = HEAD_PACKAGES.get(class_name, ((), ""))
+    missing = [name for name in packages if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ModelLoadError(
+            f"{class_name} needs the {' and '.join(repr(m) for m in missing)} package{'s' if len(missing) > 1 else ''} "
+            f"to be built, and it is not installed here; install it: {install}"
+        )
+
+
 def _loads(head: Any, config: Any) -> bool:
     """Whether a transformers class loads a model of ``config``: an auto class maps its config
     class, a named model class (:data:`~onnxspec.pieces.tasks.NAMED_HEADS`) declares it."""
@@ -261,6 +283,7 @@ def load_source_model(source: ModelSource, task: str, *, trust_remote_code: bool
         if not _loads(auto, config) and not trust_remote_code:
             errors.append(f"{name} has no model for {type(config).__name__}")
             continue
+        require_head_packages(name)
         try:
             model = auto.from_pretrained(folder, config=config, local_files_only=True, **options)
         except Exception as e:  # missing, truncated or mismatched weights: each library has its own type

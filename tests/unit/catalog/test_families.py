@@ -130,6 +130,8 @@ OWN_IO = {
 # Tasks whose outputs in those configs are not the feature-extraction ones OWN_IO holds.
 OWN_TASK_OUTPUTS = {
     **{(t, "time-series-forecasting"): {"prediction_outputs": {0: B}} for t in ("patchtst", "patchtsmixer")},
+    # MaskFormerOnnxConfig's segmentation outputs (its num_queries, height and width are static here: images of the config's size)
+    ("maskformer", "image-segmentation"): {"class_queries_logits": {0: B}, "masks_queries_logits": {0: B}},
 }
 IMAGES = {
     "vit", "deit", "swin", "swinv2", "beit", "data2vec-vision", "dinov2", "vit_msn", "levit", "yolos", "convnext", "convnextv2", "resnet",
