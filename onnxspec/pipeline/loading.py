@@ -253,6 +253,10 @@ def _loads(head: Any, config: Any) -> bool:
 def load_source_model(source: ModelSource, task: str, *, trust_remote_code: bool = False) -> torch.nn.Module:
     """Load the model of ``task``'s head from what :func:`read_source` found, in eval mode.
 
+    The head is the first class of :func:`~onnxspec.pieces.tasks.head_classes` that loads the
+    config: one of the task's auto classes, else the class ``NAMED_HEADS`` names for its model
+    type (PatchTST's forecaster, in no auto class).
+
     A GGUF model is built from the config already read (reading a GGUF file's metadata again
     costs seconds: 9 s for SmolLM2-135M's 49k-token vocabulary), with every weight dequantized
     to float32: the model returned is a plain, unquantized one.
