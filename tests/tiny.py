@@ -233,6 +233,8 @@ CONFIGS: dict[str, Callable[[], T.PretrainedConfig]] = {
     # more text encoders
     "big_bird": lambda: T.BigBirdConfig(**_ENCODER, attention_type="original_full"),
     "ibert": lambda: T.IBertConfig(**dict(_ENCODER, max_position_embeddings=70), pad_token_id=1),
+    # a window of 4 tokens: the traced 16 is a multiple of it, the validated 1 and 23 are not (23 pads to 24: six windows)
+    "longformer": lambda: T.LongformerConfig(**dict(_ENCODER, max_position_embeddings=70), pad_token_id=1, attention_window=4),
     "megatron-bert": lambda: T.MegatronBertConfig(**_ENCODER),
     "rembert": lambda: T.RemBertConfig(**_ENCODER, input_embedding_size=16, output_embedding_size=16),
     "splinter": lambda: T.SplinterConfig(**_ENCODER, question_token_id=3),

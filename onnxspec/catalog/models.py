@@ -36,6 +36,7 @@ from onnxspec.catalog.families import (
     text_seq2seq,
     vision,
 )
+from onnxspec.catalog.longformer import longformer
 from onnxspec.catalog.registry import ModelEntry, Registry, build_registry, entry
 from onnxspec.catalog.rope import with_dynamic_rope
 from onnxspec.pieces.normalize import normalizer
@@ -321,6 +322,8 @@ ENTRIES: tuple[ModelEntry, ...] = (
     *(entry(t, text_encoder, _ENCODER_TASKS, **_MASKED_LM_HEAD) for t in ("xlm", "flaubert")),
     *(entry(t, text_encoder, _MASKED_LM_TASKS, **_NO_SEGMENTS) for t in ("esm", "modernbert")),
     entry("nystromformer", text_encoder, _ENCODER_TASKS, normalizer=normalizers.NYSTROM),
+    # sliding-window attention with global tokens: patched to be right at every length (catalog/longformer.py)
+    entry("longformer", longformer, _ENCODER_TASKS),  # Optimum: BERT's inputs and global_attention_mask
     entry("splinter", text_encoder, ("feature-extraction", "question-answering")),
     entry("layoutlm", text_encoder, _MASKED_LM_TASKS, **_LAYOUT),
     entry("lilt", text_encoder, ("feature-extraction", "question-answering", "text-classification", "token-classification"), **_LAYOUT, **_NO_SEGMENTS),
@@ -511,11 +514,6 @@ REGISTRY: Registry = build_registry(ENTRIES)
 
 UNSUPPORTED: Mapping[tuple[str, str], str] = MappingProxyType(
     {
-        ("longformer", "*"): (
-            "its sliding-window attention pads the sequence to a multiple of attention_window behind Python branches "
-            "(`if padding_len > 0`) and chunks it by sizes computed in Python, so a trace fixes one sequence length "
-            "(a graph traced at 16 tokens fails at 1 token: Reshape {1,1,1} -> {1,1,4,1}); no patch makes it dynamic yet"
-        ),
         ("speecht5", "text-to-audio"): (
             "its speech comes from four graphs, two of which are no module's forward: the decoder step (the spectrogram "
             "frames it adds, the sequence with them appended and the stop probability: the loop body of generate_speech) "

@@ -310,6 +310,9 @@ def test_io_names_and_axes_match_optimums_contract(model_type: str, task: str) -
             assert set(ins) == {"input_features"}
         elif model_type == "perceiver" and base == "image-classification":
             assert ins == {"pixel_values": {0: B}}
+        elif model_type == "longformer":  # LongformerOnnxConfig: BERT's inputs and a global attention mask, all on the same axes
+            assert list(ins) == ["input_ids", "attention_mask", "token_type_ids", "global_attention_mask"]
+            assert all(a == ins["input_ids"] for a in ins.values())
         elif model_type in OWN_IO:
             assert ins == OWN_IO[model_type][0]
         else:  # pragma: no cover - a new tiny model type needs its expectation here
