@@ -191,20 +191,43 @@ def _mode(mode: _Outside) -> Iterator[None]:
         torch.overrides._pop_mode()
 
 
+def _use_count(tensor: torch.Tensor) -> int:
+    """How many tensors share ``tensor``'s storage (views included), or a large number where
+    torch does not say: a float64 buffer is reused only when nothing else can still read it."""
+    count = getattr(torch._C, "_storage_Use_Count", None)
+    return count(tensor.untyped_storage()._cdata) if count is not None else 1 << 30
+
+
+_LONE = _use_count(torch.empty(1, dtype=torch.float64))
+"""What :func:`_use_count` says of a tensor no other tensor shares storage with."""
+
+
 @contextlib.contextmanager
 def streamed_float64(module: torch.nn.Module) -> Iterator[Streamed]:
     """``module`` running in float64 one module at a time (see the module's docstring); every
-    tensor holds its own storage again on exit, even on error. Check :func:`float64_plan` first."""
+    tensor holds its own storage again on exit, even on error. Check :func:`float64_plan` first.
+
+    The float64 copies are made without fresh memory where possible: a copy given back when its
+    module returns is kept, and the next tensor of the same shape is converted into it (the
+    repeating blocks of a transformer reuse one buffer per shape, across calls), unless a view of
+    it escaped the module. An ``nn.Embedding``'s weight is not converted for its own call: the
+    lookup gathers the rows in the weight's dtype and widens only those (exact either way)."""
     names: dict[int, str] = {}
     for name, tensor in (*module.named_parameters(remove_duplicate=True), *module.named_buffers(remove_duplicate=True)):
         if tensor.is_floating_point() and tensor.dtype is not torch.float64:
             names.setdefault(id(tensor), name)
     held: dict[int, tuple[torch.Tensor, torch.Tensor, int]] = {}  # id -> (tensor, original data, modules holding it)
+    spare: dict[tuple[int, ...], torch.Tensor] = {}  # shape -> a float64 buffer no tensor uses now
+
+    def wide(original: torch.Tensor) -> torch.Tensor:
+        buffer = spare.pop(tuple(original.shape), None) if original.is_contiguous() else None
+        return original.to(torch.float64) if buffer is None else buffer.copy_(original)
 
     def widen(owner: torch.nn.Module, *_: Any) -> None:
+        lookup = owner.weight if isinstance(owner, torch.nn.Embedding) and owner.max_norm is None else None
         for tensor in _own(owner):
             key = id(tensor)
-            if key not in names:
+            if key not in names or tensor is lookup:
                 continue
             if key in held:
                 t, original, count = held[key]
@@ -212,7 +235,7 @@ def streamed_float64(module: torch.nn.Module) -> Iterator[Streamed]:
                 continue
             original = tensor.data
             held[key] = (tensor, original, 1)
-            tensor.data = original.to(torch.float64)
+            tensor.data = wide(original)
 
     def narrow(owner: torch.nn.Module, *_: Any) -> None:
         for tensor in _own(owner):
@@ -224,7 +247,11 @@ def streamed_float64(module: torch.nn.Module) -> Iterator[Streamed]:
                 held[key] = (t, original, count - 1)
                 continue
             del held[key]
+            given_back = tensor.data
             tensor.data = original
+            if given_back.is_contiguous() and _use_count(given_back) == _LONE:
+                spare[tuple(given_back.shape)] = given_back
+            del given_back
 
     owners = [m for m in module.modules() if any(id(t) in names for t in _own(m))]
     handles = []
@@ -241,6 +268,7 @@ def streamed_float64(module: torch.nn.Module) -> Iterator[Streamed]:
         for tensor, original, _ in held.values():  # a forward that raised between its hooks
             tensor.data = original
         held.clear()
+        spare.clear()
 
 
 def to_float64(tensors: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
