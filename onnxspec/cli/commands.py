@@ -286,18 +286,21 @@ def models_table(registry: Any) -> Table:
 
 
 def tasks_table() -> Table:
-    """Every task, its synonyms, the outputs it exports and the model heads it loads."""
-    from onnxspec.pieces.tasks import SYNONYMS, TASKS
+    """Every task, its synonyms, the outputs it exports and the model heads it loads: its auto
+    classes, then the heads a model type loads by class name (``NAMED_HEADS``, e.g.
+    ``PatchTSTForPrediction (patchtst)``)."""
+    from onnxspec.pieces.tasks import NAMED_HEADS, SYNONYMS, TASKS
 
     table = Table(title="Tasks", box=box.SIMPLE_HEAD, caption="append -with-past to a task to export it with a KV cache")
     table.add_column("task")
     table.add_column("synonyms")
     table.add_column("outputs (dynamic axes)")
-    table.add_column("model heads")
+    table.add_column("model heads", overflow="fold")  # class names are long: fold them rather than cut them
     for name, info in TASKS.items():
         synonyms = ", ".join(s for s, t in SYNONYMS.items() if t == name)
         outputs = "\n".join(f"{o.name} {dict(o.axes)}" for o in info.outputs)
-        table.add_row(name, synonyms, escape(outputs), ", ".join(info.auto_classes))
+        named = [f"{head} ({model_type})" for (model_type, task), head in sorted(NAMED_HEADS.items()) if task == name]
+        table.add_row(name, synonyms, escape(outputs), ", ".join((*info.auto_classes, *named)))
     return table
 
 

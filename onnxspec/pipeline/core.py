@@ -91,7 +91,7 @@ from onnxspec.catalog.rope import boundary as rope_boundary
 from onnxspec.pipeline.sidefiles import copy_side_files, side_files
 from onnxspec.pieces.spec import GraphSpec, ModelSpec, bind, check_versions, contract, plan, with_tolerance
 from onnxspec.pipeline.stages import STAGES, Fault, Progress, Stage, run_stages
-from onnxspec.pieces.tasks import TASKS, infer_task, parse_task
+from onnxspec.pieces.tasks import head_classes, infer_task, parse_task
 from onnxspec.judge.validate import SHAPE_SET_NAMES, References, check_graph, runtime_for, stamp, validate_merged, validate_with_references
 from onnxspec.build.wrappers import graph_module
 
@@ -185,14 +185,17 @@ def resolve_spec(
 
 
 def _task_heads(task: str, model_type: str) -> set[str]:
-    """Names of the model classes the auto classes of ``task`` load for ``model_type``."""
+    """Names of the model classes that load ``task``'s head for ``model_type``: those the task's
+    auto classes map it to, and its named head (:func:`~onnxspec.pieces.tasks.head_classes`)."""
     import transformers
 
     names: set[str] = set()
-    for auto_name in TASKS[task].auto_classes:
-        mapping = getattr(transformers, auto_name, None)
-        table = getattr(getattr(mapping, "_model_mapping", None), "_model_mapping", {})
-        found = table.get(model_type)
+    for class_name in head_classes(task, model_type):
+        mapping = getattr(getattr(transformers, class_name, None), "_model_mapping", None)
+        if mapping is None:  # not an auto class: a head loaded by its own class name (NAMED_HEADS)
+            names.add(class_name)
+            continue
+        found = getattr(mapping, "_model_mapping", {}).get(model_type)
         names.update(found if isinstance(found, (list, tuple)) else ([found] if found else []))
     return names
 
