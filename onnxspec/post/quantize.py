@@ -4,7 +4,10 @@
 ``MatMul``, ``Gemm``, ``Gather`` ... are stored as signed 8-bit integers with one scale per
 output channel, the activations are quantized at run time. ``int4``: weight-only 4-bit
 quantization of the ``MatMul`` weights into ``MatMulNBits`` nodes (blocks of 32 values along
-the input axis, symmetric, round to nearest), which onnxruntime's CPU provider runs.
+the input axis, symmetric, round to nearest), which onnxruntime's CPU provider runs. The 4-bit
+quantizer knows ``MatMul`` only, so each ``Gemm`` with a constant weight (a 2-D ``Linear``: a
+classifier head, a pooler) is first rewritten as ``MatMul`` (+ ``Add`` of its bias) by
+:func:`gemm_to_matmul`, and quantized too.
 
 :func:`quantize_file` quantizes one graph; :func:`quantize` a whole export folder into a new
 one, each graph then judged against PyTorch by agreement (:mod:`onnxspec.post.agreement`:
@@ -16,13 +19,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import onnx
+from onnx import helper, numpy_helper
 
 from onnxspec.errors import ExportError, UnknownNameError
 from onnxspec.post.agreement import DEFAULTS, Thresholds
 from onnxspec.post.folder import PostReport, quiet_tools, transform_folder
 
-__all__ = ["METHODS", "quantize", "quantize_file"]
+__all__ = ["METHODS", "gemm_to_matmul", "quantize", "quantize_file"]
 
 METHODS = ("int8", "int4")
 """The quantization methods :func:`quantize_file` knows."""
@@ -74,10 +79,86 @@ def _quantize(src: Path, dst: Path, method: str) -> None:
         return
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
+    gemm_to_matmul(model)  # the 4-bit quantizer reads MatMul only
     quantizer = MatMulNBitsQuantizer(model, bits=4, block_size=INT4_BLOCK_SIZE, is_symmetric=True)
     quantizer.process()
     _require_quantized(quantizer.model.model, src, method)
     _save(quantizer.model.model, dst)
+
+
+def _attribute(node: onnx.NodeProto, name: str, default: float | int) -> float | int:
+    for attribute in node.attribute:
+        if attribute.name == name:
+            return helper.get_attribute_value(attribute)
+    return default
+
+
+def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+    return [g for a in node.attribute for g in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs))]
+
+
+def _used_names(graph: onnx.GraphProto) -> set[str]:
+    """Every name read by a node of ``graph`` or of its subgraphs, and its outputs."""
+    used = {o.name for o in graph.output}
+    for node in graph.node:
+        used.update(node.input)
+        for sub in _subgraphs(node):
+            used |= _used_names(sub)
+    return used
+
+
+def gemm_to_matmul(model: onnx.ModelProto) -> int:
+    """Rewrite in place each ``Gemm`` of ``model`` (and of its subgraphs) whose weight ``B`` is an
+    initializer, with ``alpha = beta = 1`` and ``transA = 0``, as ``MatMul`` by a ``[K, N]``
+    weight (``B`` itself, or ``B`` transposed when ``transB = 1``), followed by ``Add`` of ``C``
+    when it has one. ``Y = A B' + C`` either way, ``C`` broadcast the same (Gemm's broadcast of
+    ``C`` to ``[M, N]`` is NumPy's). Returns how many were rewritten; a weight no other node reads
+    any more is dropped.
+    """
+    replaced: set[str] = set()
+
+    def rewrite(graph: onnx.GraphProto, outer: dict[str, tuple[onnx.GraphProto, onnx.TensorProto]]) -> int:
+        scope = {**outer, **{t.name: (graph, t) for t in graph.initializer}}
+        count, nodes = 0, []
+        for node in graph.node:
+            for sub in _subgraphs(node):
+                count += rewrite(sub, scope)
+            weight = scope.get(node.input[1]) if node.op_type == "Gemm" and len(node.input) >= 2 else None
+            if (weight is None or len(weight[1].dims) != 2 or _attribute(node, "transA", 0) != 0
+                    or _attribute(node, "alpha", 1.0) != 1.0 or _attribute(node, "beta", 1.0) != 1.0):
+                nodes.append(node)
+                continue
+            owner, tensor = weight
+            name = tensor.name
+            if _attribute(node, "transB", 0):
+                name = tensor.name + "_transposed"
+                if not any(t.name == name for t in owner.initializer):
+                    owner.initializer.append(numpy_helper.from_array(np.ascontiguousarray(numpy_helper.to_array(tensor).T), name))
+                replaced.add(tensor.name)
+            bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
+            product = node.output[0] + "_matmul" if bias else node.output[0]
+            nodes.append(helper.make_node("MatMul", [node.input[0], name], [product], name=node.name or product))
+            if bias:
+                nodes.append(helper.make_node("Add", [product, bias], [node.output[0]], name=(node.name or product) + "_bias"))
+            count += 1
+        graph.ClearField("node")
+        graph.node.extend(nodes)
+        return count
+
+    count = rewrite(model.graph, {})
+    unused = replaced - _used_names(model.graph)
+
+    def drop(graph: onnx.GraphProto) -> None:
+        kept = [t for t in graph.initializer if t.name not in unused]
+        if len(kept) != len(graph.initializer):
+            graph.ClearField("initializer")
+            graph.initializer.extend(kept)
+        for node in graph.node:
+            for sub in _subgraphs(node):
+                drop(sub)
+
+    drop(model.graph)
+    return count
 
 
 _QUANTIZED_OPS = {"MatMulInteger", "ConvInteger", "DynamicQuantizeLinear", "MatMulNBits", "DynamicQuantizeMatMul", "GatherBlockQuantized"}
@@ -99,7 +180,7 @@ def _op_types(graph: onnx.GraphProto) -> set[str]:
 def _require_quantized(model: onnx.ModelProto, src: Path, method: str) -> None:
     """Refuse a result in which onnxruntime quantized nothing (a graph left in float is no ``int8``)."""
     if not _op_types(model.graph) & _QUANTIZED_OPS:
-        what = "MatMul weights (int4 quantizes nothing else)" if method == "int4" else "MatMul, Gemm, Conv or Gather weights"
+        what = "MatMul or Gemm weights (int4 quantizes nothing else)" if method == "int4" else "MatMul, Gemm, Conv or Gather weights"
         raise ExportError(
             f"quantize ({src.name})", (),
             f"onnxruntime's {method} quantizer found nothing to quantize in {src.name}: it has no constant {what}; "
@@ -132,7 +213,7 @@ def quantize(
                         activations="uint8, dynamic")
     else:
         settings.update(quantizer="onnxruntime.quantization.matmul_nbits_quantizer.MatMulNBitsQuantizer",
-                        weights=f"int4, blocks of {INT4_BLOCK_SIZE}, symmetric (MatMul only)")
+                        weights=f"int4, blocks of {INT4_BLOCK_SIZE}, symmetric (MatMul, and Gemm with a constant weight rewritten as MatMul + Add)")
     return transform_folder(
         folder, output_dir, lambda src, dst: quantize_file(src, dst, method=method), transformation=settings,
         judged_by="agreement", thresholds=thresholds or DEFAULTS[method], model=model, overwrite=overwrite,
