@@ -422,7 +422,31 @@ CONFIGS: dict[str, Callable[[], T.PretrainedConfig]] = {
         decoder=dict(model_type="musicgen_decoder", vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, ffn_dim=37,
                      num_codebooks=4, max_position_embeddings=64, pad_token_id=64, bos_token_id=64, decoder_start_token_id=64),
     ),
+    # SpeechT5 text to speech: 2 encoder and 2 decoder layers, 8 mel bins, 2 frames per step, the released prenet dropout
+    # (0.5: the decoder takes its draws as prenet_noise); its vocoder is TINY_VOCODER, saved apart (tiny_vocoder_folder).
+    # Wide random weights: at the default 0.02 another prenet draw moves the prenet's output by 2e-4 (of 0.2), at 0.2 by 1.6
+    # (of 2.2), so the frames fed back and the draws visibly steer each step
+    "speecht5": lambda: T.SpeechT5Config(
+        vocab_size=40, hidden_size=32, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=37, decoder_layers=2,
+        decoder_attention_heads=4, decoder_ffn_dim=37, num_mel_bins=8, speech_decoder_prenet_units=16, speaker_embedding_dim=12,
+        speech_decoder_postnet_layers=2, speech_decoder_postnet_units=16, speech_decoder_postnet_kernel=3, reduction_factor=2,
+        max_speech_positions=256, max_text_positions=64, encoder_max_relative_position=16, initializer_range=0.2,
+    ),
 }
+
+TINY_VOCODER = dict(
+    model_in_dim=8, upsample_initial_channel=16, upsample_rates=[2, 2], upsample_kernel_sizes=[4, 4], resblock_kernel_sizes=[3],
+    resblock_dilation_sizes=[[1, 3]], initializer_range=0.1,
+)
+"""A HiFi-GAN vocoder for the tiny SpeechT5 (its 8 mel bins), 4 samples per frame; at the default 0.01 weights its
+waveform is ~1e-5, at 0.1 it is ~0.03, well inside tanh's range (at 0.3 tanh saturates to +-1)."""
+
+
+def tiny_vocoder_folder(folder: str | os.PathLike[str], seed: int = 1) -> str:
+    """Save a random-weight ``SpeechT5HifiGan`` of :data:`TINY_VOCODER` to ``folder``; return its path."""
+    torch.manual_seed(seed)
+    T.SpeechT5HifiGan(T.SpeechT5HifiGanConfig(**TINY_VOCODER)).eval().save_pretrained(folder)
+    return os.fspath(folder)
 
 
 def tiny_model(model_type: str, task: str, seed: int = 0) -> torch.nn.Module:

@@ -39,6 +39,7 @@ from onnxspec.catalog.families import (
 from onnxspec.catalog.longformer import longformer
 from onnxspec.catalog.registry import ModelEntry, Registry, build_registry, entry
 from onnxspec.catalog.rope import with_dynamic_rope
+from onnxspec.catalog.speecht5 import speecht5
 from onnxspec.pieces.normalize import normalizer
 from onnxspec.pieces.patches import Patch
 from onnxspec.pieces.spec import Call
@@ -506,6 +507,9 @@ ENTRIES: tuple[ModelEntry, ...] = (
     entry("sam", segment_anything, ("feature-extraction",)),
     # MusicgenOnnxConfig's six files with -with-past (its only variant); text-to-audio alone writes the decoder without a cache
     entry("musicgen", musicgen, ("text-to-audio", "text-to-audio-with-past")),
+    # SpeechT5OnnxConfig's four files with -with-past (its default variant), text-to-audio alone without the cache; the
+    # vocoder is a checkpoint of its own (vocoder=PATH, --vocoder PATH), its decoder's prenet dropout an input (speecht5.py)
+    entry("speecht5", speecht5, ("text-to-audio", "text-to-audio-with-past"), architecture_tasks={"ForTextToSpeech": "text-to-audio"}),
 )
 
 ENTRIES = with_dynamic_rope(ENTRIES)  # dynamic NTK's frequencies from the length inside the graph (catalog/rope.py)
@@ -514,12 +518,6 @@ REGISTRY: Registry = build_registry(ENTRIES)
 
 UNSUPPORTED: Mapping[tuple[str, str], str] = MappingProxyType(
     {
-        ("speecht5", "text-to-audio"): (
-            "its speech comes from four graphs, two of which are no module's forward: the decoder step (the spectrogram "
-            "frames it adds, the sequence with them appended and the stop probability: the loop body of generate_speech) "
-            "and the postnet followed by a HiFi-GAN vocoder, a separate checkpoint; an onnxspec graph calls a module of the "
-            "one model folder it loads, so neither can be built yet"
-        ),
     }
 )
 """(model type, task) pairs Optimum registers that onnxspec refuses, with the reason (``"*"``: every task)."""

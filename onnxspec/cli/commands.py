@@ -639,6 +639,9 @@ def _add_export(sub: Any, shapes: bool) -> argparse.ArgumentParser:
                    help="dtype of token ids, masks and positions (default int64)")
     p.add_argument("--atol", type=float, default=None, help="absolute tolerance for every output (default: the spec's per output)")
     p.add_argument("--monolith", action="store_true", help="export an encoder-decoder model as one graph instead of split files")
+    p.add_argument("--vocoder", default=None, metavar="PATH",
+                   help="text to speech (speecht5): the folder (or Hub ID) of the HiFi-GAN vocoder decoder_postnet_and_vocoder.onnx "
+                        "runs, a checkpoint of its own (e.g. microsoft/speecht5_hifigan)")
     p.add_argument("--stream-weights", dest="stream_weights", action="store_const", const=True, default=None,
                    help="never load the model: build it hollow and read each weight from the folder's safetensors shards "
                         "only when it is written or run (the default when the weights would not fit in memory)")
@@ -812,6 +815,7 @@ PARAMETER_FLAGS: dict[str, str] = {
     "trust_remote_code": "--trust-remote-code",
     "monolith": "--monolith",
     "stream_weights": "--stream-weights",
+    "vocoder": "--vocoder",
     "gguf_file": "--gguf-file",
     "backend": "--backend",
     "opset": "--opset",
@@ -935,6 +939,7 @@ def _run_export(args: argparse.Namespace, out: Console, err: Console) -> int:
             seed=args.seed,
             progress=progress,
             **({} if getattr(args, "stream_weights", None) is None else {"stream_weights": args.stream_weights}),
+            **({} if args.vocoder is None else {"vocoder": args.vocoder}),
         )
     except BaseException:
         finish(False)

@@ -150,8 +150,9 @@ NAMED_HEADS: Mapping[tuple[str, str], str] = MappingProxyType(
         # forecasting heads that no auto class maps (Optimum names them too)
         ("patchtst", "time-series-forecasting"): "PatchTSTForPrediction",
         ("patchtsmixer", "time-series-forecasting"): "PatchTSMixerForPrediction",
-        # a head of an auto class outside the task's own (instance segmentation)
+        # heads of an auto class outside the task's own (instance segmentation; a spectrogram model)
         ("maskformer", "image-segmentation"): "MaskFormerForInstanceSegmentation",
+        ("speecht5", "text-to-audio"): "SpeechT5ForTextToSpeech",
     }
 )
 """(model type, task) -> the transformers class of a head in none of the task's auto classes."""

@@ -75,12 +75,14 @@ from onnxspec.pipeline.loading import (
     load_hollow_model,
     load_model,  # re-exported: onnxspec.pipeline.core.load_model predates onnxspec.pipeline.loading
     load_source_model,
+    load_vocoder,
     read_source,
     save_gguf_tokenizer,
 )
 from onnxspec.build.merge import BRANCH_INPUT, merge_decoders
 from onnxspec.build.streamed import WeightSource
 from onnxspec.catalog.models import REGISTRY, UNSUPPORTED
+from onnxspec.catalog.speecht5 import VOCODER_ATTRIBUTE, needs_vocoder
 from onnxspec.pipeline.output import check_output_dir, keep_failed, make_workdir, move_into_place, recover_stale, remove_created
 from onnxspec.pieces.patches import patched
 from onnxspec.catalog.registry import Registry, lookup, spec_for
@@ -269,6 +271,7 @@ class _Request:
     external_data_threshold: int
     start: float
     stream_weights: bool | None = None
+    vocoder: str | None = None
 
 
 @attrs.frozen(kw_only=True, eq=False)
@@ -373,6 +376,20 @@ def _refuse_unsupported(model_type: str, task: str | None) -> None:
             )
 
 
+def _check_vocoder(request: _Request, spec: ModelSpec) -> None:
+    """A spec whose graphs run a vocoder (SpeechT5's last file) needs one: the folder given as
+    ``vocoder``, or a caller's model with one attached as ``model.vocoder``; other specs take none."""
+    who = f"{spec.model_type}/{spec.task}"
+    attached = request.model is not None and getattr(request.model, VOCODER_ATTRIBUTE, None) is not None
+    if needs_vocoder(spec) and request.vocoder is None and not attached:
+        raise SpecError(
+            f"{who}: the waveform comes from a HiFi-GAN vocoder, a checkpoint of its own; pass its folder as vocoder=PATH "
+            "(--vocoder PATH), e.g. a download of microsoft/speecht5_hifigan"
+        )
+    if request.vocoder is not None and not needs_vocoder(spec):
+        raise SpecError(f"{who}: vocoder={request.vocoder!r} is given, but no graph of this export runs a vocoder; leave it out")
+
+
 def _resolve(request: _Request, state: _State) -> _State:
     """Check the output folder and the arguments, read the config, pick the spec, plan the files."""
     recover_stale(os.path.abspath(request.output_dir))
@@ -406,6 +423,7 @@ def _resolve(request: _Request, state: _State) -> _State:
         _check_gguf_head(source, spec.task)
     elif source is not None:
         _check_head(config_json, spec.task, model_type, registry)
+    _check_vocoder(request, spec)
     chosen_backend, named = _choose_backend(request.backend, spec, dtypes)
     if request.opset is not None:
         spec = attrs.evolve(spec, opset=request.opset)
@@ -494,6 +512,8 @@ def _load(job: _Job, state: _State) -> _State:
         model = model.eval()  # type: ignore[union-attr]
     else:
         model = load_source_model(source, spec.task, trust_remote_code=request.trust_remote_code)
+    if request.vocoder is not None:  # a caller's model gets it back without (see export)
+        setattr(model, VOCODER_ATTRIBUTE, load_vocoder(request.vocoder))
     if spec.attn_implementation is not None and hasattr(model, "set_attn_implementation"):
         model.set_attn_implementation(spec.attn_implementation)
     if low:
@@ -847,6 +867,7 @@ def export(
     validation_shapes: tuple[Shapes, ...] | None = None,
     external_data_threshold: int = EXTERNAL_DATA_THRESHOLD,
     stream_weights: bool | None = None,
+    vocoder: str | os.PathLike[str] | None = None,
     progress: Progress | None = None,
     _fault: Fault | None = None,
 ) -> ExportReport:
@@ -874,6 +895,11 @@ def export(
     shards only when it is written or run (a model larger than memory; see
     :mod:`onnxspec.build.streamed`). ``None`` streams when the weights would not fit in the memory
     available, ``True`` insists (or raises :class:`SpecError` saying why not), ``False`` loads.
+
+    ``vocoder``: the folder of the vocoder a text-to-speech export runs last (SpeechT5's
+    ``decoder_postnet_and_vocoder.onnx``: a ``SpeechT5HifiGan``), attached to the model as
+    ``model.vocoder`` for the export (a caller's model gets back what it had). Required by such
+    an export unless the caller's model has a vocoder attached already; refused by others.
     """
     module = model_or_folder if isinstance(model_or_folder, torch.nn.Module) else None
     request = _Request(
@@ -898,8 +924,10 @@ def export(
         external_data_threshold=external_data_threshold,
         start=time.perf_counter(),
         stream_weights=stream_weights,
+        vocoder=os.fspath(vocoder) if vocoder is not None else None,
     )
     saved = _remember(module) if module is not None else None
+    own_vocoder = getattr(module, VOCODER_ATTRIBUTE, None) if module is not None else None
     workdir, created, finished = "", [], False
     try:
         resolved = run_stages((Stage(name="resolve", run=partial(_resolve, request)),), _State(), progress=progress, fault=_fault)
@@ -920,6 +948,11 @@ def export(
             remove_created(created)
         if saved is not None:
             _restore(saved)
+        if module is not None and vocoder is not None:  # the vocoder the pipeline attached goes, the caller's own stays
+            if own_vocoder is not None:
+                setattr(module, VOCODER_ATTRIBUTE, own_vocoder)
+            elif hasattr(module, VOCODER_ATTRIBUTE):
+                delattr(module, VOCODER_ATTRIBUTE)
 
 
 def _with_stage_memory(workdir: str, report: ExportReport, memory: Mapping[str, int]) -> ExportReport:

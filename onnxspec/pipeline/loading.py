@@ -51,6 +51,7 @@ __all__ = [
     "load_hollow_model",
     "load_model",
     "load_source_model",
+    "load_vocoder",
     "read_source",
     "require_gguf_support",
     "require_head_packages",
@@ -335,6 +336,36 @@ def load_hollow_model(
         load_on_call(model, weights)
         return model.eval(), weights
     raise UnsupportedTaskError(f"no model head for task {task!r} fits {folder!r}: {'; '.join(errors)}")
+
+
+VOCODER_TYPES = ("speecht5_hifigan",)
+"""The ``model_type`` of the vocoders :func:`load_vocoder` reads (SpeechT5's HiFi-GAN)."""
+
+
+def load_vocoder(folder: str | os.PathLike[str]) -> torch.nn.Module:
+    """The vocoder saved in ``folder`` (a local folder or a Hub ID, as for the model), in eval mode:
+    a ``SpeechT5HifiGan`` (``microsoft/speecht5_hifigan``), which turns SpeechT5's spectrograms
+    into waveforms. Never fetches beyond resolving a Hub ID, never runs remote code."""
+    import transformers
+
+    folder = model_folder(folder)
+    try:
+        config_json = read_config_json(folder)
+    except ModelLoadError as e:
+        raise ModelLoadError(f"vocoder: {e}".replace("point --model at", "pass as --vocoder")) from e
+    kind = config_json.get("model_type")
+    if kind not in VOCODER_TYPES:
+        raise ModelLoadError(
+            f"vocoder folder {folder!r} holds a {kind!r} model, not a vocoder ({', '.join(VOCODER_TYPES)}); pass the folder "
+            "of a SpeechT5HifiGan (e.g. microsoft/speecht5_hifigan) as vocoder=PATH (--vocoder PATH)"
+        )
+    try:
+        return transformers.SpeechT5HifiGan.from_pretrained(folder, local_files_only=True).eval()
+    except Exception as e:  # missing, truncated or mismatched weights
+        raise ModelLoadError(
+            f"cannot load the vocoder in {folder!r}: {e}. Check that its weights are present and complete "
+            "(save it again with save_pretrained)"
+        ) from e
 
 
 def exported_config_json(model: torch.nn.Module) -> dict[str, Any]:
