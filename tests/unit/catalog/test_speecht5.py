@@ -115,3 +115,22 @@ def test_load_vocoder_refuses_a_folder_of_another_model(tmp_path) -> None:
     with pytest.raises(ModelLoadError, match="vocoder: .*no config.json"):
         load_vocoder(tmp_path)
     assert isinstance(T.SpeechT5HifiGan, type)
+
+
+def test_a_callers_model_has_the_vocoder_for_the_export_only(tmp_path) -> None:
+    from onnxspec.errors import ExportError
+    from tests.tiny import tiny_vocoder_folder
+
+    model = tiny_model("speecht5", "text-to-audio")
+    vocoder = tiny_vocoder_folder(tmp_path / "vocoder")
+    seen: list[str] = []
+
+    def stop_after_load(stage: str, detail: str) -> None:
+        if stage == "load":
+            seen.append(type(getattr(model, "vocoder", None)).__name__)
+            raise RuntimeError("stopped after load")
+
+    with pytest.raises(ExportError, match="stopped after load"):
+        export(model, tmp_path / "out", task="text-to-audio", vocoder=vocoder, _fault=stop_after_load)
+    assert seen == ["SpeechT5HifiGan"]  # attached while the export runs
+    assert not hasattr(model, "vocoder")  # and gone after
