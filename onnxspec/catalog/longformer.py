@@ -67,9 +67,8 @@ def pad_to_window(
     from the sequence length with tensor ops and always applied (a pad of 0 leaves the inputs as
     they are), so the graph pads every length to the next multiple of ``attention_window``."""
     window = _window(self.config)
-    reference = input_ids if input_ids is not None else inputs_embeds[..., 0]
-    length = torch.arange(reference.shape[1], device=reference.device)[-1] + 1  # a tensor in the trace
-    padding = torch.remainder(window - torch.remainder(length, window), window)
+    length = (input_ids if input_ids is not None else inputs_embeds).shape[1]  # a traced size: a tensor or a SymInt
+    padding = (window - length % window) % window
     pad = (0, padding)
     if input_ids is not None:
         input_ids = torch.nn.functional.pad(input_ids, pad, value=pad_token_id)
