@@ -93,10 +93,11 @@ _CHECK_COLUMNS = (("output", "left"), ("set", "left"), ("shape", "left"), ("erro
 
 
 def _checks_table(checks: Sequence[OutputCheck], collapse_cache: bool, graph_column: bool, *, stacked: bool = False,
-                  **table: Any) -> Table:
+                  names: dict[str, str] | None = None, **table: Any) -> Table:
     """Check rows in a table. The shape cells fold onto more lines when the console is narrow;
     the numbers and the names never wrap, so they are never cut. ``stacked`` puts the set and
-    shape under the output's name, in one column that folds (for narrow consoles)."""
+    shape under the output's name, in one column that folds (for narrow consoles). ``names``:
+    how to show a check's graph (:func:`_graph_names`)."""
     t = Table(box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False, show_edge=False, **table)
     if graph_column:
         t.add_column("graph", no_wrap=True)
@@ -117,7 +118,7 @@ def _checks_table(checks: Sequence[OutputCheck], collapse_cache: bool, graph_col
             _versus(group),
             "[green]pass[/green]" if ok else "[bold red]FAIL[/bold red]",
         ]
-        t.add_row(*([escape(worst.graph)] if graph_column else []), *row)
+        t.add_row(*([escape((names or {}).get(worst.graph, worst.graph))] if graph_column else []), *row)
     return t
 
 
@@ -134,6 +135,12 @@ def _fits(table: Table, width: int, *, folded: bool = False) -> bool:
     wide = Console(width=10_000)  # a measurement is clamped to the console's width
     measured = Measurement.get(wide, wide.options, table)
     return (measured.minimum if folded else measured.maximum) <= width
+
+
+def _graph_names(report: ExportReport) -> dict[str, str]:
+    """Each graph's file as the report shows it: where it is in the folder (a layout's
+    ``onnx/model.onnx``), or its name and ``(not written)`` when the layout left it out."""
+    return {g.filename: getattr(g, "path", g.filename) or f"{g.filename} (not written)" for g in report.graphs}
 
 
 def validation_table(report: ExportReport, *, collapse_cache: bool = True, width: int = 80) -> Group:
@@ -157,7 +164,8 @@ def validation_table(report: ExportReport, *, collapse_cache: bool = True, width
         if not failed and report.passed
         else f"{failed} of {len(checks)} checks FAILED"
     )
-    whole = _checks_table(checks, collapse_cache, True, title=title, caption=caption)
+    names = _graph_names(report)
+    whole = _checks_table(checks, collapse_cache, True, names=names, title=title, caption=caption)
     if _fits(whole, width):
         return Group(whole)
     parts: list[Any] = [Text.from_markup(f"[italic]{title}[/italic]", justify="center")]
@@ -166,7 +174,7 @@ def validation_table(report: ExportReport, *, collapse_cache: bool = True, width
             table = _checks_table(g.checks, collapse_cache, False)
             if not _fits(table, width, folded=True):  # narrower still: set and shape under the output's name
                 table = _checks_table(g.checks, collapse_cache, False, stacked=True)
-            parts += ["", Text(g.filename, style="bold"), table]
+            parts += ["", Text(names[g.filename], style="bold"), table]
     return Group(*parts, Text(caption, justify="center", style="italic"))
 
 

@@ -252,7 +252,8 @@ def inspect_folder(folder: str | os.PathLike[str]) -> FolderInfo:
             "(onnxspec export ... OUTPUT_DIR, or optimum-cli export onnx ... OUTPUT_DIR)"
         )
     report = _read_json(os.path.join(folder, REPORT_FILE))
-    summaries = {str(g.get("filename")): _summary(g) for g in (report or {}).get("graphs", ())}
+    # a graph's entry by where it is in the folder: its laid-out path (onnx/model.onnx), else its name
+    summaries = {str(g.get("path") or g.get("filename")): _summary(g) for g in (report or {}).get("graphs", ())}
     return FolderInfo(
         folder=folder,
         graphs=tuple(_graph(folder, n, summaries) for n in onnx_files),

@@ -83,6 +83,12 @@ class GraphReport:
     float64_reference: str = ""
     """How PyTorch's float64 run was made: ``"streamed"`` (one module in float64 at a time),
     ``"whole model: <why not streamed>"``, or empty (none: each check's ``reference`` says why)."""
+    path: str = attrs.field(default=attrs.Factory(lambda self: self.filename, takes_self=True))
+    """Where the file is, relative to the output folder: ``filename`` (the name in onnxspec's plan,
+    which the checks' ``graph`` names) unless a layout put it elsewhere: ``onnx/model.onnx`` in
+    transformers.js', ``onnx/model_fp16.onnx`` for the graph of the fp16 export's report; ``""``
+    when the layout left the file out (transformers.js loads ``decoder_model_merged.onnx``, not
+    the two decoders it was merged from, which were validated all the same)."""
 
     @property
     def validated(self) -> bool:

@@ -59,6 +59,7 @@ __all__ = [
     "genai_config",
     "genai_type",
     "get_layout",
+    "laid_out_paths",
     "transformers_js_graphs",
     "write_layout",
 ]
@@ -463,6 +464,20 @@ def write_layout(
     return record
 
 
+def laid_out_paths(flat: str | os.PathLike[str], layout: str | Layout, variant: str = "fp32") -> dict[str, str]:
+    """Where ``layout`` puts each graph of the flat export folder ``flat``: its file name -> its
+    path relative to the laid-out folder (``model.onnx`` -> ``onnx/model.onnx``; with
+    ``variant="fp16"``, the graphs of the fp16 export: ``onnx/model_fp16.onnx``). A graph the
+    layout leaves out (transformers.js' two decoders beside the merged one) maps to ``""``."""
+    layout, flat = get_layout(layout), Path(flat)
+    graphs = sorted(p.name for p in flat.glob("*.onnx"))
+    if layout.name != "transformers.js":
+        return {g: g for g in graphs}
+    loaded = transformers_js_graphs(flat)
+    prefix = f"{layout.graph_dir}/" if layout.graph_dir else ""
+    return {g: f"{prefix}{g[: -len('.onnx')]}{DTYPE_SUFFIX[variant]}.onnx" if g[: -len(".onnx")] in loaded else "" for g in graphs}
+
+
 def _write_transformers_js(flat: Path, dst: Path, layout: Layout, fp16: Path | None, variants: tuple[str, ...],
                            judged: Mapping[str, Path], move: bool) -> dict[str, str]:
     from onnxspec.post.quantize import quantize_file
@@ -473,40 +488,39 @@ def _write_transformers_js(flat: Path, dst: Path, layout: Layout, fp16: Path | N
         absent = [f"{g}.onnx" for g in loaded if not (fp16 / f"{g}.onnx").is_file()]
         if absent:
             raise ConfigError(f"the fp16 export {os.fspath(fp16)!r} has no {', '.join(absent)}")
-    graph_dir = dst / layout.graph_dir
     record: dict[str, str] = {}
     external: dict[str, int] = {}
-
-    def rel(name: str) -> str:
-        return f"{layout.graph_dir}/{name}" if layout.graph_dir else name
+    paths = {variant: laid_out_paths(flat, layout, variant) for variant in ("fp32", *variants)}
 
     for graph in loaded:
-        main = graph_dir / f"{graph}.onnx"
-        if _put_graph(flat / f"{graph}.onnx", main, move, data_name=f"{graph}.onnx_data"):
+        file = f"{graph}.onnx"
+        main = dst / paths["fp32"][file]
+        if _put_graph(flat / file, main, move, data_name=f"{main.name}_data"):
             external[main.name] = 1
-        record[rel(main.name)] = f"exported and validated against PyTorch ({REPORT})"
+        record[paths["fp32"][file]] = f"exported and validated against PyTorch ({REPORT})"
         for variant in variants:
-            name = f"{graph}{DTYPE_SUFFIX[variant]}.onnx"
+            target = dst / paths[variant][file]
+            name = target.name
             if variant == "fp16":
                 assert fp16 is not None
-                if _put_graph(fp16 / f"{graph}.onnx", graph_dir / name, move, data_name=f"{name}_data"):
+                if _put_graph(fp16 / file, target, move, data_name=f"{name}_data"):
                     external[name] = 1
-                record[rel(name)] = f"exported in fp16 and validated against PyTorch ({_renamed(REPORT, 'fp16')})"
+                record[paths[variant][file]] = f"exported in fp16 and validated against PyTorch ({_renamed(REPORT, 'fp16')})"
             elif variant in judged:
-                if _put_graph(judged[variant] / f"{graph}.onnx", graph_dir / name, move, data_name=f"{name}_data"):
+                if _put_graph(judged[variant] / file, target, move, data_name=f"{name}_data"):
                     external[name] = 1
-                record[rel(name)] = (f"{_QUANTIZE[variant]} quantization of {rel(main.name)} (onnxspec.post.quantize), judged "
-                                     f"against PyTorch by agreement ({_renamed(POST, variant)})")
+                record[paths[variant][file]] = (f"{_QUANTIZE[variant]} quantization of {paths['fp32'][file]} (onnxspec.post.quantize), "
+                                                f"judged against PyTorch by agreement ({_renamed(POST, variant)})")
             else:
                 method = _QUANTIZE[variant]
-                quantize_file(main, graph_dir / name, method=method)
-                if (graph_dir / f"{name}.data").exists():
-                    _put_graph(graph_dir / name, graph_dir / f"{name}.tmp", True, data_name=f"{name}_data")
-                    os.replace(graph_dir / f"{name}.tmp", graph_dir / name)
+                quantize_file(main, target, method=method)
+                if target.with_name(f"{name}.data").exists():
+                    _put_graph(target, target.with_name(f"{name}.tmp"), True, data_name=f"{name}_data")
+                    os.replace(target.with_name(f"{name}.tmp"), target)
                     external[name] = 1
-                _session_loads(graph_dir / name)
-                record[rel(name)] = (f"{method} quantization of {rel(main.name)} (onnxspec.post.quantize); loaded by onnxruntime, "
-                                     "not validated against PyTorch")
+                _session_loads(target)
+                record[paths[variant][file]] = (f"{method} quantization of {paths['fp32'][file]} (onnxspec.post.quantize); loaded by "
+                                                "onnxruntime, not validated against PyTorch")
     for path in sorted(flat.iterdir()):
         if path.suffix == ".onnx" or not path.is_file() or _is_data_of_graph(path, flat):
             continue
@@ -666,15 +680,16 @@ def export_with_layout(
         if progress is not None:
             progress("layout", layout.name)
         built = os.path.join(staging, "layout")
+        paths = {run: laid_out_paths(os.path.join(parent, name), layout, "fp32" if run == "main" else run) for run, (_, parent) in runs.items()}
         graphs = write_layout(os.path.join(staging, name), built, layout,
                               fp16=os.path.join(staging, "fp16", name) if "fp16" in runs else None, variants=variants,
                               judged=judged, move=True)
         destination = os.path.dirname(os.path.abspath(output_dir))
-        reports = {run: _relocated(reports[run], runs[run][1], destination, output_dir, layout) for run in reports}
+        files = tuple(sorted(p.relative_to(built).as_posix() for p in Path(built).rglob("*") if p.is_file()))
+        reports = {run: _relocated(reports[run], runs[run][1], destination, output_dir, layout, paths[run], files) for run in reports}
         for run in reversed(list(reports)):  # the main report last: the folder's size it states is final
             reports[run] = _rewrite_report(Path(built), REPORT if run == "main" else _renamed(REPORT, run), reports[run])
         posts = {v: _rewrite_post(Path(built) / _renamed(POST, v), post, output_dir) for v, post in posts.items()}
-        files = tuple(sorted(p.relative_to(built).as_posix() for p in Path(built).rglob("*") if p.is_file()))
         move_into_place(built, output_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -713,11 +728,16 @@ def _rewrite_post(path: Path, post: Any, output_dir: str) -> Any:
     return post
 
 
-def _relocated(report: Any, parent: str, destination: str, output_dir: str, layout: Layout) -> Any:
+def _relocated(report: Any, parent: str, destination: str, output_dir: str, layout: Layout,
+               paths: Mapping[str, str], files: tuple[str, ...]) -> Any:
     """``report`` of an export written in ``parent``, now part of ``output_dir`` in ``layout``:
-    its folder, and the ways to run it (when the report lists them) for the laid-out folder:
-    the layout's runtime needs nothing more; a layout that moved the graphs keeps only it."""
-    changes: dict[str, Any] = {"output_dir": output_dir}
+    its folder; where each graph is now (``paths``: flat file name -> path in the laid-out
+    folder, ``""`` when left out; the flat name stays the graph's ``filename``); the files of
+    the laid-out folder (``files``); and the ways to run it (when the report lists them) for
+    the laid-out folder: the layout's runtime needs nothing more; a layout that moved the graphs
+    keeps only it."""
+    changes: dict[str, Any] = {"output_dir": output_dir, "files": files}
+    changes["graphs"] = tuple(attrs.evolve(g, path=paths.get(g.filename, "")) for g in report.graphs)
     runtimes = getattr(report, "runtimes", None)
     if runtimes:
         kept = []
