@@ -8,7 +8,9 @@ onnxruntime's ``InferenceSession`` runs every graph of every folder.
 
 :func:`runtimes_for` turns them into :class:`Runtime` records for one export (its task, files
 and graph inputs): the loader, a snippet to paste, and ``needs``, what the folder lacks for that
-runtime (empty when it loads the folder as written).
+runtime (empty when it loads the folder as written). A runtime is listed only when its layout can
+give it the folder: transformers.js when :func:`transformers_js_files` (the rule
+``--layout transformers.js`` applies) finds a file set it loads.
 """
 
 from __future__ import annotations
@@ -19,7 +21,10 @@ from collections.abc import Mapping, Sequence
 
 import attrs
 
-__all__ = ["GENAI_TASKS", "main_graph", "OPTIMUM", "OPTIMUM_GENERATES", "OPTIMUM_OUTPUTS", "Runtime", "TRANSFORMERS_JS", "runtimes_for"]
+__all__ = [
+    "GENAI_TASKS", "main_graph", "OPTIMUM", "OPTIMUM_GENERATES", "OPTIMUM_OUTPUTS", "Runtime", "TRANSFORMERS_JS", "runtimes_for",
+    "transformers_js_files",
+]
 
 
 @attrs.frozen(kw_only=True)
@@ -153,33 +158,39 @@ def _optimum(base: str, with_past: bool, folder: str, graphs: Sequence[str], out
     return Runtime(name="optimum", loader=cls, language="python", snippet=snippet, needs=needs)
 
 
-TRANSFORMERS_JS_MODELS = {"prompt_encoder_mask_decoder.onnx": "SamModel"}
-"""A graph file that transformers.js loads through a model class rather than a ``pipeline()``
-(SAM: ``vision_encoder`` and ``prompt_encoder_mask_decoder``, with its processor)."""
+def transformers_js_files(graphs: Sequence[str]) -> tuple[str, ...] | None:
+    """The graph files transformers.js loads from an export's ``graphs`` (file names): ``model.onnx``
+    alone, or ``encoder_model.onnx`` and ``decoder_model_merged.onnx`` for an encoder-decoder (not
+    its ``decoder_model.onnx`` or ``decoder_with_past_model.onnx``); ``None`` for any other file
+    set (MusicGen's six files, SAM's two, an encoder-decoder without its merged decoder).
+    ``--layout transformers.js`` lays out these files and refuses a folder holding neither set
+    (:func:`onnxspec.post.layouts.transformers_js_graphs`), so no other folder is offered to it.
+
+    >>> transformers_js_files(["encoder_model.onnx", "decoder_model.onnx", "decoder_model_merged.onnx"])
+    ('encoder_model.onnx', 'decoder_model_merged.onnx')
+    """
+    names = set(graphs)
+    if names == {"model.onnx"}:
+        return ("model.onnx",)
+    if {"encoder_model.onnx", "decoder_model_merged.onnx"} <= names:
+        return ("encoder_model.onnx", "decoder_model_merged.onnx")
+    return None
 
 
 def _transformers_js(base: str, with_past: bool, folder: str, graphs: Sequence[str], inputs: Sequence[str]) -> Runtime | None:
+    if transformers_js_files(graphs) is None:  # --layout transformers.js refuses the folder
+        return None
     parent, name = os.path.split(os.path.abspath(folder))
     setup = (
         f"env.localModelPath = {json.dumps(parent + os.sep)}; env.allowRemoteModels = false;\n"
     )
-    cls = next((TRANSFORMERS_JS_MODELS[g] for g in graphs if g in TRANSFORMERS_JS_MODELS), None)
-    if cls is not None:
-        snippet = (
-            f"import {{ env, {cls} }} from '@huggingface/transformers';\n" + setup
-            + f"const model = await {cls}.from_pretrained({json.dumps(name)}, {{ dtype: 'fp32' }});"
-        )
-        return Runtime(name="transformers.js", loader=f"{cls}.from_pretrained", language="javascript", snippet=snippet,
-                       needs="the graphs in onnx/, where it reads them (--layout transformers.js)")
     task = TRANSFORMERS_JS.get(base)
     if task == "feature-extraction" and "pixel_values" in inputs:
         task = "image-feature-extraction"
     if task is None:
         return None
     needs = ["the graphs in onnx/, where it reads them (--layout transformers.js)"]
-    if "encoder_model.onnx" in graphs and "decoder_model_merged.onnx" not in graphs:
-        needs.append("decoder_model_merged.onnx (a -with-past task, without --no-merged)")
-    elif base == "text-generation" and not with_past:
+    if base == "text-generation" and not with_past:
         needs.append("a graph with a cache (--task text-generation-with-past)")
     snippet = (
         "import { env, pipeline } from '@huggingface/transformers';\n" + setup

@@ -45,6 +45,7 @@ import onnx
 from onnx.external_data_helper import _get_all_tensors, uses_external_data
 
 from onnxspec.errors import ConfigError, UnknownNameError, UnsupportedTaskError, ValidationError
+from onnxspec.judge.runtimes import transformers_js_files
 from onnxspec.pieces.cache_names import Direction, Which, cache_name, parse
 
 __all__ = [
@@ -280,10 +281,9 @@ def transformers_js_graphs(folder: Path) -> tuple[str, ...]:
     encoder-decoder (its ``decoder_model`` and ``decoder_with_past_model`` are not loaded)."""
     folder = Path(folder)
     graphs = sorted(p.stem for p in folder.glob("*.onnx"))
-    if graphs == ["model"]:
-        return ("model",)
-    if "encoder_model" in graphs and "decoder_model_merged" in graphs:
-        return ("encoder_model", "decoder_model_merged")
+    loaded = transformers_js_files([f"{g}.onnx" for g in graphs])  # the rule the runtimes table offers transformers.js by
+    if loaded is not None:
+        return tuple(name.removesuffix(".onnx") for name in loaded)
     raise UnsupportedTaskError(
         f"transformers.js loads model.onnx alone or encoder_model.onnx + decoder_model_merged.onnx, and the export holds "
         f"{', '.join(g + '.onnx' for g in graphs) or 'no graph'}; export an encoder-decoder with a -with-past task "

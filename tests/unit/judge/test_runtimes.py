@@ -75,7 +75,8 @@ def test_transformers_js_and_genai_say_what_the_folder_lacks() -> None:
     js = _by_name("feature-extraction", inputs=("pixel_values",))["transformers.js"]
     assert js.loader == "pipeline('image-feature-extraction')" and "--layout transformers.js" in js.needs
     assert "env.localModelPath = \"/data/\"" in js.snippet and "\"out\"" in js.snippet
-    assert "decoder_model_merged" in _by_name("text2text-generation-with-past", SEQ2SEQ[:3])["transformers.js"].needs
+    # without the merged decoder --layout transformers.js refuses the folder, so it is not offered
+    assert "transformers.js" not in _by_name("text2text-generation-with-past", SEQ2SEQ[:3])
     assert "--layout genai" in _by_name("text-generation-with-past")["onnxruntime-genai"].needs
     assert "onnxruntime-genai" not in _by_name("text-generation")  # it runs decoders with a cache only
     assert "transformers.js" not in _by_name("audio-xvector")
@@ -100,12 +101,11 @@ def test_onnxruntime_snippet_runs_as_printed(tmp_path) -> None:
     np.testing.assert_array_equal(namespace["outputs"][0], np.array([2.25, 4.0, 9.0], dtype=np.float32))
 
 
-def test_sams_split_files_are_a_transformers_js_model_class_not_a_pipeline() -> None:
-    from onnxspec.judge.runtimes import runtimes_for
-
+def test_sams_split_files_are_not_offered_to_transformers_js() -> None:
+    """transformers.js' SamModel reads these two files, but --layout transformers.js does not lay
+    them out (it refuses the folder), so no runtime entry points to it."""
     found = {r.name: r for r in runtimes_for(
         "feature-extraction", "/out/sam", ["vision_encoder.onnx", "prompt_encoder_mask_decoder.onnx"], ["pixel_values"], ["image_embeddings"]
     )}
-    assert found["transformers.js"].loader == "SamModel.from_pretrained"
-    assert "SamModel.from_pretrained(\"sam\"" in found["transformers.js"].snippet
+    assert "transformers.js" not in found
     assert "image_embeddings" in found["optimum"].needs  # ORTModelForFeatureExtraction reads last_hidden_state
