@@ -118,7 +118,9 @@ def gemm_to_matmul(model: onnx.ModelProto) -> int:
     replaced: set[str] = set()
 
     def rewrite(graph: onnx.GraphProto, outer: dict[str, tuple[onnx.GraphProto, onnx.TensorProto]]) -> int:
-        scope = {**outer, **{t.name: (graph, t) for t in graph.initializer}}
+        inputs = {i.name for i in graph.input}  # an initializer that is also an input is a default, not a constant
+        scope = {name: found for name, found in outer.items() if name not in inputs}
+        scope |= {t.name: (graph, t) for t in graph.initializer if t.name not in inputs}
         count, nodes = 0, []
         for node in graph.node:
             for sub in _subgraphs(node):

@@ -100,3 +100,9 @@ def test_int4_quantizes_a_gemm_weight(tmp_path: Path) -> None:
     quantized = onnx.load(tmp_path / "q.onnx")
     assert [n.op_type for n in quantized.graph.node] == ["MatMulNBits"]
     assert 0.98 < cosine_similarity(X @ w.T, _run(quantized)) < 1.0  # close, and really 4-bit
+
+
+def test_a_weight_that_is_also_a_graph_input_is_not_a_constant() -> None:
+    model, _ = _gemm_model(trans_b=1, bias=False)
+    model.graph.input.append(helper.make_tensor_value_info("w", TensorProto.FLOAT, [48, 64]))  # a caller may feed another
+    assert gemm_to_matmul(model) == 0 and [n.op_type for n in model.graph.node] == ["Gemm"]
