@@ -165,8 +165,9 @@ def speecht5_postnet_and_vocoder(model: Any, spectrogram: torch.Tensor, **_: Any
     vocoder = getattr(model, VOCODER_ATTRIBUTE, None)
     if vocoder is None:
         raise SpecError(
-            "speecht5/text-to-audio: decoder_postnet_and_vocoder.onnx runs a HiFi-GAN vocoder, a checkpoint of its own, and "
-            "none was given; pass vocoder=PATH (--vocoder PATH), the folder of a SpeechT5HifiGan (microsoft/speecht5_hifigan)"
+            "speecht5/text-to-audio: decoder_postnet_and_vocoder.onnx runs a HiFi-GAN vocoder, a checkpoint of its own, and the "
+            "model has none attached (model.vocoder); an export loads it from the folder given as vocoder=PATH (--vocoder PATH), "
+            "e.g. microsoft/speecht5_hifigan; re-validating a folder (onnxspec validate) cannot load one yet"
         )
     return {"waveform": vocoder(model.speech_decoder_postnet.postnet(spectrogram))}
 

@@ -60,6 +60,10 @@ EXPECTED_FILES = {
             "decoder_model_merged.onnx",
         ],
     ),
+    "speecht5": (  # no merged decoder: its two decoders take output_sequence over different lengths
+        ["encoder_model.onnx", "decoder_model.onnx", "decoder_postnet_and_vocoder.onnx"],
+        ["encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx", "decoder_postnet_and_vocoder.onnx"],
+    ),
     "decoder-alone": (
         ["decoder_model.onnx"],
         ["decoder_model.onnx", "decoder_with_past_model.onnx", "decoder_model_merged.onnx"],
