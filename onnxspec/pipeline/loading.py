@@ -36,6 +36,7 @@ import torch
 
 from onnxspec.build.streamed import WeightSource, hollow_parameters, load_on_call, params_on_meta
 from onnxspec.errors import ModelLoadError, UnsupportedTaskError, close_matches
+from onnxspec.pipeline.gguf_stream import load_streamed
 from onnxspec.pipeline.hub import model_folder
 from onnxspec.pieces.tasks import head_classes, read_config_json
 
@@ -290,7 +291,11 @@ def load_source_model(source: ModelSource, task: str, *, trust_remote_code: bool
             continue
         require_head_packages(name)
         try:
-            model = auto.from_pretrained(folder, config=config, local_files_only=True, **options)
+            # a GGUF file's tensors dequantized one at a time into a memory-mapped checkpoint, where transformers' own
+            # loading holds them all twice (onnxspec.pipeline.gguf_stream); its loading for the architectures that need it
+            model = load_streamed(auto, source.path, config) if source.is_gguf else None
+            if model is None:
+                model = auto.from_pretrained(folder, config=config, local_files_only=True, **options)
         except Exception as e:  # missing, truncated or mismatched weights: each library has its own type
             raise ModelLoadError(f"cannot load the weights of {what} for task {task!r} ({name}): {e}. {fix}") from e
         if source.is_gguf and getattr(model, "hf_quantizer", None) is not None:  # our own new, dequantized model
