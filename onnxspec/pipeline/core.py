@@ -439,6 +439,11 @@ def _resolve(request: _Request, state: _State) -> _State:
     if shape_sets is None and edge is not None:
         shape_sets = dict(zip(SHAPE_SET_NAMES, validation_shapes(request.shapes, boundary=edge), strict=True))
     stream = _stream_reason(request, source, files, dtypes)
+    if stream and needs_vocoder(spec):  # the hollow model is built without the vocoder the last file runs
+        if request.stream_weights is True:
+            raise SpecError(f"{spec.model_type}/{spec.task}: cannot stream the weights from the checkpoint: the export also "
+                            "runs a vocoder, a checkpoint of its own, which only a loaded model carries; leave --stream-weights out")
+        stream = ""
     tries = backends_to_try(chosen_backend, named=named)
     if stream:
         if request.backend is not None and resolve_backend(request.backend) is not Backend.TORCHSCRIPT:

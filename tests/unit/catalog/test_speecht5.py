@@ -134,3 +134,13 @@ def test_a_callers_model_has_the_vocoder_for_the_export_only(tmp_path) -> None:
         export(model, tmp_path / "out", task="text-to-audio", vocoder=vocoder, _fault=stop_after_load)
     assert seen == ["SpeechT5HifiGan"]  # attached while the export runs
     assert not hasattr(model, "vocoder")  # and gone after
+
+
+def test_streamed_weights_are_refused_for_an_export_with_a_vocoder(tmp_path) -> None:
+    from tests.tiny import tiny_vocoder_folder
+
+    folder = tiny_folder("speecht5", "text-to-audio", tmp_path / "model")
+    vocoder = tiny_vocoder_folder(tmp_path / "vocoder")
+    with pytest.raises(SpecError, match="runs a vocoder.*leave --stream-weights out"):
+        export(folder, tmp_path / "out", task="text-to-audio", vocoder=vocoder, stream_weights=True)
+    assert not (tmp_path / "out").exists()
