@@ -64,8 +64,9 @@ def pad_to_window(
     pad_token_id: int,
 ) -> tuple[Any, ...]:
     """``LongformerModel._pad_to_window_size`` without its ``if``: the padding amount is computed
-    from the sequence length with tensor ops and always applied (a pad of 0 leaves the inputs as
-    they are), so the graph pads every length to the next multiple of ``attention_window``."""
+    from the traced sequence length (TorchScript records the arithmetic on it, torch.export keeps it
+    symbolic) and always applied (a pad of 0 leaves the inputs as they are), so the graph pads every
+    length to the next multiple of the largest ``attention_window``."""
     window = _window(self.config)
     length = (input_ids if input_ids is not None else inputs_embeds).shape[1]  # a traced size: a tensor or a SymInt
     padding = (window - length % window) % window
