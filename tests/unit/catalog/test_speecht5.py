@@ -144,3 +144,14 @@ def test_streamed_weights_are_refused_for_an_export_with_a_vocoder(tmp_path) -> 
     with pytest.raises(SpecError, match="runs a vocoder.*leave --stream-weights out"):
         export(folder, tmp_path / "out", task="text-to-audio", vocoder=vocoder, stream_weights=True)
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_without_a_vocoder_exits_2_naming_the_flag(tmp_path, capsys) -> None:
+    from onnxspec.cli import main
+
+    folder = tiny_folder("speecht5", "text-to-audio", tmp_path / "model")
+    code = main(["export", "--model", folder, "--task", "text-to-audio-with-past", str(tmp_path / "out")])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2
+    assert "pass its folder as --vocoder PATH" in err and "vocoder=" not in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
