@@ -39,7 +39,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import attrs
 import torch
 
 from onnxspec.catalog import normalizers
