@@ -28,7 +28,9 @@ thresholds; :func:`write_layout` on its own quantizes unjudged (onnxruntime must
 
 :func:`export_with_layout` exports (and validates) into a temporary folder beside the
 destination, writes the layout there and swaps it into place (:mod:`onnxspec.pipeline.output`):
-a failure leaves nothing half-written and the previous folder as it was.
+a failure leaves nothing half-written and the previous folder as it was. The reports it writes
+name each graph where the layout put it (``path``: :func:`laid_out_paths`) beside its flat
+``filename``, and list the laid-out folder's files.
 """
 
 from __future__ import annotations
