@@ -453,9 +453,23 @@ def test_cli_debug_shows_the_traceback(tmp_path: Path) -> None:
     assert "Traceback" in done.stderr
 
 
-@pytest.mark.parametrize(("model_type", "task", "why"), [("vit_mae", "feature-extraction", "shuffles its patches")])
-def test_a_pair_known_to_be_unexportable_is_refused_with_its_reason(model_type: str, task: str | None, why: str, tmp_path: Path) -> None:
-    """Optimum registers these pairs; onnxspec says why it cannot export them correctly instead of 'unknown model type'."""
+@pytest.mark.parametrize(
+    ("model_type", "task", "refused_pair"),
+    [
+        ("retired_type", "feature-extraction", ("retired_type", "*")),  # a type refused for every task
+        ("retired_type", None, ("retired_type", "feature-extraction")),  # its task inferred
+        ("bert", "fill-mask", ("bert", "fill-mask")),  # one task of a registered type
+    ],
+)
+def test_a_pair_known_to_be_unexportable_is_refused_with_its_reason(
+    model_type: str, task: str | None, refused_pair: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pair in models.UNSUPPORTED (empty today: every pair Optimum registers is exported) is refused with its
+    reason instead of 'unknown model type' or a wrong export; the table is injected so the refusal stays proven."""
+    import onnxspec.pipeline.core as core
+
+    why = "its graph depends on a random draw the exporter cannot see"
+    monkeypatch.setattr(core, "UNSUPPORTED", {refused_pair: why})
     folder = tmp_path / "model"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"model_type": model_type}))
