@@ -44,11 +44,17 @@ def _counting_new_copies(monkeypatch: pytest.MonkeyPatch) -> list[torch.Size]:
     """The shapes of the float64 copies made with fresh memory (``Tensor.to``) from now on."""
     made: list[torch.Size] = []
     real = torch.Tensor.to
+    inside: list[bool] = []
 
     def to(self: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
-        if torch.float64 in args or kwargs.get("dtype") is torch.float64:
+        # a torch function mode hands the call back to this wrapper once more: count it once
+        if not inside and (torch.float64 in args or kwargs.get("dtype") is torch.float64):
             made.append(self.shape)
-        return real(self, *args, **kwargs)
+        inside.append(True)
+        try:
+            return real(self, *args, **kwargs)
+        finally:
+            inside.pop()
 
     monkeypatch.setattr(torch.Tensor, "to", to)
     return made
