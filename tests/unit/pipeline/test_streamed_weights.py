@@ -127,3 +127,15 @@ def test_streams_by_itself_when_the_weights_would_not_fit(sharded, tmp_path, mon
     monkeypatch.setattr(reference, "available_memory", lambda: int(size / core.STREAM_HEADROOM) + 1)
     report = export(sharded, tmp_path / "loaded", validation_shapes=())
     assert "weights" not in report.source
+
+
+def test_cli_stream_weights(sharded, tmp_path, capsys) -> None:
+    from onnxspec.cli.commands import EXIT_OK, main
+
+    code = main(["export", "--model", sharded, "--stream-weights", str(tmp_path / "out")])
+    captured = capsys.readouterr()
+    assert code == EXIT_OK, captured.err
+    assert "Weights streamed from the safetensors shards (asked for): the model was never loaded" in " ".join(captured.out.split())
+    code = main(["export", "--model", sharded, "--stream-weights", "--dtype", "bf16", str(tmp_path / "bf16")])
+    captured = capsys.readouterr()
+    assert code != EXIT_OK and "cannot stream the weights" in captured.err
