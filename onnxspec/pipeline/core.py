@@ -457,8 +457,9 @@ def _resolve(request: _Request, state: _State) -> _State:
 
 
 STREAM_HEADROOM = 0.6
-"""A folder's weights are streamed by default when their bytes at the export dtype exceed this
-share of the memory available: a loaded model's export peaks at about 1.6x its weight bytes."""
+"""A folder's weights are streamed by default when their fp32 bytes exceed this share of the
+memory available: a loaded model's export peaks at about 1.6x them (a folder is loaded in fp32,
+an fp16 export converts it after)."""
 
 
 def _stream_reason(request: _Request, source: ModelSource | None, files: Sequence[GraphSpec], dtypes: DTypes) -> str:
@@ -487,16 +488,15 @@ def _stream_reason(request: _Request, source: ModelSource | None, files: Sequenc
     from onnxspec.build.streamed import checkpoint_bytes
     from onnxspec.judge.reference import available_memory
 
-    itemsize = 2 if dtypes.float_dtype is FloatDtype.FP16 else 4
     if asked:
         return "asked for"
     try:
-        size = checkpoint_bytes(source.folder, itemsize)  # type: ignore[union-attr]
+        size = checkpoint_bytes(source.folder)  # type: ignore[union-attr]
     except Exception:  # noqa: BLE001 - no safetensors checkpoint: the model is loaded as usual
         return ""
     free = available_memory()
     if free is not None and size > STREAM_HEADROOM * free:
-        return f"the weights take {size / 2**30:.1f} GiB, {free / 2**30:.1f} GiB of memory is available"
+        return f"the fp32 weights take {size / 2**30:.1f} GiB, {free / 2**30:.1f} GiB of memory is available"
     return ""
 
 
