@@ -30,6 +30,7 @@ from typing import Any
 import onnx
 import torch
 
+from onnxspec.build.pages import file_mappings, release, released_after_forward
 from onnxspec.pieces.axes import axes_view
 from onnxspec.errors import NO_SPACE, BackendError, OnnxSpecError, SpecError
 from onnxspec.pieces.spec import GraphSpec
@@ -172,7 +173,9 @@ def _export_torchscript(
     dynamic = {**axes_view(spec.inputs), **axes_view(spec.outputs)}
     path = os.path.join(workdir, "torchscript_export.onnx")
     weights: dict[str, torch.Tensor] = {}
-    with _quiet(), torch.no_grad(), _weights_kept_out(weights), _shape_inference_without_weights():
+    # the trace's forward gives each module's checkpoint pages back once it returns (onnxspec.build.pages)
+    with _quiet(), torch.no_grad(), _weights_kept_out(weights), _shape_inference_without_weights(), released_after_forward(module), \
+            _deduplication_reading_samples():
         torch.onnx.export(
             module,
             args,
@@ -328,6 +331,80 @@ def _shape_inference_without_weights() -> Iterator[None]:
         setattr(torch._C, name, infer)
 
 
+WRITE_BLOCK_BYTES = 1 << 24
+"""A weight that is not contiguous (a Linear's weight transposed by constant folding, a view of
+the module's tensor) is made contiguous and written this many bytes of rows at a time (16 MiB)."""
+
+
+def row_blocks(weight: torch.Tensor) -> Iterator[torch.Tensor]:
+    """``weight``'s values in C order as contiguous tensors: itself when contiguous (no copy),
+    else consecutive blocks of its first dimension of about :data:`WRITE_BLOCK_BYTES` each, so
+    that writing a transposed weight copies a block at a time, never the whole (a tied 262k x
+    640 embedding transposed for the lm_head's MatMul: 0.63 GiB at once, measured)."""
+    if weight.is_contiguous():
+        yield weight
+        return
+    row = max(1, weight[0].numel() * weight.element_size()) if weight.dim() else 1
+    step = max(1, WRITE_BLOCK_BYTES // row)
+    for start in range(0, weight.shape[0], step):
+        yield weight[start : start + step].contiguous()
+
+
+def _bytes_of(tensor: torch.Tensor) -> Any:
+    """The bytes of a contiguous tensor as a numpy uint8 array over its memory (no copy)."""
+    return tensor.reshape(-1).view(torch.uint8).numpy()
+
+
+DEDUPLICATION_SAMPLES_FROM = 1 << 20
+"""Weights of this many bytes or more are shown to TorchScript's deduplication of initializers
+only when a sample of their values equals another weight's (:func:`_deduplication_reading_samples`)."""
+
+
+def _sample(tensor: torch.Tensor, count: int = 64) -> torch.Tensor:
+    """``count`` elements of ``tensor`` at positions that depend only on its shape (any strides,
+    no copy of the tensor: a page or so read per element)."""
+    generator = torch.Generator().manual_seed(len(tensor.shape) * 1000003 + tensor.numel())
+    index = tuple(torch.randint(0, max(1, size), (count,), generator=generator) for size in tensor.shape)
+    return tensor[index] if index else tensor.reshape(1)
+
+
+@contextlib.contextmanager
+def _deduplication_reading_samples() -> Iterator[None]:
+    """While the block runs, TorchScript's deduplication of initializers by value (``equal``
+    between every two weights of the same dtype, shape and strides) sees only the weights of
+    :data:`DEDUPLICATION_SAMPLES_FROM` bytes or more whose sample (:func:`_sample`) equals another
+    candidate's; the others, which cannot equal any weight since a part of them does not, are
+    given back to its result unchanged. Comparing every weight read the whole checkpoint into
+    memory at once (llama-1b: its 3.3 GiB of mapped pages, measured); the samples read a few
+    pages each, and the pages are given back (:func:`onnxspec.build.pages.release`). The
+    initializers kept are those the pass would keep (``tests/unit/build/test_trace_memory.py``)."""
+    name = "_jit_pass_onnx_deduplicate_initializers"
+    deduplicate = getattr(torch._C, name)
+    limit = DEDUPLICATION_SAMPLES_FROM
+
+    def sampled(graph: Any, params: dict[str, Any], *rest: Any) -> Any:
+        large = {k: v for k, v in params.items() if isinstance(v, torch.Tensor) and v.numel() * v.element_size() >= limit}
+        groups: dict[tuple[Any, ...], list[tuple[str, torch.Tensor]]] = {}
+        for key, tensor in large.items():
+            groups.setdefault((tensor.dtype, tuple(tensor.shape), tuple(tensor.stride()), tensor.device), []).append((key, _sample(tensor)))
+        alone = set()
+        for members in groups.values():
+            for key, sample in members:
+                if not any(other != key and sample.equal(theirs) for other, theirs in members):
+                    alone.add(key)
+        release(large.values())
+        shown = {k: v for k, v in params.items() if k not in alone}
+        kept = deduplicate(graph, shown, *rest)
+        release(shown.values())
+        return {**{k: params[k] for k in alone}, **kept}
+
+    setattr(torch._C, name, sampled)
+    try:
+        yield
+    finally:
+        setattr(torch._C, name, deduplicate)
+
+
 def _attach_weights(
     model: onnx.ModelProto, weights: dict[str, torch.Tensor], target_dir: str, location: str,
     produce: Any = None,
@@ -335,7 +412,10 @@ def _attach_weights(
     """Turn the graph inputs named in ``weights`` back into initializers, in input order: tensors
     of 1 KB or more written one at a time into ``target_dir/location`` (new), the others in the
     proto; each tensor is dropped from ``weights`` once written. ``produce(name, tensor)``, when
-    given, makes the values written from the captured tensor (read from a checkpoint)."""
+    given, makes the values written from the captured tensor (read from a checkpoint). Once
+    written, a tensor memory-mapped from a checkpoint gives its pages back
+    (:func:`onnxspec.build.pages.release`)."""
+    mappings = file_mappings()
     inputs = list(model.graph.input)
     kept = [v for v in inputs if v.name not in weights]
     del model.graph.input[:]
@@ -348,18 +428,20 @@ def _attach_weights(
             if produce is not None:
                 weight = produce(value.name, weight)
             tensor = onnx.TensorProto(name=value.name, data_type=value.type.tensor_type.elem_type, dims=list(weight.shape))
-            raw = weight.contiguous().reshape(-1).view(torch.uint8).numpy()  # the tensor's own bytes, not a copy
-            if raw.nbytes < 1024:
-                tensor.raw_data = raw.tobytes()
+            nbytes = weight.numel() * weight.element_size()
+            if nbytes < 1024:
+                tensor.raw_data = _bytes_of(weight.contiguous()).tobytes()
             else:  # written from the tensor's memory: no bytes object, no copy in the proto
                 size = data.tell()
-                offset = -(-size // EXTERNAL_ALIGNMENT) * EXTERNAL_ALIGNMENT if raw.nbytes >= ALIGN_FROM else size
+                offset = -(-size // EXTERNAL_ALIGNMENT) * EXTERNAL_ALIGNMENT if nbytes >= ALIGN_FROM else size
                 data.write(b"\0" * (offset - size))
-                data.write(memoryview(raw))
+                for block in row_blocks(weight):
+                    data.write(memoryview(_bytes_of(block)))
                 tensor.data_location = onnx.TensorProto.EXTERNAL
-                for key, entry in (("location", location), ("offset", offset), ("length", raw.nbytes)):
+                for key, entry in (("location", location), ("offset", offset), ("length", nbytes)):
                     tensor.external_data.add(key=key, value=str(entry))
-            del weight, raw
+            release((weight,), mappings)
+            del weight
             model.graph.initializer.append(tensor)
 
 

@@ -80,6 +80,7 @@ from onnxspec.pipeline.loading import (
     save_gguf_tokenizer,
 )
 from onnxspec.build.merge import BRANCH_INPUT, merge_decoders
+from onnxspec.build.pages import released_after_forward
 from onnxspec.build.streamed import WeightSource
 from onnxspec.catalog.models import REGISTRY, UNSUPPORTED
 from onnxspec.catalog.speecht5 import VOCODER_ATTRIBUTE, needs_vocoder
@@ -643,10 +644,11 @@ def _validate(job: _Job, sub: GraphSpec, state: _State) -> _State:
                 state.model.to("meta")  # type: ignore[union-attr]
             return _session(graph.path, runtime)
 
-        checks, run_problems, seconds, ran = validate_with_references(
-            session, graph.module, sub, request.shapes, request.dtypes, request.seed,  # type: ignore[arg-type]
-            sub.filename, shape_sets=job.resolved.shape_sets,
-        )
+        with released_after_forward(graph.module):  # type: ignore[arg-type]  # checkpoint pages given back module by module
+            checks, run_problems, seconds, ran = validate_with_references(
+                session, graph.module, sub, request.shapes, request.dtypes, request.seed,  # type: ignore[arg-type]
+                sub.filename, shape_sets=job.resolved.shape_sets,
+            )
     else:  # the graph cannot be fed the spec's inputs; the check's problems say why
         checks, run_problems, seconds, ran = (), _NOT_RUN, 0.0, None
     references = dict(state.references)

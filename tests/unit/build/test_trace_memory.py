@@ -41,3 +41,33 @@ def test_shape_inference_without_the_weights_writes_the_same_graph(tmp_path, mon
     assert seen and max(floats for _, floats in seen) == 0
     assert lean[0] == given[0]
     assert lean[1] == given[1]
+
+
+def test_a_transposed_weight_is_written_a_block_of_rows_at_a_time(monkeypatch) -> None:
+    monkeypatch.setattr(exporters, "WRITE_BLOCK_BYTES", 4 * 37 * 5)  # five rows of the transposed weight
+    weight = torch.randn(37, 23)
+    blocks = list(exporters.row_blocks(weight.T))
+    assert len(blocks) == 5 and all(b.is_contiguous() and b.numel() <= 37 * 5 for b in blocks)
+    assert torch.equal(torch.cat(blocks), weight.T.contiguous())
+    (whole,) = exporters.row_blocks(weight)  # contiguous: itself, no copy
+    assert whole.data_ptr() == weight.data_ptr()
+
+
+def test_deduplication_shown_only_weights_sampled_alike_keeps_the_same_initializers(tmp_path, monkeypatch) -> None:
+    model = tiny_model("llama", "text-generation")  # random weights, and norm weights all ones: deduplicated
+    shown: list[int] = []
+    deduplicate = torch._C._jit_pass_onnx_deduplicate_initializers
+
+    def spy(graph, params, *rest):  # type: ignore[no-untyped-def]
+        shown.append(len(params))
+        return deduplicate(graph, params, *rest)
+
+    monkeypatch.setattr(torch._C, "_jit_pass_onnx_deduplicate_initializers", spy)
+    monkeypatch.setattr(exporters, "DEDUPLICATION_SAMPLES_FROM", 1 << 62)  # every weight compared, as TorchScript does
+    every = _written(model, "text-generation-with-past", os.fspath(tmp_path / "every"))
+    monkeypatch.setattr(exporters, "DEDUPLICATION_SAMPLES_FROM", 0)  # only weights whose samples match
+    sampled = _written(model, "text-generation-with-past", os.fspath(tmp_path / "sampled"))
+    assert len(shown) == 2 and shown[1] < shown[0] // 2  # most weights were never compared
+    assert sampled == every
+    names = [t.name for t in onnx.load(os.fspath(tmp_path / "sampled" / "model.onnx"), load_external_data=False).graph.initializer]
+    assert len([n for n in names if "norm" in n]) == 1  # the five norm weights, all ones, are still one initializer

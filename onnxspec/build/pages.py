@@ -1,0 +1,148 @@
+"""Giving back the resident pages of weights memory-mapped from a checkpoint, once used.
+
+A model loaded from safetensors (or from a GGUF file through
+:mod:`onnxspec.pipeline.gguf_stream`) holds its weights in private, read-only file mappings:
+each page is read from the page cache when first touched and then counts in the process's
+resident set until unmapped. A trace or a PyTorch forward touches every weight, so the whole
+checkpoint ends up resident, beside whatever else the stage holds (the exporter's tensors, the
+float64 reference's copies).
+
+:func:`release` tells the kernel (``madvise(MADV_DONTNEED)``) that a tensor's pages are not
+needed now: they leave the resident set and the next read faults them in again from the file
+(from the page cache when it still holds them), with the same bytes. That is exact only for
+pages never written to; so a range is released only when it lies inside one file-backed mapping
+that holds no anonymous (copied-on-write) pages at all, as ``/proc/self/smaps`` reports; any
+other tensor (in anonymous memory, or in a mapping with written pages) is left alone. Where the
+kernel has no ``/proc`` or libc no ``madvise``, nothing is released.
+
+:func:`released_after_forward` does it module by module while a model runs: after each
+module's forward, its own weights' pages go.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import mmap
+import os
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import attrs
+import torch
+
+__all__ = ["FileMappings", "file_mappings", "release", "released_after_forward"]
+
+_MADV_DONTNEED = 4
+_PAGE = mmap.PAGESIZE
+
+
+@attrs.frozen
+class FileMappings:
+    """The process's file-backed mappings with no anonymous pages: ``(start, end)`` address
+    ranges, sorted."""
+
+    ranges: tuple[tuple[int, int], ...]
+
+    def holding(self, start: int, end: int) -> bool:
+        """Whether ``[start, end)`` lies inside one of the ranges."""
+        import bisect
+
+        i = bisect.bisect_right(self.ranges, (start, float("inf"))) - 1
+        return i >= 0 and self.ranges[i][0] <= start and end <= self.ranges[i][1]
+
+
+def file_mappings() -> FileMappings:
+    """Read ``/proc/self/smaps``: every mapping of a regular file whose ``Anonymous`` count is 0."""
+    ranges: list[tuple[int, int]] = []
+    try:
+        with open("/proc/self/smaps", encoding="ascii", errors="replace") as f:
+            current: tuple[int, int] | None = None
+            for line in f:
+                head = line.split(None, 5)
+                if head and "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):
+                    start, end = (int(x, 16) for x in head[0].split("-"))
+                    path = head[5].strip() if len(head) > 5 else ""
+                    current = (start, end) if head[4] != "0" and path.startswith("/") else None
+                elif current is not None and line.startswith("Anonymous:"):
+                    if int(line.split()[1]) == 0:
+                        ranges.append(current)
+                    current = None
+    except OSError:
+        return FileMappings(())
+    return FileMappings(tuple(sorted(ranges)))
+
+
+def _madvise() -> Any:
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name, use_errno=True) if name else None
+    except OSError:
+        return None
+    function = getattr(libc, "madvise", None)
+    if function is not None:
+        function.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+        function.restype = ctypes.c_int
+    return function
+
+
+_MADVISE = _madvise() if os.name == "posix" else None
+
+
+def _span(tensor: torch.Tensor) -> tuple[int, int] | None:
+    """The whole pages of ``tensor``'s storage, or ``None`` for a storage with no memory of its own."""
+    if tensor.device.type != "cpu" or tensor.is_sparse:
+        return None
+    storage = tensor.untyped_storage()
+    start, size = storage.data_ptr(), storage.nbytes()
+    if not start or size < _PAGE:
+        return None
+    return start - start % _PAGE, -(-(start + size) // _PAGE) * _PAGE
+
+
+def release(tensors: Iterable[torch.Tensor], mappings: FileMappings | None = None) -> int:
+    """Give back the resident pages of each tensor mapped from a file and never written (see the
+    module's docstring); the bytes of address range released (resident or not). ``mappings``:
+    a :func:`file_mappings` read earlier (the mappings must not have changed since)."""
+    if _MADVISE is None:
+        return 0
+    spans = {s for s in (_span(t) for t in tensors) if s is not None}
+    if not spans:
+        return 0
+    mappings = mappings or file_mappings()
+    released = 0
+    for start, end in sorted(spans):
+        if mappings.holding(start, end) and _MADVISE(start, end - start, _MADV_DONTNEED) == 0:
+            released += end - start
+    return released
+
+
+@contextlib.contextmanager
+def released_after_forward(model: torch.nn.Module) -> Iterator[None]:
+    """While the block runs, each module of ``model`` whose own weights are mapped from a file
+    gives their pages back after its forward returns (also when it raises). The weights are
+    taken as they are when the block starts (a module that swaps a weight for a copy while it
+    runs, as the streamed float64 reference does, still releases the mapped one)."""
+    mappings = file_mappings()
+    if not mappings.ranges or _MADVISE is None:
+        yield
+        return
+    handles = []
+
+    def hook(mapped: list[torch.Tensor]) -> Any:
+        def give_back(*_: Any) -> None:  # returns None: a forward hook's value would replace the output
+            release(mapped, mappings)
+
+        return give_back
+
+    try:
+        for module in model.modules():
+            own = [t.data for t in (*module.parameters(recurse=False), *module.buffers(recurse=False)) if t is not None]
+            mapped = [t for t in own if (s := _span(t)) is not None and mappings.holding(*s)]
+            if mapped:
+                handles.append(module.register_forward_hook(hook(mapped), always_call=True))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
