@@ -193,7 +193,8 @@ class _Outside:
         values = (*args, *kwargs.values())
         if not any(self._stale(v) or (isinstance(v, (list, tuple)) and any(self._stale(w) for w in v)) for v in values):
             return func(*args, **kwargs)
-        if func is _DTYPE:
+        if func == _DTYPE:  # a method-wrapper: a new object at each access, equal, never identical
+            self.seen.add(self.names[id(args[0])])  # read, not widened (it was, whole, while ``is`` compared here)
             return torch.float64
         if func in _METADATA:
             return func(*args, **kwargs)

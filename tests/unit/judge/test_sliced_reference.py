@@ -1,5 +1,5 @@
-"""A streamed float64 reference widens a large linear layer's weight a slice at a time: a tied
-head of a large vocabulary is never in float64 whole. Measured in a child process (its peak
+"""A streamed float64 reference widens a large linear layer's weight a slice at a time, and reads
+a weight's dtype without widening it: a tied head of a large vocabulary is never in float64 whole. Measured in a child process (its peak
 resident memory, reset before the run), against converting the whole model."""
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ class Tied(torch.nn.Module):
         self.head.weight = self.embed.weight
 
     def forward(self, ids):
-        return self.head(torch.tanh(self.mid(self.embed(ids))))
+        scale = torch.tensor(0.5).to(self.embed.weight.dtype)  # the weight's dtype read outside its module, as Gemma3's embedding does
+        return self.head(torch.tanh(self.mid(self.embed(ids) * scale)))
 
 torch.manual_seed(0)
 model = Tied(int(sys.argv[2]), 640).eval()
