@@ -4,13 +4,15 @@
     .venv/bin/python benchmarks/memory.py --label before --code DIR   # the same, importing onnxspec from DIR
     .venv/bin/python benchmarks/memory.py --render                    # rewrite results/memory.md from memory.json
 
-Each model is exported once, in its own process (``onnxspec_worker.py stages``: ``export(folder,
-out)`` with validation, the default settings), one model at a time. Measured: the process's peak
-RSS (``wait4``), the peak RSS during each pipeline stage as a thread in the worker samples it
-every 20 ms, and, where the pipeline reports it, its own per-stage figure
-(``ExportReport.stage_memory``). Each is divided by the model's fp32 weight bytes (4 bytes per
-parameter, tied weights once). Results accumulate in ``results/memory.json`` under the label;
-``results/memory.md`` is rendered from it.
+Each model is exported once, in its own process (``memory_worker.py``: ``export(folder, out)``
+with validation, the default settings), one model at a time. Measured: the process's peak RSS
+(``wait4``), the peak RSS during each pipeline stage as a thread in the worker samples it every
+20 ms, with its anonymous (``RssAnon``) and file-backed (``RssFile``: memory-mapped checkpoint
+and external data) parts, the validation stage split where onnxruntime opens its session, and,
+where the pipeline reports it, its own per-stage figure (``ExportReport.stage_memory``). Each is
+divided by the model's fp32 weight bytes (4 bytes per parameter, tied weights once). Results
+accumulate in ``results/memory.json`` under the label; ``results/memory.md`` is rendered from it
+(runs measured before ``memory_worker.py`` existed have the sampled RSS only).
 
 Models: ``llama-1b`` (random, 953 M parameters, built by ``models.py``) and ``gemma-3-270m``
 (the real checkpoint ``scripts/real_models.py`` installs: a Q4_K_M GGUF file, dequantized to
@@ -66,7 +68,7 @@ def measure(name: str, code: str) -> dict[str, Any]:
     out = os.path.join(WORK, "out", "memory", name)
     shutil.rmtree(out, ignore_errors=True)
     env = {**child_env(), "PYTHONPATH": code}
-    res = run_child([PROJECT_PYTHON, os.path.join(HERE, "onnxspec_worker.py"), "stages", folder, TASK, out], env=env, timeout=7200)
+    res = run_child([PROJECT_PYTHON, os.path.join(HERE, "memory_worker.py"), folder, TASK, out], env=env, timeout=7200)
     shutil.rmtree(out, ignore_errors=True)
     entry: dict[str, Any] = {"model": name, "folder": folder, "weight_bytes": weights, "seconds": res.seconds,
                              "peak_rss": res.peak_rss, "ratio": res.peak_rss / weights, "ok": res.ok}
@@ -74,7 +76,9 @@ def measure(name: str, code: str) -> dict[str, Any]:
         entry["error"] = res.tail(25)
         return entry
     got = res.last_json()
-    entry.update(passed=got["passed"], export_seconds=got["seconds"], sampled=got["peak_rss_by_stage"],
+    peaks = got["peaks"]
+    entry.update(passed=got["passed"], export_seconds=got["seconds"], sampled={k: v["VmRSS"] for k, v in peaks.items()},
+                 anon={k: v["RssAnon"] for k, v in peaks.items()}, file={k: v["RssFile"] for k, v in peaks.items()},
                  reported=got.get("report_stage_memory") or {})
     return entry
 
@@ -84,7 +88,10 @@ def render(results: dict[str, Any]) -> str:
              "Written by `benchmarks/memory.py` (see its docstring for what is measured). Peak RSS is the whole",
              "process's (`wait4`); per stage, `sampled` is the worker's 20 ms sampling thread and `reported` the",
              "pipeline's own figure (`ExportReport.stage_memory`: the kernel's high-water mark when the stage set a",
-             "new peak, else a 10 ms sampling thread). Ratios are x the model's fp32 weight bytes.", ""]
+             "new peak, else a 10 ms sampling thread). Ratios are x the model's fp32 weight bytes. Where measured,",
+             "`anonymous` and `file-backed` are the sampled peaks of the two parts of the resident set (`RssAnon`,",
+             "`RssFile`: pages of memory-mapped files, the checkpoint's and the graph's external data);",
+             "`(onnxruntime)` is the validation from the moment onnxruntime opens its session.", ""]
     for label, run in results.items():
         lines += [f"## {label}", "", f"- measured {run['date']} at onnxspec commit {run['commit']}"
                   + (f"; {run['note']}" if run.get("note") else ""), ""]
@@ -95,11 +102,14 @@ def render(results: dict[str, Any]) -> str:
         for m in run["models"].values():
             if not m.get("sampled"):
                 continue
-            lines += ["", f"Per stage, {m['model']}:", "", "| stage | sampled | x weights | reported | x weights |", "|---|---|---|---|---|"]
+            split = "anon" in m
+            lines += ["", f"Per stage, {m['model']}:", "", "| stage | sampled | x weights | reported | x weights |"
+                      + (" anonymous | file-backed |" if split else ""), "|---|---|---|---|---|" + ("---|---|" if split else "")]
             for stage, value in m["sampled"].items():
-                rep = m["reported"].get(stage)
+                rep = m["reported"].get(stage.removesuffix(" (onnxruntime)")) if not stage.endswith("(onnxruntime)") else None
                 lines.append(f"| {stage.split(':/')[0]} | {value / 2**30:.2f} GiB | {value / m['weight_bytes']:.2f}x | "
-                             + (f"{rep / 2**30:.2f} GiB | {rep / m['weight_bytes']:.2f}x |" if rep else "- | - |"))
+                             + (f"{rep / 2**30:.2f} GiB | {rep / m['weight_bytes']:.2f}x |" if rep else "- | - |")
+                             + (f" {m['anon'][stage] / 2**30:.2f} GiB | {m['file'][stage] / 2**30:.2f} GiB |" if split else ""))
         lines.append("")
     return "\n".join(lines)
 
