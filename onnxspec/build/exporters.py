@@ -385,14 +385,15 @@ def _deduplication_reading_samples() -> Iterator[None]:
     def sampled(graph: Any, params: dict[str, Any], *rest: Any) -> Any:
         large = {k: v for k, v in params.items() if isinstance(v, torch.Tensor) and v.numel() * v.element_size() >= limit}
         groups: dict[tuple[Any, ...], list[tuple[str, torch.Tensor]]] = {}
+        mappings = file_mappings()
         for key, tensor in large.items():
             groups.setdefault((tensor.dtype, tuple(tensor.shape), tuple(tensor.stride()), tensor.device), []).append((key, _sample(tensor)))
+            release((tensor,), mappings)  # each read maps the pages around it too (the kernel's fault-around: 64 KiB)
         alone = set()
         for members in groups.values():
             for key, sample in members:
                 if not any(other != key and sample.equal(theirs) for other, theirs in members):
                     alone.add(key)
-        release(large.values())
         shown = {k: v for k, v in params.items() if k not in alone}
         kept = deduplicate(graph, shown, *rest)
         release(shown.values())
