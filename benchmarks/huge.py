@@ -143,6 +143,18 @@ def _status(pid: int) -> dict[str, int]:
     return found
 
 
+def memory_group(name: str, limit: int) -> str:
+    """A cgroup v1 memory group limited to ``limit`` bytes (its path), or ``""`` when one cannot be made."""
+    path = f"/sys/fs/cgroup/memory/{name}"
+    try:
+        os.makedirs(path, exist_ok=True)
+        with open(os.path.join(path, "memory.limit_in_bytes"), "w") as f:
+            f.write(str(limit))
+    except OSError:
+        return ""
+    return path
+
+
 def measured(argv: list[str], *, env: dict[str, str] | None = None, cgroup: str = "") -> dict[str, Any]:
     """Run ``argv``: wall time, peak RSS, peak RssAnon / RssFile, its output lines timestamped."""
     peaks = {"VmRSS": 0, "RssAnon": 0, "RssFile": 0}
@@ -178,6 +190,7 @@ def measured(argv: list[str], *, env: dict[str, str] | None = None, cgroup: str 
     return {
         "exit_code": os.waitstatus_to_exitcode(status),
         "seconds": round(time.perf_counter() - start, 1),
+        "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
         "peak_rss": usage.ru_maxrss * 1024,
         "peak_rss_anon": peaks["RssAnon"],
         "peak_rss_file": peaks["RssFile"],
@@ -195,13 +208,28 @@ def _stage_times(lines: list[tuple[float, str]]) -> list[tuple[str, float]]:
     return stages
 
 
-def export_run(folder: str, dtype: str) -> dict[str, Any]:
+EXPORT_LIMIT = 14 * 2**30
+"""The exports run in a memory group of this size too: a step that would take more (onnxruntime's
+CPU provider copying fp16 weights to fp32 did, 24 GB) is killed alone, not by the machine's OOM killer."""
+
+
+def export_run(folder: str, dtype: str, extra: list[str] | None = None) -> dict[str, Any]:
     out = os.path.join(WORK, "out", f"huge-{dtype}")
     shutil.rmtree(out, ignore_errors=True)
     argv = [PROJECT_CLI, "export", "--model", folder, "--task", TASK, "--stream-weights", out, "--overwrite"]
     if dtype != "fp32":
         argv += ["--dtype", dtype]
-    run = measured(argv)
+    argv += extra or []
+    group = memory_group(f"onnxspec-huge-{dtype}", EXPORT_LIMIT)
+    try:
+        run = measured(argv, cgroup=group)
+        run["memory_group"] = f"cgroup v1, limit {EXPORT_LIMIT / 2**30:g} GiB" if group else "none"
+    finally:
+        if group:
+            try:
+                os.rmdir(group)
+            except OSError:
+                pass
     run["command"] = " ".join(argv).replace(ROOT + "/", "")
     run["stages"] = _stage_times(run["lines"])
     report_path = os.path.join(out, "onnxspec_report.json")
@@ -236,7 +264,7 @@ def export_run(folder: str, dtype: str) -> dict[str, Any]:
     return run
 
 
-def optimum_run(folder: str, limit_gb: float) -> dict[str, Any]:
+def optimum_run(folder: str, limit_gb: float, extra: list[str] | None = None) -> dict[str, Any]:
     sys.path.insert(0, HERE)
     import peer
 
@@ -244,7 +272,7 @@ def optimum_run(folder: str, limit_gb: float) -> dict[str, Any]:
     cli = os.path.join(os.path.dirname(python), "optimum-cli")
     out = os.path.join(WORK, "out", "huge-optimum")
     shutil.rmtree(out, ignore_errors=True)
-    argv = [cli, "export", "onnx", "--model", folder, "--task", TASK, out]
+    argv = [cli, "export", "onnx", "--model", folder, "--task", TASK, *(extra or []), out]
     limit = int(limit_gb * 2**30)
     cgroup = "/sys/fs/cgroup/memory/onnxspec-huge-optimum"
     how = ""
@@ -296,7 +324,7 @@ def render(results: dict[str, Any]) -> str:
             f"{model.get('stored_dtype')} checkpoint {_gb(model.get('checkpoint_bytes'))} in {model.get('shards')} shards, "
             f"fp16 weights {_gb(model.get('fp16_bytes'))}, fp32 weights {_gb(model.get('fp32_bytes'))} "
             f"(> MemTotal); checkpoint written in {model.get('seconds')} s", ""]
-    for dtype in ("fp32", "fp16"):
+    for dtype in [k for k in results if k.startswith(("fp32", "fp16"))]:
         run = results.get(dtype)
         if not run:
             continue
@@ -328,8 +356,7 @@ def render(results: dict[str, Any]) -> str:
             out.append("")
         if run["exit_code"] != 0:
             out += ["The command failed; its output ends with:", "", "```", *run["tail"], "```", ""]
-    opt = results.get("optimum")
-    if opt:
+    for opt in [results[k] for k in results if k.startswith("optimum")]:
         out += ["## Optimum on the same folder", "", f"`{opt['command']}`, run {opt['how']}", "",
                 "| exit | wall s | peak RSS | peak RssAnon | cgroup max usage | files written |", "|---|---|---|---|---|---|",
                 f"| {opt['exit_code']} | {opt['seconds']} | {_gb(opt['peak_rss'])} | {_gb(opt['peak_rss_anon'])} | "
@@ -344,10 +371,15 @@ def render(results: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--layers", type=int, default=30)
-    parser.add_argument("--folder", default=os.path.join(WORK, "models", "llama-7b-shape"))
+    default_folder = os.path.join(WORK, "models", "llama-7b-shape")
+    parser.add_argument("--folder", default=default_folder)
     parser.add_argument("--only", nargs="+", choices=STEPS)
     parser.add_argument("--optimum-limit-gb", type=float, default=12.0)
     parser.add_argument("--render", action="store_true")
+    parser.add_argument("--suffix", default="", help="store the step's results under its name plus this suffix")
+    parser.add_argument("--optimum-dtype", help="--dtype passed to optimum-cli (fp32: load the weights as fp32)")
+    parser.add_argument("--sequence-length", type=int, help="trace length passed to the exports (shorter: less compute "
+                        "in the trace and in the validation's longest shape set, which is 7 tokens longer)")
     parser.add_argument("--keep-checkpoint", action="store_true", help="do not delete the checkpoint at the end")
     args = parser.parse_args()
     results: dict[str, Any] = {}
@@ -378,16 +410,18 @@ def main() -> None:
         save()
     for dtype in ("fp32", "fp16"):
         if dtype in steps:
-            need = results["build"][f"{dtype}_bytes"] + 8 * 10**9
+            need = (results["build"][f"{dtype}_bytes"] if args.folder == default_folder else 0) + 8 * 10**9
             free = shutil.disk_usage(WORK).free
             if free < need:
                 sys.exit(f"{dtype}: {free / 1e9:.1f} GB of disk free, the export needs {need / 1e9:.1f} GB (with 8 GB to spare)")
             print(f"exporting {dtype} ...", flush=True)
-            results[dtype] = export_run(args.folder, dtype)
+            extra = [] if args.sequence_length is None else ["--sequence-length", str(args.sequence_length)]
+            results[dtype + args.suffix] = export_run(args.folder, dtype, extra)
             save()
     if "optimum" in steps:
         print("Optimum ...", flush=True)
-        results["optimum"] = optimum_run(args.folder, args.optimum_limit_gb)
+        results["optimum" + args.suffix] = optimum_run(
+            args.folder, args.optimum_limit_gb, [] if args.optimum_dtype is None else ["--dtype", args.optimum_dtype])
         save()
     if not args.keep_checkpoint and not args.only:
         shutil.rmtree(args.folder, ignore_errors=True)

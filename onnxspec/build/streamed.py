@@ -281,7 +281,7 @@ def load_on_call(model: torch.nn.Module, source: WeightSource) -> Callable[[], N
                 return
             for param in params:
                 empty, key = hollow[id(param)]
-                if param.data is empty or is_hollow(source, param.data):
+                if is_hollow(source, param.data):
                     param.data = read_weight(source, key, empty.dtype)
 
         return hook
