@@ -60,7 +60,8 @@ def build_model(m: BenchModel) -> dict[str, Any]:
 
 def onnxspec_cli(m: BenchModel, out: str) -> list[str]:
     """How a user exports with onnxspec: the console script (or the pipeline, before it existed)."""
-    if os.path.exists(os.path.join(ROOT, "onnxspec", "cli.py")) and os.path.exists(PROJECT_CLI):
+    cli = os.path.join(ROOT, "onnxspec", "cli")
+    if (os.path.exists(cli + ".py") or os.path.isdir(cli)) and os.path.exists(PROJECT_CLI):  # a module, or (now) a package
         return [PROJECT_CLI, "export", "--model", model_dir(m), "--task", m.task, out]
     code = "import sys; from onnxspec.pipeline.core import export; export(sys.argv[1], sys.argv[3], task=sys.argv[2])"
     return [PROJECT_PYTHON, "-c", code, model_dir(m), m.task, out]
