@@ -32,7 +32,7 @@ from typing import Any
 import attrs
 import torch
 
-__all__ = ["FileMappings", "file_mappings", "release", "released_after_forward"]
+__all__ = ["FileMappings", "file_mappings", "release", "release_heap", "released_after_forward"]
 
 _MADV_DONTNEED = 4
 _PAGE = mmap.PAGESIZE
@@ -116,6 +116,19 @@ def release(tensors: Iterable[torch.Tensor], mappings: FileMappings | None = Non
         if mappings.holding(start, end) and _MADVISE(start, end - start, _MADV_DONTNEED) == 0:
             released += end - start
     return released
+
+
+def release_heap() -> None:
+    """Give the C heap's free memory back to the system (glibc's ``malloc_trim``), where there is
+    one: freed tensors and temporaries below the allocator's mapping threshold stay in the heap,
+    resident, until trimmed (llama-1b before its validation session opens: 73 MiB)."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        if libc is not None and hasattr(libc, "malloc_trim"):
+            libc.malloc_trim(0)
+    except OSError:
+        pass
 
 
 @contextlib.contextmanager

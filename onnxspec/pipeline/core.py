@@ -80,7 +80,7 @@ from onnxspec.pipeline.loading import (
     save_gguf_tokenizer,
 )
 from onnxspec.build.merge import BRANCH_INPUT, merge_decoders
-from onnxspec.build.pages import released_after_forward
+from onnxspec.build.pages import release_heap, released_after_forward
 from onnxspec.build.streamed import WeightSource
 from onnxspec.catalog.models import REGISTRY, UNSUPPORTED
 from onnxspec.catalog.speecht5 import VOCODER_ATTRIBUTE, needs_vocoder
@@ -671,6 +671,7 @@ def _validate(job: _Job, sub: GraphSpec, state: _State) -> _State:
         def session() -> Any:
             if release:
                 state.model.to("meta")  # type: ignore[union-attr]
+            release_heap()  # what PyTorch's references freed, before onnxruntime maps the weights
             return _session(graph.path, runtime)
 
         with released_after_forward(graph.module):  # type: ignore[arg-type]  # checkpoint pages given back module by module

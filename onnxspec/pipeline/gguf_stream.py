@@ -27,6 +27,8 @@ from typing import Any
 
 import torch
 
+from onnxspec.build.pages import release_heap
+
 __all__ = ["SHARD_BYTES", "load_streamed"]
 
 SHARD_BYTES = 1 << 28
@@ -89,20 +91,6 @@ def _save_shard(tensors: dict[str, Any], path: str) -> None:
             f.write(memoryview(tensor).cast("B"))
 
 
-def _release_heap() -> None:
-    """Give the C heap's free memory back to the system (glibc's ``malloc_trim``), where there is one."""
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-        if libc is not None and hasattr(libc, "malloc_trim"):
-            libc.malloc_trim(0)
-    except OSError:
-        pass
-
-
 def _write_shards(reader: Any, processor: Any, skeleton: torch.nn.Module, folder: str) -> None:
     """Dequantize, fix up (``processor``), rename and write each tensor ``reader`` holds into
     safetensors shards in ``folder``, with the index transformers reads; at most one shard's
@@ -114,7 +102,7 @@ def _write_shards(reader: Any, processor: Any, skeleton: torch.nn.Module, folder
     tensors = list(reader.tensors)
     reader.fields.clear()  # the metadata, a tokenizer's vocabulary in it: 0.6 GiB for 262k tokens
     del reader
-    _release_heap()
+    release_heap()
     names = get_gguf_hf_weights_map(skeleton, processor)
     weight_map: dict[str, str] = {}
     shard: dict[str, Any] = {}  # name -> float32 numpy array
@@ -141,7 +129,7 @@ def _write_shards(reader: Any, processor: Any, skeleton: torch.nn.Module, folder
         total[1] += weights.nbytes
         del result, weights
     flush()
-    _release_heap()  # the dequantizers' temporaries
+    release_heap()  # the dequantizers' temporaries
     with open(os.path.join(folder, "model.safetensors.index.json"), "w") as f:
         json.dump({"metadata": {"total_size": total[0]}, "weight_map": weight_map}, f)
 
