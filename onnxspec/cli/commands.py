@@ -702,6 +702,9 @@ def _add_validate(sub: Any, shapes: bool) -> argparse.ArgumentParser:
     v.add_argument("--atol", type=float, default=None, help="absolute tolerance for every output (default: the spec's per output)")
     v.add_argument(*_spellings("trust_remote_code"), dest="trust_remote_code", action="store_true",
                    help="allow running the model folder's own code (config.json auto_map)")
+    v.add_argument("--vocoder", default=None, metavar="PATH",
+                   help="text to speech (speecht5): the folder (or Hub ID) of the HiFi-GAN vocoder "
+                        "decoder_postnet_and_vocoder.onnx runs, as given to the export")
     v.add_argument("--seed", type=int, default=0, help="seed of the inputs (default 0)")
     v.add_argument("--debug", action="store_true", help="show tracebacks")
     if shapes:
@@ -1020,6 +1023,7 @@ def _run_validate(args: argparse.Namespace, out: Console, err: Console) -> int:
             gguf_file=args.gguf_file,
             revision=args.revision,
             cache_dir=args.cache_dir,
+            vocoder=args.vocoder,
             progress=progress,
         )
     except BaseException:

@@ -20,7 +20,10 @@ How the folder is read:
 - each graph's inputs and outputs are matched by name against the spec onnxspec uses for that
   file; a graph whose inputs differ, or that lacks an output, is not run and the report says
   which names did not match; outputs the spec does not have are not checked (a note says so);
-- the dtypes are read from the graphs (fp16, bf16, int32 ... inputs), unless given.
+- the dtypes are read from the graphs (fp16, bf16, int32 ... inputs), unless given;
+- a graph that runs a vocoder the model folder does not hold (SpeechT5's
+  ``decoder_postnet_and_vocoder.onnx``) needs its folder as ``vocoder`` (``--vocoder PATH``):
+  it is loaded and attached to the model as an export attaches it.
 
 Nothing in the folder is changed.
 """
@@ -177,6 +180,22 @@ def _match(graph: FolderGraph, inputs: Sequence[str], outputs: Sequence[str]) ->
     return problems, notes
 
 
+def _check_vocoder(spec: Any, matched: Sequence[_Planned], vocoder: str | os.PathLike[str] | None) -> None:
+    """A matched graph that runs a vocoder (SpeechT5's last file) needs its folder, as an export
+    does; a folder with no such graph takes none."""
+    from onnxspec.catalog.speecht5 import speecht5_postnet_and_vocoder
+
+    who = f"{spec.model_type}/{spec.task}"
+    runs = [p.filename for p in matched if getattr(getattr(p.spec, "call", None), "function", None) is speecht5_postnet_and_vocoder]
+    if runs and vocoder is None:
+        raise SpecError(
+            f"{who}: the waveform comes from a HiFi-GAN vocoder, a checkpoint of its own ({', '.join(runs)} runs it); "
+            "pass its folder as vocoder=PATH (--vocoder PATH), e.g. a download of microsoft/speecht5_hifigan"
+        )
+    if vocoder is not None and not runs:
+        raise SpecError(f"{who}: vocoder={os.fspath(vocoder)!r} is given, but no graph of this folder runs a vocoder; leave it out")
+
+
 def _names(tensors: Sequence[Any]) -> list[str]:
     return [t.name for t in tensors]
 
@@ -248,6 +267,7 @@ def validate_folder(
     revision: str | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     registry: Any = None,
+    vocoder: str | os.PathLike[str] | None = None,
     progress: Progress | None = None,
 ) -> ExportReport:
     """Re-validate the graphs of ``folder`` against the PyTorch model ``model`` (see the module doc).
@@ -256,6 +276,9 @@ def validate_folder(
     task (a composed spec); it is bound to the model's config. ``shapes``: the shape set to run at (a :class:`Shapes`, or several); default: the shape
     sets an export validates at (other sizes than the traced ones). ``model`` is a local folder
     or a Hub ID (``revision``, ``cache_dir``: :func:`onnxspec.pipeline.hub.model_folder`).
+    ``vocoder``: the folder of the vocoder a text-to-speech folder's last graph runs (SpeechT5's
+    ``decoder_postnet_and_vocoder.onnx``), attached to the model as the export attached it;
+    required when the folder holds such a graph, refused otherwise.
     Returns the report when every graph matched and passed; raises
     :class:`~onnxspec.errors.ValidationError` carrying it otherwise.
     """
@@ -317,6 +340,7 @@ def validate_folder(
             f"no graph of {folder!r} ({', '.join(by_file)}) is a file onnxspec writes for {spec.model_type}/{spec.task} "
             f"({', '.join(p.filename for p in planned)}); pass --task with the task the folder was exported for"
         )
+    _check_vocoder(spec, matched, vocoder)
     dtypes = dtypes if dtypes is not None else graph_dtypes([by_file[p.filename] for p in matched])
     sets: tuple[Shapes, ...] | None = None
     traced = Shapes()
@@ -328,6 +352,11 @@ def validate_folder(
 
     say("load", str(model))
     module = load_source_model(source, spec.task, trust_remote_code=trust_remote_code)
+    if vocoder is not None:  # before the dtype below, which converts it with the model
+        from onnxspec.catalog.speecht5 import VOCODER_ATTRIBUTE
+        from onnxspec.pipeline.loading import load_vocoder
+
+        setattr(module, VOCODER_ATTRIBUTE, load_vocoder(vocoder))
     if spec.attn_implementation is not None and hasattr(module, "set_attn_implementation"):
         module.set_attn_implementation(spec.attn_implementation)
     if dtypes.float_dtype in (FloatDtype.FP16, FloatDtype.BF16):

@@ -213,3 +213,9 @@ def test_dtypes_are_read_from_the_graphs() -> None:
     assert (graph_dtypes([half]).int_dtype.value, graph_dtypes([half]).float_dtype.value) == ("int32", "fp16")
     plain = FolderGraph(file="model.onnx", inputs={"input_ids": T.INT64, "pixel_values": T.FLOAT}, outputs={"logits": T.FLOAT})
     assert (graph_dtypes([plain]).int_dtype.value, graph_dtypes([plain]).float_dtype.value) == ("int64", "fp32")
+
+
+def test_a_vocoder_for_a_folder_that_runs_none_is_refused(t5: tuple[Path, Path], tmp_path: Path) -> None:
+    model, onnx_folder = t5
+    with pytest.raises(SpecError, match=r"vocoder=.* is given, but no graph of this folder runs a vocoder; leave it out"):
+        validate_folder(onnx_folder, model, vocoder=tmp_path / "vocoder")

@@ -109,3 +109,24 @@ def test_onnxruntime_speaks_as_generate_speech(exported, monkeypatch) -> None:
     # the draws steer the speech: other draws give another waveform, in onnxruntime as in PyTorch
     other, _ = _onnx_speech(out, ids.numpy(), speaker.numpy(), _noise(1, layers, units))
     assert np.abs(other - got).max() > 100 * 1e-5  # (7.6e-3 here, of a waveform peaking at 0.13)
+
+
+def test_validate_rechecks_every_file_with_the_vocoder_given(exported, tmp_path, capsys) -> None:
+    """``onnxspec validate --vocoder PATH`` re-checks all four files, the vocoder's included; without
+    the flag it stops before loading the model, naming the flag; another vocoder's waveform disagrees."""
+    out, _, _ = exported
+    folder, vocoder = out.parent / "model", out.parent / "vocoder"
+    code = main(["validate", str(out), "--model", str(folder)])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2
+    assert "pass its folder as --vocoder PATH" in err and "vocoder=" not in err and "Traceback" not in err
+    assert "validate" not in err.replace("Re-validating", "")  # refused before any graph ran
+    code = main(["validate", str(out), "--model", str(folder), "--vocoder", str(vocoder)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert all(name in captured.err for name in FILES)  # each file's stage line: every graph was run
+    other = tiny_vocoder_folder(tmp_path / "other-vocoder", seed=2)
+    code = main(["validate", str(out), "--model", str(folder), "--vocoder", other])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 1
+    assert "decoder_postnet_and_vocoder.onnx: output 'waveform' disagrees with PyTorch" in err
