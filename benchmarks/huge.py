@@ -130,6 +130,38 @@ def build(folder: str, layers: int, seed: int = 0) -> dict[str, Any]:
     }
 
 
+def fp16_copy(folder: str, dest: str) -> dict[str, Any]:
+    """The checkpoint again with its tensors in fp16, shard by shard: Optimum's transformers (4.57)
+    keeps an fp8 checkpoint's dtype whatever ``--dtype`` says and fails tracing it, so it is measured
+    on this copy, the dtype real 7B checkpoints ship in."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    start = time.perf_counter()
+    tmp = dest + ".partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    total = 0
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".safetensors"):
+            with safe_open(os.path.join(folder, name), framework="pt") as f:
+                tensors = {k: f.get_tensor(k).to(torch.float16) for k in f.keys()}
+            total += sum(t.nbytes for t in tensors.values())
+            save_file(tensors, os.path.join(tmp, name), metadata={"format": "pt"})
+            del tensors
+        else:
+            shutil.copy(os.path.join(folder, name), tmp)
+    with open(os.path.join(tmp, "model.safetensors.index.json")) as f:
+        index = json.load(f)
+    index["metadata"]["total_size"] = total
+    with open(os.path.join(tmp, "model.safetensors.index.json"), "w") as f:
+        json.dump(index, f, indent=2)
+    shutil.rmtree(dest, ignore_errors=True)
+    os.rename(tmp, dest)
+    return {"bytes": total, "seconds": round(time.perf_counter() - start, 1)}
+
+
 def _status(pid: int) -> dict[str, int]:
     found: dict[str, int] = {}
     try:
@@ -324,7 +356,7 @@ def render(results: dict[str, Any]) -> str:
             f"{model.get('stored_dtype')} checkpoint {_gb(model.get('checkpoint_bytes'))} in {model.get('shards')} shards, "
             f"fp16 weights {_gb(model.get('fp16_bytes'))}, fp32 weights {_gb(model.get('fp32_bytes'))} "
             f"(> MemTotal); checkpoint written in {model.get('seconds')} s", ""]
-    for dtype in [k for k in results if k.startswith(("fp32", "fp16"))]:
+    for dtype in [k for k in results if k in ("fp32", "fp16") or k.startswith(("fp32 ", "fp16 "))]:
         run = results.get(dtype)
         if not run:
             continue
@@ -356,8 +388,9 @@ def render(results: dict[str, Any]) -> str:
             out.append("")
         if run["exit_code"] != 0:
             out += ["The command failed; its output ends with:", "", "```", *run["tail"], "```", ""]
-    for opt in [results[k] for k in results if k.startswith("optimum")]:
-        out += ["## Optimum on the same folder", "", f"`{opt['command']}`, run {opt['how']}", "",
+    for key in [k for k in results if k.startswith("optimum")]:
+        opt = results[key]
+        out += [f"## Optimum: {key.replace('optimum', '', 1).strip() or 'the checkpoint as it is'}", "", f"`{opt['command']}`, run {opt['how']}", "",
                 "| exit | wall s | peak RSS | peak RssAnon | cgroup max usage | files written |", "|---|---|---|---|---|---|",
                 f"| {opt['exit_code']} | {opt['seconds']} | {_gb(opt['peak_rss'])} | {_gb(opt['peak_rss_anon'])} | "
                 f"{_gb(opt.get('memory.max_usage_in_bytes'))} | {', '.join(opt['wrote']) or 'none'} |", "",
@@ -377,6 +410,7 @@ def main() -> None:
     parser.add_argument("--optimum-limit-gb", type=float, default=12.0)
     parser.add_argument("--render", action="store_true")
     parser.add_argument("--suffix", default="", help="store the step's results under its name plus this suffix")
+    parser.add_argument("--optimum-fp16-copy", action="store_true", help="run Optimum on an fp16 copy of the checkpoint")
     parser.add_argument("--optimum-dtype", help="--dtype passed to optimum-cli (fp32: load the weights as fp32)")
     parser.add_argument("--sequence-length", type=int, help="trace length passed to the exports (shorter: less compute "
                         "in the trace and in the validation's longest shape set, which is 7 tokens longer)")
@@ -420,9 +454,15 @@ def main() -> None:
             save()
     if "optimum" in steps:
         print("Optimum ...", flush=True)
+        folder = args.folder
+        if args.optimum_fp16_copy:
+            folder = args.folder + "-fp16"
+            results["fp16_copy"] = fp16_copy(args.folder, folder)
         results["optimum" + args.suffix] = optimum_run(
-            args.folder, args.optimum_limit_gb, [] if args.optimum_dtype is None else ["--dtype", args.optimum_dtype])
+            folder, args.optimum_limit_gb, [] if args.optimum_dtype is None else ["--dtype", args.optimum_dtype])
         save()
+        if args.optimum_fp16_copy:
+            shutil.rmtree(args.folder + "-fp16", ignore_errors=True)
     if not args.keep_checkpoint and not args.only:
         shutil.rmtree(args.folder, ignore_errors=True)
 

@@ -661,8 +661,8 @@ def _validate(job: _Job, sub: GraphSpec, state: _State) -> _State:
     if graph.interface_ok and runtime == "onnxruntime" and request.dtypes.float_dtype is FloatDtype.FP16:
         room = _fp16_upcast_room(graph.path)
         if room:
-            raise SpecError(f"{sub.filename} cannot be validated here: {room}. Validate it where memory holds the fp32 copies "
-                            "(onnxspec validate), or export fp32 (its weights stay memory-mapped)")
+            raise SpecError(f"{sub.filename} cannot be validated here: {room}. Export it on a machine whose memory holds the "
+                            "fp32 copies, or export fp32 (onnxruntime memory-maps fp32 weights, nothing is copied)")
     if graph.interface_ok:
         # the session opens only once PyTorch's references are made (float64 included), so the
         # graph's weights and the reference run are not in memory at the same time
