@@ -55,7 +55,9 @@ import onnx
 import torch
 
 from onnxspec import __version__
-from onnxspec.errors import BackendError, ExportError, SpecError, TraceError, UnsupportedTaskError, ValidationError
+from onnxspec.errors import (
+    BackendError, ExportError, ModelLoadError, SpecError, TraceError, UnsupportedTaskError, ValidationError,
+)
 from onnxspec.build.exporters import (
     Backend,
     available_backends,
@@ -506,9 +508,15 @@ def _load(job: _Job, state: _State) -> _State:
     or, streaming, the folder's model built hollow (its weights stay in the checkpoint)."""
     request, spec, source = job.request, job.resolved.spec, job.resolved.source
     if job.resolved.stream:
-        model, weights = load_hollow_model(
-            source, spec.task, torch_dtype(Kind.FLOAT, request.dtypes), trust_remote_code=request.trust_remote_code,  # type: ignore[arg-type]
-        )
+        try:
+            model, weights = load_hollow_model(
+                source, spec.task, torch_dtype(Kind.FLOAT, request.dtypes), trust_remote_code=request.trust_remote_code,  # type: ignore[arg-type]
+            )
+        except ModelLoadError as e:
+            if request.stream_weights:
+                raise
+            raise ModelLoadError(f"{e} (the weights are streamed because {job.resolved.stream}; "
+                                 "stream_weights=False (--no-stream-weights) loads the model instead)") from e
         if spec.attn_implementation is not None and hasattr(model, "set_attn_implementation"):
             model.set_attn_implementation(spec.attn_implementation)
         return attrs.evolve(state, model=model, weights=weights)

@@ -148,3 +148,17 @@ def test_fp16_graph_whose_fp32_copies_do_not_fit_is_refused_before_onnxruntime_o
     with pytest.raises(OnnxSpecError, match="fp32 copy of every fp16 MatMul weight"):
         export(sharded, tmp_path / "fp16", stream_weights=True, dtypes=DTypes(float_dtype=FloatDtype.FP16))
     assert not (tmp_path / "fp16").exists()
+
+
+def test_streaming_chosen_by_itself_names_the_way_out_when_it_cannot_read_the_weights(sharded, tmp_path, monkeypatch) -> None:
+    import onnxspec.judge.reference as reference
+
+    broken = tmp_path / "broken"
+    shutil.copytree(sharded, broken)
+    index_path = broken / "model.safetensors.index.json"
+    index = json.loads(index_path.read_text())
+    del index["weight_map"]["lm_head.weight"]
+    index_path.write_text(json.dumps(index))
+    monkeypatch.setattr(reference, "available_memory", lambda: 1000)
+    with pytest.raises(OnnxSpecError, match=r"lm_head\.weight.*streamed because the fp32 weights take.*--no-stream-weights"):
+        export(os.fspath(broken), tmp_path / "out", validation_shapes=())
