@@ -120,9 +120,13 @@ def _dtypes(folder: str, graphs: Sequence[str]) -> DTypes:
     return DTypes(int_dtype=ints[0] if ints else "int64", float_dtype=floats[0] if floats else "fp32")
 
 
-def read_export_folder(folder: str | os.PathLike[str]) -> ExportFolder:
+def read_export_folder(folder: str | os.PathLike[str], transformation: Mapping[str, Any] | None = None) -> ExportFolder:
     """Read an export folder's record: ``onnxspec_report.json`` (written by ``onnxspec export``),
-    or the ``export`` section of ``onnxspec_post.json`` (a folder this module wrote)."""
+    or the ``export`` section of ``onnxspec_post.json`` (a folder this module wrote).
+
+    A folder a layout moved graphs in (``--layout transformers.js``: the report's ``path`` of a
+    graph is not its flat ``filename``) is refused, saying what to run instead for
+    ``transformation`` (its ``kind`` and ``method``, as :func:`transform_folder` takes it)."""
     folder = os.fspath(folder)
     if not os.path.isdir(folder):
         raise ModelLoadError(f"export folder {folder!r} does not exist; give a folder written by `onnxspec export`")
@@ -137,6 +141,7 @@ def read_export_folder(folder: str | os.PathLike[str]) -> ExportFolder:
         )
     if not report.get("passed", False):
         raise ValidationError(f"{folder!r}: its {REPORT} says the export did not pass validation; fix the export first")
+    _refuse_laid_out(folder, report, transformation or {})
     graphs = tuple(g["filename"] for g in report["graphs"])
     missing = [g for g in graphs if not os.path.isfile(os.path.join(folder, g))]
     if missing:
@@ -157,6 +162,33 @@ def read_export_folder(folder: str | os.PathLike[str]) -> ExportFolder:
         model_folder=source.get("folder") if source.get("format") == "transformers" else None,
         export={**record, "earlier": _earlier(post)},
         lossy=_lossy(post),
+    )
+
+
+def _refuse_laid_out(folder: str, report: Mapping[str, Any], transformation: Mapping[str, Any]) -> None:
+    """Refuse a folder whose report puts graphs elsewhere than their flat names: transforming the
+    laid-out graphs into a copy would keep the layout's records (``onnxspec_layout.json``, the
+    dtype suffixes a runtime picks files by) while they no longer describe the graphs."""
+    moved = {g["filename"]: g["path"] for g in report.get("graphs", ()) if g.get("path", g["filename"]) != g["filename"]}
+    if not moved:
+        return
+    layout = (_read_json(os.path.join(folder, "onnxspec_layout.json")) or {}).get("layout", "a runtime")
+    where = ", ".join(f"{name} at {path}" if path else f"{name} left out" for name, path in moved.items())
+    kind = transformation.get("kind", "quantize")
+    if kind == "quantize":
+        variant = {"int8": "q8", "int4": "q4"}.get(str(transformation.get("method", "int8")), "q8")
+        instead = (f"export again with --layout {layout} --variants {variant}, which writes the quantized graphs beside "
+                   f"the others under the names {layout} loads, judged against PyTorch; or export without --layout and run "
+                   f"`onnxspec quantize` on that flat folder")
+    elif transformation.get("fp16"):
+        instead = (f"export again with --layout {layout} --variants fp16, which writes an fp16 export validated against "
+                   f"PyTorch beside the others; or export without --layout and run `onnxspec {kind}` on that flat folder")
+    else:
+        instead = f"export without --layout and run `onnxspec {kind}` on that flat folder"
+    raise ModelLoadError(
+        f"{folder!r} is laid out for {layout} (its report puts {where}): `onnxspec {kind}` reads a flat export folder, "
+        f"the graphs beside onnxspec_report.json, and would leave the layout's records describing graphs it changed; "
+        f"{instead}"
     )
 
 
@@ -582,7 +614,7 @@ def transform_folder(
     folder, output_dir = os.fspath(folder), os.fspath(output_dir)
     if os.path.abspath(folder) == os.path.abspath(output_dir):
         raise ConfigError(f"the output folder {output_dir!r} is the export folder itself; choose another output folder")
-    info = read_export_folder(folder)
+    info = read_export_folder(folder, transformation)
     if info.lossy is not None:  # the graphs are already lossy: judge by agreement, no stricter than before
         judged_by = "agreement"
         thresholds = info.lossy if thresholds is None else loosest(info.lossy, thresholds)
