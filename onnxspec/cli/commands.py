@@ -386,7 +386,7 @@ def inspect_tables(info: Any, *, fold: bool = True) -> list[Any]:
         parts += [f"  [bold red]{escape(g.file)}[/bold red]: {escape(p)}" for p in g.contract_problems]
 
     if any(g.summary is not None for g in info.graphs):
-        checks = Table(title="Validation (onnxspec_report.json)", box=box.SIMPLE_HEAD, title_justify="left",
+        checks = Table(title=f"Validation ({', '.join(info.reports) or 'onnxspec_report.json'})", box=box.SIMPLE_HEAD, title_justify="left",
                        padding=(0, 1, 0, 0), pad_edge=False, show_edge=False)
         checks.add_column("graph", no_wrap=True)
         for name, justify in (("checks", "left"), ("error", "right"), ("bound", "right"), ("ratio", "right"), ("set", "left")):

@@ -27,6 +27,9 @@ CONTRACT_KEY = "onnxspec.contract"
 """The metadata key of the I/O contract every graph onnxspec writes carries."""
 
 REPORT_FILE = "onnxspec_report.json"
+VARIANT_REPORTS = ("onnxspec_report_fp16.json",)
+"""The reports a layout's variants carry beside the main one (``--layout transformers.js
+--variants fp16``: the fp16 export's, naming ``onnx/model_fp16.onnx`` ... by ``path``)."""
 
 
 def _read_only(mapping: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
@@ -84,6 +87,9 @@ class FolderInfo:
     files: tuple[tuple[str, int], ...]
     report: Mapping[str, Any] | None = attrs.field(default=None, converter=_read_only, hash=False)
     config: Mapping[str, Any] | None = attrs.field(default=None, converter=_read_only, hash=False)
+    reports: tuple[str, ...] = ()
+    """The report files the graphs' summaries were read from (``onnxspec_report.json``, and a
+    variant's such as ``onnxspec_report_fp16.json``)."""
 
     @property
     def total_size(self) -> int:
@@ -232,8 +238,8 @@ def _graph(folder: str, file: str, summaries: Mapping[str, GraphSummary]) -> Gra
 
 
 def inspect_folder(folder: str | os.PathLike[str]) -> FolderInfo:
-    """Read an export folder: every ``*.onnx`` file in it or its subfolders, the report, the
-    model config, and every file's size. Raises :class:`OutputDirError` for a folder that does
+    """Read an export folder: every ``*.onnx`` file in it or its subfolders, the report (and
+    a layout's variant reports: :data:`VARIANT_REPORTS`), the model config, and every file's size. Raises :class:`OutputDirError` for a folder that does
     not exist or holds no ONNX file."""
     folder = os.fspath(folder)
     if not os.path.isdir(folder):
@@ -254,10 +260,17 @@ def inspect_folder(folder: str | os.PathLike[str]) -> FolderInfo:
     report = _read_json(os.path.join(folder, REPORT_FILE))
     # a graph's entry by where it is in the folder: its laid-out path (onnx/model.onnx), else its name
     summaries = {str(g.get("path") or g.get("filename")): _summary(g) for g in (report or {}).get("graphs", ())}
+    read = [REPORT_FILE] if report is not None else []
+    for name in VARIANT_REPORTS:  # a variant's graphs by their laid-out path only: their flat names are the main report's
+        variant = _read_json(os.path.join(folder, name))
+        found = {str(g["path"]): _summary(g) for g in (variant or {}).get("graphs", ()) if g.get("path") and str(g["path"]) not in summaries}
+        summaries.update(found)
+        read += [name] if found else []
     return FolderInfo(
         folder=folder,
         graphs=tuple(_graph(folder, n, summaries) for n in onnx_files),
         files=tuple(files),
         report=report,
         config=_read_json(os.path.join(folder, "config.json")),
+        reports=tuple(read),
     )
