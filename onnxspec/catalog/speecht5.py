@@ -165,8 +165,8 @@ def speecht5_postnet_and_vocoder(model: Any, spectrogram: torch.Tensor, **_: Any
     if vocoder is None:
         raise SpecError(
             "speecht5/text-to-audio: decoder_postnet_and_vocoder.onnx runs a HiFi-GAN vocoder, a checkpoint of its own, and the "
-            "model has none attached (model.vocoder); an export loads it from the folder given as vocoder=PATH (--vocoder PATH), "
-            "e.g. microsoft/speecht5_hifigan; re-validating a folder (onnxspec validate) cannot load one yet"
+            "model has none attached (model.vocoder); an export or a re-validation (onnxspec validate) loads it from the folder "
+            "given as vocoder=PATH (--vocoder PATH), e.g. microsoft/speecht5_hifigan"
         )
     return {"waveform": vocoder(model.speech_decoder_postnet.postnet(spectrogram))}
 
