@@ -361,7 +361,13 @@ def render(results: dict[str, Any]) -> str:
         if not run:
             continue
         rep = run.get("report", {})
-        out += [f"## {dtype}", "", f"`{run['command']}`", "",
+        out += [f"## {dtype}", ""]
+        other = results.get("build" + dtype[4:]) if dtype[4:] else None
+        if other:
+            out += [f"Model: {other['layers']} layers, {other['parameters'] / 1e9:.2f} B parameters, fp32 weights "
+                    f"{_gb(other['fp32_bytes'])}, {other['stored_dtype']} checkpoint {_gb(other['checkpoint_bytes'])} "
+                    f"written in {other['seconds']} s.", ""]
+        out += [f"`{run['command']}`", "",
                 "| exit | wall s | peak RSS | peak RssAnon | peak RssFile | model.onnx.data |", "|---|---|---|---|---|---|",
                 f"| {run['exit_code']} | {run['seconds']} | {_gb(run['peak_rss'])} | {_gb(run['peak_rss_anon'])} | "
                 f"{_gb(run['peak_rss_file'])} | {_gb(run.get('data_bytes'))} |", ""]
@@ -440,11 +446,11 @@ def main() -> None:
 
     if "build" in steps or not os.path.exists(os.path.join(args.folder, "model.safetensors.index.json")):
         print("building the checkpoint ...", flush=True)
-        results["build"] = build(args.folder, args.layers)
+        results["build" + args.suffix] = build(args.folder, args.layers)
         save()
     for dtype in ("fp32", "fp16"):
         if dtype in steps:
-            need = (results["build"][f"{dtype}_bytes"] if args.folder == default_folder else 0) + 8 * 10**9
+            need = (results.get("build" + args.suffix, results["build"])[f"{dtype}_bytes"] if args.folder == default_folder else 0) + 8 * 10**9
             free = shutil.disk_usage(WORK).free
             if free < need:
                 sys.exit(f"{dtype}: {free / 1e9:.1f} GB of disk free, the export needs {need / 1e9:.1f} GB (with 8 GB to spare)")
