@@ -27,7 +27,8 @@ from common import HERE, PROJECT_CLI, PROJECT_PYTHON, ROOT, WORK, ratio, run_chi
 from models import BASE, BIG, MERGED, REAL, TINY, BenchModel  # noqa: E402
 
 TARGETS = {
-    "e2e_cli_time": 0.6,
+    "e2e_cli_time": 0.8,  # full-size and real models (issue 10): validation's compute dominates
+    "e2e_cli_time_tiny": 0.9,  # tiny models, where imports dominate
     "pipeline_overhead": 1.1,
     "graph_latency": 1.0,
     "peak_memory_vs_weights": 1.5,
@@ -476,7 +477,8 @@ def targets(results: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, e in results.get("e2e", {}).items():
         if "ratio_seconds" in e:
-            out[f"e2e CLI time vs Optimum: {name}"] = target(e["ratio_seconds"]["median_ratio"], TARGETS["e2e_cli_time"])
+            limit = TARGETS["e2e_cli_time_tiny" if name in {m.name for m in TINY} else "e2e_cli_time"]
+            out[f"e2e CLI time vs Optimum: {name}"] = target(e["ratio_seconds"]["median_ratio"], limit)
     for name, e in results.get("floor", {}).items():
         if "ratio_pipeline_vs_raw" in e:
             out[f"pipeline export (no validation) vs raw torch.onnx.export: {name}"] = target(
