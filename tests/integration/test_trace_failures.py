@@ -99,7 +99,7 @@ def test_torchscript_falls_back_to_dynamo_and_says_so(phi3_folder: str, tmp_path
 def test_both_backends_failing_are_named_one_line_each(
     bert_folder: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    def fails(module, args, spec, backend, workdir):  # type: ignore[no-untyped-def]
+    def fails(module, args, spec, backend, workdir, **options):  # type: ignore[no-untyped-def]
         raise BackendError(backend.value, f"{backend.value}Error: cannot", details="the IR dump\n" * 100)
 
     monkeypatch.setattr(pipeline, "export_graph", fails)
