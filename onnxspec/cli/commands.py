@@ -281,7 +281,12 @@ def print_report(console: Console, report: ExportReport, *, files: bool = True) 
 
 def models_table(registry: Any) -> Table:
     """Supported model types, their family and tasks (``-with-past``: also with a KV cache)."""
-    table = Table(title="Supported model types", box=box.SIMPLE_HEAD, caption="tasks marked +past also export with a KV cache (--task <task>-with-past)")
+    pairs = sum(len(registry[model_type].tasks) for model_type in registry)
+    table = Table(
+        title=f"Supported model types: {len(registry)}, with {pairs} (model type, task) pairs",
+        box=box.SIMPLE_HEAD,
+        caption="tasks marked +past also export with a KV cache (--task <task>-with-past)",
+    )
     table.add_column("model type")
     table.add_column("family")
     table.add_column("tasks")

@@ -259,6 +259,8 @@ def test_models_lists_model_types_with_tasks(capsys) -> None:
         assert model_type in out
     assert "bert" in out and "whisper" in out
     assert "automatic-speech-recognition +past" in out
+    pairs = sum(len(entry.tasks) for entry in REGISTRY.values())
+    assert f"Supported model types: {len(REGISTRY)}, with {pairs} (model type, task) pairs" in " ".join(out.split())
 
 
 def test_tasks_lists_tasks_and_synonyms(capsys) -> None:
