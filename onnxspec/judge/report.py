@@ -14,7 +14,9 @@ import psutil
 
 from onnxspec.judge.runtimes import Runtime, main_graph, runtimes_for
 
-__all__ = ["ExportReport", "GraphReport", "OutputCheck", "folder_bytes", "process_seconds", "report_json", "write_report"]
+__all__ = [
+    "ExportReport", "GraphReport", "OutputCheck", "folder_bytes", "process_seconds", "report_json", "to_plain", "why_failed", "write_report",
+]
 
 
 @attrs.frozen(kw_only=True)
@@ -146,7 +148,7 @@ class ExportReport:
         out = [f"{g.filename}: {p}" for g in self.graphs for p in g.problems]
         out += [
             f"{c.graph}: output {c.output!r} at {c.shape_set}: "
-            + (c.problem or _why(c))
+            + (c.problem or why_failed(c))
             for g in self.graphs
             for c in g.checks
             if not c.passed
@@ -154,7 +156,7 @@ class ExportReport:
         return tuple(out)
 
 
-def _why(c: OutputCheck) -> str:
+def why_failed(c: OutputCheck) -> str:
     """A failed check in words: the error, its bound, and what the bound is made of."""
     if c.criterion == "noise":
         return (f"error {c.error:.3g} against float64 > bound {c.bound:.3g} "
@@ -163,16 +165,18 @@ def _why(c: OutputCheck) -> str:
         f"; {c.note}" if c.note else "")
 
 
-def _plain(value: Any) -> Any:
+def to_plain(value: Any) -> Any:
+    """``value`` (a report, a check, or what they hold) as JSON-ready data: records and mappings as dicts
+    (a check with its ``error_over_bound``), sequences as lists, non-finite floats as strings."""
     if isinstance(value, OutputCheck):
-        data = {k: _plain(v) for k, v in attrs.asdict(value, recurse=False).items()}
-        return {**data, "error_over_bound": _plain(value.error_over_bound)}
+        data = {k: to_plain(v) for k, v in attrs.asdict(value, recurse=False).items()}
+        return {**data, "error_over_bound": to_plain(value.error_over_bound)}
     if attrs.has(type(value)):
-        return {k: _plain(v) for k, v in attrs.asdict(value, recurse=False).items()}
+        return {k: to_plain(v) for k, v in attrs.asdict(value, recurse=False).items()}
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): to_plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [to_plain(v) for v in value]
     if isinstance(value, float) and value != value:
         return "nan"
     if isinstance(value, float) and math.isinf(value):
@@ -182,7 +186,7 @@ def _plain(value: Any) -> Any:
 
 def report_json(report: ExportReport | GraphReport) -> str:
     """The report as JSON text, with the overall verdict first."""
-    data = {"passed": report.passed, "validated": report.validated, **_plain(report)}
+    data = {"passed": report.passed, "validated": report.validated, **to_plain(report)}
     return json.dumps(data, indent=2, sort_keys=False)
 
 

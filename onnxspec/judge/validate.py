@@ -35,8 +35,8 @@ from onnxspec.pieces.shapes import DTypes, Shapes, size_table, torch_dtype, vali
 from onnxspec.pieces.spec import GraphSpec, contract_json, tolerance_for
 
 __all__ = [
-    "RUNTIMES", "References", "check_graph", "compare", "reference_session", "runtime_for", "stamp", "validate",
-    "validate_merged", "validate_with_references", "SHAPE_SET_NAMES",
+    "RUNTIMES", "References", "branch_feed", "check_graph", "compare", "mask_for", "reference_session", "runtime_for", "stamp",
+    "validate", "validate_merged", "validate_with_references", "SHAPE_SET_NAMES",
 ]
 
 _ONNX_DTYPE = {
@@ -186,7 +186,7 @@ def stamp(model: onnx.ModelProto, spec: GraphSpec, dtypes: DTypes, extra_metadat
     stamp_interface(model, Interface(inputs=spec.inputs, outputs=spec.outputs), metadata)
 
 
-def _mask_for(output: TensorSpec, array: np.ndarray, feed: Mapping[str, np.ndarray], spec: GraphSpec) -> np.ndarray | None:
+def mask_for(output: TensorSpec, array: np.ndarray, feed: Mapping[str, np.ndarray], spec: GraphSpec) -> np.ndarray | None:
     """Which elements of ``output`` to compare: positions the attention mask keeps.
 
     Applies to outputs whose axis 1 (or, for cache tensors, axis 2) runs over the tokens the
@@ -468,7 +468,7 @@ def validate_with_references(
         # what the frozen-axis check reads is the shapes: keep those (views of no memory), not the outputs
         runs.append((shapes, {n: np.broadcast_to(np.empty((), np.asarray(a).dtype), np.shape(a)) for n, a in zip(out_names, got)}))
         for i, (t, exp, act) in enumerate(zip(spec.outputs, expected[k], got)):
-            keep = _mask_for(t, exp, feed, spec)
+            keep = mask_for(t, exp, feed, spec)
             ref = references[k][i] if references is not None else None
             checks.append(compare(graph, t, labels[k], exp, np.asarray(act), keep, criteria[i], ref, no_reference=why_not))
     problems = tuple(_frozen_outputs(spec, runs))
@@ -482,7 +482,7 @@ _PASSED_THROUGH = Tolerance(atol=1e-30)
 keeps the bound positive)."""
 
 
-def _branch_feed(declared: Mapping[str, tuple[list[Any], str]], feed: Mapping[str, np.ndarray], branch: bool,
+def branch_feed(declared: Mapping[str, tuple[list[Any], str]], feed: Mapping[str, np.ndarray], branch: bool,
                  branch_input: str) -> dict[str, np.ndarray]:
     """The inputs of a merged decoder that one branch's spec does not feed.
 
@@ -544,7 +544,7 @@ def validate_merged(
 
         def run(out_names: list[str], feed: Mapping[str, np.ndarray], branch: bool = branch,
                 runs: list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]] = runs) -> list[np.ndarray]:
-            full = {**feed, **_branch_feed(declared, feed, branch, branch_input)}
+            full = {**feed, **branch_feed(declared, feed, branch, branch_input)}
             others = [n for n in every_output if n not in out_names]
             got = session.run([*out_names, *others], full)  # type: ignore[attr-defined]
             runs.append((full, dict(zip(others, got[len(out_names):]))))

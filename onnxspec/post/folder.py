@@ -44,8 +44,8 @@ import numpy as np
 import torch
 
 from onnxspec.errors import ConfigError, ExportError, ModelLoadError, OnnxSpecError, ValidationError
-from onnxspec.judge.report import OutputCheck, _plain, _why
-from onnxspec.judge.validate import _branch_feed, _mask_for, validate, validate_merged
+from onnxspec.judge.report import OutputCheck, to_plain, why_failed
+from onnxspec.judge.validate import branch_feed, mask_for, validate, validate_merged
 from onnxspec.pieces.axes import Kind
 from onnxspec.pieces.cache_names import is_cache_input
 from onnxspec.pieces.past import PastKind
@@ -307,7 +307,7 @@ class PostReport:
     @property
     def failures(self) -> tuple[str, ...]:
         out = [f"{g.filename}: {p}" for g in self.graphs for p in g.problems]
-        out += [f"{c.graph}: output {c.output!r} at {c.shape_set}: {c.problem or _why(c)}" for g in self.graphs for c in g.checks
+        out += [f"{c.graph}: output {c.output!r} at {c.shape_set}: {c.problem or why_failed(c)}" for g in self.graphs for c in g.checks
                 if not c.passed]
         out += [f"{m.graph}: {m.output} at {m.shape_set}: {m.problem}" for g in self.graphs for m in g.measures if not m.passed]
         return tuple(out)
@@ -315,7 +315,7 @@ class PostReport:
 
 def post_json(report: PostReport) -> str:
     """The report as JSON text, the verdict first; ``export`` keeps the export's own record."""
-    data = {"passed": report.passed, **_plain(report)}
+    data = {"passed": report.passed, **to_plain(report)}
     return json.dumps(data, indent=2)
 
 
@@ -397,7 +397,7 @@ def _agreement(
             if exp.shape != act.shape:
                 measures.append(measure(graph, t.name, label, "cosine", float("nan"), thresholds.cosine, 0))
                 continue
-            keep = _mask_for(t, exp, arrays, spec)
+            keep = mask_for(t, exp, arrays, spec)
             e, a = (exp[keep], act[keep]) if keep is not None else (exp, act)
             measures.append(measure(graph, t.name, label, "cosine", cosine_similarity(e, a), thresholds.cosine, int(e.size)))
             if t.name == "logits":
@@ -485,7 +485,7 @@ def _seq2seq_greedy(workdir: str, side: PyTorchSide, info: ExportFolder, thresho
         full = dict(feed)
         if name == merged:
             declared = {i.name: (list(i.shape), i.type) for i in session.get_inputs()}
-            full.update(_branch_feed(declared, feed, flag, BRANCH_INPUT))
+            full.update(branch_feed(declared, feed, flag, BRANCH_INPUT))
         return dict(zip(out_names, session.run(out_names, full)))
 
     def torch_run(spec: Any, flag: bool, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -537,7 +537,7 @@ def _judge(
         measures: list[Measure] = []
         for flag, tag, module, spec in branches:
             def run(names: Sequence[str], feed: Mapping[str, np.ndarray], flag: bool = flag) -> list[np.ndarray]:
-                return session.run(list(names), {**feed, **_branch_feed(declared, feed, flag, BRANCH_INPUT)})
+                return session.run(list(names), {**feed, **branch_feed(declared, feed, flag, BRANCH_INPUT)})
 
             measures += _agreement(run, module, spec, info, graph, thresholds, tag)  # type: ignore[arg-type]
         return (), tuple(measures), ()
