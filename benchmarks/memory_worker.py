@@ -17,6 +17,7 @@ import json
 import sys
 import threading
 import time
+from typing import Any
 
 KEYS = ("VmRSS", "RssAnon", "RssFile")
 
@@ -31,9 +32,12 @@ def _status() -> dict[str, int]:
     return out
 
 
-def main() -> None:
-    folder, task, out = sys.argv[1:4]
+def sampled_export(folder: str, task: str, out: str) -> dict[str, Any]:
+    """One validated ``export(folder, out, task=task)`` with its resident memory sampled per stage:
+    the export's seconds, whether it passed, the stages in the order they ran, the peaks per stage,
+    the process's high-water mark and the pipeline's own ``ExportReport.stage_memory``."""
     peaks: dict[str, dict[str, int]] = {}
+    order = ["imports"]
     current = ["imports"]
     stop = threading.Event()
 
@@ -45,6 +49,10 @@ def main() -> None:
                 peak[key] = max(peak[key], now[key])
             stop.wait(0.02)
 
+    def enter(label: str) -> None:
+        order.append(label)
+        current[0] = label
+
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
     import onnxruntime
@@ -54,23 +62,28 @@ def main() -> None:
     opened = onnxruntime.InferenceSession.__init__
 
     def session(self: object, *args: object, **kwargs: object) -> None:
-        current[0] = current[0].removesuffix(" (onnxruntime)") + " (onnxruntime)"
+        if not current[0].endswith(" (onnxruntime)"):
+            enter(current[0] + " (onnxruntime)")
         opened(self, *args, **kwargs)  # type: ignore[arg-type]
 
     onnxruntime.InferenceSession.__init__ = session  # type: ignore[method-assign]
-
-    def progress(stage: str, detail: str) -> None:
-        current[0] = f"{stage}:{detail}" if detail else stage
-
-    t0 = time.perf_counter()
-    report = export(folder, out, task=task, overwrite=True, progress=progress)
-    seconds = time.perf_counter() - t0
-    current[0] = "after export"
+    try:
+        t0 = time.perf_counter()
+        report = export(folder, out, task=task, overwrite=True, progress=lambda stage, detail: enter(f"{stage}:{detail}" if detail else stage))
+        seconds = time.perf_counter() - t0
+    finally:
+        onnxruntime.InferenceSession.__init__ = opened  # type: ignore[method-assign]
+    enter("after export")
     time.sleep(0.1)
     stop.set()
     thread.join()
-    print(json.dumps({"seconds": seconds, "passed": report.passed, "peaks": peaks, "process_peak_rss": _status()["VmHWM"],
-                      "report_stage_memory": dict(getattr(report, "stage_memory", {}) or {})}))
+    return {"seconds": seconds, "passed": report.passed, "stages": list(dict.fromkeys(order)), "peaks": peaks,
+            "process_peak_rss": _status()["VmHWM"], "report_stage_memory": dict(getattr(report, "stage_memory", {}) or {})}
+
+
+def main() -> None:
+    folder, task, out = sys.argv[1:4]
+    print(json.dumps(sampled_export(folder, task, out)))
 
 
 if __name__ == "__main__":

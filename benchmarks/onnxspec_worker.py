@@ -160,47 +160,15 @@ def peak(folder: str, task: str, work: str, step: str) -> dict[str, Any]:
     return out
 
 
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
-
-
 def stage_peaks(folder: str, task: str, out: str) -> dict[str, Any]:
-    """Peak RSS during each pipeline stage of one export (a thread samples /proc/self/status every
-    20 ms; the progress callback says which stage runs), to show where an export's memory goes."""
-    import threading
+    """Peak RSS during each pipeline stage of one export, to show where an export's memory goes
+    (``memory_worker.sampled_export``: a thread samples /proc/self/status every 20 ms)."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from memory_worker import sampled_export
 
-    from onnxspec.pipeline.core import export
-
-    current = ["imports"]
-    peaks: dict[str, int] = {}
-    order: list[str] = []
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            rss = _status_kib("VmRSS") * 1024
-            stage = current[0]
-            peaks[stage] = max(peaks.get(stage, 0), rss)
-            stop.wait(0.02)
-
-    def progress(stage: str, detail: str) -> None:
-        label = f"{stage}:{detail}" if detail else stage
-        order.append(label)
-        current[0] = label
-
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    t0 = time.perf_counter()
-    report = export(folder, out, task=task, overwrite=True, progress=progress)
-    seconds = time.perf_counter() - t0
-    current[0] = "after export"
-    time.sleep(0.1)
-    stop.set()
-    thread.join()
-    return {"seconds": seconds, "passed": report.passed, "stages": ["imports", *order, "after export"],
-            "peak_rss_by_stage": peaks, "process_peak_rss": _status_kib("VmHWM") * 1024,
-            "report_stage_memory": dict(getattr(report, "stage_memory", {}) or {})}  # the pipeline's own figures, where it has them
+    got = sampled_export(folder, task, out)
+    return {**{k: got[k] for k in ("seconds", "passed", "stages", "process_peak_rss", "report_stage_memory")},
+            "peak_rss_by_stage": {stage: peak["VmRSS"] for stage, peak in got["peaks"].items()}}
 
 
 def floor(folder: str, task: str, work: str, runs: int, warm_up: bool = True) -> dict[str, Any]:
