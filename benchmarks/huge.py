@@ -240,22 +240,27 @@ def _stage_times(lines: list[tuple[float, str]]) -> list[tuple[str, float]]:
     return stages
 
 
-EXPORT_LIMIT = 14 * 2**30
-"""The exports run in a memory group of this size too: a step that would take more (onnxruntime's
-CPU provider copying fp16 weights to fp32 did, 24 GB) is killed alone, not by the machine's OOM killer."""
+EXPORT_LIMIT = 16 * 2**30
+"""The exports run in a memory group of this size too (``--export-limit-gb``): a step that would take
+more (onnxruntime's default CPU session copying fp16 weights to fp32 did, 24 GB) is killed alone, not
+by the machine's OOM killer, and the machine's other work keeps the rest."""
 
 
-def export_run(folder: str, dtype: str, extra: list[str] | None = None) -> dict[str, Any]:
+def export_run(folder: str, dtype: str, extra: list[str] | None = None, limit: int = EXPORT_LIMIT) -> dict[str, Any]:
     out = os.path.join(WORK, "out", f"huge-{dtype}")
     shutil.rmtree(out, ignore_errors=True)
     argv = [PROJECT_CLI, "export", "--model", folder, "--task", TASK, "--stream-weights", out, "--overwrite"]
     if dtype != "fp32":
         argv += ["--dtype", dtype]
     argv += extra or []
-    group = memory_group(f"onnxspec-huge-{dtype}", EXPORT_LIMIT)
+    group = memory_group(f"onnxspec-huge-{dtype}", limit)
     try:
         run = measured(argv, cgroup=group)
-        run["memory_group"] = f"cgroup v1, limit {EXPORT_LIMIT / 2**30:g} GiB" if group else "none"
+        run["memory_group"] = f"cgroup v1, limit {limit / 2**30:g} GiB" if group else "none"
+        if group:
+            for name in ("memory.max_usage_in_bytes", "memory.failcnt"):
+                with open(os.path.join(group, name)) as f:
+                    run[name] = int(f.read().strip())
     finally:
         if group:
             try:
@@ -277,7 +282,7 @@ def export_run(folder: str, dtype: str, extra: list[str] | None = None) -> dict[
             "stage_memory": report.get("stage_memory"),
             "graphs": [
                 {
-                    "filename": g["filename"], "backend": g["backend"], "export_seconds": g["export_seconds"],
+                    "filename": g["filename"], "backend": g["backend"], "runtime": g.get("runtime"), "export_seconds": g["export_seconds"],
                     "validate_seconds": g["validate_seconds"], "float64_reference": g.get("float64_reference"),
                     "checks": [
                         {k: c.get(k) for k in ("output", "shape_set", "torch_shape", "max_abs", "error", "bound", "criterion", "passed")}
@@ -367,10 +372,14 @@ def render(results: dict[str, Any]) -> str:
             out += [f"Model: {other['layers']} layers, {other['parameters'] / 1e9:.2f} B parameters, fp32 weights "
                     f"{_gb(other['fp32_bytes'])}, {other['stored_dtype']} checkpoint {_gb(other['checkpoint_bytes'])} "
                     f"written in {other['seconds']} s.", ""]
-        out += [f"`{run['command']}`", "",
-                "| exit | wall s | peak RSS | peak RssAnon | peak RssFile | model.onnx.data |", "|---|---|---|---|---|---|",
-                f"| {run['exit_code']} | {run['seconds']} | {_gb(run['peak_rss'])} | {_gb(run['peak_rss_anon'])} | "
-                f"{_gb(run['peak_rss_file'])} | {_gb(run.get('data_bytes'))} |", ""]
+        group = run.get("memory_group", "none")
+        out += [f"`{run['command']}`" + (f", run in a {group} memory group" if group != "none" else ""), "",
+                "| exit | wall s | CPU s | peak RSS | peak RssAnon | peak RssFile | model.onnx.data |", "|---|---|---|---|---|---|---|",
+                f"| {run['exit_code']} | {run['seconds']} | {run.get('cpu_seconds', '-')} | {_gb(run['peak_rss'])} | "
+                f"{_gb(run['peak_rss_anon'])} | {_gb(run['peak_rss_file'])} | {_gb(run.get('data_bytes'))} |", ""]
+        if "memory.max_usage_in_bytes" in run:
+            out += [f"memory group: max usage {_gb(run['memory.max_usage_in_bytes'])} (page cache included), "
+                    f"failcnt {run['memory.failcnt']}", ""]
         if run.get("stages"):
             stages = run["stages"]
             out += ["Stages (the command prints a stage's line when it is done: the time it ended, and since the "
@@ -385,8 +394,12 @@ def render(results: dict[str, Any]) -> str:
             out += [f"| {k} | {_gb(v)} |" for k, v in rep["stage_memory"].items()]
             out.append("")
         for g in rep.get("graphs", []):
+            checks = g["checks"]
+            worst = max(checks, key=lambda c: c["error"] / c["bound"] if c["bound"] else float("inf"), default=None)
             out += [f"{g['filename']}: traced with {g['backend']} in {g['export_seconds']:.1f} s, validated in "
-                    f"{g['validate_seconds']:.1f} s, float64 reference: {g.get('float64_reference') or '-'}", "",
+                    f"{g['validate_seconds']:.1f} s by {g.get('runtime') or 'onnxruntime'}, float64 reference: "
+                    f"{g.get('float64_reference') or '-'}; {sum(c['passed'] for c in checks)} of {len(checks)} checks passed"
+                    + (f", worst error/bound {worst['error'] / worst['bound']:.3g} ({worst['output']}, {worst['shape_set']})" if worst else ""), "",
                     "| output | shape set | shape | max abs | error | bound | passed |", "|---|---|---|---|---|---|---|"]
             for c in g["checks"]:
                 out.append(f"| {c['output']} | {c['shape_set']} | {tuple(c['torch_shape'] or ())} | {c['max_abs']:.3g} | "
@@ -414,6 +427,8 @@ def main() -> None:
     parser.add_argument("--folder", default=default_folder)
     parser.add_argument("--only", nargs="+", choices=STEPS)
     parser.add_argument("--optimum-limit-gb", type=float, default=12.0)
+    parser.add_argument("--export-limit-gb", type=float, default=EXPORT_LIMIT / 2**30,
+                        help="the memory group the onnxspec exports run in (cgroup v1)")
     parser.add_argument("--render", action="store_true")
     parser.add_argument("--suffix", default="", help="store the step's results under its name plus this suffix")
     parser.add_argument("--optimum-fp16-copy", action="store_true", help="run Optimum on an fp16 copy of the checkpoint")
@@ -456,7 +471,7 @@ def main() -> None:
                 sys.exit(f"{dtype}: {free / 1e9:.1f} GB of disk free, the export needs {need / 1e9:.1f} GB (with 8 GB to spare)")
             print(f"exporting {dtype} ...", flush=True)
             extra = [] if args.sequence_length is None else ["--sequence-length", str(args.sequence_length)]
-            results[dtype + args.suffix] = export_run(args.folder, dtype, extra)
+            results[dtype + args.suffix] = export_run(args.folder, dtype, extra, int(args.export_limit_gb * 2**30))
             save()
     if "optimum" in steps:
         print("Optimum ...", flush=True)

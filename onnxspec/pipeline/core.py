@@ -603,9 +603,24 @@ def _check(job: _Job, sub: GraphSpec, state: _State) -> _State:
     return attrs.evolve(state, graph=attrs.evolve(state.graph, problems=tuple(problems), interface_ok=interface_ok, path=path))
 
 
-def _session(path: str, runtime: str = "onnxruntime") -> Any:
+LOW_MEMORY_RUNTIME = "onnxruntime (unoptimized, low-memory)"
+"""``GraphReport.runtime`` of a graph validated by the low-memory session of :func:`_session`:
+onnxruntime's CPU provider with graph optimizations off (``ORT_DISABLE_ALL``), no memory arena and
+``PRIORITY_BASED`` execution order."""
+
+
+def _session(path: str, runtime: str = "onnxruntime", *, low_memory: bool = False) -> Any:
     """The runtime that validates the graph at ``path``: onnxruntime's CPU provider, or onnx's
-    reference evaluator for what onnxruntime cannot run (bf16: :func:`onnxspec.judge.validate.runtime_for`)."""
+    reference evaluator for what onnxruntime cannot run (bf16: :func:`onnxspec.judge.validate.runtime_for`).
+
+    ``low_memory``: the session for an fp16 graph whose weights' fp32 copies do not fit in memory
+    (:func:`_fp16_upcast_room`). The CPU provider has no fp16 MatMul: it puts a Cast to fp32 before
+    each one, and its graph optimizations fold the Casts of the weights into fp32 initializers in
+    anonymous memory when the session opens (4 bytes a weight). With optimizations off each Cast
+    runs right before its MatMul; without the memory arena, and in ``PRIORITY_BASED`` order, its
+    fp32 output is freed once the MatMul has read it, so memory holds the memory-mapped fp16
+    weights and about one fp32 weight at a time. The graph then runs as written, unfused, which
+    the report says (:data:`LOW_MEMORY_RUNTIME`)."""
     if runtime != "onnxruntime":
         from onnxspec.judge.validate import reference_session
 
@@ -624,6 +639,10 @@ def _session(path: str, runtime: str = "onnxruntime") -> Any:
     # threads and from each other (three bert-base runs: 0.9 s without spinning, 1.4 s with it,
     # on two busy cores); waiting threads sleep instead
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if low_memory:
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+        options.enable_cpu_mem_arena = False
+        options.execution_order = onnxruntime.ExecutionOrder.PRIORITY_BASED
     return onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 
@@ -639,16 +658,26 @@ def _releasable(job: _Job, sub: GraphSpec) -> bool:
 
 
 def _fp16_upcast_room(path: str) -> str:
-    """Why onnxruntime's CPU provider cannot open the fp16 graph at ``path`` in the memory
-    available, or ``""``. It has no fp16 MatMul and converts each fp16 weight a MatMul or Gemm
-    reads into an fp32 copy in anonymous memory when the session opens (measured: 1.31 GB for a
-    Llama layer of Llama-2-7B's width and its 32000-word head, 4 bytes a weight); a graph whose
-    copies do not fit would bring the out-of-memory killer, so it is refused before."""
+    """Why onnxruntime's CPU provider, as it is set up by default, cannot open the fp16 graph at
+    ``path`` in the memory available, or ``""``. It has no fp16 MatMul and converts each fp16
+    weight a MatMul or Gemm reads (in the graph or in its subgraphs: a merged decoder's branches)
+    into an fp32 copy in anonymous memory when the session opens (measured: 1.31 GB for a Llama
+    layer of Llama-2-7B's width and its 32000-word head, 4 bytes a weight); a graph whose copies
+    take more than 3/4 of the available memory is validated by the low-memory session instead
+    (``_session(..., low_memory=True)``), which makes one copy at a time as the graph runs."""
     from onnxspec.judge.reference import available_memory
 
     model = onnx.load(path, load_external_data=False)
     fp16 = {t.name: t for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16}
-    read = {name for node in model.graph.node if node.op_type in ("MatMul", "Gemm") for name in node.input if name in fp16}
+
+    def nodes(graph: onnx.GraphProto) -> Any:  # the nodes of graph and of its subgraphs
+        for node in graph.node:
+            yield node
+            for attr in node.attribute:
+                for sub in (attr.g,) if attr.HasField("g") else attr.graphs:
+                    yield from nodes(sub)
+
+    read = {name for node in nodes(model.graph) if node.op_type in ("MatMul", "Gemm") for name in node.input if name in fp16}
     need = 0
     for name in read:
         count = 1
@@ -662,15 +691,18 @@ def _fp16_upcast_room(path: str) -> str:
             f"{need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB of memory is available")
 
 
+def _low_memory(graph: _InFlight, runtime: str, dtypes: DTypes) -> bool:
+    """Whether the written graph is validated by the low-memory session: an fp16 graph run by
+    onnxruntime whose weights' fp32 copies would not fit (:func:`_fp16_upcast_room`)."""
+    return bool(graph.interface_ok and runtime == "onnxruntime" and dtypes.float_dtype is FloatDtype.FP16
+                and _fp16_upcast_room(graph.path))
+
+
 def _validate(job: _Job, sub: GraphSpec, state: _State) -> _State:
     """Run the saved graph with onnxruntime against the PyTorch module at the validation shapes."""
     request, graph = job.request, state.graph
     runtime = runtime_for(request.dtypes)
-    if graph.interface_ok and runtime == "onnxruntime" and request.dtypes.float_dtype is FloatDtype.FP16:
-        room = _fp16_upcast_room(graph.path)
-        if room:
-            raise SpecError(f"{sub.filename} cannot be validated here: {room}. Export it on a machine whose memory holds the "
-                            "fp32 copies, or export fp32 (onnxruntime memory-maps fp32 weights, nothing is copied)")
+    low_memory = _low_memory(graph, runtime, request.dtypes)
     if graph.interface_ok:
         # the session opens only once PyTorch's references are made (float64 included), so the
         # graph's weights and the reference run are not in memory at the same time
@@ -680,7 +712,7 @@ def _validate(job: _Job, sub: GraphSpec, state: _State) -> _State:
             if release:
                 state.model.to("meta")  # type: ignore[union-attr]
             release_heap()  # what PyTorch's references freed, before onnxruntime maps the weights
-            return _session(graph.path, runtime)
+            return _session(graph.path, runtime, low_memory=low_memory)
 
         with released_after_forward(graph.module):  # type: ignore[arg-type]  # checkpoint pages given back module by module
             checks, run_problems, seconds, ran = validate_with_references(
@@ -696,7 +728,7 @@ def _validate(job: _Job, sub: GraphSpec, state: _State) -> _State:
     del ran
     report = _graph_report(
         request, graph, sub.filename, sub, (sub.inputs, sub.outputs), (checks, run_problems, seconds),
-        backend=graph.backend or job.resolved.backend.value, runtime=runtime,
+        backend=graph.backend or job.resolved.backend.value, runtime=LOW_MEMORY_RUNTIME if low_memory else runtime,
     )
     report = attrs.evolve(report, float64_reference=float64_how)
     return attrs.evolve(state, graph=_InFlight(), reports=(*state.reports, report), references=references)
@@ -754,8 +786,9 @@ def _validate_merged(job: _Job, merged: GraphSpec, state: _State) -> _State:
     request, graph = job.request, state.graph
     first, later = merged.branches
     runtime = runtime_for(request.dtypes)
+    low_memory = _low_memory(graph, runtime, request.dtypes)
     if graph.interface_ok:
-        session = _session(graph.path, runtime)
+        session = _session(graph.path, runtime, low_memory=low_memory)
         branches = (
             (False, "no-cache", graph_module(state.model, first), first),  # type: ignore[arg-type]
             (True, "cache", graph_module(state.model, later), later),  # type: ignore[arg-type]
@@ -775,7 +808,7 @@ def _validate_merged(job: _Job, merged: GraphSpec, state: _State) -> _State:
     }
     report = _graph_report(
         request, graph, merged.filename, merged, (merged.inputs, merged.outputs), (checks, run_problems, seconds),
-        backend=job.resolved.backend.value, runtime=runtime,
+        backend=job.resolved.backend.value, runtime=LOW_MEMORY_RUNTIME if low_memory else runtime,
     )
     return attrs.evolve(state, graph=_InFlight(), reports=(*state.reports, report), references=references)
 
