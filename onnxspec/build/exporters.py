@@ -44,6 +44,7 @@ __all__ = [
     "embed_external_data",
     "export_graph",
     "move_external_data",
+    "releases_pages",
     "resolve_backend",
     "weight_bytes",
 ]
@@ -173,9 +174,11 @@ def _export_torchscript(
     dynamic = {**axes_view(spec.inputs), **axes_view(spec.outputs)}
     path = os.path.join(workdir, "torchscript_export.onnx")
     weights: dict[str, torch.Tensor] = {}
+    give_back = stream is not None or releases_pages(module)
     # the trace's forward gives each module's checkpoint pages back once it returns (onnxspec.build.pages)
-    with _quiet(), torch.no_grad(), _weights_kept_out(weights), _shape_inference_without_weights(), released_after_forward(module), \
-            _deduplication_reading_samples():
+    with _quiet(), torch.no_grad(), _weights_kept_out(weights), _shape_inference_without_weights(), \
+            released_after_forward(module) if give_back else contextlib.nullcontext(), \
+            _deduplication_reading_samples(give_back):
         torch.onnx.export(
             module,
             args,
@@ -190,12 +193,31 @@ def _export_torchscript(
         )
     model = _load_without_data(workdir, "torchscript_export.onnx")
     if stream is None:
-        _attach_weights(model, weights, data_dir, spec.filename + ".data")
+        _attach_weights(model, weights, data_dir, spec.filename + ".data", give_back=give_back)
     else:
         perms = fold_transposes(model, weights)
         _attach_weights(model, weights, data_dir, spec.filename + ".data",
                         produce=lambda name, captured: tensor_for(stream, captured, perms.get(name)))
     return model
+
+
+RELEASE_FROM = 64 << 20
+"""A model whose parameters and buffers take fewer bytes than this (64 MiB) keeps its checkpoint's
+pages while it is traced and run (:func:`releases_pages`): giving them back first reads the
+process's mappings from ``/proc/self/smaps``, 20-30 ms a read once torch, transformers and
+onnxruntime are loaded, four to five reads an export (0.1 s of a tiny model's 5 s CLI run), to
+save at most these bytes of resident memory."""
+
+
+def releases_pages(module: torch.nn.Module) -> bool:
+    """Whether ``module``'s weights are worth giving back page by page once used
+    (:mod:`onnxspec.build.pages`): they take :data:`RELEASE_FROM` bytes or more."""
+    total = 0
+    for tensor in (*module.parameters(), *module.buffers()):
+        total += tensor.numel() * tensor.element_size()
+        if total >= RELEASE_FROM:
+            return True
+    return False
 
 
 def _load_without_data(scratch: str, filename: str) -> onnx.ModelProto:
@@ -369,7 +391,7 @@ def _sample(tensor: torch.Tensor, count: int = 64) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def _deduplication_reading_samples() -> Iterator[None]:
+def _deduplication_reading_samples(give_back: bool = True) -> Iterator[None]:
     """While the block runs, TorchScript's deduplication of initializers by value (``equal``
     between every two weights of the same dtype, shape and strides) sees only the weights of
     :data:`DEDUPLICATION_SAMPLES_FROM` bytes or more whose sample (:func:`_sample`) equals another
@@ -377,7 +399,8 @@ def _deduplication_reading_samples() -> Iterator[None]:
     given back to its result unchanged. Comparing every weight read the whole checkpoint into
     memory at once (llama-1b: its 3.3 GiB of mapped pages, measured); the samples read a few
     pages each, and the pages are given back (:func:`onnxspec.build.pages.release`). The
-    initializers kept are those the pass would keep (``tests/unit/build/test_trace_memory.py``)."""
+    initializers kept are those the pass would keep (``tests/unit/build/test_trace_memory.py``).
+    ``give_back=False`` (a small model, :func:`releases_pages`) keeps the pages."""
     name = "_jit_pass_onnx_deduplicate_initializers"
     deduplicate = getattr(torch._C, name)
     limit = DEDUPLICATION_SAMPLES_FROM
@@ -385,10 +408,11 @@ def _deduplication_reading_samples() -> Iterator[None]:
     def sampled(graph: Any, params: dict[str, Any], *rest: Any) -> Any:
         large = {k: v for k, v in params.items() if isinstance(v, torch.Tensor) and v.numel() * v.element_size() >= limit}
         groups: dict[tuple[Any, ...], list[tuple[str, torch.Tensor]]] = {}
-        mappings = file_mappings()
+        mappings = file_mappings() if give_back and large else None
         for key, tensor in large.items():
             groups.setdefault((tensor.dtype, tuple(tensor.shape), tuple(tensor.stride()), tensor.device), []).append((key, _sample(tensor)))
-            release((tensor,), mappings)  # each read maps the pages around it too (the kernel's fault-around: 64 KiB)
+            if mappings is not None:
+                release((tensor,), mappings)  # each read maps the pages around it too (the kernel's fault-around: 64 KiB)
         alone = set()
         for members in groups.values():
             for key, sample in members:
@@ -396,7 +420,8 @@ def _deduplication_reading_samples() -> Iterator[None]:
                     alone.add(key)
         shown = {k: v for k, v in params.items() if k not in alone}
         kept = deduplicate(graph, shown, *rest)
-        release(shown.values())
+        if give_back:
+            release(shown.values())
         return {**{k: params[k] for k in alone}, **kept}
 
     setattr(torch._C, name, sampled)
@@ -408,15 +433,16 @@ def _deduplication_reading_samples() -> Iterator[None]:
 
 def _attach_weights(
     model: onnx.ModelProto, weights: dict[str, torch.Tensor], target_dir: str, location: str,
-    produce: Any = None,
+    produce: Any = None, give_back: bool = True,
 ) -> None:
     """Turn the graph inputs named in ``weights`` back into initializers, in input order: tensors
     of 1 KB or more written one at a time into ``target_dir/location`` (new), the others in the
     proto; each tensor is dropped from ``weights`` once written. ``produce(name, tensor)``, when
     given, makes the values written from the captured tensor (read from a checkpoint). Once
     written, a tensor memory-mapped from a checkpoint gives its pages back
-    (:func:`onnxspec.build.pages.release`)."""
-    mappings = file_mappings()
+    (:func:`onnxspec.build.pages.release`), unless ``give_back`` is false (a small model:
+    :func:`releases_pages`)."""
+    mappings = file_mappings() if give_back else None
     inputs = list(model.graph.input)
     kept = [v for v in inputs if v.name not in weights]
     del model.graph.input[:]
@@ -441,7 +467,8 @@ def _attach_weights(
                 tensor.data_location = onnx.TensorProto.EXTERNAL
                 for key, entry in (("location", location), ("offset", offset), ("length", nbytes)):
                     tensor.external_data.add(key=key, value=str(entry))
-            release((weight,), mappings)
+            if mappings is not None:
+                release((weight,), mappings)
             del weight
             model.graph.initializer.append(tensor)
 

@@ -40,6 +40,7 @@ opens that file, so the two copies of the weights are never in memory together a
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -65,6 +66,7 @@ from onnxspec.build.exporters import (
     embed_external_data,
     export_graph,
     move_external_data,
+    releases_pages,
     resolve_backend,
     weight_bytes,
 )
@@ -714,7 +716,9 @@ def _validate(job: _Job, sub: GraphSpec, state: _State) -> _State:
             release_heap()  # what PyTorch's references freed, before onnxruntime maps the weights
             return _session(graph.path, runtime, low_memory=low_memory)
 
-        with released_after_forward(graph.module):  # type: ignore[arg-type]  # checkpoint pages given back module by module
+        # checkpoint pages given back module by module (a small model keeps them: releases_pages)
+        give_back = state.weights is not None or releases_pages(graph.module)  # type: ignore[arg-type]
+        with released_after_forward(graph.module) if give_back else contextlib.nullcontext():  # type: ignore[arg-type]
             checks, run_problems, seconds, ran = validate_with_references(
                 session, graph.module, sub, request.shapes, request.dtypes, request.seed,  # type: ignore[arg-type]
                 sub.filename, shape_sets=job.resolved.shape_sets,

@@ -71,3 +71,29 @@ def test_deduplication_shown_only_weights_sampled_alike_keeps_the_same_initializ
     assert sampled == every
     names = [t.name for t in onnx.load(os.fspath(tmp_path / "sampled" / "model.onnx"), load_external_data=False).graph.initializer]
     assert len([n for n in names if "norm" in n]) == 1  # the five norm weights, all ones, are still one initializer
+
+
+def test_a_small_model_keeps_its_pages_and_a_large_one_gives_them_back(tmp_path, monkeypatch) -> None:
+    """Giving a checkpoint's pages back reads /proc/self/smaps first; a model under RELEASE_FROM
+    bytes skips it (the reads cost more than its pages), one over it still does, and both write
+    the same graph."""
+    from onnxspec.build import pages
+    from tests.tiny import tiny_folder
+
+    folder = tiny_folder("llama", "text-generation", tmp_path / "llama")  # weights memory-mapped from safetensors
+    reads: list[int] = []
+    read = pages.file_mappings
+
+    def counted() -> pages.FileMappings:
+        reads.append(1)
+        return read()
+
+    monkeypatch.setattr(pages, "file_mappings", counted)
+    monkeypatch.setattr(exporters, "file_mappings", counted)
+    small = export(folder, tmp_path / "small", task="text-generation")
+    assert small.passed and reads == []
+    monkeypatch.setattr(exporters, "RELEASE_FROM", 0)  # every model counts as large
+    large = export(folder, tmp_path / "large", task="text-generation")
+    assert large.passed and len(reads) >= 3  # the trace's forward, the written weights, the validation's forward
+    graphs = [onnx.load(os.fspath(tmp_path / name / "model.onnx"), load_external_data=False).graph for name in ("small", "large")]
+    assert graphs[0].SerializeToString(deterministic=True) == graphs[1].SerializeToString(deterministic=True)

@@ -23,9 +23,9 @@ def _devices_at_session(monkeypatch, model: torch.nn.Module | None = None) -> li
         models.append(load(*args, **kwargs))
         return models[-1]
 
-    def session(path: str, runtime: str = "onnxruntime"):
+    def session(path: str, runtime: str = "onnxruntime", **options):
         seen.append({p.device.type for p in models[0].parameters()})
-        return opened(path, runtime)
+        return opened(path, runtime, **options)
 
     monkeypatch.setattr(core, "load_source_model", loaded)
     monkeypatch.setattr(core, "_session", session)
