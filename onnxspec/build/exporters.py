@@ -368,8 +368,29 @@ def row_blocks(weight: torch.Tensor) -> Iterator[torch.Tensor]:
         return
     row = max(1, weight[0].numel() * weight.element_size()) if weight.dim() else 1
     step = max(1, WRITE_BLOCK_BYTES // row)
+    across = weight.dim() == 2 and weight.stride(1) != 1  # a row's values lie apart: a transposed weight
     for start in range(0, weight.shape[0], step):
-        yield weight[start : start + step].contiguous()
+        part = weight[start : start + step]
+        yield _tiled_copy(part) if across else part.contiguous()
+
+
+TILE = 128
+"""A transposed weight's block is copied in tiles of this many rows and columns (:func:`_tiled_copy`)."""
+
+
+def _tiled_copy(part: torch.Tensor) -> torch.Tensor:
+    """A contiguous copy of the 2-D ``part`` whose rows are strided (a block of a transposed
+    weight), a :data:`TILE` x :data:`TILE` tile at a time: each tile reads short runs of the
+    source and writes short runs of the copy, all within the CPU's cache, where a block copied
+    whole takes each value from another cache line (torch's fast transpose needs the whole
+    matrix). Measured in 16 MiB blocks: a tied 50257 x 768 embedding transposed for the lm_head,
+    0.36 s of CPU copied whole, 0.085 s in tiles; 49152 x 576, 0.17 and 0.06 s; 8192 x 2048,
+    0.15 and 0.06 s; a 1536 x 576 Linear weight, 1.8 and 1.2 ms."""
+    block = torch.empty(part.shape, dtype=part.dtype, device=part.device)
+    for row in range(0, part.shape[0], TILE):
+        for column in range(0, part.shape[1], TILE):
+            block[row : row + TILE, column : column + TILE].copy_(part[row : row + TILE, column : column + TILE])
+    return block
 
 
 def _bytes_of(tensor: torch.Tensor) -> Any:

@@ -97,3 +97,19 @@ def test_a_small_model_keeps_its_pages_and_a_large_one_gives_them_back(tmp_path,
     assert large.passed and len(reads) >= 3  # the trace's forward, the written weights, the validation's forward
     graphs = [onnx.load(os.fspath(tmp_path / name / "model.onnx"), load_external_data=False).graph for name in ("small", "large")]
     assert graphs[0].SerializeToString(deterministic=True) == graphs[1].SerializeToString(deterministic=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_a_transposed_weight_is_copied_in_tiles_to_the_same_values(monkeypatch, dtype: torch.dtype) -> None:
+    monkeypatch.setattr(exporters, "WRITE_BLOCK_BYTES", 4 * 41 * 7)  # blocks of rows, each several tiles
+    monkeypatch.setattr(exporters, "TILE", 5)  # tiles that do not divide the block: ragged edges
+    copied: list[torch.Tensor] = []
+    tiled = exporters._tiled_copy
+    monkeypatch.setattr(exporters, "_tiled_copy", lambda part: copied.append(part) or tiled(part))
+    weight = torch.randn(41, 23).to(dtype)
+    blocks = list(exporters.row_blocks(weight.T))
+    assert copied and len(blocks) == len(copied) > 1 and all(b.is_contiguous() and b.dtype == dtype for b in blocks)
+    assert torch.equal(torch.cat(blocks), weight.T.contiguous())
+    strided = torch.randn(6, 8, 10)[:, :, ::2]  # not 2-D: copied a block of rows at a time, as before
+    copied.clear()
+    assert torch.equal(torch.cat(list(exporters.row_blocks(strided))), strided.contiguous()) and not copied
