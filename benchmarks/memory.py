@@ -203,6 +203,14 @@ def limited(tool: str, name: str, folder: str, weights: int, fraction: float, ti
     return run
 
 
+def _last_stage(tail: list[str]) -> str:
+    """The last pipeline stage an onnxspec run printed as done (its ``✓ <stage>`` lines), or ``""``."""
+    import re
+
+    done = [m.group(1) for line in tail if (m := re.match(r"\s*\S\s+(resolve|load|dummies|trace|check|validate|write)\b", line))]
+    return done[-1] if done else ""
+
+
 def render_limits(limits: dict[str, Any]) -> list[str]:
     lines = ["## memory needed: exports in a limited memory group", "",
              f"- measured {limits['date']} at onnxspec commit {limits['commit']}" + (f"; {limits['note']}" if limits.get("note") else ""),
@@ -221,7 +229,9 @@ def render_limits(limits: dict[str, Any]) -> list[str]:
                   "| tool | limit | outcome | wall s | CPU s | peak RSS | anon | file | max usage | failcnt | major faults |",
                   "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in mine:
-            lines.append(f"| {r['tool']} | {r['fraction']:g}x = {r['limit'] / 2**30:.2f} GiB | {r['outcome']} | {r['seconds']:.0f} | "
+            stage = _last_stage(r["tail"]) if r["tool"] == "onnxspec" and not r["completed"] else ""
+            outcome = r["outcome"] + (f" (last stage done: {stage})" if stage else "")
+            lines.append(f"| {r['tool']} | {r['fraction']:g}x = {r['limit'] / 2**30:.2f} GiB | {outcome} | {r['seconds']:.0f} | "
                          f"{r['cpu_seconds']:.0f} | {r['peak_rss'] / 2**30:.2f} GiB ({r['peak_rss'] / weights:.2f}x) | "
                          f"{r['peak_rss_anon'] / 2**30:.2f} GiB | {r['peak_rss_file'] / 2**30:.2f} GiB | "
                          f"{r['max_usage_in_bytes'] / 2**30:.2f} GiB | {r['failcnt']} | {r.get('major_faults', '-')} |")

@@ -31,7 +31,7 @@ def memory_bench():
 
 def _run(tool: str, fraction: float, completed: bool, outcome: str) -> dict:
     return {"tool": tool, "model": "m", "fraction": fraction, "limit": int(fraction * 2**30), "weight_bytes": 2**30,
-            "completed": completed, "outcome": outcome, "seconds": 10.0, "cpu_seconds": 8.0, "peak_rss": 2**29,
+            "completed": completed, "outcome": outcome, "tail": ["  ✓ trace     model.onnx   1.0s"], "seconds": 10.0, "cpu_seconds": 8.0, "peak_rss": 2**29,
             "peak_rss_anon": 2**28, "peak_rss_file": 2**28, "max_usage_in_bytes": 2**29, "failcnt": 3, "major_faults": 7}
 
 
@@ -42,7 +42,7 @@ def test_render_names_the_smallest_limit_each_tool_completes_in(memory_bench) ->
     text = "\n".join(lines)
     assert "- onnxspec: completes from 1x (1.00 GiB)" in text
     assert "- optimum: completed under none of these limits" in text
-    assert "| onnxspec | 0.5x = 0.50 GiB | OOM-killed in the group |" in text
+    assert "| onnxspec | 0.5x = 0.50 GiB | OOM-killed in the group (last stage done: trace) |" in text
 
 
 def test_worker_samples_each_stage(tmp_path) -> None:
