@@ -24,9 +24,11 @@ class OutputCheck:
     """One output compared at one shape set.
 
     ``passed`` is ``error <= bound``. ``criterion`` says how the bound was set: ``"noise"``
-    (``reference`` is ``"float64"``: the bound is a multiple of ``noise``, PyTorch's own error
-    against float64) or ``"tolerance"`` (a fixed ``atol + rtol * |torch|`` against PyTorch at
-    the export dtype; ``note`` says why when it stands in for a float64 reference).
+    (the bound is a multiple of ``noise``, PyTorch's own error against float64: with
+    ``reference`` ``"float64"`` measured at this set; with ``"torch"``, measured at the set
+    ``note`` names and scaled to this output's size ``scale``, the error then being against
+    PyTorch at the export dtype) or ``"tolerance"`` (a fixed ``atol + rtol * |torch|`` against
+    PyTorch at the export dtype; ``note`` says why when it stands in for a float64 reference).
     ``max_abs`` / ``max_rel`` are always onnxruntime against PyTorch at the export dtype.
     """
 
@@ -48,6 +50,8 @@ class OutputCheck:
     bound: float = float("nan")
     noise: float = float("nan")
     note: str = ""
+    scale: float = float("nan")
+    """The output's size (``max |reference|``) the bound's floor and cap scale with."""
 
     @property
     def error_over_bound(self) -> float:
@@ -158,6 +162,10 @@ class ExportReport:
 
 def why_failed(c: OutputCheck) -> str:
     """A failed check in words: the error, its bound, and what the bound is made of."""
+    if c.criterion == "noise" and c.reference != "float64":
+        return (f"error {c.error:.3g} against PyTorch > bound {c.bound:.3g} (PyTorch's own float error, "
+                f"{c.note or 'scaled from another shape set'}: {c.noise:.3g}; the graph is "
+                f"{c.error / max(c.noise, 1e-300):.3g}x that)")
     if c.criterion == "noise":
         return (f"error {c.error:.3g} against float64 > bound {c.bound:.3g} "
                 f"(PyTorch's own float error is {c.noise:.3g}; the graph is {c.error / max(c.noise, 1e-300):.3g}x that)")

@@ -7,6 +7,13 @@ and the module with PyTorch at shape sets that differ from the trace shapes, and
 output where the attention mask keeps a position: its shape, then its values by the output's
 criterion (:mod:`onnxspec.pieces.criteria`; by default the error against a float64 run of the same
 module, bounded by a multiple of PyTorch's own rounding noise).
+
+The float64 run is made at one shape set, the one with the most input elements (``large``:
+a prompt with padded rows, longer than the trace); at the other sets PyTorch's noise on each
+output is the noise measured there, and the graph is compared with PyTorch at the export dtype
+(:class:`~onnxspec.pieces.criteria.Calibration`).
+On a full-size model a float64 forward costs three float32 ones (every weight widened), so the
+sets of one token no longer pay it.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import torch
 from onnxspec.pieces.axes import Kind, TensorSpec, names, symbol_size
 from onnxspec.pieces.axes import spec as tensor_spec
 from onnxspec.pieces.cache_names import Part, Which, cache_name, is_cache_input, is_cache_output, to_past
-from onnxspec.pieces.criteria import Criterion, NoiseBound, Tolerance, Verdict, judge
+from onnxspec.pieces.criteria import Calibration, Criterion, NoiseBound, Tolerance, Verdict, judge
 from onnxspec.errors import SpecError
 from onnxspec.pieces.generators import context, make_dummies
 from onnxspec.build.merge import Interface, stamp_interface
@@ -35,7 +42,7 @@ from onnxspec.pieces.shapes import DTypes, Shapes, size_table, torch_dtype, vali
 from onnxspec.pieces.spec import GraphSpec, contract_json, tolerance_for
 
 __all__ = [
-    "RUNTIMES", "References", "branch_feed", "check_graph", "compare", "mask_for", "reference_session", "runtime_for", "stamp",
+    "RUNTIMES", "References", "branch_feed", "calibrating_set", "check_graph", "compare", "mask_for", "reference_session", "runtime_for", "stamp",
     "validate", "validate_merged", "validate_with_references", "SHAPE_SET_NAMES",
 ]
 
@@ -219,9 +226,11 @@ def compare(
     reference: np.ndarray | None = None,
     *,
     no_reference: str = "",
+    calibration: Calibration | None = None,
 ) -> OutputCheck:
     """One output at one shape set: same shape, finite, and within ``criterion``
-    (:func:`onnxspec.pieces.criteria.judge`) where ``keep`` marks the compared elements."""
+    (:func:`onnxspec.pieces.criteria.judge`) where ``keep`` marks the compared elements;
+    ``calibration``: the noise measured at another set, used where ``reference`` is ``None``."""
     base = dict(graph=graph, output=output.name, shape_set=shape_set, torch_shape=tuple(expected.shape), onnx_shape=tuple(got.shape))
     fixed = criterion if isinstance(criterion, Tolerance) else criterion.fallback
     nan = float("nan")
@@ -239,11 +248,11 @@ def compare(
                            passed=False, problem=f"{bad} produced non-finite values")
     if reference is not None and not np.all(np.isfinite(reference)):
         reference, no_reference = None, "the float64 run produced non-finite values"
-    v = judge_in_chunks(expected, got, criterion, reference, no_reference=no_reference)
+    v = judge_in_chunks(expected, got, criterion, reference, no_reference=no_reference, calibration=calibration)
     return OutputCheck(
         **base, max_abs=v.max_abs, max_rel=v.max_rel, atol=fixed.atol, rtol=fixed.rtol, compared=int(expected.size),
         passed=v.passed, criterion=v.criterion, reference=v.reference, error=v.error, bound=v.bound, noise=v.noise,
-        note=v.note,
+        note=v.note, scale=v.scale,
     )
 
 
@@ -258,7 +267,7 @@ def _worst(expected: np.ndarray, got: np.ndarray, criterion: Criterion, referenc
     against ``reference`` PyTorch's own error, the graph's error and the reference's size."""
     exp, act = expected.astype(np.float64), got.astype(np.float64)
     diff = np.abs(act - exp)
-    picks = [np.argmax(diff), np.argmax(diff / np.maximum(np.abs(exp), 1e-12))]
+    picks = [np.argmax(diff), np.argmax(diff / np.maximum(np.abs(exp), 1e-12)), np.argmax(np.abs(exp))]
     fixed = criterion if isinstance(criterion, Tolerance) else criterion.fallback
     picks.append(np.argmax(diff / (fixed.atol + fixed.rtol * np.abs(exp))))
     if reference is not None:
@@ -269,7 +278,7 @@ def _worst(expected: np.ndarray, got: np.ndarray, criterion: Criterion, referenc
 
 def judge_in_chunks(
     expected: np.ndarray, got: np.ndarray, criterion: Criterion, reference: np.ndarray | None = None, *,
-    no_reference: str = "", chunk: int = CHUNK,
+    no_reference: str = "", chunk: int = CHUNK, calibration: Calibration | None = None,
 ) -> Verdict:
     """:func:`~onnxspec.pieces.criteria.judge`, the same verdict, in bounded memory.
 
@@ -279,7 +288,7 @@ def judge_in_chunks(
     them; an array of up to ``chunk`` elements is judged as it is.
     """
     if expected.size <= chunk:
-        return judge(expected, got, criterion, reference, no_reference=no_reference)
+        return judge(expected, got, criterion, reference, no_reference=no_reference, calibration=calibration)
     flat = [a.reshape(-1) for a in (expected, got)]
     ref = reference.reshape(-1) if reference is not None else None
     picked = [
@@ -288,7 +297,8 @@ def judge_in_chunks(
         for start in range(0, expected.size, chunk)
     ]
     keep = np.unique(np.concatenate(picked))  # sorted: the first of equal maxima stays first
-    return judge(flat[0][keep], flat[1][keep], criterion, None if ref is None else ref[keep], no_reference=no_reference)
+    return judge(flat[0][keep], flat[1][keep], criterion, None if ref is None else ref[keep], no_reference=no_reference,
+                 calibration=calibration)
 
 
 def _frozen_outputs(spec: GraphSpec, runs: Sequence[tuple[Shapes, Mapping[str, np.ndarray]]]) -> list[str]:
@@ -345,8 +355,9 @@ def _references(
 class References:
     """PyTorch's side of one graph's validation, kept so a merged decoder's branch fed the very
     same inputs need not run the module again: the inputs fed at each shape set, PyTorch's
-    outputs at the export dtype, and its float64 outputs (or ``None`` and the reason there are
-    none), with what made the inputs (seed, shape sets, dtypes, the spec's input names)."""
+    outputs at the export dtype, and its float64 outputs at the set :func:`calibrating_set`
+    picks (``None`` at the others; or ``None`` and the reason there are none), with what made the
+    inputs (seed, shape sets, dtypes, the spec's input names)."""
 
     seed: int
     sets: tuple[Shapes, ...]
@@ -355,7 +366,7 @@ class References:
     outputs: tuple[str, ...]
     feeds: tuple[Mapping[str, torch.Tensor], ...]
     expected: tuple[tuple[np.ndarray, ...], ...]
-    float64: tuple[tuple[np.ndarray, ...], ...] | None
+    float64: tuple[tuple[np.ndarray, ...] | None, ...] | None
     why_not: str = ""
     float64_how: str = ""
     """How the float64 outputs were made: ``"streamed"``, or ``"whole model: <why>"`` (see
@@ -382,20 +393,32 @@ class References:
         return True
 
 
+def calibrating_set(feeds: Sequence[Mapping[str, torch.Tensor]]) -> int:
+    """The index of the shape set the float64 reference runs at: the one whose inputs other than
+    the cache hold the most elements (the first of equals). With the default sets that is
+    ``large``, a prompt of several padded rows longer than the trace: the most positions, so its
+    maximum of PyTorch's error is the best measured, and the set where positions beyond the
+    trace are read."""
+    sizes = [sum(t.numel() for name, t in feed.items() if not is_cache_input(name)) for feed in feeds]
+    return sizes.index(max(sizes)) if sizes else 0
+
+
 def _pytorch_runs(
     module: torch.nn.Module, spec: GraphSpec, sets: Sequence[Shapes], dtypes: DTypes, seed: int, wanted: bool,
     feeds: Sequence[Mapping[str, torch.Tensor]],
 ) -> References:
-    """PyTorch's outputs at ``feeds`` at the export dtype, and in float64 if ``wanted``."""
+    """PyTorch's outputs at ``feeds`` at the export dtype, and in float64 at :func:`calibrating_set` if ``wanted``."""
     expected: list[tuple[np.ndarray, ...]] = []
     for dummies in feeds:
         with torch.no_grad():
             expected.append(tuple(_to_numpy(t) for t in module(*dummies.values())))
-    references, why_not, how = _references(module, feeds, wanted, torch_dtype(Kind.FLOAT, dtypes))
+    at = calibrating_set(feeds)
+    references, why_not, how = _references(module, feeds[at : at + 1], wanted, torch_dtype(Kind.FLOAT, dtypes))
     return References(
         seed=seed, sets=tuple(sets), dtypes=dtypes, inputs=tuple(names(spec.inputs)), outputs=tuple(names(spec.outputs)),
         feeds=tuple(feeds), expected=tuple(expected),
-        float64=None if references is None else tuple(tuple(r) for r in references), why_not=why_not, float64_how=how,
+        float64=None if references is None else tuple(tuple(references[0]) if k == at else None for k in range(len(feeds))),
+        why_not=why_not, float64_how=how,
     )
 
 
@@ -412,8 +435,10 @@ def validate(
     """Run ``session`` (onnxruntime) and ``module`` (PyTorch) at each shape set and compare.
 
     PyTorch runs first, at the export dtype and, where an output is judged by a
-    :class:`~onnxspec.pieces.criteria.NoiseBound`, again in float64 (:mod:`onnxspec.judge.reference`); only
-    then is onnxruntime run. ``session`` may be a callable returning the session, so it opens
+    :class:`~onnxspec.pieces.criteria.NoiseBound`, again in float64 at one set
+    (:func:`calibrating_set`, :mod:`onnxspec.judge.reference`); only then is onnxruntime run. At
+    that set each output's noise is measured; at the others the noise measured there stands for
+    it (:class:`~onnxspec.pieces.criteria.Calibration`), against PyTorch at the export dtype. ``session`` may be a callable returning the session, so it opens
     after the references are made. Returns the per-output checks, problems found across runs
     (a frozen dynamic axis), and the seconds spent (:func:`validate_with_references` also
     returns PyTorch's runs).
@@ -460,17 +485,41 @@ def validate_with_references(
     expected, references, why_not = runs_of_torch.expected, runs_of_torch.float64 if wanted else None, runs_of_torch.why_not
     if callable(session) and not hasattr(session, "run"):
         session = session()
-    checks: list[OutputCheck] = []
+    at = calibrating_set(feeds)
+    calibrations: dict[int, Calibration] = {}  # output index -> PyTorch's noise measured at set ``at``
+
+    def judged(k: int, feed: Mapping[str, np.ndarray], got: Sequence[Any]) -> list[OutputCheck]:
+        found = []
+        for i, (t, exp, act) in enumerate(zip(spec.outputs, expected[k], got)):
+            keep = mask_for(t, exp, feed, spec)
+            ref = references[k][i] if references is not None and references[k] is not None else None
+            calibration = calibrations.get(i) if references is not None and ref is None else None
+            missing = why_not or f"no float64 noise measured on this output at {labels[at]}"
+            check = compare(graph, t, labels[k], exp, np.asarray(act), keep, criteria[i], ref, no_reference=missing,
+                            calibration=calibration)
+            if k == at and check.reference == "float64" and np.isfinite(check.noise):
+                calibrations[i] = Calibration(noise=check.noise, shape_set=labels[at])
+            found.append(check)
+        return found
+
+    by_set: dict[int, list[OutputCheck]] = {}
+    waiting: list[tuple[int, dict[str, np.ndarray], Sequence[Any]]] = []  # sets run before the float64 one: judged after it
     runs: list[tuple[Shapes, dict[str, np.ndarray]]] = []
     for k, shapes in enumerate(sets):
         feed = {n: _to_numpy(t) for n, t in feeds[k].items()}
         got = session.run(out_names, feed)  # type: ignore[attr-defined]
         # what the frozen-axis check reads is the shapes: keep those (views of no memory), not the outputs
         runs.append((shapes, {n: np.broadcast_to(np.empty((), np.asarray(a).dtype), np.shape(a)) for n, a in zip(out_names, got)}))
-        for i, (t, exp, act) in enumerate(zip(spec.outputs, expected[k], got)):
-            keep = mask_for(t, exp, feed, spec)
-            ref = references[k][i] if references is not None else None
-            checks.append(compare(graph, t, labels[k], exp, np.asarray(act), keep, criteria[i], ref, no_reference=why_not))
+        if k < at:
+            waiting.append((k, feed, got))
+            continue
+        by_set[k] = judged(k, feed, got)
+        if k == at:
+            for earlier, earlier_feed, earlier_got in waiting:
+                by_set[earlier] = judged(earlier, earlier_feed, earlier_got)
+            waiting.clear()
+        del got
+    checks = [c for k in range(len(sets)) for c in by_set[k]]
     problems = tuple(_frozen_outputs(spec, runs))
     return tuple(checks), problems, time.perf_counter() - start, runs_of_torch
 

@@ -59,7 +59,8 @@ def test_a_bf16_export_is_bf16_and_validates(exported) -> None:  # type: ignore[
     [graph] = report.graphs
     assert (graph.backend, graph.runtime, graph.fallback) == ("dynamo", "onnx.reference", "")
     assert {c.shape_set for c in graph.checks} == {"small", "large", "decode"}
-    assert all(c.criterion == "noise" and c.reference == "float64" for c in graph.checks)
+    # float64 run at the large set; at the others, PyTorch with the noise measured there, to scale
+    assert all(c.criterion == "noise" and c.reference == ("float64" if c.shape_set == "large" else "torch") for c in graph.checks)
     proto = onnx.load(os.path.join(out, "model.onnx"))
     floats = {i.type.tensor_type.elem_type for i in (*proto.graph.input, *proto.graph.output)} - {onnx.TensorProto.INT64}
     assert floats <= {onnx.TensorProto.BFLOAT16} and onnx.TensorProto.BFLOAT16 in floats

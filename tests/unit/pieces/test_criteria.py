@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from onnxspec.pieces.criteria import DEFAULT_CRITERIA, NoiseBound, Tolerance, judge
+from onnxspec.pieces.criteria import DEFAULT_CRITERIA, Calibration, NoiseBound, Tolerance, judge
 from onnxspec.errors import SpecError
 
 BOUND = NoiseBound(factor=64.0, floor=2.0**-20, fallback=Tolerance(atol=1e-4, rtol=1e-3))
@@ -119,3 +119,27 @@ def test_outputs_below_the_dtype_range_are_not_capped_to_nothing() -> None:
     v = judge(zeros, zeros, BOUND, exact)
     assert v.passed and v.error == pytest.approx(3e-50)
     assert not judge(zeros, zeros + 1e-30, BOUND, exact).passed  # above tiny, the cap still holds
+
+
+def test_a_calibration_stands_in_for_float64_at_another_set() -> None:
+    """At a set without a float64 run, the noise measured at another set bounds the graph's
+    difference from PyTorch's float32; the floor and the cap follow the output's size here."""
+    exact, torch32 = _exact_and_float32(3, 10.0)
+    there = Calibration(noise=float(np.abs(torch32 - exact).max()), shape_set="large")
+    here_exact, here32 = _exact_and_float32(4, 10.0, n=64)
+    noisy = here32 + np.random.default_rng(5).uniform(-4, 4, here32.shape) * np.abs(here32 - here_exact).max()
+    v = judge(here32, noisy, BOUND, None, calibration=there)
+    assert v.passed and v.criterion == "noise" and v.reference == "torch" and "large" in v.note
+    assert v.noise == there.noise and v.scale == pytest.approx(np.abs(here32).max())
+    assert v.bound == pytest.approx(64 * there.noise + 2.0**-20 * v.scale)
+    assert v.error == pytest.approx(np.abs(noisy - here32).max())
+    wrong = here32.copy()
+    wrong[7] += 1e-3 * 10.0  # 1e-3 of the output's size: far above 64 x its float32 noise
+    assert not judge(here32, wrong, BOUND, None, calibration=there).passed
+
+
+def test_a_calibrated_bound_is_capped_like_a_measured_one() -> None:
+    ill = Calibration(noise=1.0, shape_set="large")  # PyTorch's float error as large as the output
+    x = np.linspace(-1.0, 1.0, 50)
+    v = judge(x, x + 2e-3, BOUND, None, calibration=ill)
+    assert not v.passed and v.bound == pytest.approx(2.0**-10) and "capped" in v.note
