@@ -17,11 +17,14 @@ stored as fp8 (:data:`STORED`, for the disk).
 
     onnxspec export --model FOLDER --task text-generation-with-past --stream-weights OUT [--dtype fp16]
 
-with full validation (three shape sets against PyTorch, float64 bounds), and measure its wall
-time, its peak RSS (``wait4``), and its anonymous and file-backed resident memory (``RssAnon``,
-``RssFile`` of ``/proc/<pid>/status``, sampled every 0.2 s); the stages' times come from the
-lines the command prints, timestamped as they arrive, and the errors and bounds from the
-report it writes. Each output folder is deleted once measured (disk).
+with full validation (three shape sets against PyTorch, float64 bounds), in a cgroup v1 memory
+group of ``--export-limit-gb`` (16 GiB) so that the machine's other work keeps the rest, and
+measure its wall and CPU time, its peak RSS (``wait4``), and its anonymous and file-backed
+resident memory (``RssAnon``, ``RssFile`` of ``/proc/<pid>/status``, sampled every 0.2 s); the
+stages' times come from the lines the command prints, timestamped as they arrive, and the errors,
+bounds and the runtime that ran the graph (the fp16 graph's fp32 weight copies do not fit here:
+onnxruntime's low-memory session, unoptimized) from the report it writes. Each output folder is
+deleted once measured (disk).
 
 ``optimum`` runs ``optimum-cli export onnx`` on the same folder last, in a memory cgroup limited to
 ``--optimum-limit-gb`` (cgroup v1, ``/sys/fs/cgroup/memory``) so that it cannot push the machine
@@ -373,7 +376,7 @@ def render(results: dict[str, Any]) -> str:
                     f"{_gb(other['fp32_bytes'])}, {other['stored_dtype']} checkpoint {_gb(other['checkpoint_bytes'])} "
                     f"written in {other['seconds']} s.", ""]
         group = run.get("memory_group", "none")
-        out += [f"`{run['command']}`" + (f", run in a {group} memory group" if group != "none" else ""), "",
+        out += [f"`{run['command']}`" + (f", run in a memory group ({group})" if group != "none" else ""), "",
                 "| exit | wall s | CPU s | peak RSS | peak RssAnon | peak RssFile | model.onnx.data |", "|---|---|---|---|---|---|---|",
                 f"| {run['exit_code']} | {run['seconds']} | {run.get('cpu_seconds', '-')} | {_gb(run['peak_rss'])} | "
                 f"{_gb(run['peak_rss_anon'])} | {_gb(run['peak_rss_file'])} | {_gb(run.get('data_bytes'))} |", ""]
