@@ -4,8 +4,9 @@ onnxruntime's CPU provider has no fp16 MatMul; its default session makes an fp32
 fp16 weight when it opens. Where those copies would not fit, validation runs the graph unoptimized,
 without the memory arena and in priority order, so each copy is made right before its MatMul and
 freed after it. Here: the export chooses that session and says so in its report; both sessions
-compute the same outputs on a tiny fp16 llama; and on a graph of large fp16 weights the low-memory
-session's measured peak stays far below the default's.
+compute the same outputs on a tiny fp16 llama; on a graph of large fp16 weights the low-memory
+session's measured peak stays far below the default's; and the weights a merged decoder's branches
+read are counted.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import onnxspec.judge.reference as reference
 from onnxspec.pieces.shapes import DTypes, FloatDtype
-from onnxspec.pipeline.core import LOW_MEMORY_RUNTIME, _session, export
+from onnxspec.pipeline.core import LOW_MEMORY_RUNTIME, _fp16_upcast_room, _session, export
 from tests.tiny import tiny_model
 
 FP16 = DTypes(float_dtype=FloatDtype.FP16)
@@ -128,3 +129,28 @@ def test_low_memory_session_holds_about_one_fp32_copy_at_a_time(tmp_path: Path) 
     # low-memory one the mapped weights (128 MiB) and about one 16 MiB copy
     assert default > copies, (low, default)
     assert low < default - copies / 2, (low, default)
+
+
+def test_weights_a_merged_decoders_branches_read_are_counted(tmp_path: Path, monkeypatch) -> None:
+    """A merged decoder's MatMuls are in its If node's branches; the weights are the outer graph's."""
+    w = numpy_helper.from_array(np.ones((64, 64), np.float16), "w")
+
+    def branch(name: str) -> onnx.GraphProto:
+        return helper.make_graph([helper.make_node("MatMul", ["x", "w"], [name + "_y"])], name, [],
+                                 [helper.make_tensor_value_info(name + "_y", TensorProto.FLOAT16, ["b", 64])])
+
+    graph = helper.make_graph(
+        [helper.make_node("If", ["c"], ["y"], then_branch=branch("then"), else_branch=branch("else"))], "g",
+        [helper.make_tensor_value_info("c", TensorProto.BOOL, []), helper.make_tensor_value_info("x", TensorProto.FLOAT16, ["b", 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT16, ["b", 64])], [w],
+    )
+    path = os.fspath(tmp_path / "merged.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), path)
+    monkeypatch.setattr(reference, "available_memory", lambda: 4 * 64 * 64)  # the copy needs 16 KiB: more than 3/4 of this
+    assert "fp32 copy of every fp16 MatMul weight" in _fp16_upcast_room(path)
+    monkeypatch.setattr(reference, "available_memory", lambda: 4 * 4 * 64 * 64)
+    assert _fp16_upcast_room(path) == ""
+    low, default = _session(path, low_memory=True), _session(path)
+    feed = {"c": np.array(True), "x": np.full((2, 64), 0.5, np.float16)}
+    np.testing.assert_array_equal(low.run(None, feed)[0], default.run(None, feed)[0])
+    assert float(low.run(None, feed)[0][0, 0]) == 32.0
