@@ -59,8 +59,15 @@ def build_model(m: BenchModel) -> dict[str, Any]:
     return res.last_json()
 
 
+INSTALLED_CLI: str | None = None
+"""The console script of onnxspec installed as a user installs it (:mod:`installed`), once the
+full run has made it; until then (and in --smoke) the development venv's."""
+
+
 def onnxspec_cli(m: BenchModel, out: str) -> list[str]:
     """How a user exports with onnxspec: the console script (or the pipeline, before it existed)."""
+    if INSTALLED_CLI:
+        return [INSTALLED_CLI, "export", "--model", model_dir(m), "--task", m.task, out]
     cli = os.path.join(ROOT, "onnxspec", "cli")
     if (os.path.exists(cli + ".py") or os.path.isdir(cli)) and os.path.exists(PROJECT_CLI):  # a module, or (now) a package
         return [PROJECT_CLI, "export", "--model", model_dir(m), "--task", m.task, out]
@@ -497,6 +504,7 @@ def targets(results: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global INSTALLED_CLI
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--smoke", action="store_true", help="one tiny model, one run, no peer (seconds; what the tests run)")
@@ -552,9 +560,16 @@ def main(argv: list[str] | None = None) -> int:
     if with_peer:
         log("checking the Optimum venv")
         peer.ensure()
+        import installed
+
+        log("installing this checkout into the installed-onnxspec venv")
+        INSTALLED_CLI = installed.ensure()
     results.setdefault("versions", {"project": {} if smoke else project_versions(), **({"peer": peer.versions()} if with_peer else {})})
-    results["onnxspec_command"] = ("onnxspec export --model DIR --task TASK OUT" if onnxspec_cli((tiny or larger)[0], "OUT")[0] == PROJECT_CLI
-                                   else "python -c 'onnxspec.pipeline.core.export(...)'")
+    results["onnxspec_command"] = (
+        "onnxspec export --model DIR --task TASK OUT (the checkout installed as a user installs it: `pip install .`, core "
+        "dependencies only, in benchmarks/.work/onnxspec-venv)" if INSTALLED_CLI
+        else "onnxspec export --model DIR --task TASK OUT" if onnxspec_cli((tiny or larger)[0], "OUT")[0] == PROJECT_CLI
+        else "python -c 'onnxspec.pipeline.core.export(...)'")
 
     log(f"building {len(tiny)} tiny model folders")
     results["models"] = results.get("models", {}) | {m.name: build_model(m) for m in tiny}
