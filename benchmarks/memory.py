@@ -223,7 +223,7 @@ def render_limits(limits: dict[str, Any]) -> list[str]:
              "charged to whoever read them first, so peak RSS can exceed `max usage`", ""]
     runs = list(limits["runs"].values())
     for name in dict.fromkeys(r["model"] for r in runs):
-        mine = [r for r in runs if r["model"] == name]
+        mine = sorted((r for r in runs if r["model"] == name), key=lambda r: (r["tool"], r["fraction"]))
         weights = mine[0]["weight_bytes"]
         lines += [f"{name} (fp32 weights {weights / 2**30:.2f} GiB):", "",
                   "| tool | limit | outcome | wall s | CPU s | peak RSS | anon | file | max usage | failcnt | major faults |",
