@@ -4,6 +4,7 @@ limit each tool completed in. The real runs (llama-1b, gemma-3-270m, Optimum) ar
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -20,13 +21,14 @@ GROUPS = "/sys/fs/cgroup/memory"
 
 @pytest.fixture()
 def memory_bench():
-    sys.path.insert(0, BENCH)
-    try:
-        import memory
-
-        yield memory
-    finally:
-        sys.path.remove(BENCH)
+    """benchmarks/memory.py as a module; the import path it extends (for its sibling scripts) is restored after."""
+    saved = list(sys.path)
+    spec = importlib.util.spec_from_file_location("benchmarks_memory", os.path.join(BENCH, "memory.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    yield module
+    sys.path[:] = saved
 
 
 def _run(tool: str, fraction: float, completed: bool, outcome: str) -> dict:
