@@ -94,3 +94,17 @@ def test_the_calibrating_set_is_the_one_with_the_most_positions_not_the_largest_
     decode = {"input_ids": torch.zeros(3, 1), "past_key_values.0.key": torch.zeros(3, 2, 13, 16)}
     assert calibrating_set([decode, prompt, decode]) == 1
     assert calibrating_set([{"pixel_values": torch.zeros(1, 3, 8, 8)}]) == 0
+
+
+def test_the_float64_run_follows_the_float32_run_at_the_same_set(llama, monkeypatch) -> None:
+    """A module keeping state from its longest call so far (dynamic NTK rotary) must be in the
+    same state for both runs at the float64 set: the next set's float32 run comes after them."""
+    module, _ = llama
+    calls = []
+    handle = module.register_forward_pre_hook(lambda m, args: calls.append((tuple(args[0].shape), args[3].dtype)))
+    try:
+        _validate(llama, monkeypatch)
+    finally:
+        handle.remove()
+    prompt = (3, 23)  # then the stand-in session runs the module at each set, in float32
+    assert calls[:4] == [((1, 1), torch.float32), (prompt, torch.float32), (prompt, torch.float64), ((3, 1), torch.float32)]
