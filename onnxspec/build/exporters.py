@@ -198,6 +198,7 @@ def _export_torchscript(
         _attach_weights(model, weights, data_dir, spec.filename + ".data", give_back=give_back)
     else:
         perms = fold_transposes(model, weights)
+        tie_transposed_weights(model, weights)
         _attach_weights(model, weights, data_dir, spec.filename + ".data",
                         produce=lambda name, captured: tensor_for(stream, captured, perms.get(name)))
     return model
@@ -478,13 +479,16 @@ def tie_transposed_weights(model: onnx.ModelProto, weights: dict[str, torch.Tens
     input ``B`` of ``MatMul`` nodes of the top-level graph is dropped from ``weights`` and from the
     graph's inputs, and each such ``MatMul(X, B)`` becomes ``X`` reshaped to ``[-1, H]``, ``Gemm``
     by the table with ``transB=1``, and the product reshaped back to ``X``'s leading dims + ``[V]``.
+    Without constant folding (streamed weights) the head reads a ``Transpose`` node of the table
+    instead; read the same way, that node is removed and its ``MatMul`` rewritten alike, since
+    onnxruntime would fold it into a transposed copy in the process's own memory when the session
+    opens (no ``Transpose`` node on the table is ever added, for that reason).
 
-    Written twice, a tied embedding took its bytes twice in the data file and twice in the pages
-    onnxruntime reads (gemma-3-270m: 1.63 GiB of external data for 1.00 GiB of weights). The
-    ``Gemm`` reads the table where it is; a ``Transpose`` node on it would be constant-folded by
-    onnxruntime into a copy in the process's own memory when the session opens. A pair read any
-    other way, or a graph below opset 11 (``Gemm`` without ``C``), is left as it is: both written.
-    Returns each dropped weight's name -> the name of the table it reads instead."""
+    Written twice, a tied embedding took its bytes twice in the data file and in the page cache
+    (gemma-3-270m: 1.63 GiB of external data for 1.00 GiB of weights). A pair read any other way,
+    or a graph below opset 11 (``Gemm`` without ``C``), is left as it is: both written.
+    Returns each name no longer read (a dropped weight, a removed Transpose's output) -> the
+    table read instead."""
     if _opset(model) < 11:
         return {}
     readers: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
@@ -493,15 +497,24 @@ def tie_transposed_weights(model: onnx.ModelProto, weights: dict[str, torch.Tens
             readers.setdefault(name, []).append((node, index))
     nested = _names_read(model.graph, top=False)
     outputs = {v.name for v in model.graph.output}
-    candidates = [(name, w) for name, w in weights.items() if w.dim() == 2 and not w.is_contiguous()]
-    tied: dict[str, str] = {}
-    for name, weight in candidates:
-        table = next((other for other, w in weights.items() if other != name and other not in tied and _transpose_of(weight, w)), None)
+    def read_as_b(name: str) -> bool:  # read, and only as input B of top-level MatMul nodes
         uses = readers.get(name, [])
-        if (table is None or not uses or name in nested or name in outputs
-                or any(node.op_type != "MatMul" or index != 1 for node, index in uses)):
-            continue
-        tied[name] = table
+        return bool(uses) and name not in nested and name not in outputs and all(
+            node.op_type == "MatMul" and index == 1 for node, index in uses)
+
+    tied: dict[str, str] = {}
+    for name, weight in weights.items():
+        if weight.dim() == 2 and not weight.is_contiguous() and read_as_b(name):
+            table = next((other for other, w in weights.items() if other != name and _transpose_of(weight, w)), None)
+            if table is not None and table not in tied:
+                tied[name] = table
+    transposes = set()
+    for node in model.graph.node:  # a weight's Transpose left in the graph (streamed weights: no constant folding)
+        perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), [1, 0])
+        if (node.op_type == "Transpose" and node.input[0] in weights and node.input[0] not in tied
+                and weights[node.input[0]].dim() == 2 and perm == [1, 0] and read_as_b(node.output[0])):
+            tied[node.output[0]] = node.input[0]
+            transposes.add(node.output[0])
     if not tied:
         return tied
     rewritten: list[onnx.NodeProto] = []
@@ -509,14 +522,14 @@ def tie_transposed_weights(model: onnx.ModelProto, weights: dict[str, torch.Tens
         if node.op_type == "MatMul" and len(node.input) == 2 and node.input[1] in tied:
             table = tied[node.input[1]]
             rewritten.extend(_gemm_by_transposed(node, table, *weights[table].shape))
-        else:
+        elif not (node.op_type == "Transpose" and node.output[0] in transposes):
             rewritten.append(node)
     del model.graph.node[:]
     model.graph.node.extend(rewritten)
     kept = [v for v in model.graph.input if v.name not in tied]
     del model.graph.input[:]
     model.graph.input.extend(kept)
-    for name in tied:
+    for name in tied.keys() - transposes:
         del weights[name]
     return tied
 

@@ -22,7 +22,10 @@ def _matmul_graph(rows: int, width: int, reader: str = "MatMul", rank: int = 3) 
     """``logits = MatMul(x, head)`` beside ``embedded = Gather(table, ids)``: the two weights
     are graph inputs, as the TorchScript exporter leaves them before they are attached."""
     nodes = [helper.make_node("Gather", ["table", "ids"], ["embedded"])]
-    if reader == "MatMul":
+    if reader == "Transpose":  # streamed weights: no constant folding, the head transposes the table
+        nodes += [helper.make_node("Transpose", ["table"], ["head"], perm=[1, 0]),
+                  helper.make_node("MatMul", ["x", "head"], ["logits"], name="/lm_head/MatMul")]
+    elif reader == "MatMul":
         nodes.append(helper.make_node("MatMul", ["x", "head"], ["logits"], name="/lm_head/MatMul"))
     else:  # the head read by another op: the pair is left as it is
         nodes.append(helper.make_node("Add", ["x", "head"], ["logits"], name="/lm_head/Add"))
@@ -32,7 +35,7 @@ def _matmul_graph(rows: int, width: int, reader: str = "MatMul", rank: int = 3) 
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [*lead, width]),
          helper.make_tensor_value_info("ids", TensorProto.INT64, ["n"]),
          helper.make_tensor_value_info("table", TensorProto.FLOAT, [rows, width]),
-         helper.make_tensor_value_info("head", TensorProto.FLOAT, [width, rows])],
+         *([] if reader == "Transpose" else [helper.make_tensor_value_info("head", TensorProto.FLOAT, [width, rows])])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [*lead, rows]),
          helper.make_tensor_value_info("embedded", TensorProto.FLOAT, ["n", width])],
     )
@@ -62,6 +65,17 @@ def test_a_square_tied_head_computes_x_times_the_table_transposed(tmp_path) -> N
     np.testing.assert_array_equal(embedded, table[[5, 7]].numpy())
     # written once: the data file holds the table alone
     assert os.path.getsize(tmp_path / "model.onnx.data") == table.numel() * 4
+
+
+def test_a_transpose_node_of_the_table_is_removed_and_its_matmul_reads_the_table(tmp_path) -> None:
+    torch.manual_seed(2)
+    table = torch.randn(48, 48)
+    tied, session = _attached(_matmul_graph(48, 48, reader="Transpose"), {"table": table}, os.fspath(tmp_path))
+    assert tied == {"head": "table"}
+    assert "Transpose" not in {n.op_type for n in onnx.load(os.fspath(tmp_path / "model.onnx")).graph.node}
+    x = np.random.default_rng(2).standard_normal((2, 5, 48)).astype(np.float32)
+    logits, _ = session.run(None, {"x": x, "ids": np.array([3])})
+    np.testing.assert_allclose(logits, (torch.from_numpy(x) @ table.T).numpy(), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("shape", [(96,), (5, 96), (2, 3, 4, 96)])
@@ -120,3 +134,15 @@ def test_a_tied_model_writes_its_embedding_once_and_computes_the_same_logits(tmp
     feeds = {k: v for k, v in feeds.items() if k in inputs}
     np.testing.assert_allclose(_logits(os.fspath(tmp_path / "once"), feeds), _logits(os.fspath(tmp_path / "twice"), feeds),
                                rtol=1e-5, atol=1e-5)
+
+
+def test_streamed_weights_read_the_tied_table_without_a_transpose(tmp_path) -> None:
+    model = tiny_model("llama", "text-generation")
+    model.config.tie_word_embeddings = True
+    model.tie_weights()
+    model.save_pretrained(tmp_path / "src")
+    report = export(os.fspath(tmp_path / "src"), os.fspath(tmp_path / "out"), task="text-generation", stream_weights=True)
+    assert report.passed
+    proto = onnx.load(os.fspath(tmp_path / "out" / "model.onnx"), load_external_data=False)
+    (table,) = [t.name for t in proto.graph.initializer if list(t.dims) == list(model.get_input_embeddings().weight.shape)]
+    assert sorted(n.op_type for n in proto.graph.node if table in n.input) == ["Gather", "Gemm"]
