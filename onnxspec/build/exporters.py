@@ -532,10 +532,13 @@ def tie_transposed_weights(
                         dims.extend([first, second])
     if not tied:
         return tied
+    inferred = onnx.shape_inference.infer_shapes(model).graph  # the graph alone: its weights are inputs here
+    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in [*inferred.input, *inferred.value_info]
+             if v.type.tensor_type.HasField("shape")}
     rewritten: list[onnx.NodeProto] = []
     for node in model.graph.node:
         if node.op_type == "Gather" and node.input[0] in tied:
-            rewritten.extend(_lookup_in_transposed(node, tied[node.input[0]], widths[node.input[0]]))
+            rewritten.extend(_lookup_in_transposed(node, tied[node.input[0]], widths[node.input[0]], ranks.get(node.input[1])))
         elif not any(node is r for r in removed):
             rewritten.append(node)
     del model.graph.node[:]
@@ -560,15 +563,22 @@ def _names_read(graph: onnx.GraphProto, top: bool = True) -> set[str]:
     return read
 
 
-def _lookup_in_transposed(node: onnx.NodeProto, weight: str, width: int) -> list[onnx.NodeProto]:
+def _lookup_in_transposed(node: onnx.NodeProto, weight: str, width: int, rank: int | None) -> list[onnx.NodeProto]:
     """``Gather(table, ids)`` (axis 0), ``table`` being ``weight`` ``[width, V]`` transposed, as
-    ``ids`` flattened, ``Gather(weight, ids, axis=1)`` (``[width, N]``), ``Transpose`` to
-    ``[N, width]`` and ``Reshape`` to ``ids``' shape + ``[width]`` (opsets 5 and up)."""
+    ``Gather(weight, ids, axis=1)`` (``[width, *ids.shape]``) transposed to ``[*ids.shape, width]``
+    when ``ids``' ``rank`` is known (every dim stays inferable, as the graph's later shape
+    computations need); else ``ids`` flattened, gathered, transposed to ``[N, width]`` and reshaped
+    to ``ids``' shape + ``[width]``."""
     import numpy as np
     from onnx import helper, numpy_helper
 
     ids, out = node.input[1], node.output[0]
     base = (node.name or out).rstrip("/") + "/tied"
+    if rank is not None:
+        return [
+            helper.make_node("Gather", [weight, ids], [f"{base}/columns"], name=f"{base}/gather", axis=1),
+            helper.make_node("Transpose", [f"{base}/columns"], [out], name=f"{base}/transpose", perm=[*range(1, rank + 1), 0]),
+        ]
     nodes: list[onnx.NodeProto] = []
 
     def constant(suffix: str, values: list[int]) -> str:

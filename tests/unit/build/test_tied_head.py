@@ -57,9 +57,9 @@ def _attached(model: onnx.ModelProto, weights: dict[str, torch.Tensor], folder: 
     return tied, ort.InferenceSession(path, providers=["CPUExecutionProvider"])
 
 
-def _check(session: ort.InferenceSession, table: torch.Tensor, ids: np.ndarray) -> None:
+def _check(session: ort.InferenceSession, table: torch.Tensor, ids: np.ndarray, more: dict[str, np.ndarray] | None = None) -> None:
     x = np.random.default_rng(0).standard_normal((3, table.shape[1])).astype(np.float32)
-    logits, embedded = session.run(["logits", "embedded"], {"x": x, "ids": ids})
+    logits, embedded = session.run(["logits", "embedded"], {"x": x, "ids": ids, **(more or {})})
     np.testing.assert_allclose(logits, (torch.from_numpy(x) @ table.T).numpy(), rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(embedded, table[torch.from_numpy(ids)].numpy())
 
@@ -74,12 +74,19 @@ def test_a_square_tied_table_is_written_once_and_looked_up_right(tmp_path) -> No
     assert os.path.getsize(tmp_path / "model.onnx.data") == table.numel() * 4  # the [H, V] weight alone
 
 
+@pytest.mark.parametrize("known", [True, False], ids=["rank-known", "rank-unknown"])
 @pytest.mark.parametrize("ids", [np.array(3), np.array([4, 0, 39]), np.arange(24).reshape(2, 3, 4)])
-def test_the_lookup_keeps_the_shape_of_the_ids(tmp_path, ids: np.ndarray) -> None:
+def test_the_lookup_keeps_the_shape_of_the_ids(tmp_path, ids: np.ndarray, known: bool) -> None:
     torch.manual_seed(1)
     table = torch.randn(40, 96)
-    _, session = _attached(_tied_graph(40, 96, ids_rank=ids.ndim), {"table": table, "head": table.T}, os.fspath(tmp_path))
-    _check(session, table, ids)
+    model = _tied_graph(40, 96, ids_rank=ids.ndim)
+    if not known:  # the ids reshaped to a shape of unknown length: flattened, gathered and reshaped back
+        model.graph.node[0].input[1] = "unknown"
+        model.graph.node.insert(0, helper.make_node("Reshape", ["ids", "ids_shape"], ["unknown"]))
+        model.graph.input.append(helper.make_tensor_value_info("ids_shape", TensorProto.INT64, ["k"]))
+    _, session = _attached(model, {"table": table, "head": table.T}, os.fspath(tmp_path))
+    assert sum(n.op_type == "Reshape" for n in model.graph.node) == (0 if known else 3)
+    _check(session, table, ids, {} if known else {"ids_shape": np.array(ids.shape, dtype=np.int64)})
 
 
 def test_a_transpose_node_of_the_table_is_folded_into_the_written_weight(tmp_path) -> None:
