@@ -84,7 +84,9 @@ class GraphReport:
     """Why ``backend`` is not the backend chosen first: the first backend and its one-line
     failure (``"torchscript: UnsupportedOperatorError: ..."``); empty when it traced the graph."""
     runtime: str = "onnxruntime"
-    """What ran the graph for validation: ``"onnxruntime"`` (CPU provider), or ``"onnx.reference"``
+    """What ran the graph for validation: ``"onnxruntime"`` (CPU provider), ``"onnxruntime
+    (unoptimized, low-memory)"`` (an fp16 graph whose weights' fp32 copies would not fit: graph
+    optimizations off, no arena, each weight cast right before its use), or ``"onnx.reference"``
     (onnx's reference evaluator, for bf16 graphs onnxruntime's CPU kernels cannot run)."""
     float64_reference: str = ""
     """How PyTorch's float64 run was made: ``"streamed"`` (one module in float64 at a time),
