@@ -30,6 +30,7 @@ from typing import Any
 import onnx
 import torch
 
+from onnxspec.build.graphs import all_nodes, subgraphs
 from onnxspec.build.pages import file_mappings, release, released_after_forward
 from onnxspec.pieces.axes import axes_view
 from onnxspec.errors import NO_SPACE, BackendError, OnnxSpecError, SpecError
@@ -492,7 +493,7 @@ def tie_transposed_weights(
     for node in model.graph.node:
         for index, name in enumerate(node.input):
             readers.setdefault(name, []).append((node, index))
-    nested = _names_read(model.graph, top=False)
+    nested = {name for node in model.graph.node for sub in subgraphs(node) for inner in all_nodes(sub) for name in inner.input}
     outputs = {v.name for v in model.graph.output}
 
     def looked_up(name: str, but: onnx.NodeProto | None = None) -> bool:  # read only as Gather's data, axis 0
@@ -549,18 +550,6 @@ def tie_transposed_weights(
     for table in tied:
         weights.pop(table, None)
     return tied
-
-
-def _names_read(graph: onnx.GraphProto, top: bool = True) -> set[str]:
-    """Every name a node of ``graph`` (when ``top``) or of its subgraphs (If branches, Loop bodies) reads."""
-    read: set[str] = set()
-    for node in graph.node:
-        if top:
-            read.update(node.input)
-        for attribute in node.attribute:
-            read.update(*(_names_read(sub) for sub in [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH))
-            read.update(*(_names_read(sub) for sub in attribute.graphs))
-    return read
 
 
 def _lookup_in_transposed(node: onnx.NodeProto, weight: str, width: int, rank: int | None) -> list[onnx.NodeProto]:

@@ -127,17 +127,10 @@ def _tensor(value: Any) -> TensorInfo:
 
 def _tensors(model: Any) -> Iterator[Any]:
     """Every initializer of the graph and of its subgraphs (an ``If``'s branches ...)."""
-    import onnx
+    from onnxspec.build.graphs import nested_graphs
 
-    graphs = [model.graph]
-    while graphs:
-        graph = graphs.pop()
+    for graph in nested_graphs(model.graph):
         yield from graph.initializer
-        for node in graph.node:
-            for attr in node.attribute:
-                if attr.type == onnx.AttributeProto.GRAPH:
-                    graphs.append(attr.g)
-                graphs.extend(attr.graphs)
 
 
 def _external_files(model: Any) -> tuple[str, ...]:

@@ -83,6 +83,7 @@ from onnxspec.pipeline.loading import (
     read_source,
     save_gguf_tokenizer,
 )
+from onnxspec.build.graphs import all_nodes
 from onnxspec.build.merge import BRANCH_INPUT, merge_decoders
 from onnxspec.build.pages import release_heap, released_after_forward
 from onnxspec.build.streamed import WeightSource
@@ -671,15 +672,7 @@ def _fp16_upcast_room(path: str) -> str:
 
     model = onnx.load(path, load_external_data=False)
     fp16 = {t.name: t for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16}
-
-    def nodes(graph: onnx.GraphProto) -> Any:  # the nodes of graph and of its subgraphs
-        for node in graph.node:
-            yield node
-            for attr in node.attribute:
-                for sub in (attr.g,) if attr.HasField("g") else attr.graphs:
-                    yield from nodes(sub)
-
-    read = {name for node in nodes(model.graph) if node.op_type in ("MatMul", "Gemm") for name in node.input if name in fp16}
+    read = {name for node in all_nodes(model.graph) if node.op_type in ("MatMul", "Gemm") for name in node.input if name in fp16}
     need = 0
     for name in read:
         count = 1

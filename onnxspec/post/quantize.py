@@ -23,6 +23,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from onnxspec.build.graphs import all_nodes, subgraphs
 from onnxspec.errors import ExportError, UnknownNameError
 from onnxspec.post.agreement import DEFAULTS, Thresholds
 from onnxspec.post.folder import PostReport, quiet_tools, transform_folder
@@ -93,16 +94,12 @@ def _attribute(node: onnx.NodeProto, name: str, default: float | int) -> float |
     return default
 
 
-def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
-    return [g for a in node.attribute for g in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs))]
-
-
 def _used_names(graph: onnx.GraphProto) -> set[str]:
     """Every name read by a node of ``graph`` or of its subgraphs, and its outputs."""
     used = {o.name for o in graph.output}
     for node in graph.node:
         used.update(node.input)
-        for sub in _subgraphs(node):
+        for sub in subgraphs(node):
             used |= _used_names(sub)
     return used
 
@@ -123,7 +120,7 @@ def gemm_to_matmul(model: onnx.ModelProto) -> int:
         scope |= {t.name: (graph, t) for t in graph.initializer if t.name not in inputs}
         count, nodes = 0, []
         for node in graph.node:
-            for sub in _subgraphs(node):
+            for sub in subgraphs(node):
                 count += rewrite(sub, scope)
             weight = scope.get(node.input[1]) if node.op_type == "Gemm" and len(node.input) >= 2 else None
             if (weight is None or len(weight[1].dims) != 2 or _attribute(node, "transA", 0) != 0
@@ -156,7 +153,7 @@ def gemm_to_matmul(model: onnx.ModelProto) -> int:
             graph.ClearField("initializer")
             graph.initializer.extend(kept)
         for node in graph.node:
-            for sub in _subgraphs(node):
+            for sub in subgraphs(node):
                 drop(sub)
 
     drop(model.graph)
@@ -168,15 +165,7 @@ _QUANTIZED_OPS = {"MatMulInteger", "ConvInteger", "DynamicQuantizeLinear", "MatM
 
 def _op_types(graph: onnx.GraphProto) -> set[str]:
     """The op types of a graph and of every subgraph (If branches, Loop bodies)."""
-    found = set()
-    for node in graph.node:
-        found.add(node.op_type)
-        for attribute in node.attribute:
-            if attribute.type == onnx.AttributeProto.GRAPH:
-                found |= _op_types(attribute.g)
-            for sub in attribute.graphs:
-                found |= _op_types(sub)
-    return found
+    return {node.op_type for node in all_nodes(graph)}
 
 
 def _require_quantized(model: onnx.ModelProto, src: Path, method: str) -> None:

@@ -1,0 +1,26 @@
+"""Walking a graph with its nested subgraphs (onnxspec.build.graphs)."""
+
+from __future__ import annotations
+
+from onnx import TensorProto, helper
+
+from onnxspec.build.graphs import all_nodes, nested_graphs, subgraphs
+
+
+def _branch(name: str, op: str) -> object:
+    out = helper.make_tensor_value_info(f"{name}_out", TensorProto.FLOAT, [1])
+    return helper.make_graph([helper.make_node(op, ["x"], [f"{name}_out"], name=f"{name}_node")], name, [], [out])
+
+
+def test_every_node_of_an_if_and_its_nested_branches_is_walked() -> None:
+    inner = helper.make_node("If", ["c"], ["y_inner"], name="inner_if",
+                             then_branch=_branch("deep_then", "Relu"), else_branch=_branch("deep_else", "Neg"))
+    then = helper.make_graph([inner], "then", [], [helper.make_tensor_value_info("y_inner", TensorProto.FLOAT, [1])])
+    outer = helper.make_node("If", ["c"], ["y"], name="outer_if", then_branch=then, else_branch=_branch("else", "Abs"))
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["x2"], name="first"), outer], "main", [], [])
+
+    assert [g.name for g in subgraphs(outer)] == ["else", "then"]  # attribute order (onnx sorts them by name)
+    assert subgraphs(graph.node[0]) == []
+    assert [g.name for g in nested_graphs(graph)] == ["main", "else", "then", "deep_else", "deep_then"]
+    assert sorted(n.name for n in all_nodes(graph)) == sorted(
+        ["first", "outer_if", "inner_if", "deep_then_node", "deep_else_node", "else_node"])
