@@ -109,9 +109,11 @@ __all__ = [
     "export",
     "export_stages",
     "load_model",
+    "low_memory_needed",
     "max_opset",
     "plan",  # re-exported from onnxspec.pieces.spec: the pipeline runs what it returns
     "resolve_spec",
+    "validation_session",
     "versions",
 ]
 
@@ -686,11 +688,22 @@ def _fp16_upcast_room(path: str) -> str:
             f"{need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB of memory is available")
 
 
+def low_memory_needed(path: str, runtime: str, dtypes: DTypes) -> bool:
+    """Whether the graph at ``path`` is validated by the low-memory session (``validation_session(...,
+    low_memory=True)``, reported as :data:`LOW_MEMORY_RUNTIME`): an fp16 graph run by onnxruntime
+    whose weights' fp32 copies would not fit (:func:`_fp16_upcast_room`). ``onnxspec validate``
+    decides the same way."""
+    return bool(runtime == "onnxruntime" and dtypes.float_dtype is FloatDtype.FP16 and _fp16_upcast_room(path))
+
+
+validation_session = _session
+"""The session an export validates a graph with (:func:`_session`), under the name
+:mod:`onnxspec.post.recheck` opens it by."""
+
+
 def _low_memory(graph: _InFlight, runtime: str, dtypes: DTypes) -> bool:
-    """Whether the written graph is validated by the low-memory session: an fp16 graph run by
-    onnxruntime whose weights' fp32 copies would not fit (:func:`_fp16_upcast_room`)."""
-    return bool(graph.interface_ok and runtime == "onnxruntime" and dtypes.float_dtype is FloatDtype.FP16
-                and _fp16_upcast_room(graph.path))
+    """Whether the written graph is validated by the low-memory session (:func:`low_memory_needed`)."""
+    return bool(graph.interface_ok and low_memory_needed(graph.path, runtime, dtypes))
 
 
 def _validate(job: _Job, sub: GraphSpec, state: _State) -> _State:

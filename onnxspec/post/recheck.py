@@ -205,18 +205,6 @@ def _behavior(spec: Any) -> str:
     return str(getattr(behavior, "value", behavior or getattr(spec, "role", "")))
 
 
-def _session(path: str, runtime: str) -> Any:
-    if runtime != "onnxruntime":
-        from onnxspec.judge.validate import reference_session
-
-        return reference_session(path)
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.log_severity_level = 3
-    return onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-
-
 def _placeholders(graph: FolderGraph, checks: Sequence[Any]) -> tuple[tuple[Any, ...], list[str]]:
     """Leave out the cache-branch checks of the cross-attention cache outputs a merged decoder
     written by another tool fills with empty placeholders, and say so.
@@ -288,7 +276,7 @@ def validate_folder(
     from onnxspec.catalog.registry import lookup
     from onnxspec.pieces.spec import with_tolerance
     from onnxspec.pieces.tasks import parse_task
-    from onnxspec.pipeline.core import resolve_spec, versions
+    from onnxspec.pipeline.core import LOW_MEMORY_RUNTIME, low_memory_needed, resolve_spec, validation_session, versions
     from onnxspec.pipeline.loading import config_from_json, default_task, load_source_model, read_source
 
     start = time.perf_counter()
@@ -375,19 +363,21 @@ def validate_folder(
             inputs, outputs = _names(p.spec.inputs), _names(p.spec.outputs)
         problems, more = _match(graph, inputs, outputs)
         notes += more
+        # an fp16 graph whose weights' fp32 copies would not fit: the export's low-memory session
+        low_memory = not problems and low_memory_needed(path, runtime, dtypes)
         checks: tuple[Any, ...] = ()
         seconds = 0.0
         if not problems:
             if p.branches:
                 branches = ((False, "no-cache", graph_module(module, first), first), (True, "cache", graph_module(module, later), later))
                 checks, found, seconds = validate_merged(
-                    _session(path, runtime), branches, traced, dtypes, seed, p.filename, BRANCH_INPUT, shape_sets=sets
+                    validation_session(path, runtime, low_memory=low_memory), branches, traced, dtypes, seed, p.filename, BRANCH_INPUT, shape_sets=sets
                 )
                 checks, more = _placeholders(graph, checks)
                 notes += more
             else:
                 checks, found, seconds, _ = validate_with_references(
-                    lambda path=path: _session(path, runtime), graph_module(module, p.spec), p.spec, traced, dtypes, seed,
+                    lambda path=path, low=low_memory: validation_session(path, runtime, low_memory=low), graph_module(module, p.spec), p.spec, traced, dtypes, seed,
                     p.filename, shape_sets=sets,
                 )
             problems = list(found)
@@ -397,7 +387,7 @@ def validate_folder(
             use_past=bool(p.spec.use_past),
             use_past_in_inputs=bool(p.spec.use_past_in_inputs),
             backend=graph.producer or "unknown",
-            runtime=runtime,
+            runtime=LOW_MEMORY_RUNTIME if low_memory else runtime,
             trace_shapes=attrs.asdict(traced),
             export_seconds=0.0,
             validate_seconds=round(seconds, 4),
