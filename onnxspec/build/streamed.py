@@ -1,9 +1,15 @@
 """Weights streamed from a safetensors checkpoint: export and run a model that never holds them.
 
-A model larger than memory is built *hollow*: every parameter is a zero-strided view of a
-one-element tensor (:func:`hollow_parameters`), of the right shape and dtype and no memory, so
-it can be traced and its graph written without its weights ever being materialised. The
-weights are read from the checkpoint's shards (memory-mapped by safetensors) one tensor at a time:
+A model larger than memory is built *hollow*: every parameter is a dense tensor of the right
+shape and dtype whose storage is a read-only private anonymous mapping that nothing ever writes
+(:func:`hollow_tensors`, :func:`hollow_parameters`). Reading it maps the kernel's shared zero
+page, so it takes no memory however often it is read, and PyTorch's kernels see an ordinary
+dense weight (the trace's fp16 Linear runs at its usual speed; on a zero-strided weight it took
+a slow path, about 80 times slower). A write faults at once (``SIGSEGV``) instead of quietly
+taking memory. Where no anonymous mapping can be made (no ``mmap.MAP_ANONYMOUS``), each
+parameter is a zero-strided view of a one-element tensor instead: no memory either, slower.
+So the model can be traced and its graph written without its weights ever being materialised.
+The weights are read from the checkpoint's shards (memory-mapped by safetensors) one tensor at a time:
 
 - when the graph is written (:func:`fold_transposes`, :func:`tensor_for`): each initializer
   the exporter left a hollow parameter in is read from its shard, cast to the export dtype,
@@ -23,7 +29,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import mmap
 import os
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -39,6 +47,7 @@ __all__ = [
     "checkpoint_keys",
     "fold_transposes",
     "hollow_parameters",
+    "hollow_tensors",
     "is_hollow",
     "load_on_call",
     "params_on_meta",
@@ -115,7 +124,7 @@ def params_on_meta() -> Iterator[None]:
 @attrs.frozen(kw_only=True, eq=False)
 class WeightSource:
     """Where a hollow model's weights are: the checkpoint key of each hollow parameter, by the
-    address of its one-element storage, and the shard holding each key."""
+    address of its storage, and the shard holding each key."""
 
     folder: str
     dtype: torch.dtype
@@ -138,6 +147,43 @@ def is_hollow(source: WeightSource, tensor: torch.Tensor) -> bool:
     return tensor.device.type == "cpu" and _address(tensor) in source.keys
 
 
+_ALIGN = mmap.PAGESIZE
+"""Each hollow tensor starts on a page of its own in the shared mapping."""
+
+
+def _zero_strided(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    return torch.zeros((), dtype=dtype).expand(shape)
+
+
+def hollow_tensors(specs: list[tuple[tuple[int, ...], torch.dtype]]) -> list[torch.Tensor]:
+    """One hollow tensor per ``(shape, dtype)``: dense, all zeros, each with a storage of its own
+    (its address names it), in one read-only private anonymous mapping that is never written, so
+    they use no memory when read (the kernel's zero page) and a write faults; the mapping lives as
+    long as any of them. Zero-strided views of one element each where no such mapping can be made."""
+    flags = getattr(mmap, "MAP_PRIVATE", None), getattr(mmap, "MAP_ANONYMOUS", None)
+    sizes = [max(1, int(torch.Size(shape).numel())) * torch.empty((), dtype=dtype).element_size() for shape, dtype in specs]
+    offsets, total = [], 0
+    for size in sizes:
+        offsets.append(total)
+        total += -(-size // _ALIGN) * _ALIGN
+    region = None
+    if specs and None not in flags:
+        try:
+            region = mmap.mmap(-1, total, flags=flags[0] | flags[1], prot=mmap.PROT_READ)
+        except (OSError, ValueError, OverflowError):
+            region = None
+    if region is None:
+        return [_zero_strided(shape, dtype) for shape, dtype in specs]
+    tensors = []
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given buffer is not writable")  # on purpose: a write faults
+        for (shape, dtype), offset in zip(specs, offsets):
+            numel = int(torch.Size(shape).numel())
+            flat = torch.frombuffer(region, dtype=dtype, count=max(1, numel), offset=offset)
+            tensors.append(flat[:numel].view(shape))
+    return tensors
+
+
 def hollow_parameters(model: torch.nn.Module, folder: str, dtype: torch.dtype) -> WeightSource:
     """Replace every parameter of ``model`` (on ``meta`` or not) by a hollow one of the same shape
     in ``dtype`` (a parameter several modules share stays one), and say where each one's weights
@@ -154,8 +200,8 @@ def hollow_parameters(model: torch.nn.Module, folder: str, dtype: torch.dtype) -
     keys: dict[int, str] = {}
     names: dict[int, str] = {}
     hollow: dict[int, torch.Tensor] = {}
-    replaced: dict[int, torch.nn.Parameter] = {}
     missing: list[str] = []
+    found_keys: dict[int, str] = {}
     for pid, param in params.items():
         found = next((n for n in aliases[pid] if n in shards), None)
         if found is None:
@@ -168,17 +214,21 @@ def hollow_parameters(model: torch.nn.Module, folder: str, dtype: torch.dtype) -
                 f"checkpoint tensor {found!r} has shape {shape}, the model's parameter {tuple(param.shape)}; "
                 "the folder's config.json does not describe its weights"
             )
-        value = torch.zeros((), dtype=dtype if param.is_floating_point() else param.dtype).expand(param.shape)
-        keys[_address(value)] = found
-        names[_address(value)] = aliases[pid][0]
-        hollow[_address(value)] = value
-        replaced[pid] = torch.nn.Parameter(value, requires_grad=False)
+        found_keys[pid] = found
     if missing:
         raise ModelLoadError(
             f"the checkpoint in {folder!r} has no tensor for {len(missing)} parameter(s) of the model: "
             f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}; the checkpoint is incomplete or was saved "
             "by another model class (save it again with save_pretrained)"
         )
+    values = hollow_tensors([(tuple(params[pid].shape), dtype if params[pid].is_floating_point() else params[pid].dtype)
+                             for pid in found_keys])
+    replaced: dict[int, torch.nn.Parameter] = {}
+    for (pid, found), value in zip(found_keys.items(), values):
+        keys[_address(value)] = found
+        names[_address(value)] = aliases[pid][0]
+        hollow[_address(value)] = value
+        replaced[pid] = torch.nn.Parameter(value, requires_grad=False)
     for module in model.modules():
         for key, param in list(module._parameters.items()):
             if param is not None:

@@ -9,6 +9,7 @@ naming the parameter, and the hollow model holds no weights outside a call.
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import shutil
 
@@ -80,10 +81,19 @@ def test_streamed_fp16_validates(sharded, tmp_path) -> None:
     assert {t.data_type for t in data.graph.initializer if len(t.dims) == 2} == {onnx.TensorProto.FLOAT16}
 
 
-def test_hollow_model_holds_no_weights_outside_a_call(sharded) -> None:
+@pytest.mark.parametrize("mapped", [True, False], ids=["anonymous-mapping", "zero-strided-fallback"])
+def test_hollow_model_holds_no_weights_outside_a_call(sharded, mapped, monkeypatch) -> None:
+    if not mapped:  # where mmap has no anonymous mappings (not POSIX)
+        monkeypatch.delattr(mmap, "MAP_ANONYMOUS")
     model, source = load_hollow_model(read_source(sharded), "text-generation", torch.float32)
     params = list(model.parameters())
-    assert params and all(is_hollow(source, p) and p.untyped_storage().nbytes() <= 4 for p in params)
+    assert params and all(is_hollow(source, p) for p in params)
+    assert len({p.untyped_storage().data_ptr() for p in params}) == len(params)
+    if mapped:
+        assert all(p.is_contiguous() and p.untyped_storage().nbytes() >= p.numel() * p.element_size() for p in params)
+    else:
+        assert all(p.untyped_storage().nbytes() <= 4 for p in params)
+    assert not any(p.any() for p in params)
     ids = torch.tensor([[1, 5, 7, 9]])
     with torch.no_grad():
         got = model(ids).logits
