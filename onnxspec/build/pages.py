@@ -17,6 +17,11 @@ kernel has no ``/proc`` or libc no ``madvise``, nothing is released.
 
 :func:`released_after_forward` does it module by module while a model runs: after each
 module's forward, its own weights' pages go.
+
+:func:`giving_back` does it for a runtime's own mappings of a graph's external data file
+(onnxruntime maps each initializer of ``model.onnx.data`` on its own, private, and a forward
+reads every page of them): while each ``run`` is in progress a thread gives the resident pages
+of those mappings back every :data:`GIVE_BACK_EVERY` seconds, and once more when it returns.
 """
 
 from __future__ import annotations
@@ -26,16 +31,22 @@ import ctypes
 import ctypes.util
 import mmap
 import os
-from collections.abc import Iterable, Iterator
-from typing import Any
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, TypeVar
 
 import attrs
 import torch
 
-__all__ = ["FileMappings", "file_mappings", "release", "release_heap", "released_after_forward"]
+__all__ = [
+    "GIVE_BACK_EVERY", "FileMappings", "GivingBack", "file_mappings", "giving_back", "mappings_of", "release", "release_heap",
+    "released_after_forward",
+]
 
 _MADV_DONTNEED = 4
+_PROT_READ = 1
 _PAGE = mmap.PAGESIZE
+_T = TypeVar("_T")
 
 
 @attrs.frozen
@@ -74,20 +85,52 @@ def file_mappings() -> FileMappings:
     return FileMappings(tuple(sorted(ranges)))
 
 
-def _madvise() -> Any:
-    name = ctypes.util.find_library("c")
+def mappings_of(paths: Iterable[str]) -> tuple[tuple[int, int], ...]:
+    """The ``(start, end)`` of the process's mappings of the files at ``paths``, sorted, as
+    ``/proc/self/maps`` lists them (a cheap read: no page counts); a file is known by its device
+    and inode, or by its path. Files that do not exist, or no ``/proc``: none."""
+    files, names = set(), set()
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        files.add((os.major(st.st_dev), os.minor(st.st_dev), st.st_ino))
+        names.add(os.path.realpath(path))
+    if not files:
+        return ()
+    ranges = []
     try:
-        libc = ctypes.CDLL(name, use_errno=True) if name else None
+        with open("/proc/self/maps", encoding="ascii", errors="replace") as f:
+            for line in f:
+                head = line.split(None, 5)
+                if len(head) < 5 or head[4] == "0":
+                    continue
+                major, minor = (int(x, 16) for x in head[3].split(":"))
+                if (major, minor, int(head[4])) in files or (len(head) > 5 and head[5].strip() in names):
+                    start, end = (int(x, 16) for x in head[0].split("-"))
+                    ranges.append((start, end))
+    except OSError:
+        return ()
+    return tuple(sorted(ranges))
+
+
+def _libc_function(name: str, *argtypes: Any) -> Any:
+    """libc's function ``name`` taking ``argtypes`` and returning an int (errno kept), or ``None``."""
+    found = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(found, use_errno=True) if found else None
     except OSError:
         return None
-    function = getattr(libc, "madvise", None)
+    function = getattr(libc, name, None)
     if function is not None:
-        function.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+        function.argtypes = argtypes
         function.restype = ctypes.c_int
     return function
 
 
-_MADVISE = _madvise() if os.name == "posix" else None
+_MADVISE = _libc_function("madvise", ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int) if os.name == "posix" else None
+_MPROTECT = _libc_function("mprotect", ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int) if os.name == "posix" else None
 
 
 def _span(tensor: torch.Tensor) -> tuple[int, int] | None:
@@ -159,3 +202,80 @@ def released_after_forward(model: torch.nn.Module) -> Iterator[None]:
     finally:
         for handle in handles:
             handle.remove()
+
+
+GIVE_BACK_EVERY = 0.02
+"""Seconds between two give-backs of a runtime's mapped weights while it runs (:func:`giving_back`):
+the resident part of them is about what the runtime reads in this time."""
+
+
+def _give_back(ranges: Sequence[tuple[int, int]]) -> None:
+    for start, end in ranges:
+        _MADVISE(start, end - start, _MADV_DONTNEED)
+
+
+def _run_giving_back(run: Callable[[], _T], ranges: Sequence[tuple[int, int]], every: float) -> _T:
+    """``run()``, while a thread gives back the resident pages of ``ranges`` every ``every``
+    seconds (the runtime releases the GIL while it runs), and once after it returns. ``ranges``:
+    read-only mappings of files that stay mapped until ``run()`` returns."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(every):
+            _give_back(ranges)
+
+    thread = threading.Thread(target=loop, name="onnxspec-give-back", daemon=True)
+    thread.start()
+    try:
+        return run()
+    finally:
+        stop.set()
+        thread.join()
+        _give_back(ranges)
+
+
+@attrs.frozen(eq=False)
+class GivingBack:
+    """A runtime session (anything with ``run``) whose ``run`` gives back the resident pages of
+    ``ranges``, the session's own read-only mappings of its graph's external data, while it runs
+    and once after (:func:`giving_back`). Every other attribute is the session's."""
+
+    session: Any
+    ranges: tuple[tuple[int, int], ...]
+    every: float = GIVE_BACK_EVERY
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        return _run_giving_back(lambda: self.session.run(*args, **kwargs), self.ranges, self.every)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("session", "ranges", "every") or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.session, name)
+
+
+def giving_back(open_session: Callable[[], Any], paths: Sequence[str], every: float = GIVE_BACK_EVERY) -> Any:
+    """The session ``open_session()`` opens, wrapped in a :class:`GivingBack` over the mappings of
+    the files at ``paths`` (its graph's external data) that opening it created, or the session
+    itself where there are none (a runtime that reads the data into its own memory; no ``/proc``,
+    ``madvise`` or ``mprotect``).
+
+    onnxruntime maps each initializer stored in a data file on its own, private and writable
+    (``rw-p`` in ``/proc/self/maps``), and only reads it. Of those mappings, each that holds no
+    anonymous page once the session is open (see the module's docstring) is made read-only
+    (``mprotect``): no page of it can then be copied on write, so each page given back is read
+    again from the file with the same bytes. A runtime that wrote into its weights would get a
+    segmentation fault, never a silently different result. Mappings with anonymous pages are
+    left as they are, and kept resident."""
+    if _MADVISE is None or _MPROTECT is None:
+        return open_session()
+    before = set(mappings_of(paths))
+    session = open_session()
+    opened = [r for r in mappings_of(paths) if r not in before]
+    if not opened:
+        return session
+    clean = set(file_mappings().ranges)
+    ranges = tuple(r for r in opened if r in clean and _MPROTECT(r[0], r[1] - r[0], _PROT_READ) == 0)
+    if not ranges:
+        return session
+    _give_back(ranges)  # what opening the session read (constant folding)
+    return GivingBack(session, ranges, every)

@@ -60,6 +60,7 @@ from onnxspec.errors import (
     BackendError, ExportError, ModelLoadError, SpecError, TraceError, UnsupportedTaskError, ValidationError,
 )
 from onnxspec.build.exporters import (
+    RELEASE_FROM,
     Backend,
     available_backends,
     backends_to_try,
@@ -85,7 +86,7 @@ from onnxspec.pipeline.loading import (
 )
 from onnxspec.build.graphs import all_nodes
 from onnxspec.build.merge import BRANCH_INPUT, merge_decoders
-from onnxspec.build.pages import release_heap, released_after_forward
+from onnxspec.build.pages import giving_back, release_heap, released_after_forward
 from onnxspec.build.streamed import WeightSource
 from onnxspec.catalog.models import REGISTRY, UNSUPPORTED
 from onnxspec.catalog.speecht5 import VOCODER_ATTRIBUTE, needs_vocoder
@@ -648,7 +649,27 @@ def _session(path: str, runtime: str = "onnxruntime", *, low_memory: bool = Fals
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
         options.enable_cpu_mem_arena = False
         options.execution_order = onnxruntime.ExecutionOrder.PRIORITY_BASED
-    return onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+    def opened() -> Any:
+        return onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+    # a run reads every mapped weight: the pages of the data file are given back while it runs
+    # and after, so the weights are not all resident at once (a small graph keeps them)
+    data = _data_files(path)
+    return giving_back(opened, data) if data else opened()
+
+
+def _data_files(path: str) -> list[str]:
+    """The files holding the external data of the graph at ``path`` if they take
+    :data:`~onnxspec.build.exporters.RELEASE_FROM` bytes or more together, else none."""
+    from onnx.external_data_helper import ExternalDataInfo, _get_all_tensors, uses_external_data
+
+    folder = os.path.dirname(os.path.abspath(path))
+    model = onnx.load(path, load_external_data=False)
+    named = {ExternalDataInfo(t).location for t in _get_all_tensors(model) if uses_external_data(t)}
+    del model
+    files = sorted(f for f in (os.path.join(folder, n) for n in named) if os.path.isfile(f))
+    return files if sum(os.path.getsize(f) for f in files) >= RELEASE_FROM else []
 
 
 _NOT_RUN = ("not run against PyTorch: the graph's interface differs from the spec",)

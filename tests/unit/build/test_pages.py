@@ -3,6 +3,8 @@ resident set is measured, and the values read after are the file's."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -62,3 +64,36 @@ def test_each_module_gives_its_pages_back_after_its_forward(tmp_path) -> None:
     torch.testing.assert_close(got, want)
     assert after <= before + N * 4 * 0.1  # the forward read all 16 MiB and gave them back
     assert not layer._forward_hooks  # the hooks are gone with the block
+
+
+def test_a_sessions_own_mappings_are_given_back_as_it_runs_but_not_those_written_to(tmp_path) -> None:
+    values = np.random.default_rng(0).standard_normal(N).astype(np.float32)
+    path = str(tmp_path / "model.onnx.data")
+    values.tofile(path)
+    earlier = np.memmap(path, dtype=np.float32, mode="c", shape=(N,))  # mapped before the session: not its own
+    float(earlier.sum())
+    held: list[np.memmap] = []
+
+    def opened() -> SimpleNamespace:  # maps the file twice, private and writable, as onnxruntime does
+        clean, written = (np.memmap(path, dtype=np.float32, mode="c", shape=(N,)) for _ in range(2))
+        written[7] = 123.0  # one page copied on write
+        held.extend((clean, written))
+        return SimpleNamespace(run=lambda: (float(clean.astype(np.float64).sum()), float(written.astype(np.float64).sum())), name="fake")
+
+    session = pages.giving_back(opened, [path])
+    clean, written = held
+    start = clean.ctypes.data
+    assert isinstance(session, pages.GivingBack)
+    assert session.ranges == ((start, start + N * 4),)
+    perms = {int(line.split("-")[0], 16): line.split()[1] for line in open("/proc/self/maps")}
+    assert (perms[start], perms[written.ctypes.data], perms[earlier.ctypes.data]) == ("r--p", "rw-p", "rw-p")
+    before = _rss_file()
+    got = session.run()
+    grown = _rss_file() - before
+    assert got == (values.astype(np.float64).sum(), values.astype(np.float64).sum() - values[7] + 123.0)
+    assert float(written[7]) == 123.0
+    assert 0.9 * N * 4 < grown < 1.1 * N * 4  # the written mapping's 16 MiB stay resident, the clean one's went back
+    assert session.name == "fake"
+    earlier_kept = _rss_file()
+    float(earlier.sum())
+    assert _rss_file() - earlier_kept < 0.1 * N * 4  # the earlier mapping's pages were never given back
