@@ -1,0 +1,53 @@
+"""The ``onnxspec`` program (:func:`onnxspec.cli.run`): the console script and ``python -m onnxspec``
+run it, it returns :func:`main`'s exit code, and it sets Python's cyclic garbage collector for a
+process that ends when the command does (young generation scanned every 10,000 objects, the
+survivors frozen before the interpreter's shutdown)."""
+
+from __future__ import annotations
+
+import gc
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from onnxspec.cli import commands
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture
+def restored_gc():
+    """run() is meant to own its process: give this test process its collector back afterwards."""
+    threshold = gc.get_threshold()
+    yield
+    gc.unfreeze()
+    gc.set_threshold(*threshold)
+
+
+def test_console_script_and_module_run_the_program() -> None:
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["onnxspec"] == "onnxspec.cli:run"
+    main_module = (REPO / "onnxspec" / "__main__.py").read_text()
+    assert "sys.exit(run())" in main_module
+
+
+@pytest.mark.parametrize(("argv", "code"), [(["tasks"], commands.EXIT_OK), (["no-such-command"], commands.EXIT_USAGE)])
+def test_run_returns_mains_code_with_the_collector_set(monkeypatch, restored_gc, argv, code) -> None:
+    monkeypatch.setattr(sys, "argv", ["onnxspec", *argv])
+    gc.set_threshold(700, 10, 10)
+    frozen = gc.get_freeze_count()
+    assert commands.run() == code
+    assert gc.get_threshold() == (commands.YOUNG_OBJECTS_PER_COLLECTION, 10, 10)
+    assert gc.get_freeze_count() > frozen
+
+
+def test_python_dash_m_exits_with_the_code() -> None:
+    done = subprocess.run([sys.executable, "-m", "onnxspec", "tasks"], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "text-classification" in done.stdout
+    bad = subprocess.run([sys.executable, "-m", "onnxspec", "tsks"], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert bad.returncode == commands.EXIT_USAGE
+    assert "did you mean 'tasks'" in bad.stderr
