@@ -30,6 +30,7 @@ from typing import Any
 
 import onnx
 
+from onnxspec.build.graphs import nested_graphs
 from onnxspec.errors import SpecError, UnknownNameError
 from onnxspec.post.agreement import DEFAULTS, Thresholds
 from onnxspec.post.folder import PostReport, quiet_tools, transform_folder
@@ -65,6 +66,15 @@ def _save(model: onnx.ModelProto, dst: Path) -> None:
         onnx.save_model(model, os.fspath(dst))
 
 
+def _external(path: Path) -> bool:
+    """Whether an initializer of the graph at ``path`` (or of its subgraphs) is stored as external data."""
+    from onnx.external_data_helper import uses_external_data
+
+    model = onnx.load(os.fspath(path), load_external_data=False)
+    tensors = [t for g in nested_graphs(model.graph) for t in g.initializer]
+    return any(uses_external_data(t) for t in tensors)
+
+
 def _write_level(src: Path, dst: Path, level: str) -> None:
     import onnxruntime
 
@@ -76,7 +86,10 @@ def _write_level(src: Path, dst: Path, level: str) -> None:
         "all": onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL,
     }[level]
     options.optimized_model_filepath = os.fspath(dst)
-    if os.path.getsize(src) + sum(os.path.getsize(p) for p in src.parent.glob(src.name + ".data")) > _EXTERNAL_ABOVE:
+    # a graph with external data (every export over 8 MiB of weights) is written with its own
+    # data file: otherwise onnxruntime writes the optimized graph pointing at the source's file,
+    # which is not in the output folder
+    if _external(src) or os.path.getsize(src) > _EXTERNAL_ABOVE:
         options.add_session_config_entry("session.optimized_model_external_initializers_file_name", dst.name + ".data")
         options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
     onnxruntime.InferenceSession(os.fspath(src), options, providers=["CPUExecutionProvider"])
