@@ -664,6 +664,8 @@ def _data_files(path: str) -> list[str]:
     :data:`~onnxspec.build.exporters.RELEASE_FROM` bytes or more together, else none."""
     from onnx.external_data_helper import ExternalDataInfo, _get_all_tensors, uses_external_data
 
+    if not os.path.isfile(path):
+        return []  # onnxruntime says what is missing
     folder = os.path.dirname(os.path.abspath(path))
     model = onnx.load(path, load_external_data=False)
     named = {ExternalDataInfo(t).location for t in _get_all_tensors(model) if uses_external_data(t)}
