@@ -19,6 +19,7 @@ Heavy modules (torch, transformers, onnx) are imported only by the commands that
 from __future__ import annotations
 
 import argparse
+import atexit
 import gc
 import math
 import os
@@ -1154,14 +1155,38 @@ def run() -> int:
       600,000 objects that all stay alive, and scanning them 700 at a time as they arrive cost a
       third of the imports' CPU time;
     - once :func:`main` has returned (every file written and closed, the report printed) the
-      objects still alive are frozen (``gc.freeze``) so the interpreter's shutdown does not scan
-      the millions of objects of those libraries' modules for cycles before freeing them.
+      objects still alive are frozen (``gc.freeze``), and the interpreter's shutdown stops after
+      the exit handlers (:func:`_leave`): it neither scans the millions of objects of those
+      libraries' modules for cycles nor frees them one by one, work the operating system does at
+      once when the process ends.
+
+    A command that raises (a bug: :func:`main` turns every onnxspec error into an exit code) ends
+    with the interpreter's usual shutdown and traceback.
     """
     young, *older = gc.get_threshold()
     gc.set_threshold(max(young, YOUNG_OBJECTS_PER_COLLECTION), *older)
+    returned: list[int] = []
+    # registered before the libraries are imported, so it runs after their exit handlers (last in, first out)
+    atexit.register(_leave, returned)
     code = main()
     gc.freeze()
+    returned.append(code)
     return code
+
+
+def _leave(returned: list[int]) -> None:
+    """Exit handler of :func:`run`: once :func:`main` has returned ``returned[0]``, flush stdout and
+    stderr and end the process with that code, skipping the rest of the interpreter's shutdown.
+    Python has joined the non-daemon threads and run the exit handlers registered after
+    :func:`run`'s (tempfile's clean-ups, logging's flush) by then."""
+    if not returned:
+        return
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):  # a closed pipe or stream: Python's own shutdown reports it
+        return
+    os._exit(returned[0])
 
 
 if __name__ == "__main__":  # pragma: no cover
