@@ -230,7 +230,8 @@ def compare(
 ) -> OutputCheck:
     """One output at one shape set: same shape, finite, and within ``criterion``
     (:func:`onnxspec.pieces.criteria.judge`) where ``keep`` marks the compared elements;
-    ``calibration``: the noise measured at another set, used where ``reference`` is ``None``."""
+    ``calibration``: the noise measured at another set, used where ``reference`` is ``None``.
+    The arrays are read a slice at a time (:func:`judge_in_chunks`): no full-size copy is made."""
     base = dict(graph=graph, output=output.name, shape_set=shape_set, torch_shape=tuple(expected.shape), onnx_shape=tuple(got.shape))
     fixed = criterion if isinstance(criterion, Tolerance) else criterion.fallback
     nan = float("nan")
@@ -239,66 +240,120 @@ def compare(
                            problem=f"shape {tuple(got.shape)} differs from PyTorch's {tuple(expected.shape)}")
     if reference is not None and reference.shape != expected.shape:
         reference, no_reference = None, f"the float64 run gave shape {tuple(reference.shape)}"
-    if keep is not None:
-        expected, got = expected[keep], got[keep]
-        reference = reference[keep] if reference is not None else None
-    if not np.all(np.isfinite(got)) or not np.all(np.isfinite(expected)):
-        bad = "onnxruntime" if not np.all(np.isfinite(got)) else "PyTorch"
-        return OutputCheck(**base, max_abs=nan, max_rel=nan, atol=fixed.atol, rtol=fixed.rtol, compared=int(expected.size),
-                           passed=False, problem=f"{bad} produced non-finite values")
-    if reference is not None and not np.all(np.isfinite(reference)):
+    scan = _scan(expected, got, reference, keep, criterion, CHUNK)
+    if scan.non_finite:
+        return OutputCheck(**base, max_abs=nan, max_rel=nan, atol=fixed.atol, rtol=fixed.rtol, compared=scan.compared,
+                           passed=False, problem=f"{scan.non_finite} produced non-finite values")
+    if reference is not None and not scan.reference_finite:
         reference, no_reference = None, "the float64 run produced non-finite values"
-    v = judge_in_chunks(expected, got, criterion, reference, no_reference=no_reference, calibration=calibration)
+    v = _judge_picked(expected, got, criterion, reference, scan, no_reference=no_reference, calibration=calibration)
     return OutputCheck(
-        **base, max_abs=v.max_abs, max_rel=v.max_rel, atol=fixed.atol, rtol=fixed.rtol, compared=int(expected.size),
+        **base, max_abs=v.max_abs, max_rel=v.max_rel, atol=fixed.atol, rtol=fixed.rtol, compared=scan.compared,
         passed=v.passed, criterion=v.criterion, reference=v.reference, error=v.error, bound=v.bound, noise=v.noise,
         note=v.note, scale=v.scale,
     )
 
 
-CHUNK = 1 << 22
-"""Elements judged at once: a larger output (a 262k-word vocabulary's logits) is judged in slices
-of this many, so the float64 temporaries stay a few tens of MB."""
+CHUNK = 1 << 20
+"""Elements judged at once: a larger output (a 262k-word vocabulary's logits) is read in slices
+of this many, so the float64 temporaries stay a few MiB each (8 MiB an array) and no copy of the
+whole output is made (gemma-3-270m's logits at the large set: 72 MiB in float32, 144 MiB its
+float64 reference)."""
 
 
 def _worst(expected: np.ndarray, got: np.ndarray, criterion: Criterion, reference: np.ndarray | None) -> np.ndarray:
     """The flat indices, within one slice, of the element each statistic :func:`judge` takes the
     maximum of: the absolute and relative differences, the tolerance's error/bound ratio, and
     against ``reference`` PyTorch's own error, the graph's error and the reference's size."""
+    if expected.size == 0:
+        return np.zeros(0, dtype=np.int64)
     exp, act = expected.astype(np.float64), got.astype(np.float64)
-    diff = np.abs(act - exp)
-    picks = [np.argmax(diff), np.argmax(diff / np.maximum(np.abs(exp), 1e-12)), np.argmax(np.abs(exp))]
-    fixed = criterion if isinstance(criterion, Tolerance) else criterion.fallback
-    picks.append(np.argmax(diff / (fixed.atol + fixed.rtol * np.abs(exp))))
+    work = np.empty_like(exp)  # each statistic computed as judge computes it, into one buffer
+    picks = []
     if reference is not None:
-        ref = reference.astype(np.float64)
-        picks += [np.argmax(np.abs(exp - ref)), np.argmax(np.abs(act - ref)), np.argmax(np.abs(ref))]
+        ref = reference.astype(np.float64, copy=False)
+        picks += [np.argmax(np.abs(np.subtract(exp, ref, out=work), out=work)),
+                  np.argmax(np.abs(np.subtract(act, ref, out=work), out=work)), np.argmax(np.abs(ref, out=work))]
+    diff = np.abs(np.subtract(act, exp, out=act), out=act)
+    size = np.abs(exp, out=exp)
+    picks += [np.argmax(diff), np.argmax(size), np.argmax(np.divide(diff, np.maximum(size, 1e-12, out=work), out=work))]
+    fixed = criterion if isinstance(criterion, Tolerance) else criterion.fallback
+    allowed = np.add(fixed.atol, np.multiply(fixed.rtol, size, out=work), out=work)
+    picks.append(np.argmax(np.divide(diff, allowed, out=allowed)))
     return np.asarray(picks, dtype=np.int64)
+
+
+@attrs.frozen(kw_only=True)
+class _Scan:
+    """One pass over an output's compared elements, a slice at a time: how many there are, which
+    side produced a non-finite value (``"onnxruntime"``, ``"PyTorch"`` or ``""``), whether the
+    float64 reference is finite there, and the flat indices of the elements :func:`_worst`
+    picks in each slice (sorted), among which every maximum :func:`judge` takes is found."""
+
+    compared: int
+    non_finite: str
+    reference_finite: bool
+    picked: np.ndarray
+
+
+def _part(array: np.ndarray, where: slice) -> np.ndarray:
+    """Elements ``where`` of ``array`` in C order: a view for a contiguous array, else a copy of those only."""
+    return array.reshape(-1)[where] if array.flags.c_contiguous else array.flat[where]
+
+
+def _scan(expected: np.ndarray, got: np.ndarray, reference: np.ndarray | None, keep: np.ndarray | None,
+          criterion: Criterion, chunk: int) -> _Scan:
+    """:class:`_Scan` of the elements ``keep`` marks (all where ``None``), ``chunk`` at a time."""
+    if keep is not None:
+        keep = np.broadcast_to(keep, expected.shape)
+    compared, got_finite, expected_finite, reference_finite = 0, True, True, True
+    picked: list[np.ndarray] = []
+    for start in range(0, expected.size, chunk):
+        where = slice(start, min(start + chunk, expected.size))
+        exp, act = _part(expected, where), _part(got, where)
+        ref = None if reference is None else _part(reference, where)
+        kept = None
+        if keep is not None:
+            kept = _part(keep, where)
+            exp, act = exp[kept], act[kept]
+            ref = None if ref is None else ref[kept]
+        compared += exp.size
+        got_finite = got_finite and bool(np.isfinite(act).all())
+        expected_finite = expected_finite and bool(np.isfinite(exp).all())
+        reference_finite = reference_finite and (ref is None or bool(np.isfinite(ref).all()))
+        worst = _worst(exp, act, criterion, ref)
+        picked.append(start + (worst if kept is None else np.flatnonzero(kept)[worst]))
+    non_finite = "" if got_finite and expected_finite else "onnxruntime" if not got_finite else "PyTorch"
+    every = np.unique(np.concatenate(picked)) if picked else np.zeros(0, dtype=np.int64)  # sorted: the first of equal maxima stays first
+    return _Scan(compared=compared, non_finite=non_finite, reference_finite=reference_finite, picked=every)
+
+
+def _judge_picked(expected: np.ndarray, got: np.ndarray, criterion: Criterion, reference: np.ndarray | None, scan: _Scan, *,
+                  no_reference: str, calibration: Calibration | None) -> Verdict:
+    """:func:`judge` of the elements ``scan`` picked, which gives the verdict of judging every compared element."""
+
+    def picked(array: np.ndarray) -> np.ndarray:
+        return array.reshape(-1)[scan.picked] if array.flags.c_contiguous else array.flat[scan.picked]
+
+    return judge(picked(expected), picked(got), criterion, None if reference is None else picked(reference),
+                 no_reference=no_reference, calibration=calibration)
 
 
 def judge_in_chunks(
     expected: np.ndarray, got: np.ndarray, criterion: Criterion, reference: np.ndarray | None = None, *,
-    no_reference: str = "", chunk: int = CHUNK, calibration: Calibration | None = None,
+    no_reference: str = "", chunk: int = CHUNK, calibration: Calibration | None = None, keep: np.ndarray | None = None,
 ) -> Verdict:
-    """:func:`~onnxspec.pieces.criteria.judge`, the same verdict, in bounded memory.
+    """:func:`~onnxspec.pieces.criteria.judge` of the elements ``keep`` marks (all where
+    ``None``), the same verdict, in bounded memory; the arrays must be finite there.
 
     Every figure ``judge`` reports is a maximum over the elements (or, for a tolerance, the
     element of largest error/bound ratio, the first such), so judging only the elements where
-    some slice reaches one of those maxima (in their order) gives the verdict of judging all of
-    them; an array of up to ``chunk`` elements is judged as it is.
+    some slice of ``chunk`` elements reaches one of those maxima (in their order) gives the
+    verdict of judging all of them. No slice is copied whole: each is read, masked and widened
+    on its own.
     """
-    if expected.size <= chunk:
-        return judge(expected, got, criterion, reference, no_reference=no_reference, calibration=calibration)
-    flat = [a.reshape(-1) for a in (expected, got)]
-    ref = reference.reshape(-1) if reference is not None else None
-    picked = [
-        start + _worst(flat[0][start : start + chunk], flat[1][start : start + chunk], criterion,
-                       None if ref is None else ref[start : start + chunk])
-        for start in range(0, expected.size, chunk)
-    ]
-    keep = np.unique(np.concatenate(picked))  # sorted: the first of equal maxima stays first
-    return judge(flat[0][keep], flat[1][keep], criterion, None if ref is None else ref[keep], no_reference=no_reference,
-                 calibration=calibration)
+    scan = _scan(expected, got, reference, keep, criterion, chunk)
+    return _judge_picked(expected, got, criterion, reference, scan, no_reference=no_reference, calibration=calibration)
 
 
 def _frozen_outputs(spec: GraphSpec, runs: Sequence[tuple[Shapes, Mapping[str, np.ndarray]]]) -> list[str]:
