@@ -32,6 +32,11 @@ _AUDIO = dict(
     conv_dim=(32, 32), conv_stride=(5, 4), conv_kernel=(10, 4), num_feat_extract_layers=2,
     num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, mask_time_prob=0.0, classifier_proj_size=16,
 )
+# _DEEP_INIT: deep vision stacks (MobileNet v1/v2, EfficientNet, LeViT, DPT's
+# heads, MobileViT) shrink their input by a constant factor per layer at the default initializer
+# range 0.02: their outputs came out at 1e-8 (DPT) down to 1e-33 (MobileNet v1), and exactly 0 in
+# float32 for MobileViT, where a check proves nothing. Each such config sets the range at which its
+# outputs are of order 0.1-10 (measured per head), below where ReLU6 or tanh saturate.
 _XVECTOR = dict(tdnn_dim=(32, 32), tdnn_kernel=(3, 1), tdnn_dilation=(1, 1), xvector_output_dim=16)
 _DETR = dict(
     backbone_config=dict(model_type="resnet", hidden_sizes=[8, 8, 16, 32], depths=[1, 1, 1, 1], embedding_size=8, out_features=["stage1", "stage2", "stage3", "stage4"]),
@@ -205,12 +210,13 @@ CONFIGS: dict[str, Callable[[], T.PretrainedConfig]] = {
     "efficientnet": lambda: T.EfficientNetConfig(
         image_size=32, width_coefficient=0.25, depth_coefficient=0.25, kernel_sizes=[3, 3], in_channels=[32, 16], out_channels=[16, 24],
         strides=[1, 2], num_block_repeats=[1, 1], expand_ratios=[1, 6], depthwise_padding=[], hidden_dim=320,  # hidden_dim = round_filters(1280) at width 0.25
+        initializer_range=0.6,  # _DEEP_INIT
     ),
     "levit": lambda: T.LevitConfig(
         image_size=64, hidden_sizes=[16, 24, 32], num_attention_heads=[1, 2, 2], depths=[1, 1, 1], key_dim=[8, 8, 8], drop_path_rate=0,
-        mlp_ratio=[2, 2, 2], attention_ratio=[2, 2, 2], architectures=["LevitForImageClassification"],
+        mlp_ratio=[2, 2, 2], attention_ratio=[2, 2, 2], architectures=["LevitForImageClassification"], initializer_range=0.2,  # _DEEP_INIT
     ),
-    "mobilevit": lambda: T.MobileViTConfig(image_size=32, patch_size=2, hidden_sizes=[16, 24, 32], neck_hidden_sizes=[8, 8, 16, 16, 24, 32, 64], num_attention_heads=2, num_labels=3),
+    "mobilevit": lambda: T.MobileViTConfig(image_size=32, patch_size=2, hidden_sizes=[16, 24, 32], neck_hidden_sizes=[8, 8, 16, 16, 24, 32, 64], num_attention_heads=2, num_labels=3, initializer_range=0.4),  # _DEEP_INIT
     "poolformer": lambda: T.PoolFormerConfig(hidden_sizes=[16, 32], depths=[1, 1], num_encoder_blocks=2, patch_sizes=[7, 3], strides=[4, 2], padding=[2, 1]),
     "segformer": lambda: T.SegformerConfig(
         hidden_sizes=[16, 32], depths=[1, 1], num_encoder_blocks=2, sr_ratios=[2, 1], num_attention_heads=[1, 2], patch_sizes=[7, 3],
@@ -274,8 +280,8 @@ CONFIGS: dict[str, Callable[[], T.PretrainedConfig]] = {
         patch_sizes=[4, 2], strides=[4, 2], num_attention_heads=[1, 2], mlp_ratios=[2, 2]),
     "hiera": lambda: T.HieraConfig(image_size=[64, 64], embed_dim=16, depths=[1, 1], num_heads=[1, 2], patch_stride=[4, 4], query_stride=[2, 2],
         masked_unit_size=[8, 8], num_query_pool=1, decoder_hidden_size=16, decoder_depth=1, decoder_num_heads=1),
-    "mobilenet_v1": lambda: T.MobileNetV1Config(image_size=32, depth_multiplier=0.25, min_depth=4),
-    "mobilenet_v2": lambda: T.MobileNetV2Config(image_size=32, depth_multiplier=0.25, min_depth=4),
+    "mobilenet_v1": lambda: T.MobileNetV1Config(image_size=32, depth_multiplier=0.25, min_depth=4, initializer_range=0.3),  # _DEEP_INIT
+    "mobilenet_v2": lambda: T.MobileNetV2Config(image_size=32, depth_multiplier=0.25, min_depth=4, initializer_range=0.25),  # _DEEP_INIT
     # more audio
     "sew-d": lambda: T.SEWDConfig(**_AUDIO, squeeze_factor=2, max_position_embeddings=64, position_buckets=16),
     "layoutlm": lambda: T.LayoutLMConfig(**_ENCODER, max_2d_position_embeddings=128),
@@ -303,7 +309,7 @@ CONFIGS: dict[str, Callable[[], T.PretrainedConfig]] = {
     ),
     "dpt": lambda: T.DPTConfig(
         **dict(_VIT_LIKE, num_hidden_layers=4), backbone_out_indices=[0, 1, 2, 3], neck_hidden_sizes=[8, 8, 16, 16], fusion_hidden_size=16,
-        num_labels=3,
+        num_labels=3, initializer_range=0.12,  # _DEEP_INIT
     ),
     "glpn": lambda: T.GLPNConfig(
         hidden_sizes=[8, 16, 16, 32], depths=[1, 1, 1, 1], num_attention_heads=[1, 1, 2, 2], decoder_hidden_size=16, mlp_ratios=[2, 2, 2, 2]
