@@ -84,3 +84,40 @@ def test_sliced_linear_is_the_linear_layer_in_float64() -> None:
     assert got.dtype is torch.float64 and got.shape == want.shape
     torch.testing.assert_close(got, want, rtol=1e-13, atol=1e-13)
     torch.testing.assert_close(_sliced_linear(x, weight, None), want - bias.double(), rtol=1e-12, atol=1e-12)
+
+
+def test_a_mapped_head_gives_its_pages_back_slice_by_slice(tmp_path, monkeypatch) -> None:
+    """A head memory-mapped from a checkpoint is never resident whole while it is widened: the
+    pages of the rows widened so far go back after each slice, and the product is the same."""
+    import numpy as np
+
+    from onnxspec.build import pages
+    from onnxspec.judge import reference
+
+    if pages._MADVISE is None or not pages.file_mappings().ranges:
+        return  # no /proc or madvise: nothing is released, nothing to measure
+    rows, width = 8192, 1024  # 32 MiB of float32
+    values = np.random.default_rng(0).standard_normal((rows, width)).astype(np.float32)
+    values.tofile(tmp_path / "head.bin")
+    weight = torch.from_numpy(np.memmap(tmp_path / "head.bin", dtype=np.float32, mode="c", shape=(rows, width)))
+    x = torch.randn(3, width, dtype=torch.float64)
+    reference._LINEAR(x, torch.zeros(512, width, dtype=torch.float64), None)  # the library's code pages read first
+    pages.release([weight])
+
+    def rss_file() -> int:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("RssFile:")) * 1024
+
+    start, seen = rss_file(), []
+    linear = reference._LINEAR
+
+    def measured(*args):
+        seen.append(rss_file() - start)
+        return linear(*args)
+
+    monkeypatch.setattr(reference, "SLICE_BYTES", 8 * width * 512)  # 16 slices of 512 rows (2 MiB of float32 each)
+    monkeypatch.setattr(reference, "_LINEAR", measured)
+    got = _sliced_linear(x, weight, None)
+    assert len(seen) == 16
+    assert max(seen) < values.nbytes / 4, seen  # a slice or two resident, not the 32 MiB head
+    torch.testing.assert_close(got, x @ torch.from_numpy(values).double().T, rtol=1e-12, atol=1e-12)
