@@ -1158,7 +1158,8 @@ def run() -> int:
       objects still alive are frozen (``gc.freeze``), and the interpreter's shutdown stops after
       the exit handlers (:func:`_leave`): it neither scans the millions of objects of those
       libraries' modules for cycles nor frees them one by one, work the operating system does at
-      once when the process ends.
+      once when the process ends (unless an exit handler was registered before :func:`run` started,
+      which would then be skipped).
 
     A command that raises (a bug: :func:`main` turns every onnxspec error into an exit code) ends
     with the interpreter's usual shutdown and traceback.
@@ -1166,8 +1167,11 @@ def run() -> int:
     young, *older = gc.get_threshold()
     gc.set_threshold(max(young, YOUNG_OBJECTS_PER_COLLECTION), *older)
     returned: list[int] = []
-    # registered before the libraries are imported, so it runs after their exit handlers (last in, first out)
-    atexit.register(_leave, returned)
+    # registered before the libraries are imported, so it runs after their exit handlers (last in, first
+    # out); an exit handler registered before the program started (a coverage tool's, a sitecustomize's)
+    # would run after it and be skipped: then the interpreter shuts down as usual
+    if getattr(atexit, "_ncallbacks", lambda: 1)() == 0:
+        atexit.register(_leave, returned)
     code = main()
     gc.freeze()
     returned.append(code)

@@ -48,6 +48,17 @@ def test_run_returns_mains_code_with_the_collector_set(monkeypatch, restored_gc,
     assert gc.get_freeze_count() > frozen
 
 
+@pytest.mark.parametrize(("before", "registered"), [(0, True), (1, False)])
+def test_teardown_is_skipped_only_when_no_exit_handler_came_before(monkeypatch, restored_gc, before, registered) -> None:
+    """A handler registered before run() (a coverage tool's) would run after _leave: it must not be skipped."""
+    handlers: list[object] = []
+    monkeypatch.setattr(sys, "argv", ["onnxspec", "tasks"])
+    monkeypatch.setattr(atexit, "_ncallbacks", lambda: before)
+    monkeypatch.setattr(atexit, "register", lambda handler, *args: handlers.append((handler, args)))
+    assert commands.run() == commands.EXIT_OK
+    assert handlers == ([(commands._leave, ([commands.EXIT_OK],))] if registered else [])
+
+
 def test_leave_ends_with_mains_code_only_after_main_returned(monkeypatch) -> None:
     ended: list[int] = []
     monkeypatch.setattr(commands.os, "_exit", ended.append)
