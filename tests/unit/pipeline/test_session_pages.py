@@ -93,7 +93,7 @@ def test_a_large_data_file_is_given_back_while_the_graph_runs_with_the_same_outp
 
     session = core._session(path)
     assert isinstance(session, pages.GivingBack)
-    assert len(session.ranges) == LAYERS  # one mapping per initializer
+    assert sum(end - start for start, end in session.ranges) >= data  # onnxruntime's mappings of every weight
     assert _perms(path + ".data") == {"r--p"}  # made read-only: no page can be copied on write
     for _ in range(2):  # the second run reads again the pages the first gave back
         got, peak, after = _run_sampled(session, feed)
