@@ -1,13 +1,19 @@
 """Quantization of exported graphs with onnxruntime's quantization tools.
 
-``int8``: dynamic quantization (``onnxruntime.quantization.quantize_dynamic``): the weights of
-``MatMul``, ``Gemm``, ``Gather`` ... are stored as signed 8-bit integers with one scale per
-output channel, the activations are quantized at run time. ``int4``: weight-only 4-bit
-quantization of the ``MatMul`` weights into ``MatMulNBits`` nodes (blocks of 32 values along
-the input axis, symmetric, round to nearest), which onnxruntime's CPU provider runs. The 4-bit
-quantizer knows ``MatMul`` only, so each ``Gemm`` with a constant weight (a 2-D ``Linear``: a
-classifier head, a pooler) is first rewritten as ``MatMul`` (+ ``Add`` of its bias) by
-:func:`gemm_to_matmul`, and quantized too.
+``int8``: weight-only 8-bit quantization of the ``MatMul`` weights into ``MatMulNBits`` nodes
+(blocks of 32 values along the input axis, symmetric), the activations left in float32; then
+``onnxruntime.quantization.quantize_dynamic`` for the ``Gather`` lookups (an embedding stored as
+int8, dequantized by a ``DequantizeLinear``: a lookup is weight-only too) and ``Conv``.
+Quantizing the activations of the ``MatMul`` layers at run time (``quantize_dynamic``'s
+``MatMulInteger``, one uint8 scale per tensor) is what a trained decoder cannot take: a few
+channels of its activations far larger than the rest leave the others a handful of levels (the
+real SmolLM2-135M, one 68-token English text: logits cosine 0.92, top-1 0.69 with every
+``MatMul`` as ``MatMulInteger``; 0.93 and 0.71 with only its SwiGLU ``down_proj`` layers so;
+0.9998 and 0.985 weight-only). ``int4``: weight-only 4-bit quantization of the ``MatMul`` weights into
+``MatMulNBits`` nodes (blocks of 32 values along the input axis, symmetric, round to nearest),
+which onnxruntime's CPU provider runs. ``MatMulNBits`` knows ``MatMul`` only, so each ``Gemm``
+with a constant weight (a 2-D ``Linear``: a classifier head, a pooler) is first rewritten as
+``MatMul`` (+ ``Add`` of its bias) by :func:`gemm_to_matmul`, and quantized too, for both methods.
 
 :func:`quantize_file` quantizes one graph; :func:`quantize` a whole export folder into a new
 one, each graph then judged against PyTorch by agreement (:mod:`onnxspec.post.agreement`:
@@ -33,9 +39,9 @@ __all__ = ["METHODS", "gemm_to_matmul", "quantize", "quantize_file"]
 METHODS = ("int8", "int4")
 """The quantization methods :func:`quantize_file` knows."""
 
-INT4_BLOCK_SIZE = 32
-"""Values of one row of a ``MatMul`` weight sharing a 4-bit scale (onnxruntime accepts 16 and up,
-powers of two); 32 fits the tiny test models, whose widths are 32 and up."""
+BLOCK_SIZE = 32
+"""Values of one row of a ``MatMul`` weight sharing a scale, for 8 and 4 bits (onnxruntime accepts
+16 and up, powers of two); 32 fits the tiny test models, whose widths are 32 and up."""
 
 _EXTERNAL_ABOVE = 1_800_000_000
 """Bytes of weights above which the quantized graph keeps them in ``<file>.data`` (protobuf
@@ -69,22 +75,25 @@ def quantize_file(src: Path, dst: Path, *, method: str = "int8") -> None:
 
 
 def _quantize(src: Path, dst: Path, method: str) -> None:
-    model = onnx.load(os.fspath(src))
-    if method == "int8":
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
-        # EnableSubgraph: the weights a merged decoder's If branches use are quantized too
-        quantize_dynamic(model, dst, per_channel=True, weight_type=QuantType.QInt8,
-                         use_external_data_format=_weights_bytes(model) > _EXTERNAL_ABOVE, extra_options={"EnableSubgraph": True})
-        _require_quantized(onnx.load(os.fspath(dst), load_external_data=False), src, method)
-        return
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-    gemm_to_matmul(model)  # the 4-bit quantizer reads MatMul only
-    quantizer = MatMulNBitsQuantizer(model, bits=4, block_size=INT4_BLOCK_SIZE, is_symmetric=True)
+    model = onnx.load(os.fspath(src))
+    before = _op_types(model.graph)
+    gemm_to_matmul(model)  # MatMulNBits reads MatMul only
+    quantizer = MatMulNBitsQuantizer(model, bits=8 if method == "int8" else 4, block_size=BLOCK_SIZE, is_symmetric=True)
     quantizer.process()
-    _require_quantized(quantizer.model.model, src, method)
-    _save(quantizer.model.model, dst)
+    model = quantizer.model.model
+    if method == "int4":
+        _require_quantized(model, before, src, method)
+        _save(model, dst)
+        return
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    # the lookups (weight-only: a Gather's table is dequantized) and Conv; EnableSubgraph: the
+    # weights a merged decoder's If branches use are quantized too
+    quantize_dynamic(model, dst, op_types_to_quantize=["Gather", "Conv"], per_channel=True, weight_type=QuantType.QInt8,
+                     use_external_data_format=_weights_bytes(model) > _EXTERNAL_ABOVE, extra_options={"EnableSubgraph": True})
+    _require_quantized(onnx.load(os.fspath(dst), load_external_data=False), before, src, method)
 
 
 def _attribute(node: onnx.NodeProto, name: str, default: float | int) -> float | int:
@@ -160,7 +169,8 @@ def gemm_to_matmul(model: onnx.ModelProto) -> int:
     return count
 
 
-_QUANTIZED_OPS = {"MatMulInteger", "ConvInteger", "DynamicQuantizeLinear", "MatMulNBits", "DynamicQuantizeMatMul", "GatherBlockQuantized"}
+_QUANTIZED_OPS = {"MatMulInteger", "ConvInteger", "DynamicQuantizeLinear", "DequantizeLinear", "MatMulNBits", "DynamicQuantizeMatMul",
+                  "GatherBlockQuantized"}
 
 
 def _op_types(graph: onnx.GraphProto) -> set[str]:
@@ -168,9 +178,10 @@ def _op_types(graph: onnx.GraphProto) -> set[str]:
     return {node.op_type for node in all_nodes(graph)}
 
 
-def _require_quantized(model: onnx.ModelProto, src: Path, method: str) -> None:
-    """Refuse a result in which onnxruntime quantized nothing (a graph left in float is no ``int8``)."""
-    if not _op_types(model.graph) & _QUANTIZED_OPS:
+def _require_quantized(model: onnx.ModelProto, before: set[str], src: Path, method: str) -> None:
+    """Refuse a result in which onnxruntime quantized nothing (a graph left in float is no ``int8``):
+    no quantized op type the source graph (op types ``before``) did not already hold."""
+    if not (_op_types(model.graph) - before) & _QUANTIZED_OPS:
         what = "MatMul or Gemm weights (int4 quantizes nothing else)" if method == "int4" else "MatMul, Gemm, Conv or Gather weights"
         raise ExportError(
             f"quantize ({src.name})", (),
@@ -200,11 +211,13 @@ def quantize(
         raise UnknownNameError("quantization method", method, METHODS, "Use --method int8 or --method int4.")
     settings = {"kind": "quantize", "method": method}
     if method == "int8":
-        settings.update(quantizer="onnxruntime.quantization.quantize_dynamic", weights="int8, per channel, symmetric",
-                        activations="uint8, dynamic")
+        settings.update(quantizer="onnxruntime.quantization.matmul_nbits_quantizer.MatMulNBitsQuantizer, then quantize_dynamic for Gather and Conv",
+                        weights=f"int8, blocks of {BLOCK_SIZE}, symmetric (MatMul, and Gemm with a constant weight rewritten as MatMul + Add); "
+                                "Gather tables int8 dequantized at the lookup; Conv int8 per channel",
+                        activations="float32 (Conv: uint8, dynamic)")
     else:
         settings.update(quantizer="onnxruntime.quantization.matmul_nbits_quantizer.MatMulNBitsQuantizer",
-                        weights=f"int4, blocks of {INT4_BLOCK_SIZE}, symmetric (MatMul, and Gemm with a constant weight rewritten as MatMul + Add)")
+                        weights=f"int4, blocks of {BLOCK_SIZE}, symmetric (MatMul, and Gemm with a constant weight rewritten as MatMul + Add)")
     return transform_folder(
         folder, output_dir, lambda src, dst: quantize_file(src, dst, method=method), transformation=settings,
         judged_by="agreement", thresholds=thresholds or DEFAULTS[method], model=model, overwrite=overwrite,
