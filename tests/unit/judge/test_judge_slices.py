@@ -94,3 +94,24 @@ def test_a_logits_sized_output_is_judged_without_a_full_size_copy() -> None:
     assert check.compared == int(keep.sum()) and (check.error, check.bound, check.passed) == (verdict.error, verdict.bound, verdict.passed)
     slice_bytes = 8 * CHUNK
     assert peak < 6 * slice_bytes and peak < (expected.nbytes + got.nbytes + reference.nbytes) / 4, peak
+
+
+def test_a_float64_output_held_as_its_residual_gives_back_the_float64_values() -> None:
+    from onnxspec.judge.validate import Residual, _reference_part, residual
+
+    expected, got, reference, keep = _arrays((3, 5, 1001))
+    held = residual(expected, reference)
+    assert isinstance(held, Residual) and held.delta.nbytes == reference.nbytes // 2
+    back = _reference_part(held, slice(0, expected.size)).reshape(expected.shape)
+    assert np.all(np.abs(back - reference) <= 2.0**-24 * np.abs(reference - expected) + 1e-15 * np.abs(reference))
+    assert residual(reference, reference) is reference  # a float64 output of a float64 run: nothing to gain
+    criterion = NoiseBound(factor=64, floor=2.0**-20, fallback=Tolerance(atol=1e-4))
+    output = tensor_spec("logits", {})
+    direct = compare("model.onnx", output, "large", expected, got, keep, criterion, reference)
+    through = compare("model.onnx", output, "large", expected, got, keep, criterion, held)
+    assert direct.passed == through.passed and direct.compared == through.compared and through.reference == "float64"
+    for name in ("error", "noise", "bound", "scale"):
+        assert abs(getattr(through, name) - getattr(direct, name)) <= 1e-6 * getattr(direct, name), name
+    wrong = got.copy()
+    wrong[2, 4, 7] += 1e-3  # a wrong value: caught through the residual as directly
+    assert not compare("model.onnx", output, "large", expected, wrong, keep, criterion, held).passed
