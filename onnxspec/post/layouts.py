@@ -83,8 +83,10 @@ DTYPE_SUFFIX: Mapping[str, str] = {
 VARIANTS = ("fp16", "q8", "q4")
 """The variants onnxspec can write beside a fp32 graph: an fp16 export, int8 and int4 quantization."""
 
-_QUANTIZE = {"q8": "int8", "q4": "int4"}
-"""Variant -> :func:`~onnxspec.post.quantize.quantize_file` method."""
+_QUANTIZE = {"q8": "int8-dynamic", "q4": "int4"}
+"""Variant -> :func:`~onnxspec.post.quantize.quantize_file` method. transformers.js's ``q8`` files are
+dynamically quantized int8 (``MatMulInteger``), which onnxruntime-web runs with integer kernels;
+onnxspec's default int8 (8-bit ``MatMulNBits``) is left to the ``quantize`` command."""
 
 
 @attrs.frozen(kw_only=True)

@@ -77,7 +77,7 @@ def quantize_file(src: Path, dst: Path, *, method: str = "int8") -> None:
     :class:`UnknownNameError` for a method other than ``int8`` or ``int4``.
     """
     if method not in METHODS:
-        raise UnknownNameError("quantization method", method, METHODS, "Use --method int8 or --method int4 (int8-dynamic: quantize_file and quantize only).")
+        raise UnknownNameError("quantization method", method, METHODS, "Use --method int8, int8-dynamic or int4.")
     src, dst = Path(src), Path(dst)
     with quiet_tools():
         _quantize(src, dst, method)
@@ -231,7 +231,7 @@ def quantize(
     below a threshold (nothing is written to ``output_dir`` then).
     """
     if method not in METHODS:
-        raise UnknownNameError("quantization method", method, METHODS, "Use --method int8 or --method int4 (int8-dynamic: quantize_file and quantize only).")
+        raise UnknownNameError("quantization method", method, METHODS, "Use --method int8, int8-dynamic or int4.")
     settings = {"kind": "quantize", "method": method}
     if method == "int8-dynamic":
         settings.update(quantizer="onnxruntime.quantization.quantize_dynamic", weights="int8, per channel, symmetric",

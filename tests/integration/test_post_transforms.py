@@ -65,7 +65,7 @@ def test_int8_quantization_of_a_classifier_agrees_and_is_written_with_its_figure
     (graph,) = report.graphs
     assert {(m.metric, m.output) for m in graph.measures} == {("cosine", "logits"), ("top1", "logits")}
     assert all(m.value >= m.threshold for m in graph.measures)
-    assert "MatMulInteger" in _ops(out / "model.onnx")
+    assert "MatMulNBits" in _ops(out / "model.onnx")  # weight-only int8
     assert {"config.json", "onnxspec_contract.json", "onnxspec_post.json", "model.onnx"} <= set(os.listdir(out))
     assert "onnxspec_report.json" not in os.listdir(out)  # it judged the graph before quantization
     written = json.loads((out / "onnxspec_post.json").read_text())
@@ -168,5 +168,5 @@ def test_seq2seq_folders_are_decoded_greedily_and_their_merged_decoder_is_rebuil
     assert {m.shape_set.split("/")[1] for m in graphs["decoder_model_merged.onnx"].measures} == {"cache", "no-cache"}
     merged = onnx.load(tmp_path / "bart-int8" / "decoder_model_merged.onnx")
     inside = {n.op_type for node in merged.graph.node for a in node.attribute if a.type == onnx.AttributeProto.GRAPH for n in a.g.node}
-    assert "MatMulInteger" in inside  # the merged decoder is quantized too, not left in float32
+    assert "MatMulNBits" in inside  # the merged decoder is quantized too, not left in float32
     assert optimize(tmp_path / "bart-onnx", tmp_path / "bart-fp16", fp16=True).passed  # the fp16 merged decoder loads
