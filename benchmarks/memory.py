@@ -213,7 +213,8 @@ def _last_stage(tail: list[str]) -> str:
 
 def render_limits(limits: dict[str, Any]) -> list[str]:
     lines = ["## memory needed: exports in a limited memory group", "",
-             f"- measured {limits['date']} at onnxspec commit {limits['commit']}" + (f"; {limits['note']}" if limits.get("note") else ""),
+             f"- last measured {limits['date']} at onnxspec commit {limits['commit']}" + (f"; {limits['note']}" if limits.get("note") else ""),
+             *([f"- earlier rows: {limits['earlier']}"] if limits.get("earlier") else []),
              "- each validated export in a cgroup v1 memory group limited to a fraction of the model's fp32 weight bytes "
              "(the group counts the page cache it reads and reclaims it under pressure); both tools on the same safetensors "
              "folder, one run at a time, the folder's pages dropped from the page cache first; `max usage` is the group's "
@@ -226,15 +227,16 @@ def render_limits(limits: dict[str, Any]) -> list[str]:
         mine = sorted((r for r in runs if r["model"] == name), key=lambda r: (r["tool"], r["fraction"]))
         weights = mine[0]["weight_bytes"]
         lines += [f"{name} (fp32 weights {weights / 2**30:.2f} GiB):", "",
-                  "| tool | limit | outcome | wall s | CPU s | peak RSS | anon | file | max usage | failcnt | major faults |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| tool | limit | outcome | wall s | CPU s | peak RSS | anon | file | max usage | failcnt | major faults | measured at |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in mine:
             stage = _last_stage(r["tail"]) if r["tool"] == "onnxspec" and not r["completed"] else ""
             outcome = r["outcome"] + (f" (last stage done: {stage})" if stage else "")
             lines.append(f"| {r['tool']} | {r['fraction']:g}x = {r['limit'] / 2**30:.2f} GiB | {outcome} | {r['seconds']:.0f} | "
                          f"{r['cpu_seconds']:.0f} | {r['peak_rss'] / 2**30:.2f} GiB ({r['peak_rss'] / weights:.2f}x) | "
                          f"{r['peak_rss_anon'] / 2**30:.2f} GiB | {r['peak_rss_file'] / 2**30:.2f} GiB | "
-                         f"{r['max_usage_in_bytes'] / 2**30:.2f} GiB | {r['failcnt']} | {r.get('major_faults', '-')} |")
+                         f"{r['max_usage_in_bytes'] / 2**30:.2f} GiB | {r['failcnt']} | {r.get('major_faults', '-')} | "
+                         f"{r.get('commit', limits.get('first_commit', '-'))} |")
         lines.append("")
         for tool in dict.fromkeys(r["tool"] for r in mine):
             done = [r["fraction"] for r in mine if r["tool"] == tool and r["completed"]]
@@ -304,6 +306,7 @@ def main() -> None:
                 for fraction in args.fractions or LIMITS[tool]:
                     print(f"{tool} {name} in {fraction:g}x ...", file=sys.stderr, flush=True)
                     r = limited(tool, name, folder, weights, fraction, args.timeout)
+                    r.update(date=limits["date"], commit=limits["commit"])  # rows kept from earlier runs keep theirs
                     limits["runs"][f"{tool} {name} {fraction:g}x"] = r
                     print(f"  {r['outcome']}: {r['seconds']:.0f} s, peak RSS {r['peak_rss'] / 2**30:.2f} GiB, "
                           f"max usage {r['max_usage_in_bytes'] / 2**30:.2f} GiB", file=sys.stderr, flush=True)
