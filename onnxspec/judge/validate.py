@@ -541,24 +541,6 @@ def validate(
     return checks, problems, seconds
 
 
-def _distinct_sets(sets: tuple[Shapes, ...], labels: list[str], feeds: list[dict[str, torch.Tensor]]
-                   ) -> tuple[tuple[Shapes, ...], list[str], list[dict[str, torch.Tensor]]]:
-    """The shape sets whose inputs differ in shape from every earlier set's: a set that feeds this
-    graph exactly the shapes of an earlier one proves no axis the earlier did not (a Whisper
-    encoder's frames are fixed, so only its batch varies, and ``decode``'s batch is ``large``'s).
-    Its run is left out; the report then lists the graph's checks at the sets that ran."""
-    seen: set[tuple[tuple[str, tuple[int, ...]], ...]] = set()
-    keep = []
-    for k, feed in enumerate(feeds):
-        key = tuple((name, tuple(t.shape)) for name, t in feed.items())
-        if key not in seen:
-            seen.add(key)
-            keep.append(k)
-    if len(keep) == len(feeds):
-        return sets, labels, feeds
-    return tuple(sets[k] for k in keep), [labels[k] for k in keep], [feeds[k] for k in keep]
-
-
 def validate_with_references(
     session: object,
     module: torch.nn.Module,
@@ -590,7 +572,6 @@ def validate_with_references(
     for k, shapes in enumerate(sets):
         ctx = context(shapes, dtypes, spec.dims, past=spec.past, padding_side=spec.padding_side)
         feeds.append(make_dummies(spec.inputs, spec.generators, ctx, seed + 1 + k))
-    sets, labels, feeds = _distinct_sets(sets, labels, feeds)
     if reuse is not None and reuse.fits(seed, sets, dtypes, spec, feeds, wanted):
         runs_of_torch = attrs.evolve(reuse, reused=True)
     else:

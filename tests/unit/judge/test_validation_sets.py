@@ -15,7 +15,7 @@ from onnxspec.build.wrappers import graph_module
 from onnxspec.catalog.models import REGISTRY
 from onnxspec.catalog.registry import spec_for
 from onnxspec.judge.validate import calibrating_set, validate_with_references
-from onnxspec.pieces.shapes import DTypes, Shapes, validation_shapes
+from onnxspec.pieces.shapes import DTypes, Shapes
 from onnxspec.pieces.spec import bind, plan
 
 
@@ -108,24 +108,3 @@ def test_the_float64_run_follows_the_float32_run_at_the_same_set(llama, monkeypa
         handle.remove()
     prompt = (3, 23)  # then the stand-in session runs the module at each set, in float32
     assert calls[:4] == [((1, 1), torch.float32), (prompt, torch.float32), (prompt, torch.float64), ((3, 1), torch.float32)]
-
-
-def test_a_set_feeding_the_shapes_of_an_earlier_one_is_not_run_again(llama) -> None:
-    module, graph = llama
-    small, large, _ = validation_shapes(Shapes())
-    runs = []
-
-    @attrs.frozen(kw_only=True, eq=False)
-    class Counted:
-        inner: _TorchSession
-
-        def run(self, names, feed):  # type: ignore[no-untyped-def]
-            runs.append(tuple(feed["input_ids"].shape))
-            return self.inner.run(names, feed)
-
-    session = Counted(inner=_TorchSession(module=module, outputs=tuple(t.name for t in graph.outputs)))
-    sets = {"small": small, "large": large, "decode": attrs.evolve(large)}  # decode's inputs: large's shapes
-    checks, problems, _, ran = validate_with_references(session, module, graph, Shapes(), DTypes(), 0, "model.onnx", sets)
-    assert runs == [(small.batch_size, small.sequence_length), (large.batch_size, large.sequence_length)]
-    assert {c.shape_set for c in checks} == {"small", "large"} and all(c.passed for c in checks) and not problems
-    assert len(ran.feeds) == 2
