@@ -125,9 +125,10 @@ def test_low_memory_session_holds_about_one_fp32_copy_at_a_time(tmp_path: Path) 
     copies = 4 * n * n * count / 2**20
     low = _peak_mib(path, True, n)
     default = _peak_mib(path, False, n)
-    # the default session holds every fp32 copy (256 MiB) beside the mapped fp16 weights; the
-    # low-memory one the mapped weights (128 MiB) and about one 16 MiB copy
-    assert default > copies, (low, default)
+    # the default session holds every fp32 copy (256 MiB); the low-memory one about one 16 MiB copy
+    # at a time. The mapped fp16 weights (128 MiB) count little in either: the validation session
+    # gives their pages back while it runs (onnxspec.build.pages.giving_back)
+    assert default > 0.9 * copies, (low, default)
     assert low < default - copies / 2, (low, default)
 
 
