@@ -134,16 +134,9 @@ def _tensors(model: Any) -> Iterator[Any]:
 
 
 def _external_files(model: Any) -> tuple[str, ...]:
-    import onnx
+    from onnxspec.build.graphs import external_data_files
 
-    files = {
-        entry.value
-        for t in _tensors(model)
-        if t.data_location == onnx.TensorProto.EXTERNAL
-        for entry in t.external_data
-        if entry.key == "location"
-    }
-    return tuple(sorted(files))
+    return tuple(sorted(external_data_files(model)))
 
 
 def _contract_problems(contract: Mapping[str, Any], inputs: tuple[TensorInfo, ...], outputs: tuple[TensorInfo, ...]) -> tuple[str, ...]:

@@ -84,7 +84,7 @@ from onnxspec.pipeline.loading import (
     read_source,
     save_gguf_tokenizer,
 )
-from onnxspec.build.graphs import all_nodes
+from onnxspec.build.graphs import all_nodes, external_data_files
 from onnxspec.build.merge import BRANCH_INPUT, merge_decoders
 from onnxspec.build.pages import giving_back, release_heap, released_after_forward
 from onnxspec.build.streamed import WeightSource
@@ -662,14 +662,10 @@ def _session(path: str, runtime: str = "onnxruntime", *, low_memory: bool = Fals
 def _data_files(path: str) -> list[str]:
     """The files holding the external data of the graph at ``path`` if they take
     :data:`~onnxspec.build.exporters.RELEASE_FROM` bytes or more together, else none."""
-    from onnx.external_data_helper import ExternalDataInfo, _get_all_tensors, uses_external_data
-
     if not os.path.isfile(path):
         return []  # onnxruntime says what is missing
     folder = os.path.dirname(os.path.abspath(path))
-    model = onnx.load(path, load_external_data=False)
-    named = {ExternalDataInfo(t).location for t in _get_all_tensors(model) if uses_external_data(t)}
-    del model
+    named = external_data_files(onnx.load(path, load_external_data=False))
     files = sorted(f for f in (os.path.join(folder, n) for n in named) if os.path.isfile(f))
     return files if sum(os.path.getsize(f) for f in files) >= RELEASE_FROM else []
 

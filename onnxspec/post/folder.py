@@ -322,14 +322,12 @@ def post_json(report: PostReport) -> str:
 def graph_bytes(path: str | os.PathLike[str]) -> int:
     """Bytes of a graph file and of the external data files it names."""
     import onnx
-    from onnx.external_data_helper import uses_external_data
+
+    from onnxspec.build.graphs import external_data_files
 
     path = os.fspath(path)
     total = os.path.getsize(path)
-    model = onnx.load(path, load_external_data=False)
-    locations = {
-        entry.value for t in model.graph.initializer if uses_external_data(t) for entry in t.external_data if entry.key == "location"
-    }
+    locations = external_data_files(onnx.load(path, load_external_data=False))
     return total + sum(os.path.getsize(os.path.join(os.path.dirname(path), loc)) for loc in locations)
 
 

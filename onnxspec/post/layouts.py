@@ -46,6 +46,7 @@ import attrs
 import onnx
 from onnx.external_data_helper import _get_all_tensors, uses_external_data
 
+from onnxspec.build.graphs import external_data_files
 from onnxspec.errors import ConfigError, UnknownNameError, UnsupportedTaskError, ValidationError
 from onnxspec.judge.runtimes import transformers_js_files
 from onnxspec.pieces.cache_names import Direction, Which, cache_name, parse
@@ -226,14 +227,7 @@ def check_fits(layout: Layout, *, model_type: str | None, task: str | None, floa
 
 def _external_files(path: Path) -> list[str]:
     """The external data files a graph's tensors point to (subgraphs included)."""
-    model = onnx.load(os.fspath(path), load_external_data=False)
-    found: list[str] = []
-    for tensor in _get_all_tensors(model):
-        if uses_external_data(tensor):
-            location = next(e.value for e in tensor.external_data if e.key == "location")
-            if location not in found:
-                found.append(location)
-    return found
+    return list(external_data_files(onnx.load(os.fspath(path), load_external_data=False)))
 
 
 def _put(src: Path, dst: Path, move: bool) -> None:

@@ -30,7 +30,7 @@ from typing import Any
 
 import onnx
 
-from onnxspec.build.graphs import nested_graphs
+from onnxspec.build.graphs import external_data_files
 from onnxspec.errors import SpecError, UnknownNameError
 from onnxspec.post.agreement import DEFAULTS, Thresholds
 from onnxspec.post.folder import PostReport, quiet_tools, transform_folder
@@ -68,11 +68,7 @@ def _save(model: onnx.ModelProto, dst: Path) -> None:
 
 def _external(path: Path) -> bool:
     """Whether an initializer of the graph at ``path`` (or of its subgraphs) is stored as external data."""
-    from onnx.external_data_helper import uses_external_data
-
-    model = onnx.load(os.fspath(path), load_external_data=False)
-    tensors = [t for g in nested_graphs(model.graph) for t in g.initializer]
-    return any(uses_external_data(t) for t in tensors)
+    return bool(external_data_files(onnx.load(os.fspath(path), load_external_data=False)))
 
 
 def _write_level(src: Path, dst: Path, level: str) -> None:
