@@ -199,7 +199,7 @@ def _export_torchscript(
         _attach_weights(model, weights, data_dir, spec.filename + ".data", give_back=give_back)
     else:
         perms = fold_transposes(model, weights)
-        tie_transposed_weights(model, weights, perms)
+        tie_transposed_weights(model, weights)
         _attach_weights(model, weights, data_dir, spec.filename + ".data",
                         produce=lambda name, captured: tensor_for(stream, captured, perms.get(name)))
     return model
@@ -469,26 +469,40 @@ def _transpose_of(weight: torch.Tensor, other: torch.Tensor) -> bool:
     )
 
 
-def tie_transposed_weights(
-    model: onnx.ModelProto, weights: dict[str, torch.Tensor], perms: dict[str, tuple[int, ...]] | None = None,
-) -> dict[str, str]:
-    """Write a tied embedding once, as the lm_head reads it: ``[H, V]``.
+def _opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def tie_transposed_weights(model: onnx.ModelProto, weights: dict[str, torch.Tensor]) -> dict[str, str]:
+    """Write a tied embedding once, as its lookup reads it: the ``[V, H]`` table.
 
     Without this TorchScript writes it twice. Constant folding turns the head's Transpose of the
     ``[V, H]`` table into a ``[H, V]`` weight that is a transposed view of the same memory
-    (:func:`_transpose_of`): both are in ``weights``. With streamed weights (``perms`` given: no
-    constant folding) the graph keeps the head's ``Transpose`` node of the table, which
-    onnxruntime folds into a transposed copy in the process's own memory when the session opens.
+    (:func:`_transpose_of`): both are in ``weights``. With streamed weights (no constant folding)
+    the graph keeps the head's ``Transpose`` node of the table instead, which onnxruntime would
+    fold into a transposed copy in the process's own memory when the session opens.
 
-    When the table is read only by top-level ``Gather`` nodes (axis 0, as data), the table is
-    dropped (from ``weights`` and the graph's inputs; streamed: the ``Transpose`` node is removed
-    and the table written transposed, its permutation put in ``perms``), and each ``Gather(table,
-    ids)`` reads the ``[H, V]`` weight instead: ``ids`` flattened, ``Gather`` along axis 1 (``[H,
-    N]``), transposed to ``[N, H]`` and reshaped to ``ids``' shape + ``[H]``; only the looked-up
-    rows are transposed, at run time. The head's ``MatMul`` is unchanged, writing the logits
-    straight into the graph's output (a ``Gemm`` with ``transB=1`` on the table would need a
-    logits-sized buffer more, to reshape its 2-D product). A table read any other way is left as
-    it is: written twice. Returns each dropped table's name -> the weight read instead."""
+    Each such ``[H, V]`` weight (or ``Transpose`` output) read only as input ``B`` of ``MatMul``
+    nodes of the top-level graph is dropped (from ``weights`` and the graph's inputs; the
+    ``Transpose`` node removed), and each ``MatMul(X, B)`` becomes ``X`` reshaped to ``[-1, H]``,
+    ``Gemm`` by the table with ``transB=1``, and the product reshaped back to ``X``'s leading dims
+    + ``[V]``. The table's ``Gather`` nodes read it as they did.
+
+    Why the table's own layout, and not the head's (a ``[H, V]`` weight, with the lookup gathering
+    its columns): onnxruntime's ``MatMul`` reads a ``[H, V]`` weight a band of columns at a time,
+    every one of its ``H`` rows' pages in each band, so the whole weight is resident within
+    milliseconds of each pass, however often its pages are given back while the graph runs
+    (:func:`onnxspec.build.pages.giving_back`). ``Gemm`` with ``transB=1`` reads the ``[V, H]``
+    table in row order, and the given-back pages stay gone: gemma-3-270m's validation runs
+    (its 262k x 640 table, 0.63 GiB) peaked at 0.22 GiB of file-backed memory against 0.73 GiB,
+    the logits bit-identical. The 2-D product costs one logits-sized buffer more in onnxruntime
+    (+72 MiB at that model's large validation set).
+
+    A pair read any other way, or a graph below opset 11 (``Gemm`` without ``C``), is left as it
+    is: both written. Returns each name no longer read (a dropped weight, a removed Transpose's
+    output) -> the table read instead."""
+    if _opset(model) < 11:
+        return {}
     readers: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
     for node in model.graph.node:
         for index, name in enumerate(node.input):
@@ -496,78 +510,52 @@ def tie_transposed_weights(
     nested = {name for node in model.graph.node for sub in subgraphs(node) for inner in all_nodes(sub) for name in inner.input}
     outputs = {v.name for v in model.graph.output}
 
-    def looked_up(name: str, but: onnx.NodeProto | None = None) -> bool:  # read only as Gather's data, axis 0
-        uses = [(node, index) for node, index in readers.get(name, []) if node is not but]
+    def read_as_b(name: str) -> bool:  # read, and only as input B of top-level MatMul nodes
+        uses = readers.get(name, [])
         return bool(uses) and name not in nested and name not in outputs and all(
-            node.op_type == "Gather" and index == 0 and not any(a.name == "axis" and a.i != 0 for a in node.attribute)
-            for node, index in uses)
+            node.op_type == "MatMul" and index == 1 for node, index in uses)
 
     tied: dict[str, str] = {}
-    widths: dict[str, int] = {}  # H of each table: the rows of the [H, V] weight read instead
     for name, weight in weights.items():
-        if weight.dim() == 2 and not weight.is_contiguous():
+        if weight.dim() == 2 and not weight.is_contiguous() and read_as_b(name):
             table = next((other for other, w in weights.items() if other != name and _transpose_of(weight, w)), None)
-            if table is not None and table not in tied and looked_up(table):
-                tied[table] = name
-                widths[table] = int(weight.shape[0])
-    removed: list[onnx.NodeProto] = []
-    if perms is not None:
-        for node in model.graph.node:
-            perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), [1, 0])
-            source = node.input[0] if node.op_type == "Transpose" and node.input else ""
-            if (source in weights and source not in tied and weights[source].dim() == 2 and perm == [1, 0]
-                    and node.output[0] not in weights and node.output[0] not in outputs and looked_up(source, but=node)):
-                tied[source] = node.output[0]
-                widths[source] = int(weights[source].shape[1])  # written transposed: [H, V]
-                removed.append(node)
-                weights[node.output[0]] = weights.pop(source)
-                perms[node.output[0]] = (1, 0)
-                for value in model.graph.input:
-                    if value.name == source:
-                        value.name = node.output[0]
-                        dims = value.type.tensor_type.shape.dim
-                        first, second = onnx.TensorShapeProto.Dimension(), onnx.TensorShapeProto.Dimension()
-                        first.CopyFrom(dims[1])
-                        second.CopyFrom(dims[0])
-                        del dims[:]
-                        dims.extend([first, second])
+            if table is not None and table not in tied:
+                tied[name] = table
+    transposes = set()
+    for node in model.graph.node:  # a weight's Transpose left in the graph (streamed weights: no constant folding)
+        perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), [1, 0])
+        if (node.op_type == "Transpose" and node.input and node.input[0] in weights and node.input[0] not in tied
+                and weights[node.input[0]].dim() == 2 and perm == [1, 0] and read_as_b(node.output[0])):
+            tied[node.output[0]] = node.input[0]
+            transposes.add(node.output[0])
     if not tied:
         return tied
-    inferred = onnx.shape_inference.infer_shapes(model).graph  # the graph alone: its weights are inputs here
-    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in [*inferred.input, *inferred.value_info]
-             if v.type.tensor_type.HasField("shape")}
     rewritten: list[onnx.NodeProto] = []
     for node in model.graph.node:
-        if node.op_type == "Gather" and node.input[0] in tied:
-            rewritten.extend(_lookup_in_transposed(node, tied[node.input[0]], widths[node.input[0]], ranks.get(node.input[1])))
-        elif not any(node is r for r in removed):
+        if node.op_type == "MatMul" and len(node.input) == 2 and node.input[1] in tied:
+            table = tied[node.input[1]]
+            rewritten.extend(_gemm_by_transposed(node, table, *weights[table].shape))
+        elif not (node.op_type == "Transpose" and node.output[0] in transposes):
             rewritten.append(node)
     del model.graph.node[:]
     model.graph.node.extend(rewritten)
     kept = [v for v in model.graph.input if v.name not in tied]
     del model.graph.input[:]
     model.graph.input.extend(kept)
-    for table in tied:
-        weights.pop(table, None)
+    for name in tied.keys() - transposes:
+        del weights[name]
     return tied
 
 
-def _lookup_in_transposed(node: onnx.NodeProto, weight: str, width: int, rank: int | None) -> list[onnx.NodeProto]:
-    """``Gather(table, ids)`` (axis 0), ``table`` being ``weight`` ``[width, V]`` transposed, as
-    ``Gather(weight, ids, axis=1)`` (``[width, *ids.shape]``) transposed to ``[*ids.shape, width]``
-    when ``ids``' ``rank`` is known (every dim stays inferable, as the graph's later shape
-    computations need); else ``ids`` flattened, gathered, transposed to ``[N, width]`` and reshaped
-    to ``ids``' shape + ``[width]``."""
+def _gemm_by_transposed(node: onnx.NodeProto, table: str, rows: int, width: int) -> list[onnx.NodeProto]:
+    """``MatMul(X, B)``, ``B`` being ``table`` ``[rows, width]`` transposed, as ``Gemm`` by ``table``
+    with ``transB=1`` between two Reshapes: ``X`` to ``[-1, width]``, the product to ``X``'s leading
+    dims + ``[rows]`` (Shape, Slice, Concat: opset 11 and up)."""
     import numpy as np
     from onnx import helper, numpy_helper
 
-    ids, out = node.input[1], node.output[0]
+    x, out = node.input[0], node.output[0]
     base = (node.name or out).rstrip("/") + "/tied"
-    if rank is not None:
-        return [
-            helper.make_node("Gather", [weight, ids], [f"{base}/columns"], name=f"{base}/gather", axis=1),
-            helper.make_node("Transpose", [f"{base}/columns"], [out], name=f"{base}/transpose", perm=[*range(1, rank + 1), 0]),
-        ]
     nodes: list[onnx.NodeProto] = []
 
     def constant(suffix: str, values: list[int]) -> str:
@@ -575,14 +563,14 @@ def _lookup_in_transposed(node: onnx.NodeProto, weight: str, width: int, rank: i
         nodes.append(helper.make_node("Constant", [], [name], name=name, value=numpy_helper.from_array(np.array(values, dtype=np.int64), name)))
         return name
 
-    flat, size = constant("flat", [-1]), constant("width", [width])
+    flat, zero, last, count = constant("flat", [-1, width]), constant("zero", [0]), constant("last", [-1]), constant("rows", [rows])
     nodes += [
-        helper.make_node("Reshape", [ids, flat], [f"{base}/ids"], name=f"{base}/ids"),
-        helper.make_node("Gather", [weight, f"{base}/ids"], [f"{base}/columns"], name=f"{base}/gather", axis=1),
-        helper.make_node("Transpose", [f"{base}/columns"], [f"{base}/rows"], name=f"{base}/transpose", perm=[1, 0]),
-        helper.make_node("Shape", [ids], [f"{base}/shape"], name=f"{base}/shape"),
-        helper.make_node("Concat", [f"{base}/shape", size], [f"{base}/out_shape"], name=f"{base}/out_shape", axis=0),
-        helper.make_node("Reshape", [f"{base}/rows", f"{base}/out_shape"], [out], name=f"{base}/reshape"),
+        helper.make_node("Reshape", [x, flat], [f"{base}/x2"], name=f"{base}/reshape_in"),
+        helper.make_node("Gemm", [f"{base}/x2", table], [f"{base}/y2"], name=f"{base}/gemm", transB=1),
+        helper.make_node("Shape", [x], [f"{base}/shape"], name=f"{base}/shape"),
+        helper.make_node("Slice", [f"{base}/shape", zero, last, zero], [f"{base}/lead"], name=f"{base}/lead"),
+        helper.make_node("Concat", [f"{base}/lead", count], [f"{base}/out_shape"], name=f"{base}/out_shape", axis=0),
+        helper.make_node("Reshape", [f"{base}/y2", f"{base}/out_shape"], [out], name=f"{base}/reshape_out"),
     ]
     return nodes
 
