@@ -645,6 +645,11 @@ def _session(path: str, runtime: str = "onnxruntime", *, low_memory: bool = Fals
     # threads and from each other (three bert-base runs: 0.9 s without spinning, 1.4 s with it,
     # on two busy cores); waiting threads sleep instead
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # the memory pattern plans, at a run's input shapes, one block for all the run's buffers,
+    # allocated when a later run has the same shapes: validation runs each set once, so the
+    # block only adds to the peak where two sets feed a graph the same shapes (the tiny
+    # Whisper's encoder at large and decode: +100 MiB, its [3, 4, 1500, 1500] attention tensors)
+    options.enable_mem_pattern = False
     if low_memory:
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
         options.enable_cpu_mem_arena = False

@@ -20,3 +20,27 @@ def test_the_validation_session_neither_prepacks_nor_spins(tmp_path: Path) -> No
     options = _session(str(path)).get_session_options()
     assert options.get_session_config_entry("session.disable_prepacking") == "1"
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+def test_a_second_run_at_the_same_shapes_takes_no_more_memory(tmp_path: Path) -> None:
+    # onnxruntime's memory pattern would allocate, on the second run at the same input shapes,
+    # one block for all the run's intermediates (here two 64 MiB tensors) beside the arena's
+    import numpy as np
+    import psutil
+
+    nodes = [helper.make_node("Mul", ["x", "two"], ["a"]), helper.make_node("Add", ["a", "two"], ["b"]),
+             helper.make_node("Mul", ["b", "x"], ["c"]), helper.make_node("ReduceSum", ["c"], ["y"], keepdims=0)]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n"])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])],
+        initializer=[helper.make_tensor("two", TensorProto.FLOAT, [], [2.0])],
+    )
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=9), path)
+    session = _session(str(path))
+    assert not session.get_session_options().enable_mem_pattern
+    x = np.ones(16 << 20, np.float32)
+    session.run(None, {"x": x})
+    after_first = psutil.Process().memory_info().rss
+    session.run(None, {"x": x})
+    grown = psutil.Process().memory_info().rss - after_first
+    assert grown < 32 << 20, f"the second run at the same shapes took {grown / 2**20:.0f} MiB more"
