@@ -56,8 +56,20 @@ def _permute(w: np.ndarray, n_head: int) -> np.ndarray:
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def write_gguf(model: T.LlamaForCausalLM, path: str | os.PathLike[str], *, tokenizer: bool = True) -> str:
-    """Write ``model`` (a llama) to ``path`` as a GGUF file with F32 tensors; return the path."""
+EXTRA_METADATA = {
+    "tiny.u8": (7, "UINT8"), "tiny.i8": (-7, "INT8"), "tiny.u16": (700, "UINT16"), "tiny.i16": (-700, "INT16"),
+    "tiny.u32": (70000, "UINT32"), "tiny.i32": (-70000, "INT32"), "tiny.f32": (0.1, "FLOAT32"), "tiny.bool": (True, "BOOL"),
+    "tiny.u64": (2**40, "UINT64"), "tiny.i64": (-(2**40), "INT64"), "tiny.f64": (0.1, "FLOAT64"),
+    "tiny.text": ("grüße \u2581 😀", "STRING"), "tiny.floats": ([0.5, -1.25, 3.0], "ARRAY"),
+    "tiny.words": (["a", "", "ü", "😀"], "ARRAY"),
+}
+"""Metadata of every GGUF value type (and an empty array), written by ``write_gguf(extra_metadata=True)``."""
+
+
+def write_gguf(model: T.LlamaForCausalLM, path: str | os.PathLike[str], *, tokenizer: bool = True,
+               quantized: bool = False, extra_metadata: bool = False) -> str:
+    """Write ``model`` (a llama) to ``path`` as a GGUF file with F32 tensors (``quantized``: the
+    2-D ones whose rows fill Q8_0 blocks as Q8_0, the embedding as F16); return the path."""
     import gguf
 
     path = os.fspath(path)
@@ -74,7 +86,11 @@ def write_gguf(model: T.LlamaForCausalLM, path: str | os.PathLike[str], *, token
     w.add_rope_freq_base(float(c.rope_parameters["rope_theta"]) if getattr(c, "rope_parameters", None) else 10000.0)
     w.add_layer_norm_rms_eps(c.rms_norm_eps)
     w.add_vocab_size(c.vocab_size)
-    w.add_file_type(gguf.LlamaFileType.ALL_F32)
+    w.add_file_type(gguf.LlamaFileType.MOSTLY_Q8_0 if quantized else gguf.LlamaFileType.ALL_F32)
+    if extra_metadata:
+        for key, (value, kind) in EXTRA_METADATA.items():
+            sub = gguf.GGUFValueType.FLOAT32 if key == "tiny.floats" else None
+            w.add_key_value(key, value, gguf.GGUFValueType[kind], sub_type=sub)
     if tokenizer:
         tokens = tiny_tokens()
         w.add_tokenizer_model("gpt2")
@@ -93,7 +109,13 @@ def write_gguf(model: T.LlamaForCausalLM, path: str | os.PathLike[str], *, token
             data = _permute(data, c.num_attention_heads)
         elif base.endswith("self_attn.k_proj"):
             data = _permute(data, c.num_key_value_heads)
-        w.add_tensor(f"{names.get_name(base)}.{suffix}", data)
+        name = f"{names.get_name(base)}.{suffix}"
+        if quantized and base.endswith("embed_tokens"):
+            w.add_tensor(name, data.astype(np.float16))
+        elif quantized and data.ndim == 2 and data.shape[1] % 32 == 0:
+            w.add_tensor(name, gguf.quantize(data, gguf.GGMLQuantizationType.Q8_0), raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+        else:
+            w.add_tensor(name, data)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()

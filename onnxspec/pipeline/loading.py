@@ -24,6 +24,7 @@ so it is a plain model that traces like any other, and transformers drops its qu
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -36,6 +37,7 @@ import torch
 
 from onnxspec.build.streamed import WeightSource, hollow_parameters, load_on_call, params_on_meta
 from onnxspec.errors import ModelLoadError, UnsupportedTaskError, close_matches
+from onnxspec.pipeline.gguf_read import compact_gguf_reader
 from onnxspec.pipeline.gguf_stream import load_streamed
 from onnxspec.pipeline.hub import model_folder
 from onnxspec.pieces.tasks import head_classes, read_config_json
@@ -163,7 +165,8 @@ def _gguf_config(folder: str, gguf_file: str) -> Any:
 
     require_gguf_support(os.path.join(folder, gguf_file))
     try:
-        return transformers.AutoConfig.from_pretrained(folder, gguf_file=gguf_file, local_files_only=True)
+        with compact_gguf_reader():  # transformers' GGUFReader makes an object per vocabulary entry (0.7 GiB for 262k)
+            return transformers.AutoConfig.from_pretrained(folder, gguf_file=gguf_file, local_files_only=True)
     except Exception as e:  # a truncated file, an architecture transformers cannot read from GGUF
         raise ModelLoadError(
             f"cannot read the config of the GGUF file {os.path.join(folder, gguf_file)!r}: {type(e).__name__}: {e}. "
@@ -295,7 +298,8 @@ def load_source_model(source: ModelSource, task: str, *, trust_remote_code: bool
             # loading holds them all twice (onnxspec.pipeline.gguf_stream); its loading for the architectures that need it
             model = load_streamed(auto, source.path, config) if source.is_gguf else None
             if model is None:
-                model = auto.from_pretrained(folder, config=config, local_files_only=True, **options)
+                with compact_gguf_reader() if source.is_gguf else contextlib.nullcontext():
+                    model = auto.from_pretrained(folder, config=config, local_files_only=True, **options)
         except Exception as e:  # missing, truncated or mismatched weights: each library has its own type
             raise ModelLoadError(f"cannot load the weights of {what} for task {task!r} ({name}): {e}. {fix}") from e
         if source.is_gguf and getattr(model, "hf_quantizer", None) is not None:  # our own new, dequantized model
@@ -401,7 +405,8 @@ def save_gguf_tokenizer(source: ModelSource, destination: str) -> tuple[tuple[st
         raise ValueError("save_gguf_tokenizer needs a GGUF source")
     before = set(os.listdir(destination))
     try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(source.folder, gguf_file=source.gguf_file, local_files_only=True)
+        with compact_gguf_reader():
+            tokenizer = transformers.AutoTokenizer.from_pretrained(source.folder, gguf_file=source.gguf_file, local_files_only=True)
         tokenizer.save_pretrained(destination)
     except Exception as e:  # noqa: BLE001 - any failure only means "no tokenizer"; the reason is reported
         for name in set(os.listdir(destination)) - before:
