@@ -25,6 +25,7 @@ so it is a plain model that traces like any other, and transformers drops its qu
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib.util
 import json
 import os
@@ -35,6 +36,7 @@ from typing import Any
 import attrs
 import torch
 
+from onnxspec.build.pages import release_heap
 from onnxspec.build.streamed import WeightSource, hollow_parameters, load_on_call, params_on_meta
 from onnxspec.errors import ModelLoadError, UnsupportedTaskError, close_matches
 from onnxspec.pipeline.gguf_read import compact_gguf_reader
@@ -398,16 +400,23 @@ def save_gguf_tokenizer(source: ModelSource, destination: str) -> tuple[tuple[st
 
     Returns the files written and ``""``, or no files and why none was saved (a GGUF file may
     carry no tokenizer, or one transformers cannot build): the graphs are still usable.
+
+    transformers' converters build the tokenizer from Python objects (for gemma-3-270m's 262k
+    tokens: 515k merges recovered from the scores, 0.3 GiB at the peak): the heap's free memory
+    is given back before and after (gemma-3-270m: 86 MiB less kept after the tokenizer).
     """
     import transformers
 
     if source.gguf_file is None:
         raise ValueError("save_gguf_tokenizer needs a GGUF source")
     before = set(os.listdir(destination))
+    gc.collect()
+    release_heap()
     try:
         with compact_gguf_reader():
             tokenizer = transformers.AutoTokenizer.from_pretrained(source.folder, gguf_file=source.gguf_file, local_files_only=True)
         tokenizer.save_pretrained(destination)
+        del tokenizer
     except Exception as e:  # noqa: BLE001 - any failure only means "no tokenizer"; the reason is reported
         for name in set(os.listdir(destination)) - before:
             path = os.path.join(destination, name)
@@ -415,4 +424,7 @@ def save_gguf_tokenizer(source: ModelSource, destination: str) -> tuple[tuple[st
                 os.remove(path)
         reason = str(e).splitlines()[0] if str(e) else ""
         return (), f"no tokenizer saved: transformers cannot build one from {source.gguf_file!r} ({type(e).__name__}: {reason})"
+    finally:
+        gc.collect()
+        release_heap()
     return tuple(sorted(set(os.listdir(destination)) - before)), ""
