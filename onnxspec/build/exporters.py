@@ -27,11 +27,12 @@ import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import attrs
 import onnx
 import torch
 
 from onnxspec.build.graphs import all_nodes, subgraphs
-from onnxspec.build.pages import file_mappings, release, released_after_forward
+from onnxspec.build.pages import FileMappings, file_mappings, linear_in_slices, mapped_heads, release, released_after_forward
 from onnxspec.pieces.axes import axes_view
 from onnxspec.errors import NO_SPACE, BackendError, OnnxSpecError, SpecError
 from onnxspec.pieces.spec import GraphSpec
@@ -177,9 +178,11 @@ def _export_torchscript(
     path = os.path.join(workdir, "torchscript_export.onnx")
     weights: dict[str, torch.Tensor] = {}
     give_back = stream is not None or releases_pages(module)
-    # the trace's forward gives each module's checkpoint pages back once it returns (onnxspec.build.pages)
+    # the trace's forward gives each module's checkpoint pages back once it returns, a large
+    # head's a slice at a time (onnxspec.build.pages)
     with _quiet(), torch.no_grad(), _weights_kept_out(weights), _shape_inference_without_weights(), \
             released_after_forward(module) if give_back else contextlib.nullcontext(), \
+            _heads_traced_hollow(module) if give_back else contextlib.nullcontext(), \
             _deduplication_reading_samples(give_back):
         torch.onnx.export(
             module,
@@ -203,6 +206,73 @@ def _export_torchscript(
         _attach_weights(model, weights, data_dir, spec.filename + ".data",
                         produce=lambda name, captured: tensor_for(stream, captured, perms.get(name)))
     return model
+
+
+_LINEAR = torch.nn.functional.linear
+
+
+def _hollow(weight: torch.Tensor) -> torch.Tensor:
+    """A tensor of ``weight``'s shape and dtype reading zeros from memory never written: an
+    anonymous private mapping, whose pages read are the kernel's shared zero page (none counts in
+    the resident set)."""
+    import mmap
+
+    nbytes = max(1, weight.numel() * weight.element_size())
+    memory = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    return torch.frombuffer(memory, dtype=weight.dtype, count=weight.numel()).view(weight.shape)
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class _HollowHeads:
+    """A torch function mode (pushed by :func:`_heads_traced_hollow`): under a trace, ``F.linear``
+    given one of the weights ``heads`` names (by ``id``) is traced reading a :func:`_hollow`
+    stand-in of the weight (the weight itself is what the graph names: its ``data`` is swapped
+    for the call), and its output is then filled, the tracer paused, with the real product
+    computed a slice of rows at a time (:func:`onnxspec.build.pages.linear_in_slices`, bit for bit
+    the whole call's). Every other call runs as it is."""
+
+    heads: frozenset[int]
+    mappings: FileMappings
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        if not (func is _LINEAR and len(args) >= 2 and id(args[1]) in self.heads and torch.jit.is_tracing()
+                and set(kwargs) <= {"bias"} and isinstance(args[0], torch.Tensor) and args[0].dtype == args[1].dtype):
+            return func(*args, **kwargs)
+        weight = args[1]
+        bias = args[2] if len(args) > 2 else kwargs.get("bias")
+        kept = weight.data
+        weight.data = _hollow(weight)
+        try:
+            out = func(*args, **kwargs)
+        finally:
+            weight.data = kept
+        tracing = torch._C._get_tracing_state()
+        torch._C._set_tracing_state(None)
+        try:
+            out.copy_(linear_in_slices(args[0], weight, bias, self.mappings))
+        finally:
+            torch._C._set_tracing_state(tracing)
+        return out
+
+
+@contextlib.contextmanager
+def _heads_traced_hollow(module: torch.nn.Module) -> Iterator[None]:
+    """While the block runs, TorchScript's trace of ``module`` reads each large linear weight
+    memory-mapped from a checkpoint (:func:`onnxspec.build.pages.mapped_heads`) a slice at a time,
+    its pages given back after each (:class:`_HollowHeads`), not whole in one ``F.linear``
+    (gemma-3-270m's tied 262k x 640 head: 0.63 GiB of file-backed pages resident at once). The
+    graph traced and the values computed are the same (``tests/unit/build/test_head_slices.py``)."""
+    mappings = file_mappings()
+    heads = frozenset(mapped_heads(module, mappings))
+    if not heads:
+        yield
+        return
+    torch.overrides._push_mode(_HollowHeads(heads=heads, mappings=mappings))  # any object with __torch_function__
+    try:
+        yield
+    finally:
+        torch.overrides._pop_mode()
 
 
 RELEASE_FROM = 64 << 20
@@ -362,13 +432,20 @@ WRITE_BLOCK_BYTES = 1 << 24
 the module's tensor) is made contiguous and written this many bytes of rows at a time (16 MiB)."""
 
 
-def row_blocks(weight: torch.Tensor) -> Iterator[torch.Tensor]:
+def row_blocks(weight: torch.Tensor, *, split: bool = False) -> Iterator[torch.Tensor]:
     """``weight``'s values in C order as contiguous tensors: itself when contiguous (no copy),
     else consecutive blocks of its first dimension of about :data:`WRITE_BLOCK_BYTES` each, so
     that writing a transposed weight copies a block at a time, never the whole (a tied 262k x
-    640 embedding transposed for the lm_head's MatMul: 0.63 GiB at once, measured)."""
+    640 embedding transposed for the lm_head's MatMul: 0.63 GiB at once, measured). ``split``:
+    a contiguous weight larger than a block comes as views of its blocks too (no copy), so that
+    a writer can give each block's mapped pages back before reading the next."""
     if weight.is_contiguous():
-        yield weight
+        if not split or weight.dim() == 0 or weight.numel() * weight.element_size() <= WRITE_BLOCK_BYTES:
+            yield weight
+            return
+        step = max(1, WRITE_BLOCK_BYTES // max(1, weight[0].numel() * weight.element_size()))
+        for start in range(0, weight.shape[0], step):
+            yield weight[start : start + step]
         return
     row = max(1, weight[0].numel() * weight.element_size()) if weight.dim() else 1
     step = max(1, WRITE_BLOCK_BYTES // row)
@@ -606,8 +683,15 @@ def _attach_weights(
                 size = data.tell()
                 offset = -(-size // EXTERNAL_ALIGNMENT) * EXTERNAL_ALIGNMENT if nbytes >= ALIGN_FROM else size
                 data.write(b"\0" * (offset - size))
-                for block in row_blocks(weight):
+                # a contiguous weight mapped from a checkpoint is written a block at a time, each
+                # block's pages given back once written (gemma-3-270m's tied 262k x 640 table: 0.63
+                # GiB of file-backed pages resident at once when written whole); a transposed one
+                # reads every page in each block, so its pages go once it is all written
+                split = mappings is not None and weight.is_contiguous()
+                for block in row_blocks(weight, split=split):
                     data.write(memoryview(_bytes_of(block)))
+                    if split:
+                        release((block,), mappings)
                 tensor.data_location = onnx.TensorProto.EXTERNAL
                 for key, entry in (("location", location), ("offset", offset), ("length", nbytes)):
                     tensor.external_data.add(key=key, value=str(entry))

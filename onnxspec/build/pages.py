@@ -39,8 +39,8 @@ import attrs
 import torch
 
 __all__ = [
-    "GIVE_BACK_EVERY", "FileMappings", "GivingBack", "file_mappings", "giving_back", "mappings_of", "release", "release_heap",
-    "released_after_forward",
+    "GIVE_BACK_EVERY", "HEAD_FROM", "HEAD_SLICE_BYTES", "ROW_MULTIPLE", "FileMappings", "GivingBack", "file_mappings", "giving_back",
+    "is_mapped", "linear_in_slices", "mapped_heads", "mappings_of", "release", "release_heap", "released_after_forward",
 ]
 
 _MADV_DONTNEED = 4
@@ -161,6 +161,56 @@ def release(tensors: Iterable[torch.Tensor], mappings: FileMappings | None = Non
     return released
 
 
+def is_mapped(tensor: torch.Tensor, mappings: FileMappings) -> bool:
+    """Whether ``tensor``'s storage lies inside one of ``mappings`` (a :func:`file_mappings`
+    read): its pages can be given back by :func:`release` now."""
+    span = _span(tensor)
+    return _MADVISE is not None and span is not None and mappings.holding(*span)
+
+
+HEAD_FROM = 1 << 25
+"""A linear layer's weight mapped from a file and larger than this (32 MiB: a head of a large
+vocabulary; in float32, the weights the streamed float64 reference widens a slice at a time) is
+read a slice of rows at a time by PyTorch's runs that onnxspec makes (:func:`mapped_heads`,
+:func:`linear_in_slices`), so that its pages are never all resident at once."""
+HEAD_SLICE_BYTES = 1 << 24
+"""Bytes of a head's rows :func:`linear_in_slices` reads at once (16 MiB)."""
+ROW_MULTIPLE = 64
+""":func:`linear_in_slices` starts each slice at a multiple of this many rows: MKL's sgemm then
+gives every output the bits it gives computing the whole head at once (measured with torch
+2.13's MKL 2024.2, one and two threads: vocabularies of 262144, 151936, 50257 and 32000 words by
+640, inputs of 1 x 1 to 5 x 40 tokens, slices of 4096 to 26176 rows, all identical; slices of
+6553 or 26214 rows differed by up to 2.8e-7 of the largest logit)."""
+
+
+def mapped_heads(model: torch.nn.Module, mappings: FileMappings) -> dict[int, torch.Tensor]:
+    """The weight of each linear layer of ``model`` larger than :data:`HEAD_FROM` bytes and
+    memory-mapped from a file (:func:`is_mapped`), by its ``id`` (a tied head: the embedding's)."""
+    found = {}
+    for module in model.modules():
+        weight = module.weight if isinstance(module, torch.nn.Linear) else None
+        if weight is not None and weight.dim() == 2 and weight.numel() * weight.element_size() > HEAD_FROM and is_mapped(weight, mappings):
+            found[id(weight)] = weight
+    return found
+
+
+def linear_in_slices(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, mappings: FileMappings) -> torch.Tensor:
+    """``F.linear(x, weight, bias)`` for a 2-D ``weight`` memory-mapped from a file, computed
+    :data:`HEAD_SLICE_BYTES` of its rows at a time, the pages read given back (:func:`release`)
+    after each slice: the weight is never resident whole (gemma-3-270m's tied 262k x 640 head:
+    0.63 GiB of file-backed pages while one ``F.linear`` reads it). Each slice starts at a
+    multiple of :data:`ROW_MULTIPLE` rows, where the product is bit for bit the whole call's
+    (``tests/unit/build/test_head_slices.py`` checks it). The extra memory is one slice's output."""
+    rows = HEAD_SLICE_BYTES // max(1, weight.shape[1] * weight.element_size())
+    rows = min(weight.shape[0], max(ROW_MULTIPLE, rows - rows % ROW_MULTIPLE))
+    out = x.new_empty((*x.shape[:-1], weight.shape[0]))
+    for start in range(0, weight.shape[0], rows):
+        part = slice(start, start + rows)
+        out[..., part] = torch.nn.functional.linear(x, weight[part], None if bias is None else bias[part])
+        release((weight,), mappings)
+    return out
+
+
 def release_heap() -> None:
     """Give the C heap's free memory back to the system (glibc's ``malloc_trim``), where there is
     one: freed tensors and temporaries below the allocator's mapping threshold stay in the heap,
@@ -279,3 +329,4 @@ def giving_back(open_session: Callable[[], Any], paths: Sequence[str], every: fl
         return session
     _give_back(ranges)  # what opening the session read (constant folding)
     return GivingBack(session, ranges, every)
+

@@ -25,12 +25,12 @@ from typing import Any
 import attrs
 import torch
 
-from onnxspec.build.pages import file_mappings, release
+from onnxspec.build.pages import FileMappings, file_mappings, is_mapped, linear_in_slices, mapped_heads, release
 from onnxspec.pieces.patches import Patch
 
 __all__ = [
-    "Streamed", "available_memory", "finfo_of", "float64_bytes", "float64_plan", "float64_room", "in_float64", "streamed_float64",
-    "to_float64",
+    "Streamed", "available_memory", "finfo_of", "float64_bytes", "float64_plan", "float64_room", "heads_in_slices", "in_float64",
+    "streamed_float64", "to_float64",
 ]
 
 
@@ -71,7 +71,7 @@ def _streamed_need(module: torch.nn.Module) -> int:
     float64 (its parents on the call path own little or nothing in transformers' models), plus
     one tensor copied for a use outside its owner (at most the largest). A linear layer's weight
     widened in slices counts as one slice."""
-    per_module = [sum(SLICE_BYTES if t is _sliced(m) else t.numel() * 8 for t in _own(m)) for m in module.modules()]
+    per_module = [sum(WIDEN_BYTES if t is _sliced(m) else t.numel() * 8 for t in _own(m)) for m in module.modules()]
     largest = max((t.numel() * 8 for t in _floating(module)), default=0)
     return max(per_module, default=0) + largest
 
@@ -140,22 +140,25 @@ _LINEAR = torch.nn.functional.linear
 
 SLICE_BYTES = 1 << 26
 """A linear layer's weight whose float64 copy would take more than this many bytes (64 MiB) is
-never widened whole in a streamed run: :func:`_sliced_linear` widens this many bytes of its rows
-at a time."""
+never widened whole in a streamed run: :func:`_sliced_linear` widens :data:`WIDEN_BYTES` of its
+rows at a time."""
+WIDEN_BYTES = 1 << 24
+"""Bytes of float64 rows :func:`_sliced_linear` widens at once (16 MiB: gemma-3-270m's float64
+run at the large set peaked 48 MiB lower than with 64 MiB slices, at the same speed)."""
 
 
 def _sliced_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """``F.linear(x, weight, bias)`` for a float64 ``x`` and a ``weight`` in a narrower dtype,
-    the weight's rows widened :data:`SLICE_BYTES` at a time (each output feature is the same dot
+    the weight's rows widened :data:`WIDEN_BYTES` at a time (each output feature is the same dot
     product as with the whole weight widened; BLAS may sum it in another order: measured 5e-15
     relative on a 262k x 640 head). The extra memory is a slice, not the weight in float64 (a
-    tied 262k x 640 head: 64 MiB, not 1.25 GiB). Every slice is widened into the same buffer:
+    tied 262k x 640 head: 16 MiB, not 1.25 GiB). Every slice is widened into the same buffer:
     fresh memory for each would be faulted in page by page (half the time of the call, measured
     on a 49k x 576 head). A weight memory-mapped from a checkpoint gives back the pages of the
     rows widened so far after each slice (:func:`onnxspec.build.pages.release`: read again from
     the file if needed, the same bytes), so the head is never resident whole during the call
     (gemma-3-270m's tied 262k x 640 head: 0.63 GiB of file-backed pages)."""
-    rows = max(1, min(weight.shape[0], SLICE_BYTES // (8 * weight.shape[-1])))
+    rows = max(1, min(weight.shape[0], WIDEN_BYTES // (8 * weight.shape[-1])))
     out = x.new_empty((*x.shape[:-1], weight.shape[0]))
     wide = torch.empty((rows, *weight.shape[1:]), dtype=torch.float64)
     mappings = file_mappings() if weight.shape[0] > rows else None  # one read of /proc/self/smaps per call
@@ -167,6 +170,42 @@ def _sliced_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
             release((weight,), mappings)
         out[..., part] = _LINEAR(x, wide[:rows_here], None if bias is None else bias[part].to(torch.float64))
     return out
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class _MappedHeads:
+    """A torch function mode (pushed as :func:`_mode` does): ``F.linear`` given one of the
+    weights ``heads`` names (by ``id``), in the input's dtype and still memory-mapped from a
+    file, runs as :func:`onnxspec.build.pages.linear_in_slices`; every other call runs as it is."""
+
+    heads: frozenset[int]
+    mappings: FileMappings
+
+    def __torch_function__(self, func: Callable[..., Any], types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        if (func is _LINEAR and len(args) >= 2 and id(args[1]) in self.heads and isinstance(args[0], torch.Tensor)
+                and args[0].dtype == args[1].dtype and set(kwargs) <= {"bias"} and not torch.jit.is_tracing()
+                and is_mapped(args[1], self.mappings)):
+            return linear_in_slices(args[0], args[1], args[2] if len(args) > 2 else kwargs.get("bias"), self.mappings)
+        return func(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def heads_in_slices(module: torch.nn.Module) -> Iterator[None]:
+    """While the block runs, each linear layer of ``module`` whose weight is memory-mapped from
+    a checkpoint and over :data:`onnxspec.build.pages.HEAD_FROM` bytes (a head of a large
+    vocabulary: :func:`onnxspec.build.pages.mapped_heads`) is computed in its own dtype a slice of
+    rows at a time, its pages given back slice by slice, bit for bit the whole call's
+    (:func:`onnxspec.build.pages.linear_in_slices`); nothing changes where there is none. For
+    PyTorch's runs at the export dtype (the streamed float64 run widens such a weight a slice
+    at a time already); never under a trace."""
+    mappings = file_mappings()
+    heads = frozenset(mapped_heads(module, mappings))
+    if not heads:
+        yield
+        return
+    with _mode(_MappedHeads(heads=heads, mappings=mappings)):  # type: ignore[arg-type]
+        yield
 
 
 def _sliced(owner: torch.nn.Module) -> torch.Tensor | None:

@@ -93,6 +93,7 @@ from onnxspec.catalog.speecht5 import VOCODER_ATTRIBUTE, needs_vocoder
 from onnxspec.pipeline.output import check_output_dir, keep_failed, make_workdir, move_into_place, recover_stale, remove_created
 from onnxspec.pieces.patches import patched
 from onnxspec.catalog.registry import Registry, lookup, spec_for
+from onnxspec.judge.reference import heads_in_slices
 from onnxspec.judge.report import ExportReport, GraphReport, OutputCheck, write_report
 from onnxspec.pieces.axes import Kind, TensorSpec
 from onnxspec.pieces.shapes import DTypes, FloatDtype, Shapes, torch_dtype, validation_shapes
@@ -746,9 +747,11 @@ def _validate(job: _Job, sub: GraphSpec, state: _State) -> _State:
             release_heap()  # what PyTorch's references freed, before onnxruntime maps the weights
             return _session(graph.path, runtime, low_memory=low_memory)
 
-        # checkpoint pages given back module by module (a small model keeps them: releases_pages)
+        # checkpoint pages given back module by module (a small model keeps them: releases_pages),
+        # a large mapped head's a slice of rows at a time (heads_in_slices)
         give_back = state.weights is not None or releases_pages(graph.module)  # type: ignore[arg-type]
-        with released_after_forward(graph.module) if give_back else contextlib.nullcontext():  # type: ignore[arg-type]
+        with released_after_forward(graph.module) if give_back else contextlib.nullcontext(), \
+                heads_in_slices(graph.module) if give_back else contextlib.nullcontext():  # type: ignore[arg-type]
             checks, run_problems, seconds, ran = validate_with_references(
                 session, graph.module, sub, request.shapes, request.dtypes, request.seed,  # type: ignore[arg-type]
                 sub.filename, shape_sets=job.resolved.shape_sets,

@@ -11,7 +11,7 @@ import sys
 
 import torch
 
-from onnxspec.judge.reference import SLICE_BYTES, _sliced_linear
+from onnxspec.judge.reference import SLICE_BYTES, WIDEN_BYTES, _sliced_linear
 
 _CHILD = r"""
 import json, sys
@@ -61,7 +61,7 @@ def _child(how: str, vocab: int) -> dict:
 
 
 def test_a_large_tied_head_is_never_widened_whole() -> None:
-    vocab = 65536  # 65536 x 640: 160 MiB in float32, 320 MiB in float64, 5 slices
+    vocab = 65536  # 65536 x 640: 160 MiB in float32, 320 MiB in float64, 20 slices
     weight_float64 = vocab * 640 * 8
     assert weight_float64 > 4 * SLICE_BYTES
     streamed, whole = _child("streamed", vocab), _child("whole", vocab)
@@ -76,7 +76,7 @@ def test_a_large_tied_head_is_never_widened_whole() -> None:
 def test_sliced_linear_is_the_linear_layer_in_float64() -> None:
     torch.manual_seed(1)
     width = 96
-    rows = SLICE_BYTES // (8 * width)
+    rows = WIDEN_BYTES // (8 * width)
     weight, bias = torch.randn(2 * rows + 5, width), torch.randn(2 * rows + 5)  # three slices, the last one short
     x = torch.randn(3, width, dtype=torch.float64)
     got = _sliced_linear(x, weight, bias)
@@ -115,7 +115,7 @@ def test_a_mapped_head_gives_its_pages_back_slice_by_slice(tmp_path, monkeypatch
         seen.append(rss_file() - start)
         return linear(*args)
 
-    monkeypatch.setattr(reference, "SLICE_BYTES", 8 * width * 512)  # 16 slices of 512 rows (2 MiB of float32 each)
+    monkeypatch.setattr(reference, "WIDEN_BYTES", 8 * width * 512)  # 16 slices of 512 rows (2 MiB of float32 each)
     monkeypatch.setattr(reference, "_LINEAR", measured)
     got = _sliced_linear(x, weight, None)
     assert len(seen) == 16
