@@ -1,7 +1,8 @@
 """A tiny random llama written as a GGUF file, the way llama.cpp's converter writes one.
 
 Weights are stored as F32, so the model transformers rebuilds from the file must equal the
-source model exactly. The file carries a byte-level BPE tokenizer (256 byte tokens, two merges,
+source model exactly (``quantized=True`` stores most of them as Q8_0 and the embedding as F16, for
+the dequantizing paths; ``extra_metadata=True`` adds a key of every GGUF value type). The file carries a byte-level BPE tokenizer (256 byte tokens, two merges,
 two control tokens), so ``AutoTokenizer.from_pretrained(folder, gguf_file=...)`` works on it.
 """
 
