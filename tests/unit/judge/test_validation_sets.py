@@ -108,3 +108,40 @@ def test_the_float64_run_follows_the_float32_run_at_the_same_set(llama, monkeypa
         handle.remove()
     prompt = (3, 23)  # then the stand-in session runs the module at each set, in float32
     assert calls[:4] == [((1, 1), torch.float32), (prompt, torch.float32), (prompt, torch.float64), ((3, 1), torch.float32)]
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class _Recording:
+    """onnxruntime's place taken by the module itself, keeping each feed it was given."""
+
+    module: torch.nn.Module
+    outputs: tuple[str, ...]
+    fed: list = attrs.field(factory=list)
+
+    def run(self, names: Sequence[str], feed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        self.fed.append({n: a.copy() for n, a in feed.items()})
+        with torch.no_grad():
+            got = [t.numpy().copy() for t in self.module(*(torch.from_numpy(a) for a in feed.values()))]
+        return [got[self.outputs.index(n)] for n in names]
+
+
+def test_a_graph_varying_with_the_batch_only_is_fed_small_shapes_at_decode_with_other_values(llama) -> None:
+    """A ViT of a fixed image size: decode (large's batch, one token, a longer past) would feed it
+    large's shapes again; it is fed small's, at values of its own, and every set is judged."""
+    from tests.tiny import tiny_model
+
+    model = tiny_model("vit", "image-classification").eval()
+    graph = plan(bind(spec_for(REGISTRY, "vit", "image-classification"), model.config))[0]
+    module = graph_module(model, graph)
+    session = _Recording(module=module, outputs=tuple(t.name for t in graph.outputs))
+    checks, problems, _, _ = validate_with_references(session, module, graph, Shapes(), DTypes(), 0, "model.onnx")
+    small, large, decode = (f["pixel_values"] for f in session.fed)
+    assert small.shape[0] == decode.shape[0] == 1 and large.shape[0] == 3
+    assert not np.array_equal(small, decode)
+    assert {c.shape_set for c in checks} == {"small", "large", "decode"}
+    assert not problems and all(c.passed for c in checks)
+    # a graph with a past still decodes at large's batch: its padded rows after a longer past
+    module, graph = llama
+    session = _Recording(module=module, outputs=tuple(t.name for t in graph.outputs))
+    validate_with_references(session, module, graph, Shapes(), DTypes(), 0, "model.onnx")
+    assert [f["input_ids"].shape for f in session.fed] == [(1, 1), (3, 23), (3, 1)]
