@@ -1,25 +1,29 @@
 """Quantization of exported graphs with onnxruntime's quantization tools.
 
-``int8``: weight-only 8-bit quantization of the ``MatMul`` weights into ``MatMulNBits`` nodes
-(blocks of 32 values along the input axis, symmetric), the activations left in float32, but for
-the ``down_proj`` layers of a SwiGLU MLP, kept in float32; ``Conv`` by
-``onnxruntime.quantization.quantize_dynamic``; ``Gather`` tables (embeddings) stay float32.
-Measured on the real SmolLM2-135M (the export's validation sets, worst logits cosine / top-1 /
-greedy): quantizing the activations at run time too (``quantize_dynamic``'s ``MatMulInteger``,
-one uint8 scale per tensor: a few channels far larger than the rest leave the others a handful
-of levels) gives 0.72 / 0.40 / 0; weight-only int8 everywhere 0.983 / 0.89 / 1 (and with the
-embedding int8, one scale for the table, 0.98 / 0.80 / 0.75); with ``down_proj`` in float32
-0.992 / 0.94 / 1, which passes int8's defaults. The price is time: onnxruntime computes an 8-bit
-``MatMulNBits`` in float32 on weights it dequantizes at each run (SmolLM2-135M's 128-token
-prefill on one thread, every MatMul 8-bit: 1442 ms against 509 ms in float32); ``accuracy_level=4`` (activations
-int8 a block of 32 at a time, integer kernels: 393 ms) falls just short on SmolLM2 (0.988).
-``int8-dynamic``: the former ``int8``, every
-``MatMul``, ``Gemm``, ``Gather`` and ``Conv`` by ``quantize_dynamic`` (``MatMulInteger``, the
-activations quantized at run time), for runtimes without 8-bit ``MatMulNBits``. ``int4``: weight-only 4-bit quantization of the ``MatMul`` weights into
+``int8``: 8-bit quantization of the ``MatMul`` weights into ``MatMulNBits`` nodes (blocks of 32
+values along the input axis, symmetric) at ``accuracy_level=4``: onnxruntime quantizes each
+block of 32 activations to int8 at run time and multiplies with its integer kernels, so these
+layers run faster than in float32 (an 8-bit ``MatMulNBits`` at level 0 dequantizes its weights
+at each run: 2-10x slower than float32). The layers whose errors a trained decoder amplifies
+stay float32 (see :func:`_kept_in_float`): a SwiGLU MLP's ``down_proj``, the attention
+projections, the first tenth of the blocks, and a head tied to the embedding table; ``Gather``
+tables (embeddings) stay float32; ``Conv`` by ``onnxruntime.quantization.quantize_dynamic``.
+Measured 2026-11-30 on the real SmolLM2-135M (worst logits cosine / top-1 / greedy at the
+export's validation sets; one thread, 128-token prefill and one decode step after it, against
+float32 run in turn): 0.9948 / 0.886 / 1, 0.93x and 0.75x the time, 0.74x the size. Computing
+every layer at level 4 gives 0.962 / 0.886 / 0.78; all but ``down_proj`` 0.988 / 0.886 / 0.84;
+all but ``down_proj`` and the first blocks 0.967 / 0.83 at the validation seed; level 0
+everywhere but ``down_proj`` (the former ``int8``) 0.992 / 0.94 / 1 but 2x and 10x float32's
+time; activations with one scale per tensor (``int8-dynamic``) 0.72 / 0.40 / 0.
+``int8-dynamic``: every ``MatMul``, ``Gemm``, ``Gather`` and ``Conv`` by ``quantize_dynamic``
+(``MatMulInteger``, the activations quantized at run time with one uint8 scale per tensor), for
+runtimes without ``MatMulNBits``: small and fast, but a trained Llama-family model fails its
+agreement. ``int4``: weight-only 4-bit quantization of the ``MatMul`` weights into
 ``MatMulNBits`` nodes (blocks of 32 values along the input axis, symmetric, round to nearest),
-which onnxruntime's CPU provider runs. ``MatMulNBits`` knows ``MatMul`` only, so each ``Gemm``
-with a constant weight (a 2-D ``Linear``: a classifier head, a pooler) is first rewritten as
-``MatMul`` (+ ``Add`` of its bias) by :func:`gemm_to_matmul`, and quantized too, for both methods.
+which onnxruntime's CPU provider runs. ``MatMulNBits`` knows ``MatMul`` only, so
+each ``Gemm`` with a constant weight (a 2-D ``Linear``: a classifier head, a pooler) is first
+rewritten as ``MatMul`` (+ ``Add`` of its bias) by :func:`gemm_to_matmul`, and quantized too, for
+both methods.
 
 :func:`quantize_file` quantizes one graph; :func:`quantize` a whole export folder into a new
 one, each graph then judged against PyTorch by agreement (:mod:`onnxspec.post.agreement`:
@@ -28,7 +32,9 @@ cosine, top-1, greedy tokens) and the figures written to ``onnxspec_post.json``.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +57,20 @@ BLOCK_SIZE = 32
 
 FLOAT_LAYERS = ("down_proj",)
 """Node-name parts of the ``MatMul`` layers int8 keeps in float32 (see :func:`_kept_in_float`)."""
+
+FLOAT_FIRST_BLOCKS = 0.1
+"""The fraction of a model's first blocks (rounded up, at least one) whose ``MatMul`` layers int8
+keeps in float32 (see :func:`_kept_in_float`)."""
+
+ACCURACY_LEVEL = 4
+"""``MatMulNBits``' ``accuracy_level`` int8 writes: activations int8 a block at a time, integer kernels."""
+
+_ATTENTION = re.compile(r"attn|attention", re.IGNORECASE)
+"""An attention layer's node name (``self_attn``, ``/attn/``, ``/attention/``, ``SelfAttention`` ...)."""
+
+_BLOCK = re.compile(r"/(?:layers|layer|h|blocks|block)\.(\d+)/")
+"""A block's index in a node name of an exported graph (``/model/model/layers.3/mlp/...``,
+``/model/transformer/h.3/attn/...``, ``/bert/encoder/layer.3/...``)."""
 
 _EXTERNAL_ABOVE = 1_800_000_000
 """Bytes of weights above which the quantized graph keeps them in ``<file>.data`` (protobuf
@@ -96,8 +116,9 @@ def _quantize(src: Path, dst: Path, method: str) -> None:
         _require_quantized(onnx.load(os.fspath(dst), load_external_data=False), before, src, method)
         return
     gemm_to_matmul(model)  # MatMulNBits reads MatMul only
-    quantizer = MatMulNBitsQuantizer(model, bits=8 if method == "int8" else 4, block_size=BLOCK_SIZE, is_symmetric=True,
-                                     nodes_to_exclude=_kept_in_float(model) if method == "int8" else None)
+    int8 = method == "int8"
+    quantizer = MatMulNBitsQuantizer(model, bits=8 if int8 else 4, block_size=BLOCK_SIZE, is_symmetric=True,
+                                     accuracy_level=ACCURACY_LEVEL if int8 else None, nodes_to_exclude=_kept_in_float(model) if int8 else None)
     quantizer.process()
     model = quantizer.model.model
     if method == "int4":
@@ -113,10 +134,25 @@ def _quantize(src: Path, dst: Path, method: str) -> None:
 
 
 def _kept_in_float(model: onnx.ModelProto) -> list[str]:
-    """The ``MatMul`` nodes int8 leaves in float32: a SwiGLU MLP's ``down_proj`` (its input holds the
-    activations a trained Llama-family model makes far larger than the rest, which even int8 weights
-    turn into a visible error of the logits)."""
-    return [node.name for node in all_nodes(model.graph) if node.op_type == "MatMul" and any(part in node.name for part in FLOAT_LAYERS)]
+    """The ``MatMul`` nodes int8 leaves in float32 (measured on SmolLM2-135M: see the module docstring):
+
+    - a SwiGLU MLP's ``down_proj`` (``FLOAT_LAYERS``): its input holds the activations a trained
+      Llama-family model makes far larger than the rest, which one int8 scale per block rounds away;
+    - the attention projections (a node name with ``attn`` or ``attention``): the attention scores
+      multiply their errors;
+    - every ``MatMul`` of the first ``FLOAT_FIRST_BLOCKS`` of the blocks (rounded up, at least one),
+      which make the few huge channels of the residual stream that every later block reads;
+    - a product by a weight a ``Gather`` also reads (a tied embedding used as the output head): the
+      table stays float32 for the lookup anyway, so an int8 copy would only add to the file.
+    """
+    nodes = list(all_nodes(model.graph))
+    looked_up = {node.input[0] for node in nodes if node.op_type == "Gather"}
+    matmuls = [node for node in nodes if node.op_type == "MatMul"]
+    blocks = {node.name: int(found.group(1)) for node in matmuls if (found := _BLOCK.search(node.name))}
+    first = math.ceil(FLOAT_FIRST_BLOCKS * (max(blocks.values()) + 1)) if blocks else 0
+    return [node.name for node in matmuls
+            if any(part in node.name for part in FLOAT_LAYERS) or _ATTENTION.search(node.name)
+            or blocks.get(node.name, first) < first or (len(node.input) > 1 and node.input[1] in looked_up)]
 
 
 def _attribute(node: onnx.NodeProto, name: str, default: float | int) -> float | int:
@@ -239,8 +275,11 @@ def quantize(
     elif method == "int8":
         settings.update(quantizer="onnxruntime.quantization.matmul_nbits_quantizer.MatMulNBitsQuantizer, then quantize_dynamic for Conv",
                         weights=f"int8, blocks of {BLOCK_SIZE}, symmetric (MatMul, and Gemm with a constant weight rewritten as MatMul + Add; "
-                                f"not the MatMul layers named {', '.join(FLOAT_LAYERS)}); Gather tables float32; Conv int8 per channel",
-                        activations="float32 (Conv: uint8, dynamic)")
+                                f"not the MatMul layers named {', '.join(FLOAT_LAYERS)}, the attention projections, those of the first "
+                                f"{FLOAT_FIRST_BLOCKS:.0%} of the blocks, nor a head tied to the embedding); Gather tables float32; "
+                                "Conv int8 per channel",
+                        activations=f"int8 in blocks of {BLOCK_SIZE} at run time (MatMulNBits accuracy_level {ACCURACY_LEVEL}); "
+                                    "Conv: uint8, dynamic")
     else:
         settings.update(quantizer="onnxruntime.quantization.matmul_nbits_quantizer.MatMulNBitsQuantizer",
                         weights=f"int4, blocks of {BLOCK_SIZE}, symmetric (MatMul, and Gemm with a constant weight rewritten as MatMul + Add)")

@@ -65,7 +65,7 @@ def test_int8_quantization_of_a_classifier_agrees_and_is_written_with_its_figure
     (graph,) = report.graphs
     assert {(m.metric, m.output) for m in graph.measures} == {("cosine", "logits"), ("top1", "logits")}
     assert all(m.value >= m.threshold for m in graph.measures)
-    assert "MatMulNBits" in _ops(out / "model.onnx")  # weight-only int8
+    assert "MatMulNBits" in _ops(out / "model.onnx")  # 8-bit weights, int8 activations
     assert {"config.json", "onnxspec_contract.json", "onnxspec_post.json", "model.onnx"} <= set(os.listdir(out))
     assert "onnxspec_report.json" not in os.listdir(out)  # it judged the graph before quantization
     written = json.loads((out / "onnxspec_post.json").read_text())
@@ -85,6 +85,39 @@ def test_int8_quantization_of_a_decoder_checks_greedy_tokens(exports: dict[str, 
     assert len(greedy) == 1 and greedy[0].compared == 4 * 8 and greedy[0].passed
     assert {m.output for m in measures if m.metric == "cosine"} >= {"logits", "present.0.key", "present.1.value"}
     assert report.passed
+
+
+def test_int8_keeps_a_decoder_whose_mlp_makes_an_outlier_channel_in_agreement(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A trained decoder's MLP makes a few activations far larger than the rest (SmolLM2-135M's do):
+    the tiny Llama's second MLP is given one such channel (about 1e4 where the others are near 1),
+    read by down_proj with a small weight. int8 computes its layers with int8 activations, one
+    scale per block of 32, which would leave that block's other channels at zero: it keeps
+    down_proj in float32 and agrees; the same quantization with down_proj at int8 activations
+    falls far below int8's cosine."""
+    from onnxspec.post import quantize as quantize_module
+
+    config = T.LlamaConfig(
+        vocab_size=100, max_position_embeddings=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, intermediate_size=37, pad_token_id=0, bos_token_id=1, eos_token_id=2, tie_word_embeddings=True,
+    )
+    torch.manual_seed(0)
+    model = T.LlamaForCausalLM(config).eval()
+    mlp = model.model.layers[1].mlp
+    with torch.no_grad():  # intermediate channel 0 = silu(300 x0) * 300 x0: about 1e4 where x0 > 0
+        for layer in (mlp.gate_proj, mlp.up_proj):
+            layer.weight[0] = 0.0
+            layer.weight[0, 0] = 300.0
+        mlp.down_proj.weight[:, 0] *= 0.01
+    model.save_pretrained(tmp_path / "llama")
+    export(tmp_path / "llama", tmp_path / "onnx", task="text-generation-with-past")
+    report = quantize(tmp_path / "onnx", tmp_path / "int8", method="int8")
+    assert report.passed
+    assert min(m.value for m in report.graphs[0].measures if m.output == "logits" and m.metric == "cosine") > 0.999
+    monkeypatch.setattr(quantize_module, "FLOAT_LAYERS", ())
+    with pytest.raises(ValidationError, match="cosine"):
+        quantize(tmp_path / "onnx", tmp_path / "int8-all")
 
 
 def test_graph_level_optimization_is_validated_like_an_export(exports: dict[str, Path]) -> None:

@@ -122,38 +122,86 @@ def test_quantize_file_writes_a_smaller_graph_that_computes_nearly_the_same(tmp_
     assert least < cosine_similarity(x @ w, got) < 1.0  # close, and really quantized
 
 
-def test_int8_keeps_the_small_channels_beside_an_outlier_channel(tmp_path: Path) -> None:
-    """A trained decoder's activations hold a few channels far larger than the rest: int8 quantizes
-    the weights only, so the small channels are not rounded away with one activation scale."""
-    w_small = _matmul_graph(tmp_path / "m.onnx")
-    w_small[0] *= 1e-4  # the weight's first row mostly ignores the outlier channel
-    x = np.random.default_rng(1).normal(size=(5, 64)).astype(np.float32)
-    x[:, 0] = 2000.0
-    model = onnx.load(tmp_path / "m.onnx")
-    model.graph.ClearField("initializer")
-    model.graph.initializer.append(numpy_helper.from_array(w_small, "w"))
-    onnx.save(model, tmp_path / "m.onnx")
-    quantize_file(tmp_path / "m.onnx", tmp_path / "q.onnx", method="int8")
-    got = onnxruntime.InferenceSession(str(tmp_path / "q.onnx"), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-    assert cosine_similarity(x @ w_small, got) > 0.999
-
-
-def test_int8_keeps_a_down_proj_in_float(tmp_path: Path) -> None:
+def _mlp_graph(path: Path, width: int = 64, hidden: int = 96) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One SwiGLU-like MLP of block 5 of 10: ``up_proj``, then ``down_proj`` reading activations whose first
+    channel is far larger than the rest (as a trained decoder's are) and whose weight row for that channel
+    is small. Returns the two weights and an input."""
     rng = np.random.default_rng(0)
-    names = ("/layers.0/mlp/up_proj/MatMul", "/layers.0/mlp/down_proj/MatMul")
+    w_up = rng.normal(size=(width, hidden)).astype(np.float32) / 8
+    w_down = rng.normal(size=(hidden, width)).astype(np.float32)
+    w_down[0] *= 1e-3  # the huge channel barely moves the output: the small ones carry it
+    nodes = [helper.make_node("MatMul", ["x", "w_up"], ["u"], name="/model/layers.5/mlp/up_proj/MatMul"),
+             helper.make_node("Add", ["u", "spike"], ["h"]),
+             helper.make_node("MatMul", ["h", "w_down"], ["y"], name="/model/layers.5/mlp/down_proj/MatMul")]
+    spike = np.zeros(hidden, np.float32)
+    spike[0] = 3000.0
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w_up"], ["h"], name=names[0]), helper.make_node("MatMul", ["h", "w_down"], ["y"], name=names[1])], "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 64])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 64])],
-        [numpy_helper.from_array(rng.normal(size=(64, 64)).astype(np.float32), "w_up"),
-         numpy_helper.from_array(rng.normal(size=(64, 64)).astype(np.float32), "w_down")],
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", width])],
+        [numpy_helper.from_array(w_up, "w_up"), numpy_helper.from_array(w_down, "w_down"), numpy_helper.from_array(spike, "spike")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    # blocks 0 and 9 too: ten blocks, so block 5 is not among the first tenth int8 keeps in float
+    for k in (0, 9):
+        extra = rng.normal(size=(width, width)).astype(np.float32)
+        model.graph.initializer.append(numpy_helper.from_array(extra, f"w{k}"))
+        model.graph.node.append(helper.make_node("MatMul", ["x", f"w{k}"], [f"z{k}"], name=f"/model/layers.{k}/self_attn/q_proj/MatMul"))
+        model.graph.output.append(helper.make_tensor_value_info(f"z{k}", TensorProto.FLOAT, ["batch", width]))
+    onnx.save(model, path)
+    x = rng.normal(size=(8, width)).astype(np.float32)
+    return w_up, w_down, x
+
+
+def _run(path: Path, x: np.ndarray) -> np.ndarray:
+    return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(["y"], {"x": x})[0]
+
+
+def test_int8_computes_with_int8_activations_but_keeps_a_down_proj_beside_an_outlier_channel_in_float(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A trained decoder's down_proj inputs hold a few channels far larger than the rest: int8 computes the
+    other layers with int8 activations (integer kernels, one scale per block of 32), which would round the
+    small channels of such an input away, so it keeps down_proj in float32."""
+    from onnxspec.post import quantize as q
+
+    w_up, w_down, x = _mlp_graph(tmp_path / "m.onnx")
+    spike = np.zeros(w_up.shape[1], np.float32)
+    spike[0] = 3000.0
+    expected = (x @ w_up + spike) @ w_down
+    quantize_file(tmp_path / "m.onnx", tmp_path / "q.onnx", method="int8")
+    nodes = {n.name: n for n in onnx.load(tmp_path / "q.onnx").graph.node}
+    up = nodes["/model/layers.5/mlp/up_proj/MatMul_Q8"]
+    assert up.op_type == "MatMulNBits" and {a.name: a.i for a in up.attribute}["accuracy_level"] == q.ACCURACY_LEVEL
+    assert nodes["/model/layers.5/mlp/down_proj/MatMul"].op_type == "MatMul"
+    assert cosine_similarity(expected, _run(tmp_path / "q.onnx", x)) > 0.999
+    # the same graph with down_proj at int8 activations too loses the small channels: what the rule prevents
+    monkeypatch.setattr(q, "FLOAT_LAYERS", ())
+    quantize_file(tmp_path / "m.onnx", tmp_path / "all.onnx", method="int8")
+    assert cosine_similarity(expected, _run(tmp_path / "all.onnx", x)) < 0.99
+
+
+def test_int8_keeps_down_proj_attention_the_first_tenth_of_the_blocks_and_a_tied_head_in_float(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    names = [f"/model/model/layers.{k}/{part}/MatMul" for k in range(30) for part in ("self_attn/q_proj", "mlp/up_proj", "mlp/down_proj")]
+    names += ["/model/lm_head/MatMul", "/model/other_head/MatMul"]
+    weights = [f"w{k}" for k in range(len(names))]
+    weights[-2] = "table"  # the head reads the embedding table the lookup reads: a tied embedding
+    nodes = [helper.make_node("MatMul", ["x", w], [f"y{k}"], name=name) for k, (name, w) in enumerate(zip(names, weights))]
+    nodes.append(helper.make_node("Gather", ["table", "ids"], ["e"], axis=1, name="/model/embed_tokens/Gather"))
+    graph = helper.make_graph(
+        nodes, "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 32]), helper.make_tensor_value_info("ids", TensorProto.INT64, [3])],
+        [helper.make_tensor_value_info(f"y{k}", TensorProto.FLOAT, ["batch", 32]) for k in range(len(names))]
+        + [helper.make_tensor_value_info("e", TensorProto.FLOAT, [32, 3])],
+        [numpy_helper.from_array(rng.normal(size=(32, 32)).astype(np.float32), w) for w in dict.fromkeys(weights)],
     )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), tmp_path / "m.onnx")
     quantize_file(tmp_path / "m.onnx", tmp_path / "q.onnx", method="int8")
-    ops = {n.name: n.op_type for n in onnx.load(tmp_path / "q.onnx").graph.node}
-    assert ops[names[1]] == "MatMul" and "MatMulNBits" in ops.values()
-    quantize_file(tmp_path / "m.onnx", tmp_path / "q4.onnx", method="int4")
-    assert [n.op_type for n in onnx.load(tmp_path / "q4.onnx").graph.node] == ["MatMulNBits", "MatMulNBits"]
+    floats = {n.name for n in onnx.load(tmp_path / "q.onnx").graph.node if n.op_type == "MatMul"}
+    first = {name for name in names if any(f"layers.{k}/" in name for k in range(3))}  # 3: a tenth of 30 blocks
+    assert floats == first | {n for n in names if "down_proj" in n or "self_attn" in n} | {"/model/lm_head/MatMul"}
+    quantize_file(tmp_path / "m.onnx", tmp_path / "q4.onnx", method="int4")  # int4 quantizes them all
+    assert "MatMul" not in {n.op_type for n in onnx.load(tmp_path / "q4.onnx").graph.node}
 
 
 def test_quantize_file_refuses_an_unknown_method(tmp_path: Path) -> None:
