@@ -772,8 +772,9 @@ def build_parser(*, export_shapes: bool = True) -> tuple[argparse.ArgumentParser
     commands["inspect"] = i
     commands["validate"] = _add_validate(sub, export_shapes)
     q = _add_post(sub, "quantize", "quantize an export folder (int8 or int4) and compare the result with PyTorch",
-                  "Quantize every graph of an export folder with onnxruntime (int8: weight-only 8-bit MatMulNBits, down_proj "
-                  "layers and embeddings kept float32, accurate but slower than float32 on CPU today; int8-dynamic: "
+                  "Quantize every graph of an export folder with onnxruntime (int8: 8-bit MatMulNBits computed with int8 "
+                  "activations, faster and smaller than float32 on CPU, down_proj, attention, the first tenth of the blocks, "
+                  "a tied head and embeddings kept float32; int8-dynamic: "
                   "MatMulInteger with activations quantized at run time, fast and small, but it can fail agreement on "
                   "trained LLMs; int4: weight-only MatMulNBits) into a new folder, and compare each with the PyTorch model: cosine similarity, top-1 "
                   "agreement, greedy tokens for decoders. A figure below its threshold exits 1 and writes nothing.")
