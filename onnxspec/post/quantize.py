@@ -10,7 +10,7 @@ projections, the first tenth of the blocks, and a head tied to the embedding tab
 tables (embeddings) stay float32; ``Conv`` by ``onnxruntime.quantization.quantize_dynamic``.
 Measured 2026-11-30 on the real SmolLM2-135M (worst logits cosine / top-1 / greedy at the
 export's validation sets; one thread, 128-token prefill and one decode step after it, against
-float32 run in turn): 0.9948 / 0.886 / 1, 0.93x and 0.75x the time, 0.74x the size. Computing
+float32 run in turn): 0.9948 / 0.886 / 1, 0.89x and 0.84x the time, 0.74x the size. Computing
 every layer at level 4 gives 0.962 / 0.886 / 0.78; all but ``down_proj`` 0.988 / 0.886 / 0.84;
 all but ``down_proj`` and the first blocks 0.967 / 0.83 at the validation seed; level 0
 everywhere but ``down_proj`` (the former ``int8``) 0.992 / 0.94 / 1 but 2x and 10x float32's
@@ -59,8 +59,8 @@ FLOAT_LAYERS = ("down_proj",)
 """Node-name parts of the ``MatMul`` layers int8 keeps in float32 (see :func:`_kept_in_float`)."""
 
 FLOAT_FIRST_BLOCKS = 0.1
-"""The fraction of a model's first blocks (rounded up, at least one) whose ``MatMul`` layers int8
-keeps in float32 (see :func:`_kept_in_float`)."""
+"""The fraction of a model's first blocks (rounded up: at least one, unless it has one only) whose
+``MatMul`` layers int8 keeps in float32 (see :func:`_kept_in_float`)."""
 
 ACCURACY_LEVEL = 4
 """``MatMulNBits``' ``accuracy_level`` int8 writes: activations int8 a block at a time, integer kernels."""
@@ -140,8 +140,9 @@ def _kept_in_float(model: onnx.ModelProto) -> list[str]:
       Llama-family model makes far larger than the rest, which one int8 scale per block rounds away;
     - the attention projections (a node name with ``attn`` or ``attention``): the attention scores
       multiply their errors;
-    - every ``MatMul`` of the first ``FLOAT_FIRST_BLOCKS`` of the blocks (rounded up, at least one),
-      which make the few huge channels of the residual stream that every later block reads;
+    - every ``MatMul`` of the first ``FLOAT_FIRST_BLOCKS`` of the blocks (rounded up: at least one,
+      but not the only one), which make the few huge channels of the residual stream that every
+      later block reads;
     - a product by a weight a ``Gather`` also reads (a tied embedding used as the output head): the
       table stays float32 for the lookup anyway, so an int8 copy would only add to the file.
     """
@@ -149,7 +150,8 @@ def _kept_in_float(model: onnx.ModelProto) -> list[str]:
     looked_up = {node.input[0] for node in nodes if node.op_type == "Gather"}
     matmuls = [node for node in nodes if node.op_type == "MatMul"]
     blocks = {node.name: int(found.group(1)) for node in matmuls if (found := _BLOCK.search(node.name))}
-    first = math.ceil(FLOAT_FIRST_BLOCKS * (max(blocks.values()) + 1)) if blocks else 0
+    count = max(blocks.values()) + 1 if blocks else 0
+    first = min(math.ceil(FLOAT_FIRST_BLOCKS * count), count - 1)  # a single block is quantized
     return [node.name for node in matmuls
             if any(part in node.name for part in FLOAT_LAYERS) or _ATTENTION.search(node.name)
             or blocks.get(node.name, first) < first or (len(node.input) > 1 and node.input[1] in looked_up)]

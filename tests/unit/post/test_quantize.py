@@ -202,6 +202,16 @@ def test_int8_keeps_down_proj_attention_the_first_tenth_of_the_blocks_and_a_tied
     assert floats == first | {n for n in names if "down_proj" in n or "self_attn" in n} | {"/model/lm_head/MatMul"}
     quantize_file(tmp_path / "m.onnx", tmp_path / "q4.onnx", method="int4")  # int4 quantizes them all
     assert "MatMul" not in {n.op_type for n in onnx.load(tmp_path / "q4.onnx").graph.node}
+    # a model of one block keeps none for being first: its MLP is quantized
+    single = onnx.load(tmp_path / "m.onnx")
+    kept = [n for n in single.graph.node if n.name == "/model/model/layers.0/mlp/up_proj/MatMul"]
+    single.graph.ClearField("node")
+    single.graph.node.extend(kept)
+    single.graph.ClearField("output")
+    single.graph.output.append(helper.make_tensor_value_info(kept[0].output[0], TensorProto.FLOAT, ["batch", 32]))
+    onnx.save(single, tmp_path / "one.onnx")
+    quantize_file(tmp_path / "one.onnx", tmp_path / "one-q.onnx", method="int8")
+    assert [n.op_type for n in onnx.load(tmp_path / "one-q.onnx").graph.node] == ["MatMulNBits"]
 
 
 def test_quantize_file_refuses_an_unknown_method(tmp_path: Path) -> None:
