@@ -499,11 +499,12 @@ def calibrating_set(feeds: Sequence[Mapping[str, torch.Tensor]]) -> int:
 
 def _session_order(count: int, at: int) -> list[int]:
     """The order the graph runs the ``count`` shape sets in: the float64 set ``at`` first (its
-    noise is the bound's at the others), then the others in order. The largest run first also
-    keeps onnxruntime's memory arena from growing twice: a smaller run after it fits in the blocks
-    it left, where a larger run after a smaller one needs new ones (the tiny Whisper's encoder,
-    its [batch, 4, 1500, 1500] attention tensors: 227 MiB over the session's start instead of 304)."""
-    return [at, *(k for k in range(count) if k != at)]
+    noise is the bound's at the others), then the others in order; none when there are no sets.
+    So no set's outputs wait, held, for the float64 set's noise to be measured. (With a memory
+    arena, the largest run first also kept it from growing twice: the tiny Whisper's encoder, its
+    [batch, 4, 1500, 1500] attention tensors, 227 MiB over the session's start instead of 304;
+    validation sessions now run without one.)"""
+    return [at, *(k for k in range(count) if k != at)] if count else []
 
 
 def _pytorch_runs(
