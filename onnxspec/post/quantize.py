@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -115,13 +116,14 @@ def _quantize(src: Path, dst: Path, method: str) -> None:
                          use_external_data_format=_weights_bytes(model) > _EXTERNAL_ABOVE, extra_options={"EnableSubgraph": True})
         _require_quantized(onnx.load(os.fspath(dst), load_external_data=False), before, src, method)
         return
-    gemm_to_matmul(model)  # MatMulNBits reads MatMul only
     int8 = method == "int8"
+    # MatMulNBits reads MatMul only; int8 leaves a Gemm by a tied embedding table (the head) in float32 as it is
+    gemm_to_matmul(model, keep=_looked_up(model) if int8 else ())
     quantizer = MatMulNBitsQuantizer(model, bits=8 if int8 else 4, block_size=BLOCK_SIZE, is_symmetric=True,
                                      accuracy_level=ACCURACY_LEVEL if int8 else None, nodes_to_exclude=_kept_in_float(model) if int8 else None)
     quantizer.process()
     model = quantizer.model.model
-    if method == "int4":
+    if method == "int4" or "Conv" not in before:  # quantize_dynamic would rewrite a Gemm kept in float32 with a transposed copy
         _require_quantized(model, before, src, method)
         _save(model, dst)
         return
@@ -131,6 +133,11 @@ def _quantize(src: Path, dst: Path, method: str) -> None:
     quantize_dynamic(model, dst, op_types_to_quantize=["Conv"], per_channel=True, weight_type=QuantType.QInt8,
                      use_external_data_format=_weights_bytes(model) > _EXTERNAL_ABOVE, extra_options={"EnableSubgraph": True})
     _require_quantized(onnx.load(os.fspath(dst), load_external_data=False), before, src, method)
+
+
+def _looked_up(model: onnx.ModelProto) -> set[str]:
+    """The tensors a ``Gather`` of ``model`` (or of its subgraphs) reads rows of: embedding tables."""
+    return {node.input[0] for node in all_nodes(model.graph) if node.op_type == "Gather"}
 
 
 def _kept_in_float(model: onnx.ModelProto) -> list[str]:
@@ -144,10 +151,11 @@ def _kept_in_float(model: onnx.ModelProto) -> list[str]:
       but not the only one), which make the few huge channels of the residual stream that every
       later block reads;
     - a product by a weight a ``Gather`` also reads (a tied embedding used as the output head): the
-      table stays float32 for the lookup anyway, so an int8 copy would only add to the file.
+      table stays float32 for the lookup anyway, so an int8 copy would only add to the file (a
+      ``Gemm`` by the table, as the export writes a tied head, is not rewritten as ``MatMul`` at all).
     """
     nodes = list(all_nodes(model.graph))
-    looked_up = {node.input[0] for node in nodes if node.op_type == "Gather"}
+    looked_up = _looked_up(model)
     matmuls = [node for node in nodes if node.op_type == "MatMul"]
     blocks = {node.name: int(found.group(1)) for node in matmuls if (found := _BLOCK.search(node.name))}
     count = max(blocks.values()) + 1 if blocks else 0
@@ -174,13 +182,13 @@ def _used_names(graph: onnx.GraphProto) -> set[str]:
     return used
 
 
-def gemm_to_matmul(model: onnx.ModelProto) -> int:
+def gemm_to_matmul(model: onnx.ModelProto, keep: Collection[str] = ()) -> int:
     """Rewrite in place each ``Gemm`` of ``model`` (and of its subgraphs) whose weight ``B`` is an
     initializer, with ``alpha = beta = 1`` and ``transA = 0``, as ``MatMul`` by a ``[K, N]``
     weight (``B`` itself, or ``B`` transposed when ``transB = 1``), followed by ``Add`` of ``C``
     when it has one. ``Y = A B' + C`` either way, ``C`` broadcast the same (Gemm's broadcast of
     ``C`` to ``[M, N]`` is NumPy's). Returns how many were rewritten; a weight no other node reads
-    any more is dropped.
+    any more is dropped. A ``Gemm`` by a weight named in ``keep`` is left as it is.
     """
     replaced: set[str] = set()
 
@@ -193,7 +201,7 @@ def gemm_to_matmul(model: onnx.ModelProto) -> int:
             for sub in subgraphs(node):
                 count += rewrite(sub, scope)
             weight = scope.get(node.input[1]) if node.op_type == "Gemm" and len(node.input) >= 2 else None
-            if (weight is None or len(weight[1].dims) != 2 or _attribute(node, "transA", 0) != 0
+            if (weight is None or weight[1].name in keep or len(weight[1].dims) != 2 or _attribute(node, "transA", 0) != 0
                     or _attribute(node, "alpha", 1.0) != 1.0 or _attribute(node, "beta", 1.0) != 1.0):
                 nodes.append(node)
                 continue

@@ -202,6 +202,17 @@ def test_int8_keeps_down_proj_attention_the_first_tenth_of_the_blocks_and_a_tied
     assert floats == first | {n for n in names if "down_proj" in n or "self_attn" in n} | {"/model/lm_head/MatMul"}
     quantize_file(tmp_path / "m.onnx", tmp_path / "q4.onnx", method="int4")  # int4 quantizes them all
     assert "MatMul" not in {n.op_type for n in onnx.load(tmp_path / "q4.onnx").graph.node}
+    # the tied head as the export writes it: a Gemm by the [V, H] table, transB=1, is left as it is
+    tied = onnx.load(tmp_path / "m.onnx")
+    for node in tied.graph.node:
+        if node.name == "/model/lm_head/MatMul":
+            node.op_type = "Gemm"
+            node.attribute.append(helper.make_attribute("transB", 1))
+    onnx.save(tied, tmp_path / "gemm.onnx")
+    quantize_file(tmp_path / "gemm.onnx", tmp_path / "gemm-q.onnx", method="int8")
+    done = onnx.load(tmp_path / "gemm-q.onnx").graph
+    assert [n.op_type for n in done.node if n.name == "/model/lm_head/MatMul"] == ["Gemm"]
+    assert not [t.name for t in done.initializer if t.name.startswith("table")][1:]  # no transposed or int8 copy of the table
     # a model of one block keeps none for being first: its MLP is quantized
     single = onnx.load(tmp_path / "m.onnx")
     kept = [n for n in single.graph.node if n.name == "/model/model/layers.0/mlp/up_proj/MatMul"]
