@@ -570,6 +570,10 @@ def validate_with_references(
 ) -> tuple[tuple[OutputCheck, ...], tuple[str, ...], float, References]:
     """:func:`validate`, also returning PyTorch's runs (:class:`References`).
 
+    At the default sets (``shape_sets`` ``None``), a graph whose inputs vary with the batch only
+    (an encoder of fixed frames, a vision model of a fixed image size), which ``decode`` would
+    feed ``large``'s shapes again, is fed ``small``'s shapes there, with values of its own.
+
     ``reuse``: PyTorch's runs from an earlier validation; used (and the module not run) only if
     they were made at exactly the inputs this validation feeds (:meth:`References.fits`), else
     the module runs as usual.

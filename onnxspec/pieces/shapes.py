@@ -156,7 +156,9 @@ def validation_shapes(traced: Shapes, *, boundary: int | None = None) -> tuple[S
 
     The first is the smallest legal step (batch 1, one token, a short past); the second an odd,
     larger one with an empty past (a first generation step); the third a decode step with a
-    longer past.
+    longer past. (A graph whose inputs vary with the batch only would get the second set's
+    shapes again from the third: validation feeds it the first's instead, with other values;
+    see :func:`onnxspec.judge.validate.validate_with_references`.)
 
     ``boundary``: a length where the model switches behaviour (a rotary embedding's
     ``max_position_embeddings`` for dynamic NTK, ``original_max_position_embeddings`` for
