@@ -213,13 +213,15 @@ _LINEAR = torch.nn.functional.linear
 
 def _hollow(weight: torch.Tensor) -> torch.Tensor:
     """A tensor of ``weight``'s shape and dtype reading zeros from memory never written: an
-    anonymous private mapping, whose pages read are the kernel's shared zero page (none counts in
-    the resident set)."""
+    anonymous private mapping, read-only (not charged to the commit limit; a write would fault),
+    whose pages read are the kernel's shared zero page (none counts in the resident set)."""
     import mmap
 
     nbytes = max(1, weight.numel() * weight.element_size())
-    memory = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    return torch.frombuffer(memory, dtype=weight.dtype, count=weight.numel()).view(weight.shape)
+    memory = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, prot=mmap.PROT_READ)
+    with warnings.catch_warnings():  # torch warns that the buffer is not writable: nothing writes it
+        warnings.simplefilter("ignore")
+        return torch.frombuffer(memory, dtype=weight.dtype, count=weight.numel()).view(weight.shape)
 
 
 @attrs.frozen(kw_only=True, eq=False)
