@@ -32,7 +32,7 @@ import onnx
 import torch
 
 from onnxspec.build.graphs import all_nodes, subgraphs
-from onnxspec.build.pages import FileMappings, file_mappings, linear_in_slices, mapped_heads, release, released_after_forward
+from onnxspec.build.pages import FileMappings, file_mappings, is_mapped, linear_in_slices, mapped_heads, release, released_after_forward
 from onnxspec.pieces.axes import axes_view
 from onnxspec.errors import NO_SPACE, BackendError, OnnxSpecError, SpecError
 from onnxspec.pieces.spec import GraphSpec
@@ -687,13 +687,17 @@ def _attach_weights(
                 data.write(b"\0" * (offset - size))
                 # a contiguous weight mapped from a checkpoint is written a block at a time, each
                 # block's pages given back once written (gemma-3-270m's tied 262k x 640 table: 0.63
-                # GiB of file-backed pages resident at once when written whole); a transposed one
-                # reads every page in each block, so its pages go once it is all written
+                # GiB of file-backed pages resident at once when written whole); a large transposed
+                # one a block of its source's rows at a time (_write_transposed); any other
+                # transposed one reads every page in each block, so its pages go once it is all written
                 split = mappings is not None and weight.is_contiguous()
-                for block in row_blocks(weight, split=split):
-                    data.write(memoryview(_bytes_of(block)))
-                    if split:
-                        release((block,), mappings)
+                if mappings is not None and _transposed_mapped(weight, mappings):
+                    _write_transposed(data, offset, weight, mappings)
+                else:
+                    for block in row_blocks(weight, split=split):
+                        data.write(memoryview(_bytes_of(block)))
+                        if split:
+                            release((block,), mappings)
                 tensor.data_location = onnx.TensorProto.EXTERNAL
                 for key, entry in (("location", location), ("offset", offset), ("length", nbytes)):
                     tensor.external_data.add(key=key, value=str(entry))
@@ -701,6 +705,41 @@ def _attach_weights(
                 release((weight,), mappings)
             del weight
             model.graph.initializer.append(tensor)
+
+
+def _transposed_mapped(weight: torch.Tensor, mappings: FileMappings) -> bool:
+    """Whether ``weight`` is a 2-D transpose of a contiguous tensor memory-mapped from a file and
+    larger than two write blocks (an untied lm_head's weight after constant folding: llama-1b's
+    32000 x 2048, 250 MiB)."""
+    return (weight.dim() == 2 and weight.shape[0] > 1 and weight.shape[1] > 1 and weight.stride() == (1, weight.shape[0])
+            and weight.numel() * weight.element_size() > 2 * WRITE_BLOCK_BYTES and is_mapped(weight, mappings))
+
+
+def _write_transposed(data: Any, offset: int, weight: torch.Tensor, mappings: FileMappings) -> None:
+    """Write the ``[H, V]`` ``weight``, the transpose of a mapped contiguous ``[V, H]`` source, in
+    C order at ``offset`` of the open file ``data``: :data:`WRITE_BLOCK_BYTES` of the source's rows
+    at a time are copied in tiles into a ``[H, block]`` buffer (:func:`_tiled_copy`) whose ``H``
+    rows go to their places in the file (``os.pwrite``), and the source's pages are given back
+    after each block. Row blocks of the ``[H, V]`` weight would each read every page of the
+    source, so the whole source was resident until the end (llama-1b's lm_head: 250 MiB). Leaves
+    the file's position at the end of the weight."""
+    rows, columns = weight.shape
+    item = weight.element_size()
+    step = max(1, WRITE_BLOCK_BYTES // (rows * item))
+    data.flush()
+    descriptor = data.fileno()
+    for start in range(0, columns, step):
+        block = _tiled_copy(weight[:, start : start + step])
+        raw = memoryview(_bytes_of(block))
+        width = block.shape[1] * item
+        for row in range(rows):
+            piece, at = raw[row * width : (row + 1) * width], offset + (row * columns + start) * item
+            while piece:
+                written = os.pwrite(descriptor, piece, at)
+                piece, at = piece[written:], at + written
+        del raw, block
+        release((weight,), mappings)
+    data.seek(offset + rows * columns * item)
 
 
 def embed_external_data(model: onnx.ModelProto, base_dir: str) -> None:

@@ -100,3 +100,36 @@ def test_an_export_reading_its_mapped_head_in_slices_writes_and_validates_the_sa
     assert in_slices[0] == whole[0]
     assert in_slices[1] == whole[1]
     assert in_slices[2] == whole[2]
+
+
+@pytest.mark.skipif(not _MAPPED, reason="no /proc or madvise: nothing is released")
+def test_a_large_transposed_mapped_weight_is_written_by_blocks_of_its_source_rows(tmp_path, monkeypatch) -> None:
+    """An untied head's weight after constant folding (a transposed view of the mapped ``[V, H]``
+    table) is written in C order, the same bytes, a block of the table's rows at a time: the pages
+    resident while it is written are a block's, not the table's."""
+    rows, width = 8003, 1024  # the [V, H] table, 31 MiB; written as its [H, V] transpose
+    table, values = _mapped_weight(os.fspath(tmp_path / "table.bin"), rows, width, 2)
+    monkeypatch.setattr(exporters, "WRITE_BLOCK_BYTES", 512 * width * 4)  # blocks of 512 table rows (2 MiB)
+    pwrite, calls, resident = os.pwrite, [], []
+
+    def measured(fd, piece, at):  # type: ignore[no-untyped-def]
+        calls.append(at)
+        if len(calls) % width == 1:  # the first of a block's H rows: the block's table rows are read
+            resident.append(_rss_file() - start)
+        return pwrite(fd, piece, at)
+
+    monkeypatch.setattr(os, "pwrite", measured)
+    model = onnx.ModelProto(graph=onnx.GraphProto(input=[onnx.helper.make_tensor_value_info("head", onnx.TensorProto.FLOAT, [width, rows]),
+                                                         onnx.helper.make_tensor_value_info("small", onnx.TensorProto.FLOAT, [300])]))
+    pages.release([table])
+    start = _rss_file()
+    exporters._attach_weights(model, {"head": table.T, "small": torch.arange(300.0)}, os.fspath(tmp_path), "model.onnx.data")
+    assert len(calls) == width * -(-rows // 512)  # each of the H rows, once per block of 512 table rows
+    assert max(resident) < values.nbytes / 4, max(resident)
+    head, small = model.graph.initializer
+    with open(tmp_path / "model.onnx.data", "rb") as f:
+        written = f.read()
+    offset = int({e.key: e.value for e in head.external_data}["offset"])
+    assert written[offset : offset + values.nbytes] == np.ascontiguousarray(values.T).tobytes()
+    small_at = int({e.key: e.value for e in small.external_data}["offset"])
+    assert written[small_at : small_at + 1200] == np.arange(300, dtype=np.float32).tobytes()  # written after it, in place
