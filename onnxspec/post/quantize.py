@@ -10,7 +10,7 @@ projections, the first tenth of the blocks, and a head tied to the embedding tab
 tables (embeddings) stay float32; ``Conv`` by ``onnxruntime.quantization.quantize_dynamic``.
 Measured 2026-11-30 on the real SmolLM2-135M (worst logits cosine / top-1 / greedy at the
 export's validation sets; one thread, 128-token prefill and one decode step after it, against
-float32 run in turn): 0.9948 / 0.886 / 1, 0.89x and 0.84x the time, 0.74x the size. Computing
+float32 run in turn): 0.9948 / 0.886 / 1, 0.89x-0.93x and 0.77x-0.84x the time, 0.74x the size. Computing
 every layer at level 4 gives 0.962 / 0.886 / 0.78; all but ``down_proj`` 0.988 / 0.886 / 0.84;
 all but ``down_proj`` and the first blocks 0.967 / 0.83 at the validation seed; level 0
 everywhere but ``down_proj`` (the former ``int8``) 0.992 / 0.94 / 1 but 2x and 10x float32's
