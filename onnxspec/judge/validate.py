@@ -497,16 +497,6 @@ def calibrating_set(feeds: Sequence[Mapping[str, torch.Tensor]]) -> int:
     return sizes.index(max(sizes)) if sizes else 0
 
 
-def _session_order(count: int, at: int) -> list[int]:
-    """The order the graph runs the ``count`` shape sets in: the float64 set ``at`` first (its
-    noise is the bound's at the others), then the others in order; none when there are no sets.
-    So no set's outputs wait, held, for the float64 set's noise to be measured. (With a memory
-    arena, the largest run first also kept it from growing twice: the tiny Whisper's encoder, its
-    [batch, 4, 1500, 1500] attention tensors, 227 MiB over the session's start instead of 304;
-    validation sessions now run without one.)"""
-    return [at, *(k for k in range(count) if k != at)] if count else []
-
-
 def _pytorch_runs(
     module: torch.nn.Module, spec: GraphSpec, sets: Sequence[Shapes], dtypes: DTypes, seed: int, wanted: bool,
     feeds: Sequence[Mapping[str, torch.Tensor]],
@@ -623,13 +613,21 @@ def validate_with_references(
         return found
 
     by_set: dict[int, list[OutputCheck]] = {}
+    waiting: list[tuple[int, dict[str, np.ndarray], Sequence[Any]]] = []  # sets run before the float64 one: judged after it
     runs: list[tuple[Shapes, dict[str, np.ndarray]]] = []
-    for k in _session_order(len(sets), at):  # the float64 set first: its noise is carried to the others
+    for k, shapes in enumerate(sets):
         feed = {n: _to_numpy(t) for n, t in feeds[k].items()}
         got = session.run(out_names, feed)  # type: ignore[attr-defined]
         # what the frozen-axis check reads is the shapes: keep those (views of no memory), not the outputs
-        runs.append((sets[k], {n: np.broadcast_to(np.empty((), np.asarray(a).dtype), np.shape(a)) for n, a in zip(out_names, got)}))
+        runs.append((shapes, {n: np.broadcast_to(np.empty((), np.asarray(a).dtype), np.shape(a)) for n, a in zip(out_names, got)}))
+        if k < at:
+            waiting.append((k, feed, got))
+            continue
         by_set[k] = judged(k, feed, got)
+        if k == at:
+            for earlier, earlier_feed, earlier_got in waiting:
+                by_set[earlier] = judged(earlier, earlier_feed, earlier_got)
+            waiting.clear()
         del got
     checks = [c for k in range(len(sets)) for c in by_set[k]]
     problems = tuple(_frozen_outputs(spec, runs))
@@ -711,14 +709,13 @@ def validate_merged(
             runs.append((full, dict(zip(others, got[len(out_names):]))))
             return got[: len(out_names)]
 
-        found, trouble, _, ran = validate_with_references(
+        found, trouble, _, _ = validate_with_references(
             SimpleNamespace(run=run), module, spec, traced, dtypes, seed, graph, shape_sets, reuse=earlier
         )
         labels = list(dict.fromkeys(c.shape_set for c in found))
         checks += [attrs.evolve(c, shape_set=f"{c.shape_set}/{tag}") for c in found]
         problems += [f"{tag} branch: {p}" for p in trouble]
-        order = _session_order(len(ran.feeds), calibrating_set(ran.feeds))  # the sets in the order the session ran them
-        for label, (full, others) in zip([labels[k] for k in order], runs):
+        for label, (full, others) in zip(labels, runs):
             for name, got in others.items():
                 source = to_past(name) if is_cache_output(name) else None
                 if source is None or source not in full:
