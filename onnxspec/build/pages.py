@@ -16,7 +16,9 @@ other tensor (in anonymous memory, or in a mapping with written pages) is left a
 kernel has no ``/proc`` or libc no ``madvise``, nothing is released.
 
 :func:`released_after_forward` does it module by module while a model runs: after each
-module's forward, its own weights' pages go.
+module's forward, its own weights' pages go. A head of a large vocabulary is read whole by one
+``F.linear``: :func:`linear_in_slices` computes it a slice of rows at a time, each slice's pages
+given back before the next is read (:func:`mapped_heads` finds such weights).
 
 :func:`giving_back` does it for a runtime's own mappings of a graph's external data file
 (onnxruntime maps each initializer of ``model.onnx.data`` on its own, private, and a forward
