@@ -14,6 +14,10 @@ a fully masked (left-padded) query row turns into NaN that spreads through the n
 where the float32 run stays finite. :func:`finfo_of` makes ``torch.finfo(torch.float64)``
 answer with the export dtype's limits while the reference runs, so those constants are the ones
 the exported graph holds.
+
+PyTorch's runs at the export dtype read a large memory-mapped head a slice of rows at a time,
+bit for bit the whole call (:func:`heads_in_slices`); the streamed float64 run widens it a slice
+at a time (:func:`streamed_float64`).
 """
 
 from __future__ import annotations
