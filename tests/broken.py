@@ -626,6 +626,9 @@ def _head_node(graph: onnx.GraphProto, output: str = "logits") -> tuple[onnx.Nod
             return node, 1, 0 if trans_b else 1
         if node.op_type not in _PASS_THROUGH:
             return None
+        if node.op_type == "Reshape":  # its data, not the shape it is given (a tied head's Gemm reshaped back)
+            name = node.input[0]
+            continue
         dynamic = [i for i in node.input if i and i not in inits and producers.get(i) is not None and producers[i].op_type != "Constant"]
         if len(dynamic) != 1:
             return None
