@@ -258,9 +258,11 @@ def released_after_forward(model: torch.nn.Module) -> Iterator[None]:
             handle.remove()
 
 
-GIVE_BACK_EVERY = 0.02
+GIVE_BACK_EVERY = 0.005
 """Seconds between two give-backs of a runtime's mapped weights while it runs (:func:`giving_back`):
-the resident part of them is about what the runtime reads in this time."""
+the resident part of them is about what the runtime reads in this time. A run at a small shape
+set reads the weights fastest: gemma-3-270m's (1.00 GiB, 0.1 s a run at ``small``) peaked at
+0.47 GiB file-backed every 20 ms, 0.29 every 10 ms, 0.26 every 5 ms, the runs' CPU time the same."""
 
 
 def _give_back(ranges: Sequence[tuple[int, int]]) -> None:
