@@ -32,7 +32,7 @@ import onnx
 import torch
 
 from onnxspec.build.graphs import all_nodes, subgraphs
-from onnxspec.build.pages import FileMappings, file_mappings, is_mapped, linear_in_slices, mapped_heads, release, released_after_forward
+from onnxspec.build.pages import FileMappings, file_mappings, function_mode, is_mapped, linear_in_slices, mapped_heads, release, released_after_forward
 from onnxspec.pieces.axes import axes_view
 from onnxspec.errors import NO_SPACE, BackendError, OnnxSpecError, SpecError
 from onnxspec.pieces.spec import GraphSpec
@@ -273,11 +273,8 @@ def _heads_traced_hollow(module: torch.nn.Module) -> Iterator[None]:
     if not heads:
         yield
         return
-    torch.overrides._push_mode(_HollowHeads(heads=heads, mappings=mappings))  # any object with __torch_function__
-    try:
+    with function_mode(_HollowHeads(heads=heads, mappings=mappings)):
         yield
-    finally:
-        torch.overrides._pop_mode()
 
 
 RELEASE_FROM = 64 << 20

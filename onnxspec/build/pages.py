@@ -41,7 +41,7 @@ import attrs
 import torch
 
 __all__ = [
-    "GIVE_BACK_EVERY", "HEAD_FROM", "HEAD_SLICE_BYTES", "ROW_MULTIPLE", "FileMappings", "GivingBack", "file_mappings", "giving_back",
+    "GIVE_BACK_EVERY", "HEAD_FROM", "HEAD_SLICE_BYTES", "ROW_MULTIPLE", "FileMappings", "GivingBack", "file_mappings", "function_mode", "giving_back",
     "is_mapped", "linear_in_slices", "mapped_heads", "mappings_of", "release", "release_heap", "released_after_forward",
 ]
 
@@ -226,6 +226,18 @@ def release_heap() -> None:
             libc.malloc_trim(0)
     except OSError:
         pass
+
+
+@contextlib.contextmanager
+def function_mode(mode: Any) -> Iterator[None]:
+    """``mode`` (any object with ``__torch_function__``) on torch's function-mode stack while the
+    block runs (what :class:`torch.overrides.TorchFunctionMode`'s ``__enter__`` and ``__exit__``
+    do, for a frozen record that is not one)."""
+    torch.overrides._push_mode(mode)
+    try:
+        yield
+    finally:
+        torch.overrides._pop_mode()
 
 
 @contextlib.contextmanager

@@ -29,7 +29,7 @@ from typing import Any
 import attrs
 import torch
 
-from onnxspec.build.pages import FileMappings, file_mappings, is_mapped, linear_in_slices, mapped_heads, release
+from onnxspec.build.pages import FileMappings, file_mappings, function_mode, is_mapped, linear_in_slices, mapped_heads, release
 from onnxspec.pieces.patches import Patch
 
 __all__ = [
@@ -208,7 +208,7 @@ def heads_in_slices(module: torch.nn.Module) -> Iterator[None]:
     if not heads:
         yield
         return
-    with _mode(_MappedHeads(heads=heads, mappings=mappings)):  # type: ignore[arg-type]
+    with function_mode(_MappedHeads(heads=heads, mappings=mappings)):  # type: ignore[arg-type]
         yield
 
 
@@ -262,17 +262,6 @@ class _Outside:
             self.seen.add(self.names[id(args[1])])
             return _sliced_linear(args[0], args[1], self._widen(args[2] if len(args) > 2 else kwargs.get("bias")))
         return func(*(self._widen(a) for a in args), **{k: self._widen(v) for k, v in kwargs.items()})
-
-
-@contextlib.contextmanager
-def _mode(mode: _Outside) -> Iterator[None]:
-    """``mode`` on torch's function-mode stack while the block runs (what
-    :class:`torch.overrides.TorchFunctionMode`'s ``__enter__`` and ``__exit__`` do)."""
-    torch.overrides._push_mode(mode)
-    try:
-        yield
-    finally:
-        torch.overrides._pop_mode()
 
 
 def _use_count(tensor: torch.Tensor) -> int:
@@ -347,7 +336,7 @@ def streamed_float64(module: torch.nn.Module) -> Iterator[Streamed]:
         for owner in owners:
             handles.append(owner.register_forward_pre_hook(widen))
             handles.append(owner.register_forward_hook(narrow, always_call=True))
-        with _mode(_Outside(names=names, seen=seen.outside)):
+        with function_mode(_Outside(names=names, seen=seen.outside)):
             yield seen
     finally:
         for handle in handles:
